@@ -1,0 +1,275 @@
+"""Typed configuration loaded from YAML.
+
+Every program reads one YAML file into one frozen dataclass. Keys in YAML are
+CamelCase (as in the original Go design's ws.yaml); attributes are snake_case.
+Strings may contain ``${VAR}`` or ``${VAR:-default}``, expanded from the
+environment. Any problem -- an unknown key, a wrong type, a bad value -- raises
+ConfigError with one line naming the key, and the program stops with it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names the key."""
+
+
+# ---------------------------------------------------------------------------
+# The schemas. Field names map to YAML keys by CamelCase: ping_interval -> PingInterval.
+
+@dataclass(frozen=True)
+class RpcConfig:
+    endpoints: tuple[str, ...] = ()
+    timeout: int = 2000          # ms, per HTTP call
+    pool_size: int = 64          # keep-alive connections per endpoint
+
+    def validate(self, key: str) -> None:
+        if not self.endpoints:
+            raise ConfigError(f"{key}.Endpoints: at least one host:port is required")
+        for ep in self.endpoints:
+            if not re.fullmatch(r"(https?://)?[^\s/:]+:\d{1,5}", ep):
+                raise ConfigError(f"{key}.Endpoints: {ep!r} is not host:port")
+        _positive(f"{key}.Timeout", self.timeout)
+        _positive(f"{key}.PoolSize", self.pool_size)
+
+
+@dataclass(frozen=True)
+class GatewayAuthConfig:
+    access_secret: str = ""
+    access_expire: int = 604800  # s
+    enforce_expiry: bool = False
+    expiry_warning: int = 60     # s before exp that token_expiring is sent
+
+    def validate(self, key: str) -> None:
+        if not self.access_secret:
+            raise ConfigError(f"{key}.AccessSecret: must not be empty")
+        _positive(f"{key}.AccessExpire", self.access_expire)
+        _positive(f"{key}.ExpiryWarning", self.expiry_warning)
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    rate: float = 50.0           # client frames per second, refilled continuously
+    burst: int = 100
+
+    def validate(self, key: str) -> None:
+        _positive(f"{key}.Rate", self.rate)
+        _positive(f"{key}.Burst", self.burst)
+
+
+@dataclass(frozen=True)
+class WebSocketConfig:
+    ping_interval: int = 30      # s between protocol pings
+    pong_timeout: int = 60       # s of silence before close 4004
+    max_message_size: int = 65536  # bytes of a whole, reassembled message
+    send_queue_size: int = 256   # frames per connection before close 4002
+    multi_login: Literal["kick"] = "kick"
+    allowed_origins: tuple[str, ...] = ()
+    max_connections: int = 0     # 0 = no limit
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    handshake_timeout: int = 10  # s to send a complete upgrade request
+    close_timeout: float = 1.0   # s a close frame may take before the TCP drop
+    unread_page_size: int = 200  # backlog messages fetched per page
+    shutdown_timeout: int = 10   # s a graceful stop may take
+
+    def validate(self, key: str) -> None:
+        for name in ("ping_interval", "pong_timeout", "max_message_size",
+                     "send_queue_size", "handshake_timeout", "close_timeout",
+                     "unread_page_size", "shutdown_timeout"):
+            _positive(f"{key}.{_camel(name)}", getattr(self, name))
+        if self.max_connections < 0:
+            raise ConfigError(f"{key}.MaxConnections: must be 0 (no limit) or more")
+        if self.unread_page_size > 200:
+            raise ConfigError(f"{key}.UnreadPageSize: at most 200 (the services' page cap)")
+        self.rate_limit.validate(f"{key}.RateLimit")
+
+
+@dataclass(frozen=True)
+class ChatConfig:
+    require_friendship: bool = False
+    max_content_length: int = 16384
+
+    def validate(self, key: str) -> None:
+        _positive(f"{key}.MaxContentLength", self.max_content_length)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """etc/ws.yaml"""
+    name: str = "ws-server"
+    host: str = "0.0.0.0"
+    port: int = 10300
+    auth: GatewayAuthConfig = field(default_factory=GatewayAuthConfig)
+    message_rpc: RpcConfig = field(default_factory=lambda: RpcConfig(("127.0.0.1:10301",)))
+    friend_rpc: RpcConfig = field(default_factory=lambda: RpcConfig(("127.0.0.1:10302",)))
+    auth_rpc: RpcConfig = field(default_factory=lambda: RpcConfig(("127.0.0.1:10303",)))
+    internal_secret: str = ""
+    web_socket: WebSocketConfig = field(default_factory=WebSocketConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def validate(self, key: str = "") -> None:
+        _port("Port", self.port)
+        self.auth.validate("Auth")
+        self.message_rpc.validate("MessageRpc")
+        self.friend_rpc.validate("FriendRpc")
+        self.auth_rpc.validate("AuthRpc")
+        self.web_socket.validate("WebSocket")
+        self.chat.validate("Chat")
+        for origin in self.web_socket.allowed_origins:
+            if origin != "*" and not re.fullmatch(r"[a-z][a-z0-9+.-]*://[^/\s]+", origin):
+                raise ConfigError(f"WebSocket.AllowedOrigins: {origin!r} is not scheme://host[:port] or \"*\"")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """etc/message.yaml and etc/friend.yaml"""
+    name: str = ""
+    host: str = "127.0.0.1"
+    port: int = 0
+    data_source: str = ""        # an SQLAlchemy URL; default sqlite:///data/<name>.db
+    internal_secret: str = ""
+    pool_size: int = 10          # database connections (PostgreSQL)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def validate(self, key: str = "") -> None:
+        if not self.name:
+            raise ConfigError("Name: must not be empty")
+        _port("Port", self.port)
+        _positive("PoolSize", self.pool_size)
+
+    @property
+    def database_url(self) -> str:
+        return self.data_source or f"sqlite:///data/{self.name}.db"
+
+
+@dataclass(frozen=True)
+class AuthServiceConfig(ServiceConfig):
+    """etc/auth.yaml: a service that also signs tokens."""
+    access_secret: str = ""
+    access_expire: int = 604800  # s
+
+    def validate(self, key: str = "") -> None:
+        super().validate(key)
+        if not self.access_secret:
+            raise ConfigError("AccessSecret: must not be empty")
+        _positive("AccessExpire", self.access_expire)
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+def load(cls: type, path: str | os.PathLike) -> Any:
+    """Read a YAML file into ``cls`` (a config dataclass above) and validate it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    try:
+        cfg = from_mapping(cls, raw if raw is not None else {})
+        cfg.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return cfg
+
+
+def from_mapping(cls: type, raw: Any, key: str = "") -> Any:
+    """Build the dataclass ``cls`` from a parsed YAML mapping (not validated)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{key or 'top level'}: expected a mapping, got {_kind(raw)}")
+    hints = typing.get_type_hints(cls)
+    by_key = {_camel(f.name): f for f in dataclasses.fields(cls)}
+    values = {}
+    for k, v in raw.items():
+        f = by_key.get(k)
+        if f is None:
+            where = f"{key}.{k}" if key else str(k)
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(by_key))})")
+        values[f.name] = _convert(hints[f.name], v, f"{key}.{k}" if key else k)
+    return cls(**values)
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand(value: str) -> str:
+    """Expand ${VAR} and ${VAR:-default} from the environment."""
+    def sub(m: re.Match) -> str:
+        got = os.environ.get(m.group(1))
+        if got is None or (got == "" and m.group(2) is not None):
+            return m.group(2) or ""
+        return got
+    return _VAR.sub(sub, value)
+
+
+def _convert(tp: Any, v: Any, key: str) -> Any:
+    if isinstance(v, str) and "${" in v:
+        whole = _VAR.fullmatch(v) is not None
+        v = expand(v)
+        if whole and tp is not str:     # "${PORT}" may stand for a number or a bool
+            v = yaml.safe_load(v) if v else None
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_mapping(tp, v if v is not None else {}, key)
+    if origin is Literal:
+        if v not in typing.get_args(tp):
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, typing.get_args(tp)))}, got {v!r}")
+        return v
+    if origin is tuple:
+        if not isinstance(v, list):
+            raise ConfigError(f"{key}: expected a list, got {_kind(v)}")
+        item = typing.get_args(tp)[0]
+        return tuple(_convert(item, x, f"{key}[{i}]") for i, x in enumerate(v))
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise ConfigError(f"{key}: expected true or false, got {_kind(v)}")
+        return v
+    if tp is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{key}: expected a whole number, got {_kind(v)}")
+        return v
+    if tp is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {_kind(v)}")
+        return float(v)
+    if tp is str:
+        if v is None:
+            return ""
+        if not isinstance(v, str):
+            raise ConfigError(f"{key}: expected a string, got {_kind(v)}")
+        return v
+    raise TypeError(f"config type {tp!r} is not supported")  # a bug in the schema
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _kind(v: Any) -> str:
+    return "nothing" if v is None else f"{type(v).__name__} {v!r}"[:60]
+
+
+def _positive(key: str, v: float) -> None:
+    if v <= 0:
+        raise ConfigError(f"{key}: must be greater than 0, got {v!r}")
+
+
+def _port(key: str, v: int) -> None:
+    if not 0 < v < 65536:
+        raise ConfigError(f"{key}: must be a TCP port (1-65535), got {v!r}")

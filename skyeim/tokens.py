@@ -1,0 +1,48 @@
+"""HS256 access tokens: issued by the Auth service, verified by the gateway."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import jwt
+
+ALGORITHMS = ["HS256"]        # pinned: "none" and every other algorithm are refused
+MAX_USER_ID = 2**63 - 1
+
+
+class InvalidToken(Exception):
+    """Missing, malformed, badly signed, expired, or without a valid userId."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    user_id: int
+    expires_at: int           # JWT exp, seconds
+
+
+def issue(secret: str, user_id: int, expire_s: int, now: float | None = None) -> tuple[str, int]:
+    """Return (token, exp) for ``user_id``, valid ``expire_s`` seconds."""
+    iat = int(now if now is not None else time.time())
+    exp = iat + expire_s
+    token = jwt.encode({"userId": user_id, "iat": iat, "exp": exp}, secret, algorithm="HS256")
+    return token, exp
+
+
+def verify(secret: str, token: str) -> Claims:
+    try:
+        payload = jwt.decode(token, secret, algorithms=ALGORITHMS,
+                             options={"require": ["exp"]})
+    except jwt.PyJWTError as e:
+        raise InvalidToken(str(e)) from None
+    user_id = payload.get("userId")
+    if not is_user_id(user_id):
+        raise InvalidToken("userId missing or not a valid user id")
+    exp = payload["exp"]
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+        raise InvalidToken("exp is not a number")
+    return Claims(user_id=user_id, expires_at=int(exp))
+
+
+def is_user_id(v: object) -> bool:
+    """A JSON integer from 1 to 2**63-1 (never a bool, float or string)."""
+    return type(v) is int and 1 <= v <= MAX_USER_ID

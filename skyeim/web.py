@@ -1,0 +1,91 @@
+"""HTTP/JSON conventions shared by the gateway's /api and the backend services.
+
+Success is 200 with a JSON body; failure is 4xx/5xx with ``{"code", "message"}``.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+class ApiError(Exception):
+    """Raise in a view to answer ``status`` with ``{"code", "message"}``."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    resp = jsonify(code=code, message=message)
+    resp.status_code = status
+    return resp
+
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "too_large",
+               503: "unavailable"}
+
+
+def install_json_errors(app: Flask) -> None:
+    """Answer every error, ours or Werkzeug's, in the contract's JSON shape."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(e: ApiError):
+        return error_response(e.status, e.code, e.message)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException):
+        status = e.code or 500
+        return error_response(status, _HTTP_CODES.get(status, "error"), e.description or e.name)
+
+    @app.errorhandler(Exception)
+    def _internal(e: Exception):
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error")
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object, or 400."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise bad_request("the body must be a JSON object")
+    return data
+
+
+def limit_arg(raw: str | None) -> int:
+    """The contract's paging ``limit``: default 50, capped at 200, else 400."""
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or int(raw) < 1:
+        raise bad_request("limit must be a positive integer")
+    return min(int(raw), MAX_LIMIT)
+
+
+def require_internal_secret(app: Flask, secret: str) -> None:
+    """Refuse (401) service calls without the right X-Internal-Secret; /healthz stays open."""
+    if not secret:
+        return
+    expected = secret.encode()
+
+    @app.before_request
+    def _check_secret():
+        if request.path == "/healthz":
+            return None
+        got = request.headers.get("X-Internal-Secret", "").encode()
+        if not hmac.compare_digest(got, expected):
+            return error_response(401, "unauthorized", "missing or wrong X-Internal-Secret")
+        return None
