@@ -1,0 +1,212 @@
+"""Database access shared by the Message, Friend and Auth services (SQLAlchemy Core).
+
+``Database.run(fn, *args)`` calls ``fn(conn, *args)`` inside one transaction and
+returns its result. How it gets there depends on the backend:
+
+* SQLite: the sqlite3 module blocks the whole process (gevent cannot switch
+  while C code waits on the file), so every call runs on ONE dedicated native
+  thread over ONE connection. That keeps the event loop free and serializes
+  writes, which SQLite needs anyway. The engine is used from that thread only.
+* PostgreSQL (``postgresql+psycopg://``): psycopg 3 waits cooperatively once
+  gevent has monkey-patched the process, so calls run directly in the calling
+  greenlet over a normal connection pool.
+
+Failures of the database itself (unreachable, locked, disk full, a timeout)
+raise DatabaseUnavailable, which the services answer with 503; IntegrityError
+passes through so that callers can resolve races on unique keys.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, TypeVar
+
+import gevent
+import gevent.threadpool
+from sqlalchemy import MetaData, create_engine, event, exc
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SQLITE_BUSY_TIMEOUT_MS = 5000      # wait this long for another process's write lock
+SQLITE_CALL_TIMEOUT = 30.0         # s a caller waits for the worker thread (queue + work)
+PG_CONNECT_TIMEOUT = 5             # s to open a connection
+PG_STATEMENT_TIMEOUT_MS = 15000    # server-side cap on any one statement
+PG_POOL_TIMEOUT = 10               # s to wait for a free pooled connection
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be used right now (down, locked, full, too slow)."""
+
+
+def now_ms() -> int:
+    """Milliseconds since the Unix epoch: the unit of every timestamp in the protocol."""
+    return time.time_ns() // 1_000_000
+
+
+class Database:
+    def __init__(self, url: str, metadata: MetaData, pool_size: int = 10):
+        self._url = make_url(url)
+        self._metadata = metadata
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()   # gevent's lock once patched: one creator at a time
+        self._worker: gevent.threadpool.ThreadPool | None = None
+        if self.is_sqlite:
+            self._worker = gevent.threadpool.ThreadPool(1)
+            self._engine = self._on_worker(self._sqlite_engine)
+        else:
+            self._engine = create_engine(
+                self._url,
+                pool_size=pool_size,
+                max_overflow=0,
+                pool_timeout=PG_POOL_TIMEOUT,
+                pool_pre_ping=True,        # a restarted server must not cost one failed request
+                pool_recycle=1800,
+                connect_args=_pg_connect_args(self._url),
+            )
+        # Create the schema now if possible; if the database is down, the
+        # service still starts (answering 503) and the next call retries.
+        try:
+            self._ensure_schema()
+        except DatabaseUnavailable as e:
+            log.warning("database not ready at start, will retry on use: %s", e)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self._url.get_backend_name() == "sqlite"
+
+    @property
+    def engine(self) -> Engine:
+        """For tests and tools; services go through run()."""
+        return self._engine
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in one transaction and return its result."""
+        self._ensure_schema()
+        return self._call(self._transaction, fn, *args)
+
+    def close(self) -> None:
+        if self._worker is not None:
+            try:
+                self._on_worker(self._engine.dispose)
+            finally:
+                self._worker.kill()
+                self._worker = None
+        else:
+            self._engine.dispose()
+
+    # -- internals ---------------------------------------------------------
+
+    def _transaction(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._engine.begin() as conn:
+            return fn(conn, *args)
+
+    def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if not self._schema_ready:
+                self._call(self._create_schema)
+                self._schema_ready = True
+
+    def _create_schema(self) -> None:
+        self._metadata.create_all(self._engine, checkfirst=True)
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            if self._worker is not None:
+                return self._on_worker(fn, *args)
+            return fn(*args)
+        except exc.IntegrityError:
+            raise
+        except _UNAVAILABLE as e:
+            raise DatabaseUnavailable(_describe(e)) from e
+        except exc.DBAPIError as e:
+            if e.connection_invalidated or type(e) is exc.DatabaseError:
+                # a dropped connection, or sqlite's "file is not a database"
+                raise DatabaseUnavailable(_describe(e)) from e
+            raise
+        except OSError as e:        # e.g. the SQLite directory cannot be created
+            raise DatabaseUnavailable(str(e)) from e
+
+    def _on_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the SQLite thread; give up after SQLITE_CALL_TIMEOUT."""
+        assert self._worker is not None
+        abandoned = False
+
+        def task():
+            if abandoned:           # the caller timed out while this waited in the queue
+                return False, None
+            # Hand exceptions back as values: gevent would print every one
+            # raised in a pool thread, even an expected IntegrityError.
+            try:
+                return True, fn(*args)
+            except BaseException as e:  # noqa: B036 - re-raised in the caller
+                return False, e
+
+        try:
+            ok, value = self._worker.spawn(task).get(timeout=SQLITE_CALL_TIMEOUT)
+        except gevent.Timeout:
+            abandoned = True
+            raise DatabaseUnavailable(f"no answer from SQLite within {SQLITE_CALL_TIMEOUT:g}s") from None
+        if not ok:
+            raise value
+        return value
+
+    def _sqlite_engine(self) -> Engine:
+        # Runs on the worker thread, like everything that touches SQLite.
+        path = self._url.database
+        if path and path != ":memory:" and not path.startswith("file:"):
+            parent = os.path.dirname(os.path.abspath(path))
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as e:
+                log.warning("cannot create the SQLite directory %s: %s", parent, e)
+        # One connection, shared across threads (StaticPool, check_same_thread
+        # off) but only ever used by the worker thread; StaticPool takes no
+        # locks, so monkey-patched (greenlet) locks never run on that thread.
+        engine = create_engine(
+            self._url,
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            # Let SQLAlchemy's "begin" event open transactions, not pysqlite's
+            # lazy BEGIN (which starts a transaction only at the first write).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL",
+                           f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "foreign_keys=ON"):
+                cur.execute(f"PRAGMA {pragma}")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection):
+            # IMMEDIATE takes the write lock up front: a read-then-write
+            # transaction can never fail half-way because another process wrote.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+
+_UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.InternalError, exc.TimeoutError)
+
+
+def _pg_connect_args(url) -> dict[str, Any]:
+    args: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT}
+    if "options" not in url.query:
+        args["options"] = f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}"
+    return args
+
+
+def _describe(e: Exception) -> str:
+    orig = getattr(e, "orig", None)
+    text = str(orig if orig is not None else e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
