@@ -58,7 +58,7 @@ class Database:
         self._worker: gevent.threadpool.ThreadPool | None = None
         if self.is_sqlite:
             self._worker = gevent.threadpool.ThreadPool(1)
-            self._engine = self._on_worker(self._sqlite_engine)
+            self._engine = self._sqlite_engine()
         else:
             self._engine = create_engine(
                 self._url,
@@ -115,6 +115,11 @@ class Database:
                 self._schema_ready = True
 
     def _create_schema(self) -> None:
+        path = self._url.database
+        if self.is_sqlite and path and path != ":memory:" and not path.startswith("file:"):
+            # an OSError here (say, a file where the directory should be) is
+            # DatabaseUnavailable, retried on the next call
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._metadata.create_all(self._engine, checkfirst=True)
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -159,14 +164,6 @@ class Database:
         return value
 
     def _sqlite_engine(self) -> Engine:
-        # Runs on the worker thread, like everything that touches SQLite.
-        path = self._url.database
-        if path and path != ":memory:" and not path.startswith("file:"):
-            parent = os.path.dirname(os.path.abspath(path))
-            try:
-                os.makedirs(parent, exist_ok=True)
-            except OSError as e:
-                log.warning("cannot create the SQLite directory %s: %s", parent, e)
         # One connection, shared across threads (StaticPool, check_same_thread
         # off) but only ever used by the worker thread; StaticPool takes no
         # locks, so monkey-patched (greenlet) locks never run on that thread.

@@ -1,0 +1,123 @@
+"""What the Message, Friend and Auth services share: the Flask app skeleton,
+the gevent WSGI server, and ``main`` (config, logging, signals).
+
+A service's ``__main__`` monkey-patches gevent first, then calls
+``main(sys.argv[1:], ServiceConfig, create_app)``; its ``create_app(config)``
+starts from ``make_app(name, config)`` and adds its blueprint.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Any, Callable
+
+import gevent
+import gevent.event
+import gevent.pywsgi
+from flask import Flask, jsonify
+
+from skyeim import config as config_module
+from skyeim import logs
+from skyeim.db import DatabaseUnavailable
+from skyeim.web import error_response, install_json_errors, require_internal_secret
+
+log = logging.getLogger(__name__)
+
+LISTEN_BACKLOG = 1024         # pending connections the kernel queues for us
+IDLE_TIMEOUT = 75             # s a keep-alive connection may sit silent (or a read stall)
+MAX_BODY_BYTES = 1 << 20      # request bodies; the largest legal one is far smaller
+SHUTDOWN_TIMEOUT = 5          # s in-flight requests get to finish on SIGTERM
+
+_SHUTDOWN_KEY = "skyeim.on_shutdown"
+
+
+def make_app(name: str, config: Any) -> Flask:
+    """A Flask app with the contract's conventions: JSON errors, the internal
+    secret, ``GET /healthz``, and 503 ``unavailable`` when the database is down."""
+    app = Flask(f"skyeim.{name}")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False          # keep fields in the contract's order
+    install_json_errors(app)
+    require_internal_secret(app, config.internal_secret)
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(ok=True)
+
+    @app.errorhandler(DatabaseUnavailable)
+    def _database_unavailable(e: DatabaseUnavailable):
+        log.warning("database unavailable: %s", e)
+        return error_response(503, "unavailable", "the database is unavailable")
+
+    return app
+
+
+def on_shutdown(app: Flask, fn: Callable[[], None]) -> None:
+    """Have ``main`` call ``fn()`` after the server stopped (e.g. Database.close)."""
+    app.extensions.setdefault(_SHUTDOWN_KEY, []).append(fn)
+
+
+class _Server(gevent.pywsgi.WSGIServer):
+    def handle(self, sock, address):
+        # A client that goes quiet (idle keep-alive, stalled upload) must not
+        # hold a greenlet and a socket forever.
+        sock.settimeout(IDLE_TIMEOUT)
+        super().handle(sock, address)
+
+
+def serve(app: Flask, host: str, port: int) -> gevent.pywsgi.WSGIServer:
+    """Start serving ``app`` on host:port in the background and return the server."""
+    wsgi_log = logging.getLogger(f"{app.import_name}.http")
+    server = _Server(
+        (host, port), app,
+        backlog=LISTEN_BACKLOG,
+        # one line per request is noise at info level; keep it for --debug
+        log=gevent.pywsgi.LoggingLogAdapter(wsgi_log, logging.DEBUG),
+        error_log=gevent.pywsgi.LoggingLogAdapter(wsgi_log, logging.ERROR),
+    )
+    server.start()
+    return server
+
+
+def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask]) -> None:
+    """Run a service until SIGTERM/SIGINT; exits 0 then, 2 on a bad config, 1 if it cannot listen."""
+    parser = argparse.ArgumentParser(description="Run a SkyeIM backend service.")
+    parser.add_argument("-f", "--config", required=True, help="the service's YAML config file")
+    parser.add_argument("--debug", action="store_true", help="log at debug level (one line per request)")
+    args = parser.parse_args(argv)
+
+    try:
+        cfg = config_module.load(config_cls, args.config)
+    except config_module.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+    logs.setup(cfg.log.level, debug=args.debug)
+    app = create_app(cfg)
+    try:
+        server = serve(app, cfg.host, cfg.port)
+    except OSError as e:
+        log.error("%s cannot listen on %s:%s: %s", cfg.name, cfg.host, cfg.port, e.strerror or e)
+        _run_shutdown_hooks(app)
+        sys.exit(1)
+    log.info("%s listening on %s:%s", cfg.name, cfg.host, server.server_port)
+
+    stop = gevent.event.Event()
+    handlers = [gevent.signal_handler(sig, stop.set) for sig in (signal.SIGTERM, signal.SIGINT)]
+    stop.wait()
+    log.info("%s stopping", cfg.name)
+    for h in handlers:
+        h.cancel()
+    server.stop(timeout=SHUTDOWN_TIMEOUT)
+    _run_shutdown_hooks(app)
+    log.info("%s stopped", cfg.name)
+
+
+def _run_shutdown_hooks(app: Flask) -> None:
+    for fn in app.extensions.get(_SHUTDOWN_KEY, []):
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - one failing hook must not skip the others
+            log.exception("error while shutting down")
