@@ -1,0 +1,1 @@
+"""The Message service: stores chats (PROTOCOL.md section 6)."""

@@ -1,0 +1,161 @@
+"""HTTP API of the Message service (PROTOCOL.md section 6, "Message service")."""
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from flask import Flask, request
+
+from skyeim.config import ServiceConfig
+from skyeim.db import Database
+from skyeim.message import store
+from skyeim.service import make_app, on_shutdown
+from skyeim.tokens import MAX_USER_ID, is_user_id
+from skyeim.web import bad_request, json_body, limit_arg
+
+MSG_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_DIGITS = re.compile(r"[0-9]{1,19}")   # ASCII only: str.isdigit() would take "²"
+CONTENT_TYPES = (1, 2, 3, 4)           # text, image, file, voice
+MAX_KEYS_PER_CALL = 1000               # messages in one delivered/read call
+
+
+def create_app(config: ServiceConfig) -> Flask:
+    app = make_app("message", config)
+    db = Database(config.database_url, store.metadata, pool_size=config.pool_size)
+    on_shutdown(app, db.close)
+
+    @app.post("/v1/messages")
+    def send_message():
+        body = json_body()
+        msg_id = body.get("msgId")
+        msg = store.NewMessage(
+            # an absent msgId gets a UUID4, as the protocol says for chat frames
+            msg_id=str(uuid.uuid4()) if msg_id is None else _msg_id(msg_id, "msgId"),
+            from_user_id=_body_user_id(body, "fromUserId"),
+            to_user_id=_body_user_id(body, "toUserId"),
+            content=_content(body.get("content")),
+            content_type=_content_type(body.get("contentType")),
+        )
+        if msg.from_user_id == msg.to_user_id:
+            raise bad_request("toUserId must differ from fromUserId")
+        row, duplicate = db.run(store.send_message, msg)
+        return {**store.chat_message(row), "duplicate": duplicate,
+                "delivered": row.delivered_at is not None, "deliveredAt": row.delivered_at}
+
+    @app.get("/v1/messages/unread")
+    def unread():
+        user_id = _query_int("userId")
+        after_id = _cursor(request.args.get("cursor"))
+        limit = limit_arg(request.args.get("limit"))
+        rows, has_more = db.run(store.unread_page, user_id, after_id, limit)
+        return {"messages": [store.chat_message(r) for r in rows],
+                "nextCursor": str(rows[-1].id) if has_more else None,
+                "hasMore": has_more}
+
+    @app.post("/v1/messages/delivered")
+    def delivered():
+        body = json_body()
+        user_id = _body_user_id(body, "userId")
+        items = body.get("messages")
+        if not isinstance(items, list) or len(items) > MAX_KEYS_PER_CALL:
+            raise bad_request(f"messages must be a list of at most {MAX_KEYS_PER_CALL} items")
+        keys = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise bad_request(f"messages[{i}] must be an object")
+            keys.append((_body_user_id(item, "fromUserId", f"messages[{i}]."),
+                         _msg_id(item.get("msgId"), f"messages[{i}].msgId")))
+        marked = db.run(store.mark_delivered, user_id, keys)
+        return {"messages": [{"fromUserId": f, "msgId": m, "deliveredAt": at} for f, m, at in marked]}
+
+    @app.post("/v1/messages/read")
+    def read():
+        body = json_body()
+        user_id = _body_user_id(body, "userId")
+        peer_id = _body_user_id(body, "peerId")
+        if user_id == peer_id:
+            raise bad_request("peerId must differ from userId")
+        raw_ids = body.get("msgIds")
+        msg_ids = None                  # missing, null or empty: every unread message from the peer
+        if raw_ids is not None:
+            if not isinstance(raw_ids, list) or len(raw_ids) > MAX_KEYS_PER_CALL:
+                raise bad_request(f"msgIds must be a list of at most {MAX_KEYS_PER_CALL} msgIds")
+            msg_ids = [_msg_id(m, f"msgIds[{i}]") for i, m in enumerate(raw_ids)] or None
+        newly_read, read_at = db.run(store.mark_read, user_id, peer_id, msg_ids)
+        return {"msgIds": newly_read, "readAt": read_at}
+
+    @app.get("/v1/messages/history")
+    def history():
+        user_id = _query_int("userId")
+        peer_id = _query_int("peerId")
+        if user_id == peer_id:
+            raise bad_request("peerId must differ from userId")
+        before_seq = _query_int("beforeSeq", required=False)
+        limit = limit_arg(request.args.get("limit"))
+        rows, has_more = db.run(store.history_page, user_id, peer_id, before_seq, limit)
+        return {"messages": [{**store.chat_message(r), "status": store.status(r)} for r in rows],
+                "hasMore": has_more}
+
+    return app
+
+
+# -- validation ----------------------------------------------------------------
+
+def _body_user_id(body: dict, key: str, where: str = "") -> int:
+    value = body.get(key)
+    if not is_user_id(value):
+        raise bad_request(f"{where}{key} must be an integer from 1 to 2^63-1")
+    return value
+
+
+def _msg_id(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not MSG_ID.fullmatch(value):
+        raise bad_request(f"{key} must be 1 to 64 characters of A-Z a-z 0-9 _ -")
+    return value
+
+
+def _content(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise bad_request("content must be a non-empty string")
+    # Refuse what a database cannot store faithfully: PostgreSQL text has no
+    # NUL, and a lone surrogate (legal in JSON's \u escapes) is not UTF-8.
+    if "\x00" in value:
+        raise bad_request("content must not contain U+0000")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request("content must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+def _content_type(value: Any) -> int:
+    if value is None:
+        return 1
+    if type(value) is not int or value not in CONTENT_TYPES:
+        raise bad_request("contentType must be 1 (text), 2 (image), 3 (file) or 4 (voice)")
+    return value
+
+
+def _query_int(key: str, required: bool = True) -> int | None:
+    """A query parameter holding an integer from 1 to 2^63-1 (user ids, seqs)."""
+    raw = request.args.get(key)
+    if raw is None or raw == "":
+        if required:
+            raise bad_request(f"{key} is required")
+        return None
+    value = int(raw) if _DIGITS.fullmatch(raw) else 0
+    if not 1 <= value <= MAX_USER_ID:
+        raise bad_request(f"{key} must be an integer from 1 to 2^63-1")
+    return value
+
+
+def _cursor(raw: str | None) -> int:
+    """The unread cursor: absent for the first page, else a previous nextCursor
+    (the last storage id it returned)."""
+    if raw is None or raw == "":
+        return 0
+    value = int(raw) if _DIGITS.fullmatch(raw) else -1
+    if not 0 <= value <= MAX_USER_ID:
+        raise bad_request("cursor is not a nextCursor of this service")
+    return value

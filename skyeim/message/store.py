@@ -1,0 +1,196 @@
+"""Message storage (SQLAlchemy Core; no Flask). Every function takes the
+connection of one transaction, as ``Database.run`` passes it.
+
+Two tables:
+* ``messages``: one row per chat; ``id`` is the storage order (unread pages
+  walk it), ``(from_user_id, msg_id)`` is unique (idempotent sends), and
+  ``(user_lo, user_hi, seq)`` orders a conversation.
+* ``conversations``: per unordered user pair, the last ``seq`` handed out.
+  Incrementing it in the sending transaction locks the pair's row until
+  commit, so seqs are 1, 2, 3, ... with no gaps even with several service
+  processes on one PostgreSQL database (a failed send rolls its seq back).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from sqlalchemy import (BigInteger, Column, Index, Integer, MetaData, SmallInteger, String,
+                        Table, Text, UniqueConstraint, and_, exc, func, select, tuple_, update)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Row
+
+from skyeim.db import now_ms
+
+metadata = MetaData()
+
+# SQLite: an INTEGER PRIMARY KEY is the rowid, which autoincrements; BIGINT would not.
+_ID = BigInteger().with_variant(Integer, "sqlite")
+
+messages = Table(
+    "messages", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("from_user_id", BigInteger, nullable=False),
+    Column("to_user_id", BigInteger, nullable=False),
+    # the pair, smaller id first, so one index serves a conversation both ways
+    Column("user_lo", BigInteger, nullable=False),
+    Column("user_hi", BigInteger, nullable=False),
+    Column("msg_id", String(64), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("content_type", SmallInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),    # ms
+    Column("seq", BigInteger, nullable=False),
+    Column("delivered_at", BigInteger, nullable=True),   # ms, first delivery
+    Column("read_at", BigInteger, nullable=True),        # ms
+    UniqueConstraint("from_user_id", "msg_id", name="uq_messages_sender_msg_id"),
+    UniqueConstraint("user_lo", "user_hi", "seq", name="uq_messages_conversation_seq"),
+)
+
+_UNREAD = messages.c.read_at.is_(None)
+# The unread backlog of a user, in storage order; partial, so it stays as
+# small as the unread set however large the history grows.
+Index("ix_messages_unread_by_recipient", messages.c.to_user_id, messages.c.id,
+      postgresql_where=_UNREAD, sqlite_where=_UNREAD)
+# "Mark everything from this peer as read".
+Index("ix_messages_unread_by_pair", messages.c.to_user_id, messages.c.from_user_id, messages.c.id,
+      postgresql_where=_UNREAD, sqlite_where=_UNREAD)
+
+conversations = Table(
+    "conversations", metadata,
+    Column("user_lo", BigInteger, primary_key=True, autoincrement=False),
+    Column("user_hi", BigInteger, primary_key=True, autoincrement=False),
+    Column("last_seq", BigInteger, nullable=False),
+)
+
+_CHAT_COLUMNS = (messages.c.id, messages.c.msg_id, messages.c.from_user_id, messages.c.to_user_id,
+                 messages.c.content, messages.c.content_type, messages.c.created_at, messages.c.seq,
+                 messages.c.delivered_at, messages.c.read_at)
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    msg_id: str
+    from_user_id: int
+    to_user_id: int
+    content: str
+    content_type: int
+
+
+def chat_message(row: Row) -> dict[str, Any]:
+    """The protocol's ChatMessage for a stored row."""
+    return {"msgId": row.msg_id, "fromUserId": row.from_user_id, "toUserId": row.to_user_id,
+            "content": row.content, "contentType": row.content_type,
+            "createdAt": row.created_at, "seq": row.seq}
+
+
+def status(row: Row) -> str:
+    if row.read_at is not None:
+        return "read"
+    return "delivered" if row.delivered_at is not None else "sent"
+
+
+# -- sending -------------------------------------------------------------------
+
+def send_message(conn: Connection, msg: NewMessage) -> tuple[Row, bool]:
+    """Store ``msg`` unless the sender already sent its msg_id; return the
+    stored row and whether it was a duplicate (then the ORIGINAL row)."""
+    original = find_message(conn, msg.from_user_id, msg.msg_id)
+    if original is not None:
+        return original, True
+    lo, hi = sorted((msg.from_user_id, msg.to_user_id))
+    # A savepoint, so that losing a race to a concurrent duplicate (the unique
+    # key fires) also undoes our seq increment: no gap, and the winner's row
+    # can be returned from this same transaction.
+    savepoint = conn.begin_nested()
+    try:
+        seq = _next_seq(conn, lo, hi)
+        stored = conn.execute(messages.insert().values(
+            from_user_id=msg.from_user_id, to_user_id=msg.to_user_id, user_lo=lo, user_hi=hi,
+            msg_id=msg.msg_id, content=msg.content, content_type=msg.content_type,
+            created_at=now_ms(), seq=seq).returning(*_CHAT_COLUMNS)).one()
+        savepoint.commit()
+    except exc.IntegrityError:
+        savepoint.rollback()
+        original = find_message(conn, msg.from_user_id, msg.msg_id)
+        if original is None:
+            raise
+        return original, True
+    return stored, False
+
+
+def find_message(conn: Connection, from_user_id: int, msg_id: str) -> Row | None:
+    return conn.execute(select(*_CHAT_COLUMNS).where(
+        messages.c.from_user_id == from_user_id, messages.c.msg_id == msg_id)).first()
+
+
+def _next_seq(conn: Connection, lo: int, hi: int) -> int:
+    """Allocate the pair's next seq; the row stays locked until commit."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(conversations).values(user_lo=lo, user_hi=hi, last_seq=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[conversations.c.user_lo, conversations.c.user_hi],
+        set_={"last_seq": conversations.c.last_seq + 1},
+    ).returning(conversations.c.last_seq)
+    return conn.execute(stmt).scalar_one()
+
+
+# -- reading -------------------------------------------------------------------
+
+def unread_page(conn: Connection, user_id: int, after_id: int, limit: int) -> tuple[list[Row], bool]:
+    """Unread messages to ``user_id`` with storage id > ``after_id``, oldest
+    first; the second value says whether more follow."""
+    rows = conn.execute(
+        select(*_CHAT_COLUMNS)
+        .where(messages.c.to_user_id == user_id, _UNREAD, messages.c.id > after_id)
+        .order_by(messages.c.id)
+        .limit(limit + 1)).all()
+    return rows[:limit], len(rows) > limit
+
+
+def history_page(conn: Connection, user_id: int, peer_id: int, before_seq: int | None,
+                 limit: int) -> tuple[list[Row], bool]:
+    """The conversation of the two users, newest first, seq < ``before_seq``."""
+    lo, hi = sorted((user_id, peer_id))
+    query = select(*_CHAT_COLUMNS).where(messages.c.user_lo == lo, messages.c.user_hi == hi)
+    if before_seq is not None:
+        query = query.where(messages.c.seq < before_seq)
+    rows = conn.execute(query.order_by(messages.c.seq.desc()).limit(limit + 1)).all()
+    return rows[:limit], len(rows) > limit
+
+
+# -- state changes -------------------------------------------------------------
+
+def mark_delivered(conn: Connection, user_id: int,
+                   keys: Iterable[tuple[int, str]]) -> list[tuple[int, str, int]]:
+    """Record first delivery of the messages ``(from_user_id, msg_id)`` that
+    are addressed to ``user_id``; return ``(from, msg_id, delivered_at)`` of
+    those newly marked, in the order of ``keys``."""
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        return []
+    now = now_ms()
+    marked = conn.execute(
+        update(messages)
+        .where(messages.c.to_user_id == user_id, messages.c.delivered_at.is_(None),
+               tuple_(messages.c.from_user_id, messages.c.msg_id).in_(keys))
+        .values(delivered_at=now)
+        .returning(messages.c.from_user_id, messages.c.msg_id)).all()
+    newly = {(r.from_user_id, r.msg_id) for r in marked}
+    return [(f, m, now) for f, m in keys if (f, m) in newly]
+
+
+def mark_read(conn: Connection, user_id: int, peer_id: int,
+              msg_ids: list[str] | None) -> tuple[list[str], int]:
+    """Mark unread messages from ``peer_id`` to ``user_id`` as read (those of
+    ``msg_ids``, or all when it is None); reading implies delivery. Return the
+    msg_ids newly marked, in storage order, and the read time."""
+    now = now_ms()
+    conditions = [messages.c.to_user_id == user_id, messages.c.from_user_id == peer_id, _UNREAD]
+    if msg_ids is not None:
+        conditions.append(messages.c.msg_id.in_(msg_ids))
+    marked = conn.execute(
+        update(messages)
+        .where(and_(*conditions))
+        .values(read_at=now, delivered_at=func.coalesce(messages.c.delivered_at, now))
+        .returning(messages.c.id, messages.c.msg_id)).all()
+    return [r.msg_id for r in sorted(marked, key=lambda r: r.id)], now
