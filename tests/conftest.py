@@ -1,0 +1,81 @@
+"""Shared fixtures for the gateway's black-box acceptance tests (see harness.py).
+
+- ``system``: one standalone system per test module (default configuration);
+  tests keep independent by registering fresh, uniquely named users.
+- ``system_factory(ws=..., message=..., friend=..., auth=..., standalone=...)``:
+  a system with config overrides for one test, stopped after it.
+- Every client a test opens is closed after the test.
+- When a test fails, the tail of each involved system's log is attached to
+  the report.
+- Tests that need PostgreSQL or Redis skip unless SKYEIM_REQUIRE_SERVICES=1
+  (``require_external_services``).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from harness import SYSTEMS, System, close_open_clients
+
+REQUIRE_SERVICES = os.environ.get("SKYEIM_REQUIRE_SERVICES") == "1"
+_current_test_started = [0.0]
+
+
+def require_external_services(what: str) -> None:
+    """Skip (with a reason) a test that needs PostgreSQL/Redis, unless required."""
+    if not REQUIRE_SERVICES:
+        pytest.skip(f"needs {what}; set SKYEIM_REQUIRE_SERVICES=1 to run it")
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory, request):
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    sys_ = System(tmp_path_factory.mktemp(name))
+    sys_.start()
+    yield sys_
+    close_open_clients()
+    sys_.stop()
+
+
+@pytest.fixture
+def system_factory(tmp_path_factory, request):
+    made: list[System] = []
+
+    def make(*, start: bool = True, **overrides) -> System:
+        s = System(tmp_path_factory.mktemp(request.node.name[:40]), **overrides)
+        made.append(s)
+        if start:
+            s.start()
+        return s
+
+    yield make
+    close_open_clients()
+    for s in made:
+        s.stop()
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    yield
+    close_open_clients()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _current_test_started[0] = time.monotonic()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and report.when in ("setup", "call"):
+        start = _current_test_started[0]
+        for s in SYSTEMS:
+            if s.started_at is None:
+                continue
+            if s.running or (s.stopped_at or 0) >= start:
+                report.sections.append((f"log tail of system in {s.tmp}", s.log_tail(80)))
