@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import jwt
+
+# PyJWT warns on every call with a short key; we say it once at start-up instead
+# (see weak_secret_warning), not once per connection.
+warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
 ALGORITHMS = ["HS256"]        # pinned: "none" and every other algorithm are refused
 MAX_USER_ID = 2**63 - 1
@@ -41,6 +46,14 @@ def verify(secret: str, token: str) -> Claims:
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         raise InvalidToken("exp is not a number")
     return Claims(user_id=user_id, expires_at=int(exp))
+
+
+def weak_secret_warning(secret: str) -> str | None:
+    """A start-up warning for a secret too short for HS256 (RFC 7518 3.2), else None."""
+    if len(secret.encode()) < 32:
+        return ("AccessSecret is shorter than 32 bytes: set a long random one "
+                "(e.g. SKYEIM_ACCESS_SECRET) before going to production")
+    return None
 
 
 def is_user_id(v: object) -> bool:

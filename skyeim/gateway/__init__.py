@@ -1,0 +1,1 @@
+"""The WebSocket gateway: transport, frames, hub, session, core flows, Flask app."""

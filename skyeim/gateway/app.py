@@ -1,0 +1,173 @@
+"""The gateway's Flask app: the WebSocket handshake (WsHandler), /api, /healthz, /readyz.
+
+A team already running Flask can mount these routes in its own app; the app
+must be served by skyeim.gateway.transport's handler for /ws to upgrade.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+
+from skyeim import tokens
+from skyeim.gateway.backends import BackendRejected, BackendUnavailable
+from skyeim.gateway.core import Gateway
+from skyeim.web import ApiError, bad_request, error_response, install_json_errors, json_body, limit_arg
+
+log = logging.getLogger(__name__)
+
+
+def create_app(gateway: Gateway) -> Flask:
+    app = Flask("skyeim.gateway")
+    app.config["MAX_CONTENT_LENGTH"] = 1 << 20
+    app.json.sort_keys = False
+    app.extensions["skyeim.gateway"] = gateway
+    install_json_errors(app)
+
+    @app.errorhandler(BackendUnavailable)
+    def _unavailable(e):
+        return error_response(503, "unavailable", "a backend service is unavailable")
+
+    @app.errorhandler(BackendRejected)
+    def _rejected(e: BackendRejected):
+        if e.status >= 500 or e.status == 401:   # 401 from a service = our secret is wrong
+            log.error("backend refused a gateway call: %s", e)
+            return error_response(502, "internal", "a backend service refused the call")
+        return error_response(e.status, e.code, e.message)
+
+    # Werkzeug 3 routes an upgrade request only to a rule with websocket=True,
+    # and any other request only to one without: /ws has both, one view.
+    app.add_url_rule("/ws", "ws", ws_handler, websocket=True)
+    app.add_url_rule("/ws", "ws_plain", ws_handler)
+    app.add_url_rule("/healthz", "healthz", healthz)
+    app.add_url_rule("/readyz", "readyz", readyz)
+    app.register_blueprint(api)
+    return app
+
+
+def _gateway() -> Gateway:
+    return current_app.extensions["skyeim.gateway"]
+
+
+def ws_handler():
+    """WsHandler: refuse before the upgrade (PROTOCOL.md section 1), or serve the socket."""
+    gateway = _gateway()
+    ws = request.environ.get("wsgi.websocket")
+    if ws is None:
+        return error_response(400, "not_websocket", "this endpoint needs a WebSocket upgrade")
+    allowed = gateway.cfg.web_socket.allowed_origins
+    origin = request.headers.get("Origin")
+    if allowed and origin is not None and "*" not in allowed and origin not in allowed:
+        return error_response(403, "forbidden_origin", "this Origin is not allowed")
+    token = _bearer() or request.args.get("token", "")
+    try:
+        claims = gateway.verify_token(token)
+    except tokens.InvalidToken:
+        return error_response(401, "unauthorized", "a valid token is required")
+    if not gateway.has_room():
+        return error_response(503, "overloaded", "the gateway is full or shutting down")
+    ws.accept()
+    gateway.serve(ws, claims)
+    return ""
+
+
+def _bearer() -> str | None:
+    value = request.headers.get("Authorization", "")
+    if value[:7].lower() == "bearer ":
+        return value[7:].strip()
+    return None
+
+
+def healthz():
+    return jsonify(ok=True)
+
+
+def readyz():
+    gateway = _gateway()
+    backends = {svc.name: svc.healthy() for svc in gateway.backends.all()}
+    ready = all(backends.values()) and not gateway.stopping
+    resp = jsonify(ok=ready, backends=backends)
+    resp.status_code = 200 if ready else 503
+    return resp
+
+
+# ---------------------------------------------------------------------------
+# The client REST API (PROTOCOL.md section 7)
+
+api = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _caller() -> int:
+    token = _bearer()
+    if not token:
+        raise ApiError(401, "unauthorized", "Authorization: Bearer <token> is required")
+    try:
+        return _gateway().verify_token(token).user_id
+    except tokens.InvalidToken:
+        raise ApiError(401, "unauthorized", "the token is invalid or expired") from None
+
+
+@api.post("/register")
+def register():
+    body = json_body()
+    return jsonify(_gateway().backends.auth.register(body.get("username"), body.get("password")))
+
+
+@api.post("/login")
+def login():
+    body = json_body()
+    return jsonify(_gateway().backends.auth.login(body.get("username"), body.get("password")))
+
+
+@api.get("/friends")
+def list_friends():
+    uid, gateway = _caller(), _gateway()
+    ids = gateway.backends.friend.friends(uid)
+    names = {u["userId"]: u["username"] for u in gateway.backends.auth.users_by_id(ids)}
+    return jsonify(friends=[{"userId": f, "username": names.get(f), "online": gateway.hub.is_online(f)}
+                            for f in ids])
+
+
+@api.post("/friends")
+def add_friend():
+    uid, gateway, body = _caller(), _gateway(), json_body()
+    if body.get("friendId") is not None:
+        fid = body["friendId"]
+        if not tokens.is_user_id(fid):
+            raise bad_request("friendId must be an integer user id")
+        if not gateway.backends.auth.users_by_id([fid]):
+            raise ApiError(404, "not_found", "no such user")
+    elif isinstance(body.get("username"), str):
+        user = gateway.backends.auth.user_by_name(body["username"])
+        if user is None:
+            raise ApiError(404, "not_found", "no such user")
+        fid = user["userId"]
+    else:
+        raise bad_request('send {"friendId": <id>} or {"username": "<name>"}')
+    if fid == uid:
+        raise bad_request("you cannot befriend yourself")
+    gateway.backends.friend.add(uid, fid)
+    return jsonify(ok=True)
+
+
+@api.delete("/friends/<friend_id>")
+def remove_friend(friend_id: str):
+    uid = _caller()
+    if not friend_id.isdigit() or not tokens.is_user_id(int(friend_id)):
+        raise bad_request("friendId must be an integer user id")
+    _gateway().backends.friend.remove(uid, int(friend_id))
+    return jsonify(ok=True)
+
+
+@api.get("/messages")
+def history():
+    uid = _caller()
+    peer = request.args.get("peerId", "")
+    if not peer.isdigit() or not tokens.is_user_id(int(peer)):
+        raise bad_request("peerId must be an integer user id")
+    before = request.args.get("beforeSeq")
+    if before is not None and (not before.isdigit() or int(before) < 1):
+        raise bad_request("beforeSeq must be a positive integer")
+    limit = limit_arg(request.args.get("limit"))
+    body = _gateway().backends.message.history(uid, int(peer), int(before) if before else None, limit)
+    return jsonify(messages=body.get("messages", []), hasMore=bool(body.get("hasMore")))

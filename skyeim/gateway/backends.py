@@ -1,0 +1,172 @@
+"""Blocking HTTP clients for the Message, Friend and Auth services (PROTOCOL.md section 6).
+
+Plain ``requests`` Sessions; gevent's monkey-patching makes them cooperative.
+Each service may have several endpoints: calls rotate over them and skip one
+that fails. Every call has the configured timeout.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from skyeim.config import RpcConfig
+
+log = logging.getLogger(__name__)
+
+
+class BackendUnavailable(Exception):
+    """No endpoint answered in time, or every one answered 5xx."""
+
+
+class BackendRejected(Exception):
+    """The service refused the call (4xx) with the contract's {code, message}."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+class ServiceClient:
+    def __init__(self, name: str, rpc: RpcConfig, internal_secret: str = ""):
+        self.name = name
+        self.timeout = rpc.timeout / 1000.0
+        self.bases = [ep if ep.startswith("http") else f"http://{ep}" for ep in rpc.endpoints]
+        self._turn = itertools.cycle(range(len(self.bases)))
+        self.session = requests.Session()
+        # one pool per endpoint, sized so that concurrent greenlets reuse connections
+        adapter = HTTPAdapter(pool_connections=len(self.bases), pool_maxsize=rpc.pool_size,
+                              pool_block=False, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        if internal_secret:
+            self.session.headers["X-Internal-Secret"] = internal_secret
+
+    def call(self, method: str, path: str, *, json: Any = None,
+             params: dict | None = None) -> dict:
+        """The JSON body of a 200 answer; raises BackendUnavailable or BackendRejected.
+
+        Every call here is idempotent by contract, so a failed endpoint is
+        retried on the next one.
+        """
+        first = next(self._turn)
+        last_error = "no endpoint"
+        for i in range(len(self.bases)):
+            base = self.bases[(first + i) % len(self.bases)]
+            try:
+                resp = self.session.request(method, base + path, json=json, params=params,
+                                            timeout=self.timeout)
+            except requests.RequestException as e:
+                last_error = f"{base}: {type(e).__name__}"
+                continue
+            if resp.status_code >= 500:
+                last_error = f"{base}: HTTP {resp.status_code}"
+                continue
+            body = _json(resp)
+            if resp.status_code != 200:
+                raise BackendRejected(resp.status_code, str(body.get("code", "error")),
+                                      str(body.get("message", "")))
+            return body
+        log.warning("%s service unavailable: %s %s: %s", self.name, method, path, last_error)
+        raise BackendUnavailable(f"{self.name} service: {last_error}")
+
+    def healthy(self, timeout: float = 1.0) -> bool:
+        """True when at least one endpoint answers GET /healthz with 200."""
+        for base in self.bases:
+            try:
+                if self.session.get(base + "/healthz", timeout=timeout).status_code == 200:
+                    return True
+            except requests.RequestException:
+                pass
+        return False
+
+
+def _json(resp: requests.Response) -> dict:
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+class MessageService(ServiceClient):
+    def send(self, msg_id: str, from_user: int, to_user: int, content: str,
+             content_type: int) -> dict:
+        """SendMessage: the stored ChatMessage plus {duplicate, delivered, deliveredAt}."""
+        return self.call("POST", "/v1/messages", json={
+            "msgId": msg_id, "fromUserId": from_user, "toUserId": to_user,
+            "content": content, "contentType": content_type})
+
+    def unread(self, user_id: int, cursor: str | None, limit: int) -> dict:
+        params = {"userId": user_id, "limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        return self.call("GET", "/v1/messages/unread", params=params)
+
+    def mark_delivered(self, user_id: int, keys: list[tuple[int, str]]) -> list[dict]:
+        body = self.call("POST", "/v1/messages/delivered", json={
+            "userId": user_id,
+            "messages": [{"fromUserId": f, "msgId": m} for f, m in keys]})
+        return body.get("messages", [])
+
+    def mark_read(self, user_id: int, peer_id: int, msg_ids: list[str]) -> dict:
+        return self.call("POST", "/v1/messages/read",
+                         json={"userId": user_id, "peerId": peer_id, "msgIds": msg_ids})
+
+    def history(self, user_id: int, peer_id: int, before_seq: int | None, limit: int) -> dict:
+        params: dict[str, Any] = {"userId": user_id, "peerId": peer_id, "limit": limit}
+        if before_seq is not None:
+            params["beforeSeq"] = before_seq
+        return self.call("GET", "/v1/messages/history", params=params)
+
+
+class FriendService(ServiceClient):
+    def friends(self, user_id: int) -> list[int]:
+        return self.call("GET", f"/v1/friends/{user_id}").get("friends", [])
+
+    def add(self, user_id: int, friend_id: int) -> None:
+        self.call("POST", "/v1/friends", json={"userId": user_id, "friendId": friend_id})
+
+    def remove(self, user_id: int, friend_id: int) -> None:
+        self.call("DELETE", f"/v1/friends/{user_id}/{friend_id}")
+
+
+class AuthService(ServiceClient):
+    def register(self, username: Any, password: Any) -> dict:
+        return self.call("POST", "/v1/users", json={"username": username, "password": password})
+
+    def login(self, username: Any, password: Any) -> dict:
+        return self.call("POST", "/v1/tokens", json={"username": username, "password": password})
+
+    def users_by_id(self, ids: list[int]) -> list[dict]:
+        if not ids:
+            return []
+        found: list[dict] = []
+        for i in range(0, len(ids), 200):           # the service caps a lookup at 200 ids
+            chunk = ",".join(str(x) for x in ids[i:i + 200])
+            found += self.call("GET", "/v1/users", params={"ids": chunk}).get("users", [])
+        return found
+
+    def user_by_name(self, username: str) -> dict | None:
+        users = self.call("GET", "/v1/users", params={"username": username}).get("users", [])
+        return users[0] if users else None
+
+
+class Backends:
+    """The three services, as the gateway sees them."""
+
+    def __init__(self, message: MessageService, friend: FriendService, auth: AuthService):
+        self.message, self.friend, self.auth = message, friend, auth
+
+    @classmethod
+    def from_config(cls, cfg) -> "Backends":
+        secret = cfg.internal_secret
+        return cls(MessageService("message", cfg.message_rpc, secret),
+                   FriendService("friend", cfg.friend_rpc, secret),
+                   AuthService("auth", cfg.auth_rpc, secret))
+
+    def all(self) -> list[ServiceClient]:
+        return [self.message, self.friend, self.auth]

@@ -1,0 +1,299 @@
+"""The Gateway: the flows of PROTOCOL.md sections 1 to 5, over the hub and the services.
+
+- ``serve(ws, claims)``: one connection's life: the online flow (register,
+  presence, unread push, `connected`), the read pump, and the offline flow.
+- ``handle_message``: one client frame (ping, chat, read, auth).
+- ``chat_written``: a chat reached a socket; the DeliveryRecorder records it
+  as delivered and acks the sender.
+- ``shutdown``: the graceful stop.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import gevent
+from gevent.queue import Full, Queue
+
+from skyeim import tokens
+from skyeim.config import GatewayConfig
+from skyeim.gateway import frames
+from skyeim.gateway.backends import Backends, BackendRejected, BackendUnavailable
+from skyeim.gateway.frames import FrameError
+from skyeim.gateway.hub import Hub
+from skyeim.gateway.session import CLOSE_REPLACED, CLOSE_TOO_SLOW, Outgoing, Session
+from skyeim.gateway.transport import CLOSE_GOING_AWAY, WebSocket
+
+log = logging.getLogger(__name__)
+
+BACKLOG_WRITE_TIMEOUT = 30.0   # s a connecting client may leave its backlog unread before 4002
+MAX_BACKLOG_PAGES = 100_000    # bound on the unread-push loop (x UnreadPageSize messages)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig, backends: Backends):
+        self.cfg = cfg
+        self.backends = backends
+        self.hub = Hub()
+        self.connections = 0            # accepted sockets not yet closed (MaxConnections)
+        self.stopping = False
+        self.recorder = DeliveryRecorder(self)
+
+    # -- admission -------------------------------------------------------------------
+
+    def verify_token(self, token: str) -> tokens.Claims:
+        return tokens.verify(self.cfg.auth.access_secret, token)
+
+    def has_room(self) -> bool:
+        limit = self.cfg.web_socket.max_connections
+        return not self.stopping and (limit == 0 or self.connections < limit)
+
+    # -- one connection --------------------------------------------------------------
+
+    def serve(self, ws: WebSocket, claims: tokens.Claims) -> None:
+        """Run one accepted connection until it closes (in the handler's greenlet)."""
+        session = Session(ws, claims.user_id, claims.expires_at, self)
+        self.connections += 1
+        log.info("conn=%s user=%s connected", session.conn_id, session.user_id)
+        session.writer = gevent.spawn(session.write_pump)
+        online = gevent.spawn(self._bring_online, session)
+        code = None
+        try:
+            code = session.read_pump()
+        finally:
+            online.kill(block=False)
+            session.finish()
+            self.connections -= 1
+            if self.hub.unregister(session) and not self.stopping:
+                gevent.spawn(self._notify_presence, session.user_id, "offline", None)
+            log.info("conn=%s user=%s closed code=%s", session.conn_id, session.user_id,
+                     code if code is not None else ws.close_code)
+
+    def _bring_online(self, session: Session) -> None:
+        """Steps 1-4 of PROTOCOL.md section 1: register, presence, unread push, connected."""
+        uid = session.user_id
+        first, replaced = self.hub.register(session)
+        for old in replaced:
+            log.info("conn=%s user=%s replaced by conn=%s: closing 4001",
+                     old.conn_id, uid, session.conn_id)
+            gevent.spawn(old.close, CLOSE_REPLACED, "replaced by a newer login")
+        friends = self._friends_or_empty(uid)
+        online_friends = self.hub.online_among(friends)
+        if first and online_friends:
+            text = frames.encode("online", {"userId": uid, "timestamp": now_ms()})
+            for fid in online_friends:
+                self.hub.send_to_user(fid, text)
+        try:
+            pushed = self._push_unread(session)
+        except Full:
+            log.warning("conn=%s user=%s did not read its backlog: closing 4002",
+                        session.conn_id, uid)
+            session.close(CLOSE_TOO_SLOW, "backlog not read")
+            return
+        session.go_live(frames.encode("connected", {
+            "userId": uid, "onlineCount": self.hub.online_count(),
+            "onlineFriends": online_friends, "unreadPushed": pushed,
+            "serverTime": now_ms()}))
+
+    def _push_unread(self, session: Session) -> int:
+        """Push every unread message, oldest first, a page at a time; returns the count."""
+        page_size = self.cfg.web_socket.unread_page_size
+        cursor, pushed = None, 0
+        for _ in range(MAX_BACKLOG_PAGES):
+            try:
+                page = self.backends.message.unread(session.user_id, cursor, page_size)
+            except (BackendUnavailable, BackendRejected) as e:
+                # the user is live anyway; the rest is pushed at the next connect
+                log.warning("conn=%s user=%s unread push stopped: %s",
+                            session.conn_id, session.user_id, e)
+                break
+            for m in page.get("messages", []):
+                session.push_backlog(Outgoing(frames.encode_chat(m),
+                                              (m["fromUserId"], m["msgId"]), m["seq"]),
+                                     timeout=BACKLOG_WRITE_TIMEOUT)
+                pushed += 1
+            cursor = page.get("nextCursor")
+            if not page.get("hasMore") or cursor is None or session.closing:
+                break
+        return pushed
+
+    def _friends_or_empty(self, user_id: int) -> list[int]:
+        try:
+            return self.backends.friend.friends(user_id)
+        except (BackendUnavailable, BackendRejected) as e:
+            log.warning("user=%s friend list unavailable, presence skipped: %s", user_id, e)
+            return []
+
+    def _notify_presence(self, user_id: int, kind: str, friends: list[int] | None) -> None:
+        if friends is None:
+            friends = self._friends_or_empty(user_id)
+        text = frames.encode(kind, {"userId": user_id, "timestamp": now_ms()})
+        for fid in self.hub.online_among(friends):
+            self.hub.send_to_user(fid, text)
+
+    # -- client frames ---------------------------------------------------------------
+
+    def handle_message(self, session: Session, message: str | bytes) -> None:
+        if not session.take_token():
+            msg_id = None
+            if isinstance(message, str):
+                try:
+                    frame = frames.parse(message, session.user_id, self.cfg.chat.max_content_length)
+                    msg_id = frame.msg_id if isinstance(frame, frames.Chat) else None
+                except FrameError as e:
+                    msg_id = e.msg_id
+            session.send(frames.encode_error("rate_limited", "too many frames; slow down", msg_id))
+            return
+        if isinstance(message, bytes):
+            session.send(frames.encode_error("unsupported_frame",
+                                             "binary frames are not supported; send JSON text"))
+            return
+        try:
+            frame = frames.parse(message, session.user_id, self.cfg.chat.max_content_length)
+            if isinstance(frame, frames.Chat):
+                self._handle_chat(session, frame)
+            elif isinstance(frame, frames.Ping):
+                session.send(frames.PONG)
+            elif isinstance(frame, frames.Read):
+                self._handle_read(session, frame)
+            elif isinstance(frame, frames.Auth):
+                self._handle_auth(session, frame)
+        except FrameError as e:
+            session.send(frames.encode_error(e.code, e.message, e.msg_id))
+        except Exception:
+            log.exception("conn=%s user=%s frame handling failed", session.conn_id, session.user_id)
+            session.send(frames.encode_error("internal", "internal error"))
+
+    def _handle_chat(self, session: Session, chat: frames.Chat) -> None:
+        uid, msg_id = session.user_id, chat.msg_id
+        if self.cfg.chat.require_friendship:
+            try:
+                friends = self.backends.friend.friends(uid)
+            except (BackendUnavailable, BackendRejected):
+                raise FrameError("unavailable", "the friend service is unavailable", msg_id)
+            if chat.to_user_id not in friends:
+                raise FrameError("not_friends", "you can only chat with friends", msg_id)
+        try:
+            stored = self.backends.message.send(msg_id, uid, chat.to_user_id, chat.content,
+                                                chat.content_type)
+        except BackendUnavailable:
+            raise FrameError("unavailable", "the message service is unavailable; retry", msg_id)
+        except BackendRejected as e:
+            raise FrameError("bad_request" if e.status == 400 else "internal", e.message, msg_id)
+        seq = stored["seq"]
+        session.send(frames.encode_ack(msg_id, "sent", stored["createdAt"], seq,
+                                       duplicate=bool(stored.get("duplicate"))))
+        if stored.get("duplicate") and stored.get("delivered"):
+            session.send(frames.encode_ack(msg_id, "delivered", stored["deliveredAt"], seq))
+            return
+        self.hub.send_to_user(chat.to_user_id,
+                              Outgoing(frames.encode_chat(stored), (uid, msg_id), seq))
+
+    def _handle_read(self, session: Session, read: frames.Read) -> None:
+        try:
+            result = self.backends.message.mark_read(session.user_id, read.peer_id,
+                                                     list(read.msg_ids))
+        except BackendUnavailable:
+            raise FrameError("unavailable", "the message service is unavailable; retry")
+        except BackendRejected as e:
+            raise FrameError("bad_request" if e.status == 400 else "internal", e.message)
+        if result.get("msgIds"):
+            self.hub.send_to_user(read.peer_id, frames.encode("read", {
+                "peerId": session.user_id, "msgIds": result["msgIds"],
+                "timestamp": result["readAt"]}))
+
+    def _handle_auth(self, session: Session, auth: frames.Auth) -> None:
+        try:
+            claims = self.verify_token(auth.token)
+        except tokens.InvalidToken:
+            raise FrameError("unauthorized", "the token is invalid or expired")
+        if claims.user_id != session.user_id:
+            raise FrameError("forbidden", "the token is for another user")
+        session.refresh_token(claims.expires_at)
+
+    # -- delivery -----------------------------------------------------------------
+
+    def chat_written(self, session: Session, item: Outgoing) -> None:
+        self.recorder.add(session.user_id, item)
+
+    # -- graceful stop ----------------------------------------------------------------
+
+    def shutdown(self, timeout: float) -> None:
+        """Stop reading, finish frames in flight, flush queues, close everyone with 1001."""
+        deadline = time.monotonic() + timeout
+        self.stopping = True
+        sessions = self.hub.all_sessions()
+        for s in sessions:
+            s.stop_reading = True
+        while any(s.busy for s in sessions) and time.monotonic() < deadline - 2:
+            gevent.sleep(0.02)
+        for s in sessions:
+            gevent.spawn(s.close_after_flush, CLOSE_GOING_AWAY)
+        while self.connections > 0 and time.monotonic() < deadline - 1:
+            gevent.sleep(0.02)
+        self.recorder.flush(max(0.1, deadline - time.monotonic()))
+
+
+class DeliveryRecorder:
+    """Records written chats as delivered, in batches, and acks their senders.
+
+    Writers hand over (recipient, chat) without waiting on HTTP; a few worker
+    greenlets drain the queue, one service call per recipient per batch.
+    """
+
+    QUEUE_SIZE = 10_000
+    WORKERS = 4
+    BATCH = 500
+
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+        self.queue: Queue = Queue(maxsize=self.QUEUE_SIZE)
+        self.workers = [gevent.spawn(self._work) for _ in range(self.WORKERS)]
+        self.pending = 0
+
+    def add(self, recipient: int, item: Outgoing) -> None:
+        try:
+            # a full queue slows the writers down a little rather than losing the record;
+            # if it stays full, the message simply stays undelivered and is pushed again
+            self.queue.put((recipient, item), timeout=1.0)
+            self.pending += 1
+        except Full:
+            log.warning("delivery recorder full: %s stays undelivered", item.key)
+
+    def _work(self) -> None:
+        while True:                       # runs for the life of the process
+            batch = [self.queue.get()]
+            while len(batch) < self.BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            try:
+                self._record(batch)
+            except Exception:
+                log.exception("recording deliveries failed")
+            finally:
+                self.pending -= len(batch)
+
+    def _record(self, batch: list[tuple[int, Outgoing]]) -> None:
+        by_recipient: dict[int, dict[tuple[int, str], int]] = {}
+        for recipient, item in batch:
+            by_recipient.setdefault(recipient, {})[item.key] = item.seq
+        message, hub = self.gateway.backends.message, self.gateway.hub
+        for recipient, seqs in by_recipient.items():
+            try:
+                marked = message.mark_delivered(recipient, list(seqs))
+            except (BackendUnavailable, BackendRejected) as e:
+                log.warning("user=%s: %d deliveries not recorded (%s); pushed again at next connect",
+                            recipient, len(seqs), e)
+                continue
+            for m in marked:
+                key = (m["fromUserId"], m["msgId"])
+                hub.send_to_user(m["fromUserId"], frames.encode_ack(
+                    m["msgId"], "delivered", m["deliveredAt"], seqs.get(key, 0)))
+
+    def flush(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.pending > 0 and time.monotonic() < deadline:
+            gevent.sleep(0.01)

@@ -1,0 +1,71 @@
+"""The Hub: which users are online here, and their live sessions.
+
+A dict from user id to that user's sessions, guarded by one lock (the design
+card's "lock-guarded hub dict"). Nothing inside the lock blocks or yields.
+Frames are handed to a session's bounded send queue, never written here.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Iterable, Protocol
+
+
+class Sink(Protocol):
+    user_id: int
+
+    def send(self, item) -> bool: ...
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()   # a gevent lock once monkey-patched
+        self._sessions: dict[int, list[Sink]] = {}
+
+    def register(self, session: Sink, replace: bool = True) -> tuple[bool, list[Sink]]:
+        """Add ``session``; returns (first connection of its user, sessions it replaced).
+
+        With ``replace`` (MultiLogin kick) the user's older sessions leave the
+        hub at once: they get no more frames, and their later ``unregister``
+        says nothing, so friends never see the user go offline.
+        """
+        with self._lock:
+            older = self._sessions.get(session.user_id, [])
+            first = not older
+            if replace:
+                self._sessions[session.user_id] = [session]
+                return first, older
+            self._sessions[session.user_id] = older + [session]
+            return first, []
+
+    def unregister(self, session: Sink) -> bool:
+        """Remove ``session``; True when it was its user's last one (the user went offline)."""
+        with self._lock:
+            sessions = self._sessions.get(session.user_id)
+            if not sessions or session not in sessions:
+                return False
+            rest = [s for s in sessions if s is not session]
+            if rest:
+                self._sessions[session.user_id] = rest
+                return False
+            del self._sessions[session.user_id]
+            return True
+
+    def send_to_user(self, user_id: int, item) -> int:
+        """Queue ``item`` on every session of ``user_id``; returns how many took it."""
+        with self._lock:
+            sessions = self._sessions.get(user_id)
+            sessions = list(sessions) if sessions else ()
+        return sum(1 for s in sessions if s.send(item))
+
+    def is_online(self, user_id: int) -> bool:
+        return user_id in self._sessions
+
+    def online_among(self, user_ids: Iterable[int]) -> list[int]:
+        return [u for u in user_ids if u in self._sessions]
+
+    def online_count(self) -> int:
+        return len(self._sessions)
+
+    def all_sessions(self) -> list[Sink]:
+        with self._lock:
+            return [s for sessions in self._sessions.values() for s in sessions]

@@ -1,0 +1,269 @@
+"""Session: one client connection (the original design's Client).
+
+Two greenlets per connection: ``read_pump`` (the view's own greenlet) reads
+frames and hands them to the Gateway; ``write_pump`` drains a bounded send
+queue onto the socket and owns the connection's timers (protocol pings, the
+heartbeat timeout, token expiry). Anyone may call ``send``; it never blocks.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import gevent
+from gevent.queue import Empty, Full, Queue
+
+from skyeim.gateway import frames
+from skyeim.gateway.transport import CLOSE_GOING_AWAY, ConnectionClosed, WebSocket
+
+if TYPE_CHECKING:
+    from skyeim.gateway.core import Gateway
+
+log = logging.getLogger(__name__)
+
+CLOSE_REPLACED = 4001
+CLOSE_TOO_SLOW = 4002
+CLOSE_TOKEN_EXPIRED = 4003
+CLOSE_HEARTBEAT = 4004
+
+MAX_SENT_KEYS = 4096      # chat keys remembered per connection to never send one twice
+
+_conn_ids = itertools.count(1)
+
+
+class Outgoing:
+    """A chat frame bound for this connection: written once, then reported as delivered."""
+
+    __slots__ = ("text", "key", "seq")
+
+    def __init__(self, text: str, key: tuple[int, str], seq: int):
+        self.text, self.key, self.seq = text, key, seq
+
+
+class _Close:
+    """Queue marker: write everything before it, then close with ``code``."""
+
+    __slots__ = ("code",)
+
+    def __init__(self, code: int):
+        self.code = code
+
+
+_STOP = object()
+
+
+class Session:
+    __slots__ = ("ws", "user_id", "conn_id", "gateway", "queue", "held", "closing",
+                 "stop_reading", "busy", "token_exp", "warned", "next_ping_at",
+                 "tokens", "tokens_at", "sent_keys", "writer", "__weakref__")
+
+    def __init__(self, ws: WebSocket, user_id: int, token_exp: int, gateway: "Gateway"):
+        ws_cfg = gateway.cfg.web_socket
+        self.ws = ws
+        self.user_id = user_id
+        self.conn_id = next(_conn_ids)
+        self.gateway = gateway
+        self.queue: Queue = Queue(maxsize=ws_cfg.send_queue_size)
+        self.held: list | None = []      # frames produced before `connected`; None once live
+        self.closing = False
+        self.stop_reading = False        # set by a graceful stop: handle no more frames
+        self.busy = False                # a frame is being handled (graceful stop waits)
+        self.token_exp = token_exp       # JWT exp, seconds
+        self.warned = False
+        self.next_ping_at = time.monotonic() + ws_cfg.ping_interval
+        self.tokens = float(ws_cfg.rate_limit.burst)
+        self.tokens_at = time.monotonic()
+        self.sent_keys: dict[tuple[int, str], None] | None = None
+        self.writer: gevent.Greenlet | None = None
+
+    def __repr__(self) -> str:
+        return f"<Session conn={self.conn_id} user={self.user_id}>"
+
+    # -- sending (any greenlet; never blocks) ---------------------------------------
+
+    def send(self, item) -> bool:
+        """Queue a frame (str) or an Outgoing chat. False if this session is going away."""
+        if self.closing:
+            return False
+        if self.held is not None:
+            if len(self.held) >= self.queue.maxsize:
+                self._overflow()
+                return False
+            self.held.append(item)
+            return True
+        try:
+            self.queue.put_nowait(item)
+            return True
+        except Full:
+            self._overflow()
+            return False
+
+    def push_backlog(self, item: Outgoing, timeout: float) -> None:
+        """Queue a backlog chat before `connected`, waiting (bounded) for room.
+
+        Raises ``Full`` when the client does not read for ``timeout`` seconds.
+        """
+        if not self.closing:
+            self.queue.put(item, timeout=timeout)
+
+    def go_live(self, connected_text: str) -> None:
+        """Send `connected`, then the frames held while catching up, in order."""
+        held, self.held = self.held or [], None
+        self.send(connected_text)
+        for item in held:
+            if not self.send(item):
+                break
+
+    def _overflow(self) -> None:
+        log.warning("conn=%s user=%s send queue full (%d): closing 4002",
+                    self.conn_id, self.user_id, self.queue.maxsize)
+        self.closing = True
+        gevent.spawn(self.close, CLOSE_TOO_SLOW, "send queue overflow")
+
+    # -- closing ----------------------------------------------------------------------
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close now: queued frames are dropped (they stay unread in the store)."""
+        self.closing = True
+        self.ws.close(code, reason)
+        try:
+            self.queue.put_nowait(_STOP)     # wake the writer if it waits for frames
+        except Full:
+            pass                             # it is busy and will see the socket closed
+
+    def finish(self) -> None:
+        """The connection is over: stop the writer (bounded) and close the socket."""
+        self.closing = True
+        if not self.ws.closed:
+            self.ws.close(1000)
+        try:
+            self.queue.put_nowait(_STOP)
+        except Full:
+            pass
+        if self.writer is not None:
+            self.writer.join(timeout=self.ws.close_timeout)
+            self.writer.kill(block=False)
+
+    def close_after_flush(self, code: int) -> None:
+        """Close once everything queued so far is written (graceful stop)."""
+        try:
+            self.queue.put(_Close(code), timeout=self.ws.close_timeout)
+        except Full:
+            self.close(code)
+
+    # -- the write pump -----------------------------------------------------------------
+
+    def write_pump(self) -> None:
+        ws, ws_cfg, auth_cfg = self.ws, self.gateway.cfg.web_socket, self.gateway.cfg.auth
+        try:
+            while True:                      # bounded: the heartbeat ends a silent connection
+                item = None
+                try:
+                    item = self.queue.get(timeout=self._time_to_next_timer(ws_cfg, auth_cfg))
+                except Empty:
+                    pass
+                if item is _STOP:
+                    return
+                if type(item) is _Close:
+                    self.closing = True
+                    ws.close(item.code, "server shutting down" if item.code == CLOSE_GOING_AWAY else "")
+                    return
+                if item is not None:
+                    self._write(item)
+                if not self._run_timers(ws_cfg, auth_cfg):
+                    return
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("conn=%s user=%s write pump failed", self.conn_id, self.user_id)
+            self.close(1011)
+        finally:
+            self.closing = True
+            if ws.close_code is None:        # no close handshake under way: wake the reader
+                ws.drop()
+
+    def _write(self, item) -> None:
+        if type(item) is str:
+            self.ws.send_text(item)
+            return
+        # a chat: never twice on one connection (backlog and live may overlap)
+        keys = self.sent_keys
+        if keys is None:
+            keys = self.sent_keys = {}
+        elif item.key in keys:
+            return
+        self.ws.send_text(item.text)
+        keys[item.key] = None
+        if len(keys) > MAX_SENT_KEYS:
+            del keys[next(iter(keys))]
+        self.gateway.chat_written(self, item)
+
+    def _time_to_next_timer(self, ws_cfg, auth_cfg) -> float:
+        now = time.monotonic()
+        due = min(self.next_ping_at, self.ws.last_seen + ws_cfg.pong_timeout)
+        if auth_cfg.enforce_expiry:
+            wall = time.time()
+            exp_in = self.token_exp - wall
+            due = min(due, now + exp_in)
+            if not self.warned:
+                due = min(due, now + exp_in - auth_cfg.expiry_warning)
+        return max(0.0, due - now) + 0.001
+
+    def _run_timers(self, ws_cfg, auth_cfg) -> bool:
+        """Pings, heartbeat and token expiry; False when the connection was closed."""
+        now = time.monotonic()
+        if now - self.ws.last_seen >= ws_cfg.pong_timeout:
+            log.info("conn=%s user=%s heartbeat timeout: closing 4004", self.conn_id, self.user_id)
+            self.close(CLOSE_HEARTBEAT, "heartbeat timeout")
+            return False
+        if now >= self.next_ping_at:
+            self.ws.send_ping()
+            self.next_ping_at = now + ws_cfg.ping_interval
+        if auth_cfg.enforce_expiry:
+            wall = time.time()
+            if wall >= self.token_exp:
+                log.info("conn=%s user=%s token expired: closing 4003", self.conn_id, self.user_id)
+                self.close(CLOSE_TOKEN_EXPIRED, "token expired")
+                return False
+            # the warning waits for `connected`: nothing but backlog may precede it
+            if not self.warned and self.held is None \
+                    and wall >= self.token_exp - auth_cfg.expiry_warning:
+                self.warned = True
+                self.ws.send_text(frames.encode("token_expiring",
+                                                {"expiresAt": self.token_exp * 1000}))
+        return True
+
+    # -- the read pump --------------------------------------------------------------
+
+    def read_pump(self) -> int:
+        """Read and handle frames until the connection closes; returns the close code."""
+        gateway = self.gateway
+        while True:                      # bounded: the heartbeat closes a silent connection
+            try:
+                message = self.ws.receive()
+            except ConnectionClosed as e:
+                return e.code
+            if self.closing or self.stop_reading:
+                continue                  # draining until the peer's close frame or EOF
+            self.busy = True
+            try:
+                gateway.handle_message(self, message)
+            finally:
+                self.busy = False
+
+    def take_token(self) -> bool:
+        """The per-connection rate limit: a token bucket of client frames."""
+        rl = self.gateway.cfg.web_socket.rate_limit
+        now = time.monotonic()
+        self.tokens = min(float(rl.burst), self.tokens + (now - self.tokens_at) * rl.rate)
+        self.tokens_at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def refresh_token(self, exp: int) -> None:
+        self.token_exp = exp
+        self.warned = False               # the writer re-plans its timers when it next wakes

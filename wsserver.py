@@ -1,0 +1,105 @@
+"""SkyeIM WebSocket gateway.
+
+    python wsserver.py -f etc/ws.yaml                # the gateway alone
+    python wsserver.py --standalone -f etc/ws.yaml   # gateway + Message, Friend, Auth services
+
+In standalone mode the three services run in this process too, each configured
+by its own file beside the -f file (message.yaml, friend.yaml, auth.yaml), and
+the gateway still calls them over HTTP, exactly as under supervisord.
+"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402  (monkey-patching must come first)
+import logging  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+
+import gevent  # noqa: E402
+import gevent.event  # noqa: E402
+
+from skyeim import config, logs  # noqa: E402
+
+log = logging.getLogger("skyeim.wsserver")
+
+SERVICES = (  # (config file, config class, app factory module)
+    ("message.yaml", config.ServiceConfig, "skyeim.message.app"),
+    ("friend.yaml", config.ServiceConfig, "skyeim.friend.app"),
+    ("auth.yaml", config.AuthServiceConfig, "skyeim.auth.app"),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the SkyeIM WebSocket gateway.")
+    parser.add_argument("-f", "--config", default="etc/ws.yaml", help="the gateway's YAML file")
+    parser.add_argument("--standalone", action="store_true",
+                        help="also run the Message, Friend and Auth services in this process")
+    parser.add_argument("--debug", action="store_true",
+                        help="verbose logs (one line per HTTP request and frame event)")
+    args = parser.parse_args(argv)
+
+    try:
+        cfg = config.load(config.GatewayConfig, args.config)
+        service_cfgs = []
+        if args.standalone:
+            here = os.path.dirname(os.path.abspath(args.config))
+            for filename, cls, module in SERVICES:
+                service_cfgs.append((config.load(cls, os.path.join(here, filename)), module))
+    except config.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logs.setup(cfg.log.level, debug=args.debug)
+    from skyeim.tokens import weak_secret_warning
+    if (warning := weak_secret_warning(cfg.auth.access_secret)):
+        log.warning("Auth.%s", warning)
+
+    # imported after the config is known good, so a bad file fails fast and quietly
+    import importlib
+
+    from skyeim import service
+    from skyeim.gateway.app import create_app
+    from skyeim.gateway.backends import Backends
+    from skyeim.gateway.core import Gateway
+    from skyeim.gateway.transport import make_server
+
+    servers = []
+    try:
+        for scfg, module in service_cfgs:
+            app = importlib.import_module(module).create_app(scfg)
+            servers.append((service.serve(app, scfg.host, scfg.port), app))
+            log.info("%s service listening on %s:%s", scfg.name, scfg.host, scfg.port)
+        gateway = Gateway(cfg, Backends.from_config(cfg))
+        ws_cfg = cfg.web_socket
+        server = make_server(
+            (cfg.host, cfg.port), create_app(gateway),
+            max_message_size=ws_cfg.max_message_size, close_timeout=ws_cfg.close_timeout,
+            handshake_timeout=ws_cfg.handshake_timeout,
+            log=gevent.pywsgi.LoggingLogAdapter(logging.getLogger("skyeim.http"), logging.DEBUG),
+            error_log=gevent.pywsgi.LoggingLogAdapter(logging.getLogger("skyeim.http"), logging.ERROR))
+        server.start()
+    except OSError as e:
+        log.error("cannot listen: %s", e)
+        return 1
+    log.info("%s listening on %s:%s%s", cfg.name, cfg.host, server.server_port,
+             " (standalone)" if args.standalone else "")
+
+    stop = gevent.event.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(sig, stop.set)
+    stop.wait()
+
+    log.info("stopping: no new connections; closing %d with 1001", gateway.connections)
+    server.close()                                   # stop accepting
+    gateway.shutdown(ws_cfg.shutdown_timeout)
+    server.stop(timeout=1)
+    for srv, app in servers:
+        srv.stop(timeout=2)
+        service._run_shutdown_hooks(app)
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
