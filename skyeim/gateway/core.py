@@ -131,6 +131,8 @@ class Gateway:
     def _notify_presence(self, user_id: int, kind: str, friends: list[int] | None) -> None:
         if friends is None:
             friends = self._friends_or_empty(user_id)
+        if kind == "offline" and self.hub.is_online(user_id):
+            return                        # back already (a quick reconnect): not offline after all
         text = frames.encode(kind, {"userId": user_id, "timestamp": now_ms()})
         for fid in self.hub.online_among(friends):
             self.hub.send_to_user(fid, text)

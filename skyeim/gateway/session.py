@@ -207,7 +207,7 @@ class Session:
             wall = time.time()
             exp_in = self.token_exp - wall
             due = min(due, now + exp_in)
-            if not self.warned:
+            if not self.warned and self.held is None:   # the warning waits for `connected`
                 due = min(due, now + exp_in - auth_cfg.expiry_warning)
         return max(0.0, due - now) + 0.001
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from sqlalchemy import (BigInteger, Column, Index, Integer, MetaData, SmallInteger, String,
-                        Table, Text, UniqueConstraint, and_, exc, func, select, tuple_, update)
+                        Table, Text, UniqueConstraint, and_, exc, func, select, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
@@ -166,16 +166,21 @@ def mark_delivered(conn: Connection, user_id: int,
     are addressed to ``user_id``; return ``(from, msg_id, delivered_at)`` of
     those newly marked, in the order of ``keys``."""
     keys = list(dict.fromkeys(keys))
-    if not keys:
-        return []
+    by_sender: dict[int, list[str]] = {}
+    for from_user_id, msg_id in keys:
+        by_sender.setdefault(from_user_id, []).append(msg_id)
     now = now_ms()
-    marked = conn.execute(
-        update(messages)
-        .where(messages.c.to_user_id == user_id, messages.c.delivered_at.is_(None),
-               tuple_(messages.c.from_user_id, messages.c.msg_id).in_(keys))
-        .values(delivered_at=now)
-        .returning(messages.c.from_user_id, messages.c.msg_id)).all()
-    newly = {(r.from_user_id, r.msg_id) for r in marked}
+    newly = set()
+    # One UPDATE per sender, each a lookup in the (from_user_id, msg_id) key;
+    # SQLite would scan the table for a row-value "(from, msg_id) IN (...)".
+    for from_user_id, msg_ids in by_sender.items():
+        marked = conn.execute(
+            update(messages)
+            .where(messages.c.from_user_id == from_user_id, messages.c.msg_id.in_(msg_ids),
+                   messages.c.to_user_id == user_id, messages.c.delivered_at.is_(None))
+            .values(delivered_at=now)
+            .returning(messages.c.msg_id)).scalars()
+        newly.update((from_user_id, m) for m in marked)
     return [(f, m, now) for f, m in keys if (f, m) in newly]
 
 
