@@ -1,0 +1,98 @@
+"""Configuration: the shipped files load, ${VAR} expands, and every mistake is one clear line."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from skyeim import config
+from skyeim.config import AuthServiceConfig, ConfigError, GatewayConfig, ServiceConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "ws.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("name,cls", [("ws.yaml", GatewayConfig), ("message.yaml", ServiceConfig),
+                                      ("friend.yaml", ServiceConfig), ("auth.yaml", AuthServiceConfig)])
+def test_shipped_files_load(name, cls):
+    cfg = config.load(cls, ROOT / "etc" / name)
+    assert cfg.name
+
+
+def test_shipped_gateway_keys_keep_the_original_names_and_defaults():
+    cfg = config.load(GatewayConfig, ROOT / "etc" / "ws.yaml")
+    assert (cfg.name, cfg.host, cfg.port) == ("ws-server", "0.0.0.0", 10300)
+    assert cfg.auth.access_expire == 604800
+    assert cfg.message_rpc.endpoints == ("127.0.0.1:10301",) and cfg.message_rpc.timeout == 2000
+    assert cfg.friend_rpc.endpoints == ("127.0.0.1:10302",)
+    assert cfg.auth_rpc.endpoints == ("127.0.0.1:10303",)
+    ws = cfg.web_socket
+    assert (ws.ping_interval, ws.pong_timeout, ws.max_message_size, ws.send_queue_size) == (30, 60, 65536, 256)
+    assert ws.multi_login == "kick" and ws.allowed_origins == () and ws.max_connections == 0
+    assert (ws.rate_limit.rate, ws.rate_limit.burst) == (50, 100)
+    assert cfg.chat.require_friendship is False and cfg.chat.max_content_length == 16384
+
+
+def test_env_expansion_with_default_and_typed_values(tmp_path, monkeypatch):
+    monkeypatch.setenv("T_SECRET", "s3cret")
+    monkeypatch.setenv("T_PORT", "12345")
+    monkeypatch.delenv("T_MISSING", raising=False)
+    p = write(tmp_path, 'Port: "${T_PORT}"\nAuth: {AccessSecret: "${T_SECRET}"}\n'
+                        'InternalSecret: "${T_MISSING:-fallback}"\n')
+    cfg = config.load(GatewayConfig, p)
+    assert cfg.port == 12345 and cfg.auth.access_secret == "s3cret"
+    assert cfg.internal_secret == "fallback"
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("WebSocket: {PingIntervall: 5}\n", "WebSocket.PingIntervall: unknown key"),
+    ("Port: ten\n", "Port: expected a whole number"),
+    ("Port: 70000\n", "Port: must be a TCP port"),
+    ("WebSocket: {PingInterval: 0}\n", "WebSocket.PingInterval: must be greater than 0"),
+    ("WebSocket: {MultiLogin: allow}\n", "WebSocket.MultiLogin: must be one of kick"),
+    ("WebSocket: {AllowedOrigins: example.com}\n", "WebSocket.AllowedOrigins: expected a list"),
+    ("WebSocket: {AllowedOrigins: [example.com]}\n", "WebSocket.AllowedOrigins: 'example.com' is not scheme://host"),
+    ("Chat: {RequireFriendship: yes please}\n", "Chat.RequireFriendship: expected true or false"),
+    ("MessageRpc: {Endpoints: []}\n", "MessageRpc.Endpoints: at least one host:port"),
+    ("Auth: {AccessSecret: ''}\n", "Auth.AccessSecret: must not be empty"),
+    ("WebSocket: 5\n", "WebSocket: expected a mapping"),
+    ("Port: [1\n", "not valid YAML"),
+])
+def test_bad_values_name_the_key(tmp_path, text, needle):
+    p = write(tmp_path, "Auth: {AccessSecret: x}\n" + text if "Auth:" not in text else text)
+    with pytest.raises(ConfigError) as e:
+        config.load(GatewayConfig, p)
+    assert needle in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(GatewayConfig, tmp_path / "nope.yaml")
+
+
+def test_gateway_refuses_to_start_on_bad_config_with_one_line(tmp_path):
+    p = write(tmp_path, "Auth: {AccessSecret: x}\nWebSocket: {PingIntervall: 5}\n")
+    r = subprocess.run([sys.executable, str(ROOT / "wsserver.py"), "-f", str(p)],
+                       capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "WebSocket.PingIntervall: unknown key" in lines[0]
+
+
+def test_standalone_names_the_bad_service_file(tmp_path):
+    for name in ("message", "friend", "auth"):
+        (tmp_path / f"{name}.yaml").write_text((ROOT / "etc" / f"{name}.yaml").read_text())
+    (tmp_path / "friend.yaml").write_text("Name: friend\nPort: 10302\nDataSorce: x\n")
+    p = write(tmp_path, "Auth: {AccessSecret: x}\n")
+    r = subprocess.run([sys.executable, str(ROOT / "wsserver.py"), "--standalone", "-f", str(p)],
+                       capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert r.returncode == 2
+    assert "friend.yaml: DataSorce: unknown key" in r.stderr
