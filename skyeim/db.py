@@ -25,7 +25,7 @@ from typing import Any, Callable, TypeVar
 
 import gevent
 import gevent.threadpool
-from sqlalchemy import MetaData, create_engine, event, exc
+from sqlalchemy import MetaData, create_engine, event, exc, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
@@ -38,6 +38,7 @@ SQLITE_CALL_TIMEOUT = 30.0         # s a caller waits for the worker thread (que
 PG_CONNECT_TIMEOUT = 5             # s to open a connection
 PG_STATEMENT_TIMEOUT_MS = 15000    # server-side cap on any one statement
 PG_POOL_TIMEOUT = 10               # s to wait for a free pooled connection
+SCHEMA_LOCK_KEY = 0x536B7965        # PostgreSQL advisory lock ("Skye") held while creating the schema
 
 
 class DatabaseUnavailable(Exception):
@@ -120,7 +121,13 @@ class Database:
             # an OSError here (say, a file where the directory should be) is
             # DatabaseUnavailable, retried on the next call
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._metadata.create_all(self._engine, checkfirst=True)
+        with self._engine.begin() as conn:
+            if not self.is_sqlite:
+                # Several processes may start at once on one database; without
+                # the lock, two CREATE TABLEs race and one fails. (SQLite's
+                # BEGIN IMMEDIATE serializes them already.)
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            self._metadata.create_all(conn, checkfirst=True)
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
         try:

@@ -1,0 +1,863 @@
+"""The Message service as it runs in production: ``python -m skyeim.message
+-f <yaml>`` on a free port, spoken to over HTTP, on SQLite and on PostgreSQL.
+
+PostgreSQL comes from SKYEIM_TEST_POSTGRES_URL (default: postgres on
+127.0.0.1:5432); each test session gets a fresh database, dropped afterwards.
+If PostgreSQL is unreachable its tests are skipped, unless
+SKYEIM_REQUIRE_SERVICES=1, which makes that a failure.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+import yaml
+
+from skyeim.db import Database, now_ms
+from skyeim.message import store
+
+REPO = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get("SKYEIM_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REQUIRE_SERVICES = os.environ.get("SKYEIM_REQUIRE_SERVICES") == "1"
+SECRET = "message-test-secret"
+HTTP_TIMEOUT = 10          # s per request
+START_TIMEOUT = 20         # s for /healthz to answer
+STOP_TIMEOUT = 10          # s to exit after SIGTERM
+MAX_ID = 2**63 - 1
+CHAT_KEYS = {"msgId", "fromUserId", "toUserId", "content", "contentType", "createdAt", "seq"}
+
+pytestmark = pytest.mark.timeout(180)
+
+
+# -- processes and databases ---------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MessageService:
+    """One ``python -m skyeim.message`` process on a free 127.0.0.1 port."""
+
+    def __init__(self, workdir: Path, data_source: str, secret: str = SECRET):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = {"Name": "message", "Host": "127.0.0.1", "Port": self.port,
+                  "DataSource": data_source, "InternalSecret": secret, "PoolSize": 8}
+        self.config_path = workdir / f"message-{self.port}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = workdir / f"message-{self.port}.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "skyeim.message", "-f", str(self.config_path)],
+                cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": str(REPO)})
+        self.http = requests.Session()
+        self.http.headers["X-Internal-Secret"] = secret
+        self._wait_healthy()
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the service exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"the service did not answer /healthz in {START_TIMEOUT}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (killed if it does not stop in time)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.http.close()
+        return self.proc.returncode
+
+    def get(self, path: str, **params) -> requests.Response:
+        return self.http.get(self.url + path, params=params, timeout=HTTP_TIMEOUT)
+
+    def post(self, path: str, body) -> requests.Response:
+        return self.http.post(self.url + path, json=body, timeout=HTTP_TIMEOUT)
+
+    # the happy paths, asserting 200
+
+    def send(self, from_user: int, to_user: int, content: str = "hello", msg_id: str | None = None,
+             **extra) -> dict:
+        body = {"msgId": msg_id or uuid.uuid4().hex, "fromUserId": from_user, "toUserId": to_user,
+                "content": content, **extra}
+        r = self.post("/v1/messages", body)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def unread(self, user: int, **params) -> dict:
+        r = self.get("/v1/messages/unread", userId=user, **params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def all_unread(self, user: int) -> list[dict]:
+        return self.unread(user, limit=200)["messages"]
+
+    def delivered(self, user: int, keys: list[tuple[int, str]]) -> list[dict]:
+        r = self.post("/v1/messages/delivered",
+                      {"userId": user, "messages": [{"fromUserId": f, "msgId": m} for f, m in keys]})
+        assert r.status_code == 200, r.text
+        return r.json()["messages"]
+
+    def read(self, user: int, peer: int, msg_ids=None, omit: bool = False) -> dict:
+        body = {"userId": user, "peerId": peer}
+        if not omit:
+            body["msgIds"] = msg_ids
+        r = self.post("/v1/messages/read", body)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def history(self, user: int, peer: int, **params) -> dict:
+        r = self.get("/v1/messages/history", userId=user, peerId=peer, **params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+def _create_postgres_database() -> tuple[sa.Engine, str, str]:
+    """A fresh database on the test server: (admin engine, its name, its URL)."""
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT",
+                             connect_args={"connect_timeout": 3})
+    name = f"skyeim_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as e:
+        admin.dispose()
+        where = sa.make_url(POSTGRES_URL).render_as_string(hide_password=True)
+        reason = f"PostgreSQL not reachable at {where}: {str(e.orig).strip().splitlines()[0]}"
+        if REQUIRE_SERVICES:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    return admin, name, url
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    admin, name, url = _create_postgres_database()
+    yield url
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def data_source(request, tmp_path_factory):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'data' / 'message.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="module")
+def svc(data_source, tmp_path_factory):
+    service = MessageService(tmp_path_factory.mktemp("svc"), data_source)
+    yield service
+    assert service.stop() == 0, service.log()
+
+
+@pytest.fixture(scope="module")
+def svc2(data_source, tmp_path_factory, svc):
+    """A second process on the same database, as when a service is scaled out."""
+    service = MessageService(tmp_path_factory.mktemp("svc2"), data_source)
+    yield service
+    assert service.stop() == 0, service.log()
+
+
+# Every test uses users of its own, so tests share a process without interfering.
+_user_ids = itertools.count(random.randrange(10**12, 10**15) * 1000)
+
+
+def users(n: int) -> list[int]:
+    return [next(_user_ids) for _ in range(n)]
+
+
+# -- sending -------------------------------------------------------------------
+
+def test_send_returns_the_stored_chat_message(svc):
+    a, b = users(2)
+    before = now_ms()
+    got = svc.send(a, b, "hi there 👋", msg_id="m-1_A")
+    after = now_ms()
+    assert set(got) == CHAT_KEYS | {"duplicate", "delivered", "deliveredAt"}
+    assert got["msgId"] == "m-1_A"
+    assert (got["fromUserId"], got["toUserId"]) == (a, b)
+    assert got["content"] == "hi there 👋"
+    assert got["contentType"] == 1
+    assert before <= got["createdAt"] <= after
+    assert got["seq"] == 1
+    assert (got["duplicate"], got["delivered"], got["deliveredAt"]) == (False, False, None)
+
+
+def test_send_accepts_every_content_type_and_the_extreme_ids(svc):
+    a, b = users(2)
+    for content_type in (1, 2, 3, 4):
+        got = svc.send(a, b, "https://example.com/x", contentType=content_type)
+        assert got["contentType"] == content_type
+    assert svc.send(a, b, "null type", contentType=None)["contentType"] == 1
+    got = svc.send(MAX_ID, 1, "x" * 16384, msg_id="z" * 64)
+    assert (got["fromUserId"], got["toUserId"], got["msgId"]) == (MAX_ID, 1, "z" * 64)
+    assert len(svc.history(1, MAX_ID, limit=1)["messages"][0]["content"]) == 16384
+
+
+def test_send_without_msg_id_gets_a_uuid(svc):
+    a, b = users(2)
+    for body in ({}, {"msgId": None}):
+        r = svc.post("/v1/messages", {"fromUserId": a, "toUserId": b, "content": "x", **body})
+        assert r.status_code == 200, r.text
+        assert str(uuid.UUID(r.json()["msgId"])) == r.json()["msgId"]
+
+
+def test_duplicate_returns_the_original_message(svc):
+    a, b = users(2)
+    first = svc.send(a, b, "original", msg_id="dup-1")
+    time.sleep(0.01)
+    again = svc.send(a, b, "changed", msg_id="dup-1", contentType=2)
+    assert again["duplicate"] is True
+    assert {k: again[k] for k in CHAT_KEYS} == {k: first[k] for k in CHAT_KEYS}
+    assert again["content"] == "original"
+    # the duplicate took no seq
+    assert svc.send(a, b, "next")["seq"] == first["seq"] + 1
+    assert [m["content"] for m in svc.all_unread(b)] == ["original", "next"]
+
+
+def test_duplicate_after_delivery_reports_the_delivery(svc):
+    a, b = users(2)
+    svc.send(a, b, msg_id="d1")
+    [marked] = svc.delivered(b, [(a, "d1")])
+    again = svc.send(a, b, msg_id="d1")
+    assert (again["duplicate"], again["delivered"], again["deliveredAt"]) == (True, True, marked["deliveredAt"])
+
+
+def test_same_msg_id_from_different_senders_are_different_messages(svc):
+    a, b, c = users(3)
+    assert svc.send(a, c, "from a", msg_id="same")["duplicate"] is False
+    assert svc.send(b, c, "from b", msg_id="same")["duplicate"] is False
+    assert [m["content"] for m in svc.all_unread(c)] == ["from a", "from b"]
+
+
+def test_seq_counts_per_conversation_in_both_directions(svc):
+    a, b, c = users(3)
+    assert svc.send(a, b)["seq"] == 1
+    assert svc.send(b, a)["seq"] == 2
+    assert svc.send(a, c)["seq"] == 1
+    assert svc.send(a, b)["seq"] == 3
+    assert svc.send(c, a)["seq"] == 2
+
+
+def test_concurrent_sends_get_gapless_seqs_across_processes(svc, svc2):
+    a, b = users(2)
+    n = 160
+
+    def send(i: int) -> dict:
+        service = (svc, svc2)[i % 2]
+        frm, to = (a, b) if i % 3 else (b, a)
+        return service.send(frm, to, f"c{i}", msg_id=f"c{i}")
+
+    with ThreadPoolExecutor(16) as pool:
+        sent = list(pool.map(send, range(n)))
+    assert sorted(m["seq"] for m in sent) == list(range(1, n + 1))
+    history = svc.history(a, b, limit=200)["messages"]
+    assert [m["seq"] for m in history] == list(range(n, 0, -1))
+    # seq order is storage order: the unread walk of each side agrees with it
+    for user in (a, b):
+        seqs = [m["seq"] for m in svc.all_unread(user)]
+        assert seqs == sorted(seqs)
+
+
+def test_concurrent_duplicates_store_one_message(svc, svc2):
+    a, b = users(2)
+    svc.send(a, b, "before")
+    n = 16
+    barrier = threading.Barrier(n)
+
+    def send(i: int) -> dict:
+        barrier.wait(timeout=HTTP_TIMEOUT)
+        return (svc, svc2)[i % 2].send(a, b, f"version {i}", msg_id="race")
+
+    with ThreadPoolExecutor(n) as pool:
+        results = list(pool.map(send, range(n)))
+    originals = [r for r in results if not r["duplicate"]]
+    assert len(originals) == 1
+    for r in results:
+        assert {k: r[k] for k in CHAT_KEYS} == {k: originals[0][k] for k in CHAT_KEYS}
+    assert originals[0]["seq"] == 2
+    assert svc.send(a, b, "after")["seq"] == 3      # no seq was lost to the losers
+    assert [m["content"] for m in svc.all_unread(b)] == ["before", originals[0]["content"], "after"]
+
+
+_BAD_SENDS = {
+    "fromUserId bool": {"fromUserId": True},
+    "fromUserId float": {"fromUserId": 1.0},
+    "fromUserId string": {"fromUserId": "7"},
+    "fromUserId 0": {"fromUserId": 0},
+    "fromUserId negative": {"fromUserId": -5},
+    "fromUserId 2^63": {"fromUserId": 2**63},
+    "fromUserId missing": {"fromUserId": None},
+    "fromUserId list": {"fromUserId": [7]},
+    "toUserId bool": {"toUserId": False},
+    "toUserId float": {"toUserId": 2.5},
+    "toUserId string": {"toUserId": "8"},
+    "toUserId 0": {"toUserId": 0},
+    "toUserId 2^63": {"toUserId": 2**63},
+    "toUserId missing": {"toUserId": None},
+    "to oneself": {"toUserId": "FROM"},
+    "msgId empty": {"msgId": ""},
+    "msgId 65 chars": {"msgId": "a" * 65},
+    "msgId space": {"msgId": "a b"},
+    "msgId slash": {"msgId": "a/b"},
+    "msgId non-ascii": {"msgId": "ä"},
+    "msgId newline": {"msgId": "abc\n"},
+    "msgId number": {"msgId": 5},
+    "msgId bool": {"msgId": True},
+    "content empty": {"content": ""},
+    "content missing": {"content": None},
+    "content number": {"content": 5},
+    "content list": {"content": ["x"]},
+    "content NUL": {"content": "a\u0000b"},
+    "content lone surrogate": {"content": "\ud800"},
+    "contentType 0": {"contentType": 0},
+    "contentType 5": {"contentType": 5},
+    "contentType true": {"contentType": True},
+    "contentType string": {"contentType": "1"},
+    "contentType float": {"contentType": 1.0},
+}
+
+
+@pytest.mark.parametrize("change", _BAD_SENDS.values(), ids=_BAD_SENDS.keys())
+def test_send_refuses_invalid_fields(svc, change):
+    a, b = users(2)
+    body = {"msgId": "ok", "fromUserId": a, "toUserId": b, "content": "x", "contentType": 1}
+    body.update({k: a if v == "FROM" else v for k, v in change.items()})
+    body = {k: v for k, v in body.items() if v is not None or k == "contentType"}
+    r = svc.post("/v1/messages", body)
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "bad_request" and r.json()["message"]
+    assert svc.all_unread(b) == []
+
+
+@pytest.mark.parametrize("raw", [b"[1, 2]", b'"text"', b"not json", b"", b'{"a": '])
+def test_send_refuses_bodies_that_are_not_objects(svc, raw):
+    r = svc.http.post(svc.url + "/v1/messages", data=raw, timeout=HTTP_TIMEOUT,
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["code"] == "bad_request"
+
+
+# -- unread --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def backlog(svc):
+    """250 unread messages to one user from two senders, interleaved."""
+    a, b, c = users(3)
+    contents = []
+    for i in range(250):
+        contents.append(f"backlog {i}")
+        svc.send(a if i % 3 else b, c, contents[-1])
+    return a, b, c, contents
+
+
+def test_unread_pages_walk_the_backlog_oldest_first(svc, backlog):
+    a, b, c, contents = backlog
+    seen, cursor, pages = [], None, []
+    while True:
+        params = {"limit": 100} if cursor is None else {"limit": 100, "cursor": cursor}
+        page = svc.unread(c, **params)
+        assert set(page) == {"messages", "nextCursor", "hasMore"}
+        pages.append((len(page["messages"]), page["hasMore"]))
+        seen += page["messages"]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+        assert isinstance(cursor, str) and page["hasMore"] is True
+    assert pages == [(100, True), (100, True), (50, False)]
+    assert [m["content"] for m in seen] == contents
+    assert all(set(m) == CHAT_KEYS and m["toUserId"] == c and m["fromUserId"] in (a, b) for m in seen)
+
+
+def test_unread_limit_defaults_to_50_and_is_capped_at_200(svc, backlog):
+    c = backlog[2]
+    page = svc.unread(c)
+    assert len(page["messages"]) == 50 and page["hasMore"] is True
+    assert len(svc.unread(c, limit="")["messages"]) == 50
+    page = svc.unread(c, limit=1000)
+    assert len(page["messages"]) == 200 and page["hasMore"] is True
+    assert len(svc.unread(c, limit=200)["messages"]) == 200
+
+
+def test_unread_of_a_user_without_messages_is_empty(svc):
+    [nobody] = users(1)
+    assert svc.unread(nobody) == {"messages": [], "nextCursor": None, "hasMore": False}
+
+
+def test_unread_exact_last_page_has_no_cursor(svc):
+    a, b = users(2)
+    for _ in range(3):
+        svc.send(a, b)
+    page = svc.unread(b, limit=3)
+    assert len(page["messages"]) == 3 and page["hasMore"] is False and page["nextCursor"] is None
+
+
+@pytest.mark.parametrize("params", [
+    {"cursor": "abc"}, {"cursor": "-1"}, {"cursor": "1.5"}, {"cursor": str(2**63)}, {"cursor": "²"},
+    {"userId": None}, {"userId": "abc"}, {"userId": "0"}, {"userId": "-1"}, {"userId": "1.0"},
+    {"userId": str(2**63)}, {"userId": "²"}, {"userId": " 1"},
+    {"limit": "0"}, {"limit": "-1"}, {"limit": "abc"}, {"limit": "1.5"},
+], ids=repr)
+def test_unread_refuses_invalid_query(svc, params):
+    query = {"userId": 1, **params}
+    query = {k: v for k, v in query.items() if v is not None}
+    r = svc.http.get(svc.url + "/v1/messages/unread", params=query, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "bad_request"
+
+
+# -- delivered -----------------------------------------------------------------
+
+def test_delivered_marks_only_new_messages_addressed_to_the_user(svc):
+    a, b, c = users(3)
+    svc.send(a, c, msg_id="m1")
+    svc.send(a, c, msg_id="m2")
+    svc.send(b, c, msg_id="m3")
+    svc.send(a, b, msg_id="m4")            # not to c
+    before = now_ms()
+    marked = svc.delivered(c, [(a, "m1"), (b, "m3"), (a, "m4"), (a, "missing"), (b, "m1"), (a, "m1")])
+    assert [(m["fromUserId"], m["msgId"]) for m in marked] == [(a, "m1"), (b, "m3")]
+    assert all(set(m) == {"fromUserId", "msgId", "deliveredAt"} for m in marked)
+    assert all(before <= m["deliveredAt"] <= now_ms() for m in marked)
+    # only newly marked: m1 and m3 again are not, m2 is
+    assert [m["msgId"] for m in svc.delivered(c, [(a, "m1"), (a, "m2"), (b, "m3")])] == ["m2"]
+    assert svc.delivered(c, []) == []
+    # delivered is not read: all still unread; m4 still undelivered
+    assert [m["msgId"] for m in svc.all_unread(c)] == ["m1", "m2", "m3"]
+    assert [m["status"] for m in svc.history(a, b)["messages"]] == ["sent"]
+    assert [m["status"] for m in svc.history(c, a)["messages"]] == ["delivered", "delivered"]
+
+
+@pytest.mark.parametrize("body", [
+    {"userId": 1},
+    {"userId": 1, "messages": "m1"},
+    {"userId": 1, "messages": {"fromUserId": 2, "msgId": "m1"}},
+    {"userId": 1, "messages": [5]},
+    {"userId": 1, "messages": [{"fromUserId": 2}]},
+    {"userId": 1, "messages": [{"fromUserId": "2", "msgId": "m1"}]},
+    {"userId": 1, "messages": [{"fromUserId": True, "msgId": "m1"}]},
+    {"userId": 1, "messages": [{"fromUserId": 2, "msgId": "bad id"}]},
+    {"userId": 1, "messages": [{"fromUserId": 2, "msgId": f"m{i}"} for i in range(1001)]},
+    {"userId": 1.0, "messages": []},
+    {"messages": []},
+], ids=lambda b: json.dumps(b)[:60])
+def test_delivered_refuses_invalid_bodies(svc, body):
+    r = svc.post("/v1/messages/delivered", body)
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "bad_request"
+
+
+# -- read ----------------------------------------------------------------------
+
+def test_read_marks_messages_from_the_peer(svc):
+    a, b, c = users(3)
+    for m in ("r1", "r2", "r3"):
+        svc.send(a, c, m, msg_id=m)
+    svc.send(b, c, "s1", msg_id="s1")
+    svc.send(c, a, "t1", msg_id="t1")
+
+    # by id, and only from the peer: b's message is not touched via peer a
+    before = now_ms()
+    got = svc.read(c, a, ["r1", "s1", "t1", "unknown"])
+    assert set(got) == {"msgIds", "readAt"}
+    assert got["msgIds"] == ["r1"] and before <= got["readAt"] <= now_ms()
+    assert [m["msgId"] for m in svc.all_unread(c)] == ["r2", "r3", "s1"]
+    assert svc.read(c, a, ["r1"])["msgIds"] == []            # only newly marked
+
+    # all (msgIds missing) from a: leaves b's message and c's own to a
+    got = svc.read(c, a, omit=True)
+    assert got["msgIds"] == ["r2", "r3"]
+    assert [m["msgId"] for m in svc.all_unread(c)] == ["s1"]
+    assert [m["msgId"] for m in svc.all_unread(a)] == ["t1"]
+
+    # reading implies delivery: never delivered, yet not "newly delivered" now
+    assert svc.delivered(c, [(a, "r2")]) == []
+    assert svc.send(a, c, msg_id="r2")["deliveredAt"] == got["readAt"]
+    assert [m["status"] for m in svc.history(c, a)["messages"]] == ["sent", "read", "read", "read"]
+
+
+@pytest.mark.parametrize("empty", ["null", "[]"])
+def test_read_with_null_or_empty_ids_reads_all(svc, empty):
+    a, b = users(2)
+    for m in ("x1", "x2"):
+        svc.send(a, b, msg_id=m)
+    assert svc.read(b, a, json.loads(empty))["msgIds"] == ["x1", "x2"]
+    assert svc.all_unread(b) == []
+    assert svc.read(b, a)["msgIds"] == []
+
+
+def test_read_messages_are_never_unread_again(svc):
+    a, b = users(2)
+    svc.send(a, b, msg_id="once")
+    svc.delivered(b, [(a, "once")])
+    svc.read(b, a, ["once"])
+    svc.send(a, b, msg_id="once")                       # a resend changes nothing
+    assert svc.all_unread(b) == []
+    assert svc.history(b, a)["messages"][0]["status"] == "read"
+
+
+@pytest.mark.parametrize("body", [
+    {"userId": 1, "peerId": 1},
+    {"userId": 1},
+    {"peerId": 2},
+    {"userId": "1", "peerId": 2},
+    {"userId": 1, "peerId": True},
+    {"userId": 1, "peerId": 2, "msgIds": "m1"},
+    {"userId": 1, "peerId": 2, "msgIds": ["ok", ""]},
+    {"userId": 1, "peerId": 2, "msgIds": [7]},
+    {"userId": 1, "peerId": 2, "msgIds": [f"m{i}" for i in range(1001)]},
+], ids=lambda b: json.dumps(b)[:60])
+def test_read_refuses_invalid_bodies(svc, body):
+    r = svc.post("/v1/messages/read", body)
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "bad_request"
+
+
+# -- history -------------------------------------------------------------------
+
+def test_history_pages_newest_first_with_status(svc):
+    a, b = users(2)
+    sent = [svc.send(*((a, b) if i % 2 else (b, a)), f"h{i}", msg_id=f"h{i}") for i in range(7)]
+    svc.delivered(a, [(b, "h0")])          # seq 1: delivered
+    svc.read(b, a, ["h1"])                 # seq 2: read
+    page = svc.history(a, b)
+    assert page["hasMore"] is False
+    assert [m["seq"] for m in page["messages"]] == [7, 6, 5, 4, 3, 2, 1]
+    assert [m["status"] for m in page["messages"]] == ["sent"] * 5 + ["read", "delivered"]
+    assert page["messages"][-1] == {**{k: sent[0][k] for k in CHAT_KEYS}, "status": "delivered"}
+    assert svc.history(b, a) == page                       # one conversation, both ways
+
+    def seqs(**params):
+        p = svc.history(a, b, **params)
+        return [m["seq"] for m in p["messages"]], p["hasMore"]
+
+    assert seqs(limit=3) == ([7, 6, 5], True)
+    assert seqs(beforeSeq=5, limit=3) == ([4, 3, 2], True)
+    assert seqs(beforeSeq=2, limit=3) == ([1], False)
+    assert seqs(beforeSeq=1) == ([], False)
+    assert seqs(beforeSeq=100) == ([7, 6, 5, 4, 3, 2, 1], False)
+    assert seqs(beforeSeq=4, limit=3) == ([3, 2, 1], False)
+
+
+def test_history_limit_default_and_cap(svc, backlog):
+    a, _, c, _ = backlog                                      # 166 of the 250 are from a
+    page = svc.history(c, a)
+    assert len(page["messages"]) == 50 and page["hasMore"] is True
+    page = svc.history(c, a, limit=1000)
+    assert len(page["messages"]) == 166 and page["hasMore"] is False
+
+
+def test_history_of_strangers_is_empty(svc):
+    a, b = users(2)
+    assert svc.history(a, b) == {"messages": [], "hasMore": False}
+
+
+@pytest.mark.parametrize("params", [
+    {"beforeSeq": "0"}, {"beforeSeq": "-1"}, {"beforeSeq": "abc"}, {"beforeSeq": "1.5"},
+    {"beforeSeq": str(2**63)}, {"peerId": None}, {"peerId": "1"}, {"peerId": "x"}, {"userId": None},
+    {"userId": "true"}, {"limit": "0"}, {"limit": "-1"}, {"limit": "abc"},
+], ids=repr)
+def test_history_refuses_invalid_query(svc, params):
+    query = {"userId": 1, "peerId": 2, **params}
+    query = {k: v for k, v in query.items() if v is not None}
+    r = svc.http.get(svc.url + "/v1/messages/history", params=query, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "bad_request"
+
+
+# -- the service around the routes ---------------------------------------------
+
+@pytest.mark.parametrize("headers", [{}, {"X-Internal-Secret": "wrong"}, {"X-Internal-Secret": ""}],
+                         ids=["without", "wrong", "empty"])
+def test_internal_secret_is_required(svc, headers):
+    for method, path in (("GET", "/v1/messages/unread?userId=1"), ("POST", "/v1/messages"),
+                         ("POST", "/v1/messages/read"), ("GET", "/v1/messages/history?userId=1&peerId=2")):
+        r = requests.request(method, svc.url + path, headers=headers, json={}, timeout=HTTP_TIMEOUT)
+        assert r.status_code == 401, (method, path, r.text)
+        assert r.json()["code"] == "unauthorized"
+
+
+def test_healthz_needs_no_secret(svc):
+    r = requests.get(svc.url + "/healthz", timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200 and r.json() == {"ok": True}
+
+
+def test_unknown_routes_and_methods_answer_json(svc):
+    r = svc.get("/v1/nothing")
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+    r = svc.http.delete(svc.url + "/v1/messages", timeout=HTTP_TIMEOUT)
+    assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
+
+
+def test_sqlite_unavailable_answers_503_then_recovers(tmp_path):
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the database directory should be")
+    service = MessageService(tmp_path, f"sqlite:///{blocker / 'message.db'}")
+    try:
+        assert requests.get(service.url + "/healthz", timeout=HTTP_TIMEOUT).status_code == 200
+        a, b = users(2)
+        r = service.post("/v1/messages", {"msgId": "u1", "fromUserId": a, "toUserId": b, "content": "x"})
+        assert r.status_code == 503 and r.json()["code"] == "unavailable", r.text
+        r = service.get("/v1/messages/unread", userId=b)
+        assert r.status_code == 503 and r.json()["code"] == "unavailable", r.text
+        blocker.unlink()                               # the disk is back
+        assert service.send(a, b, msg_id="u1")["seq"] == 1
+    finally:
+        assert service.stop() == 0, service.log()
+
+
+def test_postgresql_unreachable_answers_503(tmp_path):
+    closed_port = _free_port()       # nothing listens there
+    service = MessageService(tmp_path, f"postgresql+psycopg://postgres@127.0.0.1:{closed_port}/none")
+    try:
+        assert requests.get(service.url + "/healthz", timeout=HTTP_TIMEOUT).status_code == 200
+        r = service.post("/v1/messages", {"msgId": "u1", "fromUserId": 1, "toUserId": 2, "content": "x"})
+        assert r.status_code == 503 and r.json()["code"] == "unavailable", r.text
+        r = service.get("/v1/messages/history", userId=1, peerId=2)
+        assert r.status_code == 503 and r.json()["code"] == "unavailable", r.text
+    finally:
+        assert service.stop() == 0, service.log()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_processes_starting_together_create_the_schema_once(tmp_path, backend):
+    if backend == "sqlite":
+        data_source, drop = f"sqlite:///{tmp_path / 'fresh' / 'message.db'}", None
+    else:
+        admin, name, data_source = _create_postgres_database()
+        drop = (admin, name)
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            services = list(pool.map(lambda _: MessageService(tmp_path, data_source), range(3)))
+        a, b = users(2)
+        try:
+            assert [s.send(a, b)["seq"] for s in services] == [1, 2, 3]
+        finally:
+            assert [s.stop() for s in services] == [0, 0, 0]
+    finally:
+        if drop:
+            with drop[0].connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{drop[1]}" WITH (FORCE)')
+            drop[0].dispose()
+
+
+def test_postgresql_connections_killed_are_replaced(tmp_path, postgres_url):
+    svc = MessageService(tmp_path, postgres_url)
+    a, b = users(2)
+    svc.send(a, b)
+    database = sa.make_url(postgres_url).database
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT",
+                             connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect() as conn:       # as a server restart or failover would
+            killed = conn.exec_driver_sql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %(db)s AND pid <> pg_backend_pid()", {"db": database}).scalar()
+        assert killed >= 1
+    finally:
+        admin.dispose()
+    try:
+        assert svc.send(a, b)["seq"] == 2       # the pool's pre-ping reconnects: no 503
+        assert len(svc.all_unread(b)) == 2
+    finally:
+        assert svc.stop() == 0, svc.log()
+
+
+def test_sigterm_stops_the_service_with_exit_0(tmp_path):
+    service = MessageService(tmp_path, f"sqlite:///{tmp_path / 'm.db'}")
+    service.send(1, 2)
+    started = time.monotonic()
+    assert service.stop() == 0, service.log()
+    assert time.monotonic() - started < STOP_TIMEOUT
+
+
+def test_bad_config_exits_2_with_one_line(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("Name: message\nPort: 0\n")
+    for path in (config, tmp_path / "missing.yaml"):
+        done = subprocess.run([sys.executable, "-m", "skyeim.message", "-f", str(path)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert done.returncode == 2
+        assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+
+
+# -- db.py under gevent -----------------------------------------------------------
+
+_OFF_LOOP_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import json, sys, gevent
+from gevent.monkey import get_original
+from sqlalchemy import text
+from skyeim.db import Database
+from skyeim.message import store
+
+native_ident = get_original("threading", "get_ident")
+db = Database(sys.argv[1], store.metadata)
+ticks = 0
+
+def ticker():
+    global ticks
+    while True:
+        ticks += 1
+        gevent.sleep(0.005)
+
+def slow_query(conn):
+    # about a second of pure SQLite work, holding the GIL only in C
+    conn.execute(text("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                      "WHERE x < 3000000) SELECT count(*) FROM c")).scalar()
+    return native_ident()
+
+def insert(conn, i):
+    return store.send_message(conn, store.NewMessage(f"m{i}", 1 + i % 5, 10, "x", 1))[0].seq
+
+gevent.spawn(ticker)
+gevent.sleep(0.05)
+before = ticks
+worker_ident = db.run(slow_query)
+during = ticks - before
+jobs = [gevent.spawn(db.run, insert, i) for i in range(500)]
+gevent.joinall(jobs, raise_error=True)
+db.close()
+print(json.dumps({"ticks_during_slow_query": during, "main": native_ident(), "worker": worker_ident,
+                  "seqs": sorted(j.value for j in jobs)}))
+"""
+
+
+def test_sqlite_calls_run_off_the_event_loop(tmp_path):
+    """Monkey-patched, as in a service: SQLite work runs on a native thread while
+    greenlets keep running, and many concurrent calls serialize cleanly."""
+    done = subprocess.run([sys.executable, "-c", _OFF_LOOP_SCRIPT, f"sqlite:///{tmp_path / 'x.db'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["worker"] != result["main"]
+    assert result["ticks_during_slow_query"] >= 10, result   # the loop was not blocked
+    # 5 senders to one user: 5 conversations of 100 messages each
+    assert result["seqs"] == sorted(list(range(1, 101)) * 5)
+
+
+# -- the store's queries use the indexes ---------------------------------------
+
+def _statements_of(db: Database, fn, *args) -> list[tuple[str, object]]:
+    """The SQL statements (with parameters) that ``db.run(fn, *args)`` executes."""
+    seen = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith(("SELECT", "UPDATE")):
+            seen.append((statement, parameters))
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        db.run(fn, *args)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", record)
+    return seen
+
+
+# query: (store function, its arguments, the indexes PostgreSQL may pick, what
+# SQLite's plan says: its unique constraints are named sqlite_autoindex_*)
+_QUERIES = {
+    "unread": (store.unread_page, (7, 0, 50),
+               {"ix_messages_unread_by_recipient", "ix_messages_unread_by_pair"},
+               "ix_messages_unread_by_recipient (to_user_id=? AND id>?)"),
+    "history": (store.history_page, (7, 8, 100, 50), {"uq_messages_conversation_seq"},
+                "INDEX sqlite_autoindex_messages_2 (user_lo=? AND user_hi=? AND seq<?)"),
+    "read all": (store.mark_read, (7, 8, None), {"ix_messages_unread_by_pair"},
+                 "ix_messages_unread_by_pair (to_user_id=? AND from_user_id=?)"),
+    "read by id": (store.mark_read, (7, 8, ["a", "b"]),
+                   {"uq_messages_sender_msg_id", "ix_messages_unread_by_pair"},
+                   "INDEX sqlite_autoindex_messages_1 (from_user_id=? AND msg_id=?)"),
+    "delivered": (store.mark_delivered, (7, [(8, "a"), (9, "b"), (8, "c")]),
+                  {"uq_messages_sender_msg_id"},
+                  "INDEX sqlite_autoindex_messages_1 (from_user_id=? AND msg_id=?)"),
+}
+
+
+@pytest.mark.parametrize("query", _QUERIES.values(), ids=_QUERIES.keys())
+def test_sqlite_queries_use_indexes(tmp_path, query):
+    fn, args, _, expected = query
+    db = Database(f"sqlite:///{tmp_path / 'plan.db'}", store.metadata)
+    try:
+        statements = _statements_of(db, fn, *args)
+        assert statements
+        for statement, params in statements:
+            with db.engine.connect() as conn:   # unpatched test process: direct use is safe
+                plan = [r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)]
+            assert any(step.startswith("SEARCH messages USING") and expected in step for step in plan), plan
+            assert not any(step.startswith("SCAN") for step in plan), plan
+    finally:
+        db.close()
+
+
+@pytest.fixture(scope="module")
+def postgres_with_history(postgres_url):
+    """A database of its own with 300,000 messages (1 in 20 unread), analyzed,
+    so that the planner chooses as it would in production."""
+    admin, name, url = _create_postgres_database()
+    db = Database(url, store.metadata, pool_size=1)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("""
+            INSERT INTO messages (from_user_id, to_user_id, user_lo, user_hi, msg_id, content,
+                                  content_type, created_at, seq, delivered_at, read_at)
+            SELECT f, t, least(f, t), greatest(f, t), 'm' || g, 'x', 1, g, g, g,
+                   CASE WHEN mod(g, 20) = 0 THEN NULL ELSE g END
+            FROM (SELECT g, 1 + mod(g, 1000) AS f, 1 + mod(g / 1000 + 7 * g, 1000) AS t
+                  FROM generate_series(1, 300000) AS g) AS s
+            WHERE f <> t""")
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("ANALYZE messages")
+    yield db
+    db.close()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.mark.parametrize("query", _QUERIES.values(), ids=_QUERIES.keys())
+def test_postgresql_queries_use_indexes(postgres_with_history, query):
+    fn, args, indexes, _ = query
+    db = postgres_with_history
+    statements = _statements_of(db, fn, *args)
+    assert statements
+    for statement, params in statements:
+        with db.engine.connect() as conn:
+            plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, params))
+        assert any(index in plan for index in indexes) and "Seq Scan" not in plan, plan
