@@ -575,12 +575,16 @@ def test_history_pages_newest_first_with_status(svc):
     assert seqs(beforeSeq=4, limit=3) == ([3, 2, 1], False)
 
 
-def test_history_limit_default_and_cap(svc, backlog):
-    a, _, c, _ = backlog                                      # 166 of the 250 are from a
-    page = svc.history(c, a)
-    assert len(page["messages"]) == 50 and page["hasMore"] is True
-    page = svc.history(c, a, limit=1000)
-    assert len(page["messages"]) == 166 and page["hasMore"] is False
+def test_history_limit_defaults_to_50_and_is_capped_at_200(svc):
+    a, b = users(2)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: svc.send(a, b, f"n{i}"), range(205)))
+    page = svc.history(a, b)
+    assert [m["seq"] for m in page["messages"]] == list(range(205, 155, -1)) and page["hasMore"] is True
+    page = svc.history(a, b, limit=1000)
+    assert [m["seq"] for m in page["messages"]] == list(range(205, 5, -1)) and page["hasMore"] is True
+    page = svc.history(a, b, limit=200, beforeSeq=6)
+    assert [m["seq"] for m in page["messages"]] == [5, 4, 3, 2, 1] and page["hasMore"] is False
 
 
 def test_history_of_strangers_is_empty(svc):
