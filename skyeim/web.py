@@ -5,6 +5,7 @@ Success is 200 with a JSON body; failure is 4xx/5xx with ``{"code", "message"}``
 from __future__ import annotations
 
 import hmac
+import re
 import logging
 from typing import Any
 
@@ -12,6 +13,8 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -66,11 +69,20 @@ def json_body() -> dict[str, Any]:
     return data
 
 
+def positive_int_arg(raw: str | None) -> int | None:
+    """An optional query argument that must be an ASCII integer >= 1, else 400."""
+    if raw is None or raw == "":
+        return None
+    if not _DIGITS.fullmatch(raw) or int(raw) < 1:
+        raise bad_request(f"{raw[:20]!r} is not a positive integer")
+    return int(raw)
+
+
 def limit_arg(raw: str | None) -> int:
     """The contract's paging ``limit``: default 50, capped at 200, else 400."""
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not raw.isdigit() or int(raw) < 1:
+    if not _DIGITS.fullmatch(raw) or int(raw) < 1:   # ASCII only: "²".isdigit() is True
         raise bad_request("limit must be a positive integer")
     return min(int(raw), MAX_LIMIT)
 

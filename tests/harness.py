@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -765,7 +766,9 @@ class System:
         if alg == "none":
             return jwt.encode(payload, None, algorithm="none")
         if alg.startswith("HS"):
-            return jwt.encode(payload, key, algorithm=alg)
+            with warnings.catch_warnings():     # short test keys are fine here
+                warnings.simplefilter("ignore")
+                return jwt.encode(payload, key, algorithm=alg)
         return craft_token({"alg": alg, "typ": "JWT"}, payload)
 
     # -- seeding through the Message service ------------------------------------------

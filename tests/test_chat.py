@@ -90,21 +90,21 @@ def test_each_message_without_msg_id_gets_its_own(pair):
 def test_seq_is_1_2_3_per_conversation(system):
     a, b, c = system.users("seq_a", "seq_b", "seq_c")
     ca, cb, cc = system.connect(a), system.connect(b), system.connect(c)
-    m1 = ca.chat(b, "a->b")
-    assert ca.expect_ack(m1, "sent")["seq"] == 1
-    ca.expect_ack(m1, "delivered")
-    m2 = cb.chat(a, "b->a")   # same conversation, other direction
-    assert cb.expect_ack(m2, "sent")["seq"] == 2
-    cb.expect_ack(m2, "delivered")
-    m3 = ca.chat(c, "a->c")   # another conversation starts at 1
-    assert ca.expect_ack(m3, "sent")["seq"] == 1
-    ca.expect_ack(m3, "delivered")
-    m4 = ca.chat(b, "a->b again")
-    assert ca.expect_ack(m4, "sent")["seq"] == 3
-    ca.expect_ack(m4, "delivered")
-    assert [x["seq"] for x in cb.collect("chat", 2)] == [1, 3]
-    assert [x["seq"] for x in ca.collect("chat", 1)] == [2]
-    assert [x["seq"] for x in cc.collect("chat", 1)] == [1]
+
+    def send(client, sender, recipient_client, to):
+        mid = client.chat(to, f"{sender.username} -> {to.username}")
+        sent = client.expect_ack(mid, "sent")
+        client.expect_ack(mid, "delivered")
+        chat = recipient_client.expect("chat")
+        assert chat["msgId"] == mid and chat["seq"] == sent["seq"]
+        return sent["seq"]
+
+    assert send(ca, a, cb, b) == 1
+    assert send(cb, b, ca, a) == 2       # same conversation, other direction
+    assert send(ca, a, cc, c) == 1       # another conversation starts at 1
+    assert send(ca, a, cb, b) == 3
+    assert send(cc, c, ca, a) == 2
+    assert send(cb, b, ca, a) == 4
 
 
 @pytest.mark.parametrize("content_type", [1, 2, 3, 4])

@@ -12,7 +12,8 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from skyeim import tokens
 from skyeim.gateway.backends import BackendRejected, BackendUnavailable
 from skyeim.gateway.core import Gateway
-from skyeim.web import ApiError, bad_request, error_response, install_json_errors, json_body, limit_arg
+from skyeim.web import (ApiError, bad_request, error_response, install_json_errors, json_body,
+                        limit_arg, positive_int_arg)
 
 log = logging.getLogger(__name__)
 
@@ -153,21 +154,22 @@ def add_friend():
 @api.delete("/friends/<friend_id>")
 def remove_friend(friend_id: str):
     uid = _caller()
-    if not friend_id.isdigit() or not tokens.is_user_id(int(friend_id)):
+    fid = positive_int_arg(friend_id)
+    if not tokens.is_user_id(fid):
         raise bad_request("friendId must be an integer user id")
-    _gateway().backends.friend.remove(uid, int(friend_id))
+    _gateway().backends.friend.remove(uid, fid)
     return jsonify(ok=True)
 
 
 @api.get("/messages")
 def history():
     uid = _caller()
-    peer = request.args.get("peerId", "")
-    if not peer.isdigit() or not tokens.is_user_id(int(peer)):
+    peer = positive_int_arg(request.args.get("peerId"))
+    if not tokens.is_user_id(peer):
         raise bad_request("peerId must be an integer user id")
-    before = request.args.get("beforeSeq")
-    if before is not None and (not before.isdigit() or int(before) < 1):
-        raise bad_request("beforeSeq must be a positive integer")
+    if peer == uid:
+        raise bad_request("peerId must be another user")
+    before = positive_int_arg(request.args.get("beforeSeq"))
     limit = limit_arg(request.args.get("limit"))
-    body = _gateway().backends.message.history(uid, int(peer), int(before) if before else None, limit)
+    body = _gateway().backends.message.history(uid, peer, before, limit)
     return jsonify(messages=body.get("messages", []), hasMore=bool(body.get("hasMore")))
