@@ -1,0 +1,173 @@
+"""Running the gateway: graceful stop on SIGTERM (1001, exit 0 in time, no
+acked message lost), bad configuration, /healthz and /readyz, and a backend
+that goes away (`unavailable`)."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+
+from harness import PYTHON, REPO, System, new_msg_id, wait_until
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_closes_live_connections_1001_and_exits_0_in_time(system_factory):
+    s = system_factory(ws={"WebSocket": {"ShutdownTimeout": 5}})
+    alice, bob = s.users("stop_a", "stop_b")
+    ca, cb = s.connect(alice), s.connect(bob)
+    start = time.monotonic()
+    s.signal_gateway(signal.SIGTERM)
+    assert ca.expect_close(timeout=7) == 1001
+    assert cb.expect_close(timeout=7) == 1001
+    code = s.wait_exit(timeout=max(5 + 1.5 - (time.monotonic() - start), 0.1))
+    assert code is not None, "the gateway did not exit within ShutdownTimeout"
+    assert code == 0
+
+
+@pytest.mark.timeout(120)
+def test_messages_acked_sent_before_stop_survive_a_restart(system_factory):
+    s = system_factory(ws={"WebSocket": {"ShutdownTimeout": 5}})
+    alice, bob = s.users("dur_a", "dur_b")
+    ca = s.connect(alice)
+    acked: list[str] = []
+    for i in range(20):
+        mid = ca.chat(bob, f"before stop {i}")
+        ca.expect_ack(mid, "sent")
+        acked.append(mid)
+    # a burst in flight while the stop begins: whatever is acked must be kept
+    burst = [ca.chat(bob, f"in flight {i}") for i in range(30)]
+    s.signal_gateway(signal.SIGTERM)
+    code = ca.expect_close(timeout=10)
+    assert code == 1001
+    for frame in ca.before_close:
+        if frame["type"] == "ack" and frame["data"]["status"] == "sent":
+            assert frame["data"]["msgId"] in burst
+            acked.append(frame["data"]["msgId"])
+        else:
+            assert frame["type"] == "error" and frame["data"]["msgId"] in burst, frame
+    assert s.wait_exit(timeout=10) == 0
+
+    s.start()          # same configuration, same data directory
+    stored = s.history(alice, bob, limit=200)["messages"]
+    stored_ids = {m["msgId"] for m in stored}
+    missing = [m for m in acked if m not in stored_ids]
+    assert not missing, f"{len(missing)} acked messages lost: {missing[:5]}"
+    # and bob gets them all as backlog
+    cb = s.connect(bob, connected_timeout=30)
+    backlog = [m["msgId"] for m in cb.backlog]
+    assert backlog[:20] == acked[:20]
+    assert set(acked) <= set(backlog)
+
+
+def test_healthz_and_readyz(system):
+    assert requests.get(system.url + "/healthz", timeout=5).status_code == 200
+    assert requests.get(system.url + "/readyz", timeout=5).status_code == 200
+
+
+# ---------------------------------------------------------------------------
+# bad configuration
+
+BAD_CONFIGS = [
+    ("ws", {"WebSocket": {"PingIntervall": 1}}, "WebSocket.PingIntervall"),
+    ("ws", {"WebSocket": {"PingInterval": "fast"}}, "WebSocket.PingInterval"),
+    ("ws", {"WebSocket": {"RateLimit": {"Burst": 1.5}}}, "WebSocket.RateLimit.Burst"),
+    ("ws", {"Chat": {"RequireFriendship": "yes"}}, "Chat.RequireFriendship"),
+    ("ws", {"Auth": {"EnforceExpiry": 1}}, "Auth.EnforceExpiry"),
+    ("ws", {"Portt": 10300}, "Portt"),
+    ("message", {"Nmae": "message"}, "Nmae"),
+    ("auth", {"AccessExpire": "1d"}, "AccessExpire"),
+]
+
+
+def _run_bad(system: System, argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("which,override,key", BAD_CONFIGS, ids=[c[2] for c in BAD_CONFIGS])
+def test_bad_config_exits_nonzero_with_one_line_naming_the_key(tmp_path, which, override, key):
+    s = System(tmp_path, **{which: override})
+    proc = _run_bad(s, [PYTHON, "wsserver.py", "--standalone", "-f", str(s.paths["ws"])])
+    assert proc.returncode not in (0, None), proc
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{proc.stderr}"
+    assert key in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("override,key", [({"WebSocket": {"PingIntervall": 1}}, "WebSocket.PingIntervall"),
+                                          ({"MessageRpc": {"Endpoints": "x"}}, "MessageRpc.Endpoints")])
+def test_bad_config_of_gateway_alone_exits_nonzero_with_one_line(tmp_path, override, key):
+    s = System(tmp_path, ws=override)
+    proc = _run_bad(s, [PYTHON, "wsserver.py", "-f", str(s.paths["ws"])])
+    assert proc.returncode not in (0, None)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{proc.stderr}"
+    assert key in lines[0], lines[0]
+
+
+def test_missing_config_file_exits_nonzero_with_one_line(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    proc = subprocess.run([PYTHON, "wsserver.py", "--standalone", "-f", str(missing)], cwd=REPO,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "nope.yaml" in lines[0], proc.stderr
+
+
+# ---------------------------------------------------------------------------
+# a backend that goes away: services as separate processes
+
+@pytest.fixture(scope="module")
+def split_system(tmp_path_factory):
+    s = System(tmp_path_factory.mktemp("split"), standalone=False,
+               ws={"MessageRpc": {"Timeout": 1000}})
+    s.start()
+    yield s
+    s.stop()
+
+
+def readyz(s: System) -> int:
+    try:
+        return requests.get(s.url + "/readyz", timeout=5).status_code
+    except requests.RequestException:
+        return -1
+
+
+@pytest.mark.timeout(120)
+def test_message_service_down_readyz_503_and_unavailable_then_recovers(split_system):
+    s = split_system
+    assert readyz(s) == 200
+    alice, bob = s.users("down_a", "down_b")
+    ca, cb = s.connect(alice), s.connect(bob)
+
+    assert s.stop_process("message", signal.SIGKILL) is not None
+    wait_until(lambda: readyz(s) == 503, timeout=10, message="/readyz did not turn 503")
+    assert requests.get(s.url + "/healthz", timeout=5).status_code == 200
+
+    mid = new_msg_id()
+    ca.chat(bob, "while the store is down", msg_id=mid)
+    ca.expect_error("unavailable", mid, timeout=10)
+    ca.assert_open()
+    cb.assert_no_frame(0.5)
+
+    s.start_service("message")
+    wait_until(lambda: readyz(s) == 200, timeout=15, message="/readyz did not recover")
+    ca.chat(bob, "while the store is down", msg_id=mid)    # the client retries
+    ack = ca.expect_ack(mid, "sent", timeout=10)
+    assert ack.get("duplicate") in (None, False)          # nothing was stored the first time
+    assert cb.expect("chat")["msgId"] == mid
+    ca.expect_ack(mid, "delivered")
+
+
+@pytest.mark.timeout(60)
+def test_friend_service_down_makes_readyz_503(split_system):
+    s = split_system
+    assert readyz(s) == 200
+    s.stop_process("friend", signal.SIGKILL)
+    try:
+        wait_until(lambda: readyz(s) == 503, timeout=10, message="/readyz did not turn 503")
+    finally:
+        s.start_service("friend")
+    wait_until(lambda: readyz(s) == 200, timeout=15, message="/readyz did not recover")
