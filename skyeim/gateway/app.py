@@ -25,6 +25,14 @@ def create_app(gateway: Gateway) -> Flask:
     app.extensions["skyeim.gateway"] = gateway
     install_json_errors(app)
 
+    @app.errorhandler(405)
+    def _method_not_allowed(e):
+        # Werkzeug routes an upgrade request with another method than GET to the
+        # websocket rule and answers 405; for /ws the contract says 400.
+        if request.path == "/ws":
+            return error_response(400, "not_websocket", "this endpoint needs a WebSocket upgrade")
+        return error_response(405, "method_not_allowed", e.description)
+
     @app.errorhandler(BackendUnavailable)
     def _unavailable(e):
         return error_response(503, "unavailable", "a backend service is unavailable")
@@ -39,9 +47,13 @@ def create_app(gateway: Gateway) -> Flask:
     # Werkzeug 3 routes an upgrade request only to a rule with websocket=True,
     # and any other request only to one without: /ws has both, one view.
     app.add_url_rule("/ws", "ws", ws_handler, websocket=True)
-    app.add_url_rule("/ws", "ws_plain", ws_handler)
+    app.add_url_rule("/ws", "ws_plain", ws_handler,   # any method: "not a WebSocket upgrade" is 400
+                     methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
     app.add_url_rule("/healthz", "healthz", healthz)
     app.add_url_rule("/readyz", "readyz", readyz)
+    # The web chat page: plain files in skyeim/gateway/static/ (no build step). Flask's
+    # own /static/<path> route serves the assets, with an ETag and "no-cache" (revalidate).
+    app.add_url_rule("/", "index", index_page)
     app.register_blueprint(api)
     return app
 
@@ -77,6 +89,21 @@ def _bearer() -> str | None:
     if value[:7].lower() == "bearer ":
         return value[7:].strip()
     return None
+
+
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; connect-src 'self'; "
+                               "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def index_page():
+    """The web chat page (static/index.html; it loads /static/app.js and style.css)."""
+    resp = current_app.send_static_file("index.html")
+    resp.headers.update(_PAGE_HEADERS)
+    return resp
 
 
 def healthz():

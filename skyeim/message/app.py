@@ -120,8 +120,6 @@ def _content(value: Any) -> str:
         raise bad_request("content must be a non-empty string")
     # Refuse what a database cannot store faithfully: PostgreSQL text has no
     # NUL, and a lone surrogate (legal in JSON's \u escapes) is not UTF-8.
-    if "\x00" in value:
-        raise bad_request("content must not contain U+0000")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

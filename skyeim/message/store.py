@@ -15,12 +15,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from sqlalchemy import (BigInteger, Column, Index, Integer, MetaData, SmallInteger, String,
-                        Table, Text, UniqueConstraint, and_, exc, func, select, update)
+from sqlalchemy import (BigInteger, Column, Index, Integer, LargeBinary, MetaData, SmallInteger,
+                        String, Table, TypeDecorator, UniqueConstraint, and_, exc, func, select,
+                        update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
 from skyeim.db import now_ms
+
+
+class Utf8Text(TypeDecorator):
+    """Text kept as UTF-8 bytes: U+0000 is a legal character in a chat, and
+    PostgreSQL's text type cannot hold it."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else value.encode("utf-8")
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else bytes(value).decode("utf-8")
 
 metadata = MetaData()
 
@@ -36,7 +51,7 @@ messages = Table(
     Column("user_lo", BigInteger, nullable=False),
     Column("user_hi", BigInteger, nullable=False),
     Column("msg_id", String(64), nullable=False),
-    Column("content", Text, nullable=False),
+    Column("content", Utf8Text, nullable=False),
     Column("content_type", SmallInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),    # ms
     Column("seq", BigInteger, nullable=False),
