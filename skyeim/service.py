@@ -22,6 +22,7 @@ from flask import Flask, jsonify
 from skyeim import config as config_module
 from skyeim import logs
 from skyeim.db import DatabaseUnavailable
+from skyeim.metrics import instrument_service
 from skyeim.web import error_response, install_json_errors, require_internal_secret
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def make_app(name: str, config: Any) -> Flask:
     app.json.sort_keys = False          # keep fields in the contract's order
     install_json_errors(app)
     require_internal_secret(app, config.internal_secret)
+    instrument_service(app, name)
 
     @app.get("/healthz")
     def healthz():

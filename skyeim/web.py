@@ -95,7 +95,7 @@ def require_internal_secret(app: Flask, secret: str) -> None:
 
     @app.before_request
     def _check_secret():
-        if request.path == "/healthz":
+        if request.path in ("/healthz", "/metrics"):   # probes and scrapers carry no secret
             return None
         got = request.headers.get("X-Internal-Secret", "").encode()
         if not hmac.compare_digest(got, expected):

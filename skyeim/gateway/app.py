@@ -12,6 +12,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from skyeim import tokens
 from skyeim.gateway.backends import BackendRejected, BackendUnavailable
 from skyeim.gateway.core import Gateway
+from skyeim.metrics import add_metrics_route
 from skyeim.web import (ApiError, bad_request, error_response, install_json_errors, json_body,
                         limit_arg, positive_int_arg)
 
@@ -55,6 +56,7 @@ def create_app(gateway: Gateway) -> Flask:
     # own /static/<path> route serves the assets, with an ETag and "no-cache" (revalidate).
     app.add_url_rule("/", "index", index_page)
     app.register_blueprint(api)
+    add_metrics_route(app, gateway.metrics.registry)
     return app
 
 
@@ -67,21 +69,26 @@ def ws_handler():
     gateway = _gateway()
     ws = request.environ.get("wsgi.websocket")
     if ws is None:
-        return error_response(400, "not_websocket", "this endpoint needs a WebSocket upgrade")
+        return _refuse(gateway, 400, "not_websocket", "this endpoint needs a WebSocket upgrade")
     allowed = gateway.cfg.web_socket.allowed_origins
     origin = request.headers.get("Origin")
     if allowed and origin is not None and "*" not in allowed and origin not in allowed:
-        return error_response(403, "forbidden_origin", "this Origin is not allowed")
+        return _refuse(gateway, 403, "forbidden_origin", "this Origin is not allowed")
     token = _bearer() or request.args.get("token", "")
     try:
         claims = gateway.verify_token(token)
     except tokens.InvalidToken:
-        return error_response(401, "unauthorized", "a valid token is required")
+        return _refuse(gateway, 401, "unauthorized", "a valid token is required")
     if not gateway.has_room():
-        return error_response(503, "overloaded", "the gateway is full or shutting down")
+        return _refuse(gateway, 503, "overloaded", "the gateway is full or shutting down")
     ws.accept()
     gateway.serve(ws, claims)
     return ""
+
+
+def _refuse(gateway: Gateway, status: int, code: str, message: str):
+    gateway.metrics.handshake_refusals.labels(code).inc()
+    return error_response(status, code, message)
 
 
 def _bearer() -> str | None:

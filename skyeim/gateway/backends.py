@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from typing import Any
 
 import requests
@@ -33,6 +34,7 @@ class BackendRejected(Exception):
 class ServiceClient:
     def __init__(self, name: str, rpc: RpcConfig, internal_secret: str = ""):
         self.name = name
+        self.metrics = None             # a GatewayMetrics, set by the Gateway
         self.timeout = rpc.timeout / 1000.0
         self.bases = [ep if ep.startswith("http") else f"http://{ep}" for ep in rpc.endpoints]
         self._turn = itertools.cycle(range(len(self.bases)))
@@ -52,6 +54,22 @@ class ServiceClient:
         Every call here is idempotent by contract, so a failed endpoint is
         retried on the next one.
         """
+        t0 = time.perf_counter()
+        try:
+            return self._call(method, path, json, params)
+        except BackendUnavailable:
+            if self.metrics:
+                self.metrics.backend_errors.labels(self.name, "unavailable").inc()
+            raise
+        except BackendRejected:
+            if self.metrics:
+                self.metrics.backend_errors.labels(self.name, "rejected").inc()
+            raise
+        finally:
+            if self.metrics:
+                self.metrics.backend_latency.labels(self.name).observe(time.perf_counter() - t0)
+
+    def _call(self, method: str, path: str, json: Any, params: dict | None) -> dict:
         first = next(self._turn)
         last_error = "no endpoint"
         for i in range(len(self.bases)):

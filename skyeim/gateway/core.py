@@ -23,6 +23,7 @@ from skyeim.gateway.frames import FrameError
 from skyeim.gateway.hub import Hub
 from skyeim.gateway.session import CLOSE_REPLACED, CLOSE_TOO_SLOW, Outgoing, Session
 from skyeim.gateway.transport import CLOSE_GOING_AWAY, WebSocket
+from skyeim.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ class Gateway:
     def __init__(self, cfg: GatewayConfig, backends: Backends):
         self.cfg = cfg
         self.backends = backends
+        self.metrics = GatewayMetrics()
+        for svc in backends.all():
+            svc.metrics = self.metrics
         self.hub = Hub()
         self.connections = 0            # accepted sockets not yet closed (MaxConnections)
         self.stopping = False
@@ -58,6 +62,7 @@ class Gateway:
         """Run one accepted connection until it closes (in the handler's greenlet)."""
         session = Session(ws, claims.user_id, claims.expires_at, self)
         self.connections += 1
+        self.metrics.connections.inc()
         log.info("conn=%s user=%s connected", session.conn_id, session.user_id)
         session.writer = gevent.spawn(session.write_pump)
         online = gevent.spawn(self._bring_online, session)
@@ -68,15 +73,19 @@ class Gateway:
             online.kill(block=False)
             session.finish()
             self.connections -= 1
+            self.metrics.connections.dec()
             if self.hub.unregister(session) and not self.stopping:
                 gevent.spawn(self._notify_presence, session.user_id, "offline", None)
-            log.info("conn=%s user=%s closed code=%s", session.conn_id, session.user_id,
-                     code if code is not None else ws.close_code)
+            self.metrics.users_online.set(self.hub.online_count())
+            code = code if code is not None else ws.close_code
+            self.metrics.closes.labels(str(code)).inc()
+            log.info("conn=%s user=%s closed code=%s", session.conn_id, session.user_id, code)
 
     def _bring_online(self, session: Session) -> None:
         """Steps 1-4 of PROTOCOL.md section 1: register, presence, unread push, connected."""
         uid = session.user_id
         first, replaced = self.hub.register(session)
+        self.metrics.users_online.set(self.hub.online_count())
         for old in replaced:
             log.info("conn=%s user=%s replaced by conn=%s: closing 4001",
                      old.conn_id, uid, session.conn_id)
@@ -140,7 +149,9 @@ class Gateway:
     # -- client frames ---------------------------------------------------------------
 
     def handle_message(self, session: Session, message: str | bytes) -> None:
+        metrics = self.metrics
         if not session.take_token():
+            metrics.frame_in("rate_limited")
             msg_id = None
             if isinstance(message, str):
                 try:
@@ -151,11 +162,17 @@ class Gateway:
             session.send(frames.encode_error("rate_limited", "too many frames; slow down", msg_id))
             return
         if isinstance(message, bytes):
+            metrics.frame_in("binary")
             session.send(frames.encode_error("unsupported_frame",
                                              "binary frames are not supported; send JSON text"))
             return
         try:
-            frame = frames.parse(message, session.user_id, self.cfg.chat.max_content_length)
+            try:
+                frame = frames.parse(message, session.user_id, self.cfg.chat.max_content_length)
+            except FrameError:
+                metrics.frame_in("invalid")
+                raise
+            metrics.frame_in(frame.kind)
             if isinstance(frame, frames.Chat):
                 self._handle_chat(session, frame)
             elif isinstance(frame, frames.Ping):
@@ -172,6 +189,7 @@ class Gateway:
 
     def _handle_chat(self, session: Session, chat: frames.Chat) -> None:
         uid, msg_id = session.user_id, chat.msg_id
+        t0 = time.perf_counter()
         if self.cfg.chat.require_friendship:
             try:
                 friends = self.backends.friend.friends(uid)
@@ -189,11 +207,12 @@ class Gateway:
         seq = stored["seq"]
         session.send(frames.encode_ack(msg_id, "sent", stored["createdAt"], seq,
                                        duplicate=bool(stored.get("duplicate"))))
+        self.metrics.sent_latency.observe(time.perf_counter() - t0)
         if stored.get("duplicate") and stored.get("delivered"):
             session.send(frames.encode_ack(msg_id, "delivered", stored["deliveredAt"], seq))
             return
         self.hub.send_to_user(chat.to_user_id,
-                              Outgoing(frames.encode_chat(stored), (uid, msg_id), seq))
+                              Outgoing(frames.encode_chat(stored), (uid, msg_id), seq, t0))
 
     def _handle_read(self, session: Session, read: frames.Read) -> None:
         try:
@@ -279,21 +298,26 @@ class DeliveryRecorder:
                 self.pending -= len(batch)
 
     def _record(self, batch: list[tuple[int, Outgoing]]) -> None:
-        by_recipient: dict[int, dict[tuple[int, str], int]] = {}
+        by_recipient: dict[int, dict[tuple[int, str], Outgoing]] = {}
         for recipient, item in batch:
-            by_recipient.setdefault(recipient, {})[item.key] = item.seq
+            by_recipient.setdefault(recipient, {})[item.key] = item
         message, hub = self.gateway.backends.message, self.gateway.hub
-        for recipient, seqs in by_recipient.items():
+        latency = self.gateway.metrics.delivered_latency
+        for recipient, items in by_recipient.items():
             try:
-                marked = message.mark_delivered(recipient, list(seqs))
+                marked = message.mark_delivered(recipient, list(items))
             except (BackendUnavailable, BackendRejected) as e:
                 log.warning("user=%s: %d deliveries not recorded (%s); pushed again at next connect",
-                            recipient, len(seqs), e)
+                            recipient, len(items), e)
                 continue
             for m in marked:
-                key = (m["fromUserId"], m["msgId"])
+                item = items.get((m["fromUserId"], m["msgId"]))
+                if item is None:
+                    continue
                 hub.send_to_user(m["fromUserId"], frames.encode_ack(
-                    m["msgId"], "delivered", m["deliveredAt"], seqs.get(key, 0)))
+                    m["msgId"], "delivered", m["deliveredAt"], item.seq))
+                if item.t0 is not None:
+                    latency.observe(time.perf_counter() - item.t0)
 
     def flush(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -30,11 +30,12 @@ class FrameError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Ping:
-    pass
+    kind = "ping"
 
 
 @dataclass(frozen=True, slots=True)
 class Chat:
+    kind = "chat"
     msg_id: str
     to_user_id: int
     content: str
@@ -43,12 +44,14 @@ class Chat:
 
 @dataclass(frozen=True, slots=True)
 class Read:
+    kind = "read"
     peer_id: int
     msg_ids: tuple[str, ...]      # empty = every unread message from peer_id
 
 
 @dataclass(frozen=True, slots=True)
 class Auth:
+    kind = "auth"
     token: str
 
 

@@ -17,6 +17,7 @@ from gevent.queue import Empty, Full, Queue
 
 from skyeim.gateway import frames
 from skyeim.gateway.transport import CLOSE_GOING_AWAY, ConnectionClosed, WebSocket
+from skyeim.metrics import frame_type
 
 if TYPE_CHECKING:
     from skyeim.gateway.core import Gateway
@@ -36,10 +37,11 @@ _conn_ids = itertools.count(1)
 class Outgoing:
     """A chat frame bound for this connection: written once, then reported as delivered."""
 
-    __slots__ = ("text", "key", "seq")
+    __slots__ = ("text", "key", "seq", "t0")
 
-    def __init__(self, text: str, key: tuple[int, str], seq: int):
+    def __init__(self, text: str, key: tuple[int, str], seq: int, t0: float | None = None):
         self.text, self.key, self.seq = text, key, seq
+        self.t0 = t0        # when the chat arrived (live chats), for the delivered-ack latency
 
 
 class _Close:
@@ -119,6 +121,7 @@ class Session:
     def _overflow(self) -> None:
         log.warning("conn=%s user=%s send queue full (%d): closing 4002",
                     self.conn_id, self.user_id, self.queue.maxsize)
+        self.gateway.metrics.overflows.inc()
         self.closing = True
         gevent.spawn(self.close, CLOSE_TOO_SLOW, "send queue overflow")
 
@@ -187,6 +190,7 @@ class Session:
     def _write(self, item) -> None:
         if type(item) is str:
             self.ws.send_text(item)
+            self.gateway.metrics.frame_out(frame_type(item))
             return
         # a chat: never twice on one connection (backlog and live may overlap)
         keys = self.sent_keys
@@ -195,6 +199,7 @@ class Session:
         elif item.key in keys:
             return
         self.ws.send_text(item.text)
+        self.gateway.metrics.frame_out("chat")
         keys[item.key] = None
         if len(keys) > MAX_SENT_KEYS:
             del keys[next(iter(keys))]

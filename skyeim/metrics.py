@@ -1,0 +1,94 @@
+"""Prometheus metrics, served at /metrics by the gateway and by every service.
+
+Each app has its own registry, so that in standalone mode (four apps in one
+process) each /metrics shows its own program's figures.
+"""
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               disable_created_metrics, generate_latest)
+
+disable_created_metrics()   # no *_created series: they double the output and help no dashboard
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def add_metrics_route(app: Flask, registry: CollectorRegistry) -> None:
+    @app.get("/metrics")
+    def metrics():
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.connections = Gauge("skyeim_ws_connections", "Live WebSocket connections.", registry=r)
+        self.users_online = Gauge("skyeim_users_online", "Users with at least one live connection here.",
+                                  registry=r)
+        self.frames_in = Counter("skyeim_frames_in_total", "Client frames received, by type.",
+                                 ["type"], registry=r)
+        self.frames_out = Counter("skyeim_frames_out_total", "Frames written to clients, by type.",
+                                  ["type"], registry=r)
+        self.ack_latency = Histogram("skyeim_chat_ack_seconds",
+                                     "From a chat frame's arrival to its ack (sent, or delivered for live chats).",
+                                     ["status"], buckets=LATENCY_BUCKETS, registry=r)
+        self.backend_latency = Histogram("skyeim_backend_request_seconds",
+                                         "Calls to the backend services.", ["service"],
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.backend_errors = Counter("skyeim_backend_errors_total",
+                                      "Failed backend calls, by service and kind (unavailable, rejected).",
+                                      ["service", "kind"], registry=r)
+        self.overflows = Counter("skyeim_send_queue_overflows_total",
+                                 "Connections closed with 4002 because their send queue overflowed.",
+                                 registry=r)
+        self.closes = Counter("skyeim_ws_closes_total", "Closed connections, by close code.",
+                              ["code"], registry=r)
+        self.handshake_refusals = Counter("skyeim_handshake_refusals_total",
+                                          "Handshakes refused before the upgrade, by code.",
+                                          ["code"], registry=r)
+        # label children looked up once: the hot path must not build label tuples per frame
+        self._in = {t: self.frames_in.labels(t) for t in
+                    ("ping", "chat", "read", "auth", "invalid", "binary", "rate_limited")}
+        self._out: dict[str, Counter] = {}
+        self.sent_latency = self.ack_latency.labels("sent")
+        self.delivered_latency = self.ack_latency.labels("delivered")
+
+    def frame_in(self, kind: str) -> None:
+        self._in[kind].inc()
+
+    def frame_out(self, kind: str) -> None:
+        child = self._out.get(kind)
+        if child is None:
+            child = self._out[kind] = self.frames_out.labels(kind)
+        child.inc()
+
+
+def frame_type(text: str) -> str:
+    """The type of a server frame from its JSON text, which always starts {"type":"..."."""
+    end = text.find('"', 9)
+    return text[9:end] if text.startswith('{"type":"') and end > 9 else "other"
+
+
+def instrument_service(app: Flask, name: str) -> CollectorRegistry:
+    """Request counts and latency by route and status for a backend service."""
+    r = CollectorRegistry()
+    latency = Histogram("skyeim_http_request_seconds", f"Requests served by the {name} service.",
+                        ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=r)
+
+    @app.before_request
+    def _start_timer():
+        g.skyeim_t0 = time.perf_counter()
+
+    @app.after_request
+    def _observe(resp):
+        t0 = g.get("skyeim_t0")
+        if t0 is not None and request.path != "/metrics":
+            route = request.url_rule.rule if request.url_rule else "unmatched"
+            latency.labels(request.method, route, str(resp.status_code)).observe(time.perf_counter() - t0)
+        return resp
+
+    add_metrics_route(app, r)
+    return r

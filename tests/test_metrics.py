@@ -1,0 +1,81 @@
+"""/metrics: Prometheus text on the gateway and on every service, and the counters move under traffic."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import requests
+
+
+def scrape(url: str) -> dict[str, float]:
+    r = requests.get(url + "/metrics", timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/plain")
+    values = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def eventually(condition, timeout: float = 5.0) -> None:
+    """Poll a condition that has no event to wait on (a scraped gauge), within a bound."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def delta(before: dict, after: dict, name: str) -> float:
+    return after.get(name, 0.0) - before.get(name, 0.0)
+
+
+def test_gateway_counters_move_under_traffic(system):
+    alice, bob = system.users("met_a", "met_b")
+    before = scrape(system.url)
+    ca, cb = system.connect(alice), system.connect(bob)
+    mid = ca.chat(bob, "counted")
+    ca.expect_ack(mid, "sent")
+    ca.expect_ack(mid, "delivered")
+    cb.expect("chat")
+    ca.send("ping")
+    ca.expect("pong")
+    ca.send_raw("not json")
+    ca.expect_error("bad_json")
+    during = scrape(system.url)
+
+    assert delta(before, during, 'skyeim_frames_in_total{type="chat"}') == 1
+    assert delta(before, during, 'skyeim_frames_in_total{type="ping"}') == 1
+    assert delta(before, during, 'skyeim_frames_in_total{type="invalid"}') == 1
+    assert delta(before, during, 'skyeim_frames_out_total{type="chat"}') == 1
+    assert delta(before, during, 'skyeim_frames_out_total{type="connected"}') == 2
+    assert delta(before, during, 'skyeim_frames_out_total{type="ack"}') == 2
+    assert delta(before, during, 'skyeim_chat_ack_seconds_count{status="sent"}') == 1
+    assert delta(before, during, 'skyeim_chat_ack_seconds_count{status="delivered"}') == 1
+    assert delta(before, during, "skyeim_ws_connections") == 2
+    assert during["skyeim_users_online"] >= 2
+    assert delta(before, during, 'skyeim_backend_request_seconds_count{service="message"}') >= 3
+
+    ca.close()
+    cb.close()
+    eventually(lambda: scrape(system.url)["skyeim_ws_connections"] == before["skyeim_ws_connections"])
+    after = scrape(system.url)
+    assert delta(before, after, 'skyeim_ws_closes_total{code="1000"}') == 2
+
+
+def test_refused_handshakes_are_counted(system):
+    before = scrape(system.url)
+    assert system.handshake("not-a-token").status == 401
+    after = scrape(system.url)
+    assert delta(before, after, 'skyeim_handshake_refusals_total{code="unauthorized"}') == 1
+
+
+@pytest.mark.parametrize("service", ["message", "friend", "auth"])
+def test_each_service_serves_its_own_metrics_without_the_secret(system, service):
+    system.users(f"met_{service}")          # register + login: traffic on auth (and friend lookups)
+    values = scrape(system.service_url(service))
+    names = {re.sub(r"\{.*", "", k) for k in values}
+    assert "skyeim_http_request_seconds_count" in names
+    assert not any(k.startswith("skyeim_frames") for k in values)   # the gateway's are not mixed in
