@@ -1,0 +1,132 @@
+"""The gateway's client REST API (PROTOCOL.md section 7) over ``requests``.
+
+Every call has a timeout; a refusal raises the ``ApiError`` subclass for its
+status (``BadRequest``, ``AuthError``, ``NotFound``, ``Conflict``,
+``ServiceUnavailable``) carrying the contract's ``code`` and ``message``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from .errors import ApiError, api_error
+from .frames import ChatMessage
+
+
+@dataclass(frozen=True)
+class Login:
+    token: str
+    user_id: int
+    expires_at: int            # ms since the epoch
+
+
+@dataclass(frozen=True)
+class Friend:
+    user_id: int
+    username: str | None       # None when the Auth service no longer knows the user
+    online: bool
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    messages: list[ChatMessage]    # newest first, each with ``status``
+    has_more: bool
+
+    @property
+    def next_before(self) -> int | None:
+        """``before_seq`` for the next (older) page, or None on the last page."""
+        if not self.has_more or not self.messages:
+            return None
+        return min(m.seq for m in self.messages if m.seq is not None)
+
+
+class Api:
+    """``Api("http://127.0.0.1:10300")``; ``login()`` keeps the token for later calls."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:10300", token: str | None = None,
+                 timeout: float = 10.0, session: requests.Session | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.session = session or requests.Session()
+
+    def __repr__(self) -> str:
+        return f"<Api {self.base_url}>"
+
+    def _call(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
+              auth: bool = True) -> Any:
+        headers = {}
+        if auth:
+            if not self.token:
+                raise api_error(401, "unauthorized", "log in first (no token)")
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            r = self.session.request(method, self.base_url + path, json=json, params=params,
+                                     headers=headers, timeout=self.timeout)
+        except requests.RequestException as e:
+            raise api_error(None, "unreachable", f"{self.base_url}: {type(e).__name__}") from None
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        if r.status_code != 200:
+            code, message = f"http_{r.status_code}", (r.text or "")[:200]
+            if isinstance(body, dict):
+                code = body.get("code") if isinstance(body.get("code"), str) else code
+                message = body.get("message") if isinstance(body.get("message"), str) else ""
+            raise api_error(r.status_code, code, message)
+        if not isinstance(body, dict):
+            raise ApiError(r.status_code, "bad_response", "the answer is not a JSON object")
+        return body
+
+    # -- accounts ------------------------------------------------------------------------------
+    def register(self, username: str, password: str) -> int:
+        """Create a user; returns the new user id (``Conflict`` if the name is taken)."""
+        return self._call("POST", "/api/register",
+                          json={"username": username, "password": password}, auth=False)["userId"]
+
+    def login(self, username: str, password: str) -> Login:
+        """Get a token (kept in ``self.token``); ``AuthError`` for wrong credentials."""
+        b = self._call("POST", "/api/login", json={"username": username, "password": password},
+                       auth=False)
+        self.token = b["token"]
+        return Login(b["token"], b["userId"], b["expiresAt"])
+
+    # -- friends -------------------------------------------------------------------------------
+    def friends(self) -> list[Friend]:
+        b = self._call("GET", "/api/friends")
+        return [Friend(f.get("userId"), f.get("username"), bool(f.get("online")))
+                for f in b.get("friends", [])]
+
+    def add_friend(self, friend: int | str) -> None:
+        """Befriend a user by id (int) or by username (str); ``NotFound`` if unknown."""
+        if isinstance(friend, bool):
+            raise ValueError("friend must be a user id or a username")
+        body = {"friendId": friend} if isinstance(friend, int) else {"username": friend}
+        self._call("POST", "/api/friends", json=body)
+
+    def remove_friend(self, friend_id: int) -> None:
+        self._call("DELETE", f"/api/friends/{int(friend_id)}")
+
+    # -- messages ------------------------------------------------------------------------------
+    def history(self, peer_id: int, limit: int | None = None,
+                before_seq: int | None = None) -> HistoryPage:
+        """The conversation with ``peer_id``, newest first (``before_seq`` exclusive)."""
+        params: dict[str, Any] = {"peerId": peer_id}
+        if limit is not None:
+            params["limit"] = limit
+        if before_seq is not None:
+            params["beforeSeq"] = before_seq
+        b = self._call("GET", "/api/messages", params=params)
+        return HistoryPage([ChatMessage.from_data(m) for m in b.get("messages", [])
+                            if isinstance(m, dict)], bool(b.get("hasMore")))
+
+    # -- health --------------------------------------------------------------------------------
+    def ready(self) -> bool:
+        """True when ``/readyz`` answers 200 (the gateway and its backends serve)."""
+        try:
+            return self.session.get(self.base_url + "/readyz", timeout=self.timeout).status_code == 200
+        except requests.RequestException:
+            return False

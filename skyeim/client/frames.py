@@ -1,0 +1,153 @@
+"""Typed server frames (PROTOCOL.md section 2), parsed from raw ``{"type", "data"}`` dicts.
+
+``parse_frame`` never fails on a well-formed ``{"type": str, ...}`` object:
+a known type becomes its dataclass (missing fields are ``None``, unknown
+fields are ignored); an unknown type, or a known one whose ``data`` has the
+wrong shape, becomes a generic ``Frame`` -- so a client keeps working when the
+server adds frame types or fields. Every frame keeps the original dict in
+``raw``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+def _int(v: Any) -> int | None:
+    return v if type(v) is int else None
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A frame of a type this SDK does not know (or with unexpected ``data``)."""
+    type: str
+    data: Any = None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    msg_id: str | None
+    from_user_id: int | None
+    to_user_id: int | None
+    content: str | None
+    content_type: int = 1
+    created_at: int | None = None        # ms since the epoch
+    seq: int | None = None
+    status: str | None = None            # only in history: sent, delivered or read
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "chat"
+
+    @classmethod
+    def from_data(cls, d: dict, raw: dict | None = None) -> "ChatMessage":
+        ct = d.get("contentType")
+        return cls(_str(d.get("msgId")), _int(d.get("fromUserId")), _int(d.get("toUserId")),
+                   _str(d.get("content")), ct if type(ct) is int else 1,
+                   _int(d.get("createdAt")), _int(d.get("seq")), _str(d.get("status")),
+                   raw if raw is not None else {"type": "chat", "data": d})
+
+
+@dataclass(frozen=True)
+class Ack:
+    msg_id: str | None
+    status: str | None                   # "sent" or "delivered"
+    timestamp: int | None = None         # createdAt for sent, delivery time for delivered
+    seq: int | None = None
+    duplicate: bool = False
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "ack"
+
+
+@dataclass(frozen=True)
+class ReadReceipt:
+    peer_id: int | None                  # the user who read
+    msg_ids: tuple[str, ...] = ()
+    timestamp: int | None = None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "read"
+
+
+@dataclass(frozen=True)
+class Presence:
+    user_id: int | None
+    online: bool
+    timestamp: int | None = None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def type(self) -> str:
+        return "online" if self.online else "offline"
+
+
+@dataclass(frozen=True)
+class Connected:
+    user_id: int | None
+    online_count: int | None = None
+    online_friends: tuple[int, ...] = ()
+    unread_pushed: int | None = None
+    server_time: int | None = None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "connected"
+
+
+@dataclass(frozen=True)
+class ErrorFrame:
+    msg_id: str | None
+    code: str | None
+    message: str | None = None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "error"
+
+
+@dataclass(frozen=True)
+class TokenExpiring:
+    expires_at: int | None               # ms since the epoch
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "token_expiring"
+
+
+@dataclass(frozen=True)
+class Pong:
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "pong"
+
+
+AnyFrame = Frame | ChatMessage | Ack | ReadReceipt | Presence | Connected | ErrorFrame \
+    | TokenExpiring | Pong
+
+
+def parse_frame(obj: dict) -> AnyFrame:
+    """A typed frame from a decoded server frame ``{"type": ..., "data": ...}``."""
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ValueError('a frame is a JSON object with a string "type"')
+    d = obj.get("data")
+    if kind == "pong":
+        return Pong(obj)
+    if not isinstance(d, dict):
+        return Frame(kind, d, obj)
+    if kind == "chat":
+        return ChatMessage.from_data(d, obj)
+    if kind == "ack":
+        return Ack(_str(d.get("msgId")), _str(d.get("status")), _int(d.get("timestamp")),
+                   _int(d.get("seq")), d.get("duplicate") is True, obj)
+    if kind == "read":
+        ids = d.get("msgIds")
+        ids = tuple(i for i in ids if isinstance(i, str)) if isinstance(ids, list) else ()
+        return ReadReceipt(_int(d.get("peerId")), ids, _int(d.get("timestamp")), obj)
+    if kind in ("online", "offline"):
+        return Presence(_int(d.get("userId")), kind == "online", _int(d.get("timestamp")), obj)
+    if kind == "connected":
+        friends = d.get("onlineFriends")
+        friends = tuple(f for f in friends if type(f) is int) if isinstance(friends, list) else ()
+        return Connected(_int(d.get("userId")), _int(d.get("onlineCount")), friends,
+                         _int(d.get("unreadPushed")), _int(d.get("serverTime")), obj)
+    if kind == "error":
+        return ErrorFrame(_str(d.get("msgId")), _str(d.get("code")), _str(d.get("message")), obj)
+    if kind == "token_expiring":
+        return TokenExpiring(_int(d.get("expiresAt")), obj)
+    return Frame(kind, d, obj)
