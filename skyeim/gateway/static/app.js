@@ -1,0 +1,849 @@
+// SkyeIM web chat page: plain JavaScript, no build step, no external resources.
+//
+// Talks to the gateway it is served by: the REST API under /api (register, login,
+// friends, history) and one WebSocket at /ws (PROTOCOL.md sections 1-5, 7).
+// Every piece of user content reaches the DOM through textContent, never as HTML.
+"use strict";
+
+(() => {
+  const PING_MS = 25000;           // app-level ping (browsers cannot see protocol pings)
+  const BACKOFF_BASE_MS = 500;     // reconnect delay: base * 2^attempt, capped, with jitter
+  const BACKOFF_MAX_MS = 15000;
+  const PAGE_SIZE = 50;            // history page
+  const READ_CHUNK = 1000;         // the gateway takes at most 1000 msgIds per read frame
+  const SEND_BURST = 40;           // chat frames per second when flushing the outbox
+  const FRIENDS_REFRESH_MS = 30000;
+  const STATUS_RANK = { pending: 0, failed: 0, sent: 1, delivered: 2, read: 3 };
+  const TYPE_LABEL = { 2: "Image", 3: "File", 4: "Voice" };
+
+  const $ = (id) => document.getElementById(id);
+
+  const state = {
+    session: null,           // {token, userId, username, expiresAt}
+    friends: new Map(),      // userId -> {userId, username, online, lastSeen}
+    convs: new Map(),        // peerId -> conversation (see getConv)
+    mine: new Map(),         // msgId -> my message object (for acks and read receipts)
+    outbox: new Map(),       // msgId -> my message not yet acked "sent" (insertion order)
+    current: null,           // peerId of the open conversation
+    ws: null,
+    live: false,             // "connected" received on the current socket
+    connId: 0,               // counts sockets that reached "connected"
+    attempt: 0,              // failed connection attempts since the last "connected"
+    reconnectAt: 0,
+    replaced: false,         // closed with 4001: do not reconnect by ourselves
+    localSeq: 0,             // orders my not-yet-acked messages
+    lastPingAt: 0,
+    lastFrameAt: 0,
+    timers: { reconnect: null, ping: null, countdown: null, pump: null, friends: null },
+  };
+
+  // ---------------------------------------------------------------------------
+  // Small helpers
+
+  function uuid4() {   // crypto.randomUUID needs a secure context; a LAN page may be plain http
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function show(node, visible) { node.hidden = !visible; }
+
+  function timeOf(ms) {
+    return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function dayOf(ms) {
+    const d = new Date(ms);
+    const today = new Date();
+    const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+    if (d.toDateString() === today.toDateString()) return "Today";
+    if (d.toDateString() === yesterday.toDateString()) return "Yesterday";
+    return d.toLocaleDateString([], { weekday: "short", year: "numeric", month: "short", day: "numeric" });
+  }
+
+  function visible() { return document.visibilityState === "visible"; }
+
+  class ApiError extends Error {
+    constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+  }
+
+  async function api(method, path, body) {
+    const headers = {};
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (state.session) headers.Authorization = `Bearer ${state.session.token}`;
+    let resp;
+    try {
+      resp = await fetch(path, {
+        method, headers, cache: "no-store",
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (e) {
+      throw new ApiError(0, "network", "Cannot reach the server.");
+    }
+    let data = null;
+    try { data = await resp.json(); } catch (e) { /* not JSON */ }
+    if (!resp.ok) {
+      const err = new ApiError(resp.status, data && data.code,
+        (data && data.message) || `${resp.status} ${resp.statusText}`);
+      if (resp.status === 401 && state.session && !path.startsWith("/api/log")) {
+        signOut("Your session has ended. Please sign in again.");
+      }
+      throw err;
+    }
+    return data;
+  }
+
+  // ---------------------------------------------------------------------------
+  // Session (sessionStorage: one login per tab)
+
+  const SESSION_KEY = "skyeim.session";
+  const outboxKey = () => `skyeim.outbox.${state.session.userId}`;
+
+  function loadSession() {
+    try {
+      const s = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+      if (s && typeof s.token === "string" && Number.isInteger(s.userId)) return s;
+    } catch (e) { /* ignore */ }
+    return null;
+  }
+
+  function saveOutbox() {
+    if (!state.session) return;
+    const items = [...state.outbox.values()].map((m) => ({
+      msgId: m.msgId, toUserId: m.toUserId, content: m.content,
+      contentType: m.contentType, createdAt: m.createdAt,
+    }));
+    try { sessionStorage.setItem(outboxKey(), JSON.stringify(items)); } catch (e) { /* full */ }
+  }
+
+  function restoreOutbox() {
+    let items = [];
+    try { items = JSON.parse(sessionStorage.getItem(outboxKey()) || "[]"); } catch (e) { /* ignore */ }
+    for (const it of Array.isArray(items) ? items : []) {
+      if (!it || typeof it.msgId !== "string" || !Number.isInteger(it.toUserId)) continue;
+      const m = mergeMessage(getConv(it.toUserId), {
+        msgId: it.msgId, fromUserId: state.session.userId, toUserId: it.toUserId,
+        content: String(it.content), contentType: it.contentType || 1,
+        createdAt: it.createdAt || Date.now(), status: "pending",
+      });
+      state.outbox.set(m.msgId, m);
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Login view
+
+  function showLogin(message, isError) {
+    show($("chat-view"), false);
+    show($("login-view"), true);
+    const box = $("login-error");
+    box.textContent = message || "";
+    box.classList.toggle("info", !isError);
+    show(box, Boolean(message));
+    $("login-password").value = "";
+    (($("login-username").value) ? $("login-password") : $("login-username")).focus();
+  }
+
+  function credentials() {
+    return { username: $("login-username").value.trim(), password: $("login-password").value };
+  }
+
+  async function doLogin(register) {
+    const { username, password } = credentials();
+    const box = $("login-error");
+    box.classList.remove("info");
+    if (!username || !password) {
+      box.textContent = "Enter a username and a password.";
+      show(box, true);
+      return;
+    }
+    $("login-button").disabled = $("register-button").disabled = true;
+    try {
+      if (register) await api("POST", "/api/register", { username, password });
+      const r = await api("POST", "/api/login", { username, password });
+      state.session = { token: r.token, userId: r.userId, username, expiresAt: r.expiresAt };
+      sessionStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
+      show(box, false);
+      startChat();
+    } catch (e) {
+      let text = e.message;
+      if (e.status === 401) text = "Wrong username or password.";
+      else if (e.status === 409) text = "That username is taken. Pick another one.";
+      box.textContent = text;
+      show(box, true);
+    } finally {
+      $("login-button").disabled = $("register-button").disabled = false;
+    }
+  }
+
+  function signOut(message) {
+    const ws = state.ws;
+    state.ws = null;
+    state.live = false;
+    if (ws) { detach(ws); try { ws.close(1000); } catch (e) { /* ignore */ } }
+    for (const t of Object.values(state.timers)) { clearTimeout(t); clearInterval(t); }
+    if (state.session) {
+      sessionStorage.removeItem(outboxKey());
+      sessionStorage.removeItem(SESSION_KEY);
+      $("login-username").value = state.session.username || "";
+    }
+    Object.assign(state, {
+      session: null, current: null, live: false, attempt: 0, replaced: false,
+      friends: new Map(), convs: new Map(), mine: new Map(), outbox: new Map(),
+    });
+    hideBanner();
+    $("friend-list").replaceChildren();
+    $("message-list").replaceChildren();
+    document.title = "SkyeIM";
+    showLogin(message, false);
+  }
+
+  // ---------------------------------------------------------------------------
+  // Chat view
+
+  function startChat() {
+    show($("login-view"), false);
+    show($("chat-view"), true);
+    $("me-name").textContent = state.session.username || `User #${state.session.userId}`;
+    restoreOutbox();
+    renderFriends();
+    renderConversation();
+    refreshFriends();
+    connect();
+    state.timers.friends = setInterval(() => { if (visible()) refreshFriends(); }, FRIENDS_REFRESH_MS);
+  }
+
+  function getConv(peerId) {
+    let c = state.convs.get(peerId);
+    if (!c) {
+      c = {
+        peerId,
+        msgs: new Map(),        // "fromUserId:msgId" -> message
+        unread: new Set(),      // msgIds from the peer that we have not yet sent "read" for
+        historyLoaded: false,
+        stale: false,           // reload the newest page when opened (after a reconnect)
+        hasMore: true,
+        oldestSeq: null,
+        loading: false,
+        historyError: "",
+      };
+      state.convs.set(peerId, c);
+    }
+    return c;
+  }
+
+  function mergeMessage(conv, m) {
+    const key = `${m.fromUserId}:${m.msgId}`;
+    let cur = conv.msgs.get(key);
+    if (!cur) {
+      cur = {
+        key, msgId: m.msgId, fromUserId: m.fromUserId, toUserId: m.toUserId,
+        content: m.content, contentType: m.contentType || 1,
+        createdAt: m.createdAt, seq: m.seq == null ? null : m.seq,
+        status: m.status || "sent", local: ++state.localSeq, error: "",
+      };
+      conv.msgs.set(key, cur);
+      if (cur.fromUserId === state.session.userId) state.mine.set(cur.msgId, cur);
+      return cur;
+    }
+    if (m.seq != null) cur.seq = m.seq;
+    if (m.createdAt != null && cur.seq != null) cur.createdAt = m.createdAt;
+    if (m.status && STATUS_RANK[m.status] > STATUS_RANK[cur.status]) cur.status = m.status;
+    return cur;
+  }
+
+  function friendName(id) {
+    const f = state.friends.get(id);
+    return (f && f.username) || `User #${id}`;
+  }
+
+  async function refreshFriends() {
+    if (!state.session) return;
+    let body;
+    try { body = await api("GET", "/api/friends"); } catch (e) { return; }
+    if (!state.session) return;
+    const next = new Map();
+    for (const f of body.friends || []) {
+      const old = state.friends.get(f.userId);
+      next.set(f.userId, {
+        userId: f.userId, username: f.username, online: Boolean(f.online),
+        lastSeen: old ? old.lastSeen : null,
+      });
+    }
+    state.friends = next;
+    renderFriends();
+    renderConvHead();
+  }
+
+  let friendsSoon = null;
+  function refreshFriendsSoon() {
+    clearTimeout(friendsSoon);
+    friendsSoon = setTimeout(refreshFriends, 300);
+  }
+
+  function sortedMessages(conv) {
+    return [...conv.msgs.values()].sort((a, b) => {
+      if (a.seq != null && b.seq != null) return a.seq - b.seq;
+      if (a.seq != null) return -1;           // unacked messages go last, in the order typed
+      if (b.seq != null) return 1;
+      return a.local - b.local;
+    });
+  }
+
+  function lastMessage(conv) {
+    const list = sortedMessages(conv);
+    return list.length ? list[list.length - 1] : null;
+  }
+
+  function presenceText(f) {
+    if (!f) return "";
+    if (f.online) return "online";
+    return f.lastSeen ? `last seen ${timeOf(f.lastSeen)}` : "offline";
+  }
+
+  function renderFriends() {
+    const ids = new Set(state.friends.keys());
+    for (const [id, c] of state.convs) if (c.msgs.size) ids.add(id);   // strangers who wrote
+    const entries = [...ids].map((id) => ({ id, f: state.friends.get(id), c: state.convs.get(id) }));
+    entries.sort((a, b) => friendName(a.id).localeCompare(friendName(b.id), undefined,
+      { sensitivity: "base" }) || a.id - b.id);
+    const items = entries.map(({ id, f, c }) => {
+      const li = el("li");
+      const btn = el("button", "friend");
+      btn.type = "button";
+      btn.dataset.userId = String(id);
+      btn.dataset.online = String(Boolean(f && f.online));
+      if (id === state.current) { btn.classList.add("active"); btn.setAttribute("aria-current", "true"); }
+      const dot = el("span", `dot${f && f.online ? " online" : ""}`);
+      dot.title = f ? presenceText(f) : "not a friend";
+      const body = el("span", "friend-body");
+      body.append(el("span", "friend-name", friendName(id)));
+      const last = c ? lastMessage(c) : null;
+      const sub = last ? (last.fromUserId === state.session.userId ? "You: " : "") + last.content
+        : (f ? presenceText(f) : "");
+      body.append(el("span", "friend-sub", sub));
+      btn.append(dot, body);
+      const n = c ? c.unread.size : 0;
+      if (n > 0) {
+        const badge = el("span", "badge", n > 99 ? "99+" : n);
+        badge.setAttribute("aria-label", `${n} unread`);
+        btn.append(badge);
+      }
+      btn.addEventListener("click", () => openConversation(id));
+      li.append(btn);
+      return li;
+    });
+    $("friend-list").replaceChildren(...items);
+    show($("no-friends"), items.length === 0);
+    let total = 0;
+    for (const c of state.convs.values()) total += c.unread.size;
+    document.title = total ? `(${total}) SkyeIM` : "SkyeIM";
+  }
+
+  function renderConvHead() {
+    const id = state.current;
+    if (id == null) return;
+    const f = state.friends.get(id);
+    $("conv-name").textContent = friendName(id);
+    $("conv-presence").textContent = f ? presenceText(f) : "not in your friends";
+    $("conv-dot").className = `dot${f && f.online ? " online" : ""}`;
+    $("conv-head").dataset.online = String(Boolean(f && f.online));
+  }
+
+  function renderConversation() {
+    const open = state.current != null;
+    document.body.classList.toggle("conv-open", open);
+    show($("no-conversation"), !open);
+    show($("conv-head"), open);
+    show($("messages"), open);
+    show($("composer"), open);
+    if (!open) return;
+    renderConvHead();
+    renderMessages("bottom");
+  }
+
+  function tickFor(m) {
+    const t = el("span", `tick ${m.status}`);
+    t.dataset.status = m.status;
+    if (m.status === "pending") { t.title = "Sending…"; t.setAttribute("aria-label", "sending"); }
+    else if (m.status === "failed") {
+      t.textContent = "!";
+      t.title = `Not sent: ${m.error}. Click to try again.`;
+      t.setAttribute("role", "button");
+      t.addEventListener("click", () => retry(m));
+    } else {
+      t.textContent = m.status === "sent" ? "✓" : "✓✓";
+      t.title = m.status;
+      t.setAttribute("aria-label", m.status);
+    }
+    return t;
+  }
+
+  // mode: "bottom" (scroll to the end), "prepend" (keep what is on screen in place),
+  // "auto" (follow the end if the reader is there, else stay)
+  function renderMessages(mode = "auto") {
+    if (state.current == null) return;
+    const conv = getConv(state.current);
+    const box = $("messages");
+    const prevHeight = box.scrollHeight;
+    const prevTop = box.scrollTop;
+    const nearBottom = prevHeight - prevTop - box.clientHeight < 80;
+    const me = state.session.userId;
+    const rows = [];
+    let lastDay = null;
+    for (const m of sortedMessages(conv)) {
+      const day = dayOf(m.createdAt || Date.now());
+      if (day !== lastDay) { rows.push(el("li", "day", day)); lastDay = day; }
+      const mineMsg = m.fromUserId === me;
+      const li = el("li", `msg ${mineMsg ? "mine" : "theirs"}`);
+      li.dataset.msgId = m.msgId;
+      if (m.seq != null) li.dataset.seq = String(m.seq);
+      if (mineMsg) li.dataset.status = m.status;
+      const bubble = el("div", "bubble");
+      const label = TYPE_LABEL[m.contentType];
+      if (label) bubble.append(el("span", "kind", `${label}: `));
+      bubble.append(el("span", "text", m.content));
+      const meta = el("span", "meta");
+      meta.append(el("span", "time", m.createdAt ? timeOf(m.createdAt) : ""));
+      if (mineMsg) meta.append(tickFor(m));
+      bubble.append(meta);
+      li.append(bubble);
+      if (m.status === "failed" && m.error) li.append(el("div", "msg-error", `Not sent: ${m.error}`));
+      rows.push(li);
+    }
+    $("message-list").replaceChildren(...rows);
+    const hs = $("history-status");
+    if (conv.loading) hs.textContent = "Loading earlier messages…";
+    else if (conv.historyError) hs.textContent = conv.historyError;
+    else if (conv.historyLoaded && !conv.hasMore) {
+      hs.textContent = conv.msgs.size ? `This is the beginning of your chat with ${friendName(conv.peerId)}.`
+        : `No messages yet. Say hello to ${friendName(conv.peerId)}!`;
+    } else hs.textContent = "";
+    hs.dataset.state = conv.loading ? "loading" : (conv.historyLoaded && !conv.hasMore ? "start" : "more");
+    if (mode === "bottom" || (mode === "auto" && nearBottom)) box.scrollTop = box.scrollHeight;
+    else if (mode === "prepend") box.scrollTop = prevTop + (box.scrollHeight - prevHeight);
+    else box.scrollTop = prevTop;
+  }
+
+  function openConversation(peerId) {
+    state.current = peerId;
+    const conv = getConv(peerId);
+    renderFriends();
+    renderConversation();
+    if (!conv.historyLoaded || conv.stale) loadHistory(conv, null);
+    flushReads();
+    if (window.matchMedia("(min-width: 700px)").matches) $("composer-input").focus();
+  }
+
+  function closeConversation() {
+    state.current = null;
+    renderFriends();
+    renderConversation();
+  }
+
+  async function loadHistory(conv, beforeSeq) {
+    if (conv.loading) return;
+    conv.loading = true;
+    conv.historyError = "";
+    if (state.current === conv.peerId) renderMessages("prepend");
+    const session = state.session;
+    let body = null;
+    try {
+      const q = new URLSearchParams({ peerId: String(conv.peerId), limit: String(PAGE_SIZE) });
+      if (beforeSeq != null) q.set("beforeSeq", String(beforeSeq));
+      body = await api("GET", `/api/messages?${q}`);
+    } catch (e) {
+      conv.historyError = `Could not load messages: ${e.message}`;
+    }
+    conv.loading = false;
+    if (session !== state.session) return;
+    if (body) {
+      const me = state.session.userId;
+      let minSeq = null;
+      for (const m of body.messages || []) {
+        const mm = mergeMessage(conv, m);
+        if (mm.fromUserId === me && mm.seq != null && state.outbox.delete(mm.msgId)) saveOutbox();
+        if (m.fromUserId !== me && m.status !== "read") conv.unread.add(m.msgId);
+        if (mm.seq != null && (minSeq == null || mm.seq < minSeq)) minSeq = mm.seq;
+      }
+      if (minSeq != null && (conv.oldestSeq == null || minSeq < conv.oldestSeq)) conv.oldestSeq = minSeq;
+      if (beforeSeq != null || !conv.historyLoaded) conv.hasMore = Boolean(body.hasMore);
+      conv.historyLoaded = true;
+      conv.stale = false;
+    }
+    if (state.current === conv.peerId) {
+      renderMessages(beforeSeq != null ? "prepend" : (conv.shownOnce ? "auto" : "bottom"));
+      conv.shownOnce = true;
+      flushReads();
+      maybeLoadOlder();            // the first page may not fill the view
+    }
+    renderFriends();
+  }
+
+  function maybeLoadOlder() {
+    if (state.current == null) return;
+    const conv = getConv(state.current);
+    const box = $("messages");
+    if (conv.loading || !conv.historyLoaded || !conv.hasMore || conv.historyError) return;
+    if (box.scrollTop < 120 || box.scrollHeight <= box.clientHeight) {
+      loadHistory(conv, conv.oldestSeq);
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Sending
+
+  function sendText(text) {
+    const peerId = state.current;
+    if (peerId == null) return;
+    const conv = getConv(peerId);
+    const m = mergeMessage(conv, {
+      msgId: uuid4(), fromUserId: state.session.userId, toUserId: peerId,
+      content: text, contentType: 1, createdAt: Date.now(), status: "pending",
+    });
+    state.outbox.set(m.msgId, m);
+    saveOutbox();
+    renderMessages("bottom");
+    renderFriends();
+    pumpOutbox();
+  }
+
+  function retry(m) {
+    m.status = "pending";
+    m.error = "";
+    m.sentOn = null;
+    state.outbox.set(m.msgId, m);
+    saveOutbox();
+    renderMessages();
+    pumpOutbox();
+  }
+
+  // Send what is in the outbox and was not yet sent on this socket; the gateway is
+  // idempotent on (fromUserId, msgId), so a resend after a reconnect is safe.
+  function pumpOutbox() {
+    clearTimeout(state.timers.pump);
+    if (!state.live) return;
+    let sent = 0;
+    for (const m of state.outbox.values()) {
+      if (m.sentOn === state.connId) continue;
+      if (sent >= SEND_BURST) { state.timers.pump = setTimeout(pumpOutbox, 1000); return; }
+      const ok = wsSend("chat", {
+        msgId: m.msgId, toUserId: m.toUserId, content: m.content, contentType: m.contentType,
+      });
+      if (!ok) return;
+      m.sentOn = state.connId;
+      sent += 1;
+    }
+  }
+
+  function flushReads() {
+    if (!state.live || state.current == null || !visible()) return;
+    const conv = state.convs.get(state.current);
+    if (!conv || conv.unread.size === 0) return;
+    const ids = [...conv.unread];
+    for (let i = 0; i < ids.length; i += READ_CHUNK) {
+      const chunk = ids.slice(i, i + READ_CHUNK);
+      if (!wsSend("read", { peerId: conv.peerId, msgIds: chunk })) return;
+      for (const id of chunk) conv.unread.delete(id);
+    }
+    renderFriends();
+  }
+
+  // ---------------------------------------------------------------------------
+  // The WebSocket
+
+  function wsSend(type, data) {
+    const ws = state.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    try { ws.send(JSON.stringify({ type, data })); } catch (e) { return false; }
+    return true;
+  }
+
+  function detach(ws) {
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+  }
+
+  function connect() {
+    if (!state.session) return;
+    clearTimeout(state.timers.reconnect);
+    clearInterval(state.timers.countdown);
+    if (state.ws) { detach(state.ws); try { state.ws.close(1000); } catch (e) { /* ignore */ } }
+    state.replaced = false;
+    state.live = false;
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(`${proto}//${location.host}/ws?token=${encodeURIComponent(state.session.token)}`);
+    state.ws = ws;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      state.lastFrameAt = state.lastPingAt = Date.now();
+      clearInterval(state.timers.ping);
+      state.timers.ping = setInterval(heartbeat, PING_MS);
+    };
+    ws.onmessage = (ev) => {
+      state.lastFrameAt = Date.now();
+      let frame;
+      try { frame = JSON.parse(ev.data); } catch (e) { return; }
+      if (frame && typeof frame.type === "string") handleFrame(frame.type, frame.data);
+    };
+    ws.onclose = (ev) => {
+      detach(ws);
+      if (state.ws === ws) socketClosed(ev.code, opened);
+    };
+  }
+
+  function heartbeat() {
+    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+    if (state.lastFrameAt < state.lastPingAt) {     // not even a pong since the last ping
+      const ws = state.ws;
+      detach(ws);
+      try { ws.close(); } catch (e) { /* ignore */ }
+      socketClosed(4004, true);
+      return;
+    }
+    state.lastPingAt = Date.now();
+    wsSend("ping", null);
+  }
+
+  function socketClosed(code, opened) {
+    state.ws = null;
+    state.live = false;
+    clearInterval(state.timers.ping);
+    clearTimeout(state.timers.pump);
+    for (const m of state.outbox.values()) m.sentOn = null;
+    for (const c of state.convs.values()) if (c.historyLoaded) c.stale = true;
+    if (!state.session) return;
+    if (code === 4001) {
+      state.replaced = true;
+      showBanner("SkyeIM was opened in another tab or window, so this one is disconnected.",
+        "Use it here", () => connect(), "replaced");
+      return;
+    }
+    if (code === 4003) {
+      signOut("Your session has expired. Please sign in again.");
+      return;
+    }
+    if (!opened) {
+      // The handshake failed: maybe the token is no longer accepted (api() signs out on 401).
+      api("GET", "/api/friends").catch(() => {});
+    }
+    scheduleReconnect();
+  }
+
+  function scheduleReconnect() {
+    const exp = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** state.attempt);
+    const delay = exp / 2 + Math.random() * exp / 2;   // jitter: spread reconnecting clients
+    state.attempt += 1;
+    state.reconnectAt = Date.now() + delay;
+    clearTimeout(state.timers.reconnect);
+    state.timers.reconnect = setTimeout(connect, delay);
+    const update = () => {
+      const s = Math.max(0, Math.ceil((state.reconnectAt - Date.now()) / 1000));
+      showBanner(s > 0 ? `Connection lost. Reconnecting in ${s} s…` : "Connection lost. Reconnecting…",
+        "Retry now", () => connect(), "reconnecting");
+    };
+    update();
+    clearInterval(state.timers.countdown);
+    state.timers.countdown = setInterval(update, 1000);
+  }
+
+  function showBanner(text, actionText, action, kind) {
+    const banner = $("banner");
+    $("banner-text").textContent = text;
+    const btn = $("banner-action");
+    btn.textContent = actionText || "";
+    btn.onclick = action || null;
+    show(btn, Boolean(actionText));
+    banner.dataset.kind = kind || "";
+    show(banner, true);
+  }
+
+  function hideBanner() {
+    clearInterval(state.timers.countdown);
+    show($("banner"), false);
+    $("banner").dataset.kind = "";
+  }
+
+  // ---------------------------------------------------------------------------
+  // Frames from the gateway
+
+  function handleFrame(type, data) {
+    switch (type) {
+      case "connected": return onConnected(data || {});
+      case "chat": return onChat(data || {});
+      case "ack": return onAck(data || {});
+      case "read": return onRead(data || {});
+      case "online": return onPresence(data || {}, true);
+      case "offline": return onPresence(data || {}, false);
+      case "error": return onError(data || {});
+      case "token_expiring":
+        return showBanner("Your session expires soon. Sign in again to keep chatting.",
+          "Sign in again", () => signOut(""), "expiring");
+      default: return undefined;     // pong, and types this page does not know
+    }
+  }
+
+  function onConnected(d) {
+    if (d.userId !== undefined && d.userId !== state.session.userId) {
+      signOut("Please sign in again.");
+      return;
+    }
+    state.live = true;
+    state.connId += 1;
+    state.attempt = 0;
+    if ($("banner").dataset.kind !== "expiring") hideBanner();
+    const online = new Set(d.onlineFriends || []);
+    for (const f of state.friends.values()) f.online = online.has(f.userId);
+    renderFriends();
+    renderConvHead();
+    refreshFriends();
+    pumpOutbox();
+    flushReads();
+    if (state.current != null) {
+      const conv = getConv(state.current);
+      if (conv.stale) loadHistory(conv, null);      // catch up on ticks missed while away
+    }
+  }
+
+  function onChat(d) {
+    const me = state.session.userId;
+    if (!Number.isInteger(d.fromUserId) || typeof d.msgId !== "string" || d.toUserId !== me) return;
+    const peer = d.fromUserId;
+    const conv = getConv(peer);
+    mergeMessage(conv, { ...d, status: "delivered" });   // de-duplicated by (fromUserId, msgId)
+    conv.unread.add(d.msgId);       // pushed again = still unread on the server
+    if (!state.friends.has(peer)) refreshFriendsSoon();
+    flushReads();
+    renderFriends();
+    if (state.current === peer) renderMessages("auto");
+  }
+
+  function onAck(d) {
+    const m = state.mine.get(d.msgId);
+    if (!m) return;
+    if (Number.isInteger(d.seq)) m.seq = d.seq;
+    if (d.status === "sent" && Number.isInteger(d.timestamp)) m.createdAt = d.timestamp;
+    const status = d.status === "delivered" ? "delivered" : "sent";
+    if (m.status === "failed" || STATUS_RANK[status] > STATUS_RANK[m.status]) m.status = status;
+    m.error = "";
+    if (state.outbox.delete(m.msgId)) saveOutbox();
+    if (state.current === m.toUserId) renderMessages();
+    renderFriends();
+  }
+
+  function onRead(d) {
+    let changed = false;
+    for (const id of d.msgIds || []) {
+      const m = state.mine.get(id);
+      if (m && m.toUserId === d.peerId && m.status !== "read") { m.status = "read"; changed = true; }
+    }
+    if (changed && state.current === d.peerId) renderMessages();
+  }
+
+  function onPresence(d, online) {
+    const f = state.friends.get(d.userId);
+    if (!f) { refreshFriendsSoon(); return; }
+    f.online = online;
+    if (!online && Number.isInteger(d.timestamp)) f.lastSeen = d.timestamp;
+    renderFriends();
+    renderConvHead();
+  }
+
+  function onError(d) {
+    const m = d.msgId != null ? state.mine.get(d.msgId) : null;
+    if (!m) { console.warn("gateway error", d.code, d.message); return; }
+    if (d.code === "unavailable" || d.code === "rate_limited" || d.code === "internal") {
+      m.sentOn = null;              // stays in the outbox; try again shortly
+      clearTimeout(state.timers.pump);
+      state.timers.pump = setTimeout(pumpOutbox, 2000 + Math.random() * 1000);
+      return;
+    }
+    m.status = "failed";
+    m.error = d.code === "not_friends" ? "you are not friends" : (d.message || d.code || "error");
+    if (state.outbox.delete(m.msgId)) saveOutbox();
+    if (state.current === m.toUserId) renderMessages();
+  }
+
+  // ---------------------------------------------------------------------------
+  // Wiring
+
+  function init() {
+    $("login-form").addEventListener("submit", (e) => { e.preventDefault(); doLogin(false); });
+    $("register-button").addEventListener("click", () => doLogin(true));
+    $("logout-button").addEventListener("click", () => signOut(""));
+    $("back-button").addEventListener("click", closeConversation);
+
+    $("add-friend-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const input = $("add-friend-input");
+      const name = input.value.trim();
+      const status = $("add-friend-status");
+      if (!name) return;
+      $("add-friend-button").disabled = true;
+      try {
+        await api("POST", "/api/friends", { username: name });
+        input.value = "";
+        await refreshFriends();
+        const f = [...state.friends.values()].find(
+          (x) => (x.username || "").toLowerCase() === name.toLowerCase());
+        status.textContent = `${f ? f.username : name} is now your friend.`;
+        status.className = "add-friend-status ok";
+        if (f) openConversation(f.userId);
+      } catch (err) {
+        status.textContent = err.status === 404 ? `There is no user named “${name}”.` : err.message;
+        status.className = "add-friend-status error";
+      } finally {
+        show(status, true);
+        $("add-friend-button").disabled = false;
+      }
+    });
+
+    const input = $("composer-input");
+    const grow = () => {
+      input.style.height = "auto";
+      input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
+    };
+    input.addEventListener("input", grow);
+    input.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        $("composer").requestSubmit();
+      }
+    });
+    $("composer").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const text = input.value.replace(/\s+$/, "");
+      if (!text.trim()) return;
+      sendText(text);
+      input.value = "";
+      grow();
+      input.focus();
+    });
+
+    $("messages").addEventListener("scroll", maybeLoadOlder, { passive: true });
+    document.addEventListener("visibilitychange", () => {
+      if (!visible() || !state.session) return;
+      flushReads();
+      refreshFriends();
+      if (!state.ws && !state.replaced) connect();
+    });
+    window.addEventListener("online", () => {
+      if (state.session && !state.ws && !state.replaced) connect();
+    });
+
+    state.session = loadSession();
+    if (state.session) startChat();
+    else showLogin("", false);
+  }
+
+  init();
+})();
