@@ -297,6 +297,29 @@ class WebSocketHandler(_UpstreamHandler):
             pass
         super().handle()
 
+    def handle_one_request(self):
+        # The socket timeout above bounds each recv only: a client trickling a byte
+        # every few seconds would hold the connection for hours (slow-loris). The
+        # request line and headers must arrive within handshake_timeout in total.
+        self._request_deadline = gevent.Timeout.start_new(
+            getattr(self.server, "handshake_timeout", 10),
+            socket.timeout("request not received in time"))
+        try:
+            return super().handle_one_request()
+        finally:
+            self._request_deadline.close()
+
+    def read_request(self, raw_requestline):
+        try:
+            return super().read_request(raw_requestline)
+        finally:
+            self._request_deadline.close()       # the request is in; the app's time is its own
+
+    def _handle_client_error(self, ex):
+        if isinstance(ex, socket.timeout):       # too slow sending its headers: just drop it
+            return None
+        return super()._handle_client_error(ex)
+
     def run_application(self):
         headers = self._validate_upgrade()
         if headers is None:                   # not a (valid) upgrade: an ordinary request
