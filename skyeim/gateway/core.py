@@ -21,7 +21,8 @@ from skyeim.gateway import frames
 from skyeim.gateway.backends import Backends, BackendRejected, BackendUnavailable
 from skyeim.gateway.frames import FrameError
 from skyeim.gateway.hub import Hub
-from skyeim.gateway.session import CLOSE_REPLACED, CLOSE_TOO_SLOW, Outgoing, Session
+from skyeim.gateway.session import (CLOSE_REPLACED, CLOSE_TOO_SLOW, SLOW_CLIENT_GRACE, Outgoing,
+                                     Session)
 from skyeim.gateway.transport import CLOSE_GOING_AWAY, WebSocket
 from skyeim.metrics import GatewayMetrics
 
@@ -159,11 +160,11 @@ class Gateway:
                     msg_id = frame.msg_id if isinstance(frame, frames.Chat) else None
                 except FrameError as e:
                     msg_id = e.msg_id
-            session.send(frames.encode_error("rate_limited", "too many frames; slow down", msg_id))
+            session.reply(frames.encode_error("rate_limited", "too many frames; slow down", msg_id))
             return
         if isinstance(message, bytes):
             metrics.frame_in("binary")
-            session.send(frames.encode_error("unsupported_frame",
+            session.reply(frames.encode_error("unsupported_frame",
                                              "binary frames are not supported; send JSON text"))
             return
         try:
@@ -176,16 +177,16 @@ class Gateway:
             if isinstance(frame, frames.Chat):
                 self._handle_chat(session, frame)
             elif isinstance(frame, frames.Ping):
-                session.send(frames.PONG)
+                session.reply(frames.PONG)
             elif isinstance(frame, frames.Read):
                 self._handle_read(session, frame)
             elif isinstance(frame, frames.Auth):
                 self._handle_auth(session, frame)
         except FrameError as e:
-            session.send(frames.encode_error(e.code, e.message, e.msg_id))
+            session.reply(frames.encode_error(e.code, e.message, e.msg_id))
         except Exception:
             log.exception("conn=%s user=%s frame handling failed", session.conn_id, session.user_id)
-            session.send(frames.encode_error("internal", "internal error"))
+            session.reply(frames.encode_error("internal", "internal error"))
 
     def _handle_chat(self, session: Session, chat: frames.Chat) -> None:
         uid, msg_id = session.user_id, chat.msg_id
@@ -205,11 +206,11 @@ class Gateway:
         except BackendRejected as e:
             raise FrameError("bad_request" if e.status == 400 else "internal", e.message, msg_id)
         seq = stored["seq"]
-        session.send(frames.encode_ack(msg_id, "sent", stored["createdAt"], seq,
+        session.reply(frames.encode_ack(msg_id, "sent", stored["createdAt"], seq,
                                        duplicate=bool(stored.get("duplicate"))))
         self.metrics.sent_latency.observe(time.perf_counter() - t0)
         if stored.get("duplicate") and stored.get("delivered"):
-            session.send(frames.encode_ack(msg_id, "delivered", stored["deliveredAt"], seq))
+            session.reply(frames.encode_ack(msg_id, "delivered", stored["deliveredAt"], seq))
             return
         self.hub.send_to_user(chat.to_user_id,
                               Outgoing(frames.encode_chat(stored), (uid, msg_id), seq, t0))
@@ -315,7 +316,7 @@ class DeliveryRecorder:
                 if item is None:
                     continue
                 hub.send_to_user(m["fromUserId"], frames.encode_ack(
-                    m["msgId"], "delivered", m["deliveredAt"], item.seq))
+                    m["msgId"], "delivered", m["deliveredAt"], item.seq), wait=SLOW_CLIENT_GRACE)
                 if item.t0 is not None:
                     latency.observe(time.perf_counter() - item.t0)
 

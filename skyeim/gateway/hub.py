@@ -13,7 +13,7 @@ from typing import Iterable, Protocol
 class Sink(Protocol):
     user_id: int
 
-    def send(self, item) -> bool: ...
+    def send(self, item, wait: float = 0.0) -> bool: ...
 
 
 class Hub:
@@ -50,12 +50,14 @@ class Hub:
             del self._sessions[session.user_id]
             return True
 
-    def send_to_user(self, user_id: int, item) -> int:
-        """Queue ``item`` on every session of ``user_id``; returns how many took it."""
+    def send_to_user(self, user_id: int, item, wait: float = 0.0) -> int:
+        """Queue ``item`` on every session of ``user_id``; returns how many took it.
+
+        ``wait``: seconds a full queue may take to drain (see Session.send)."""
         with self._lock:
             sessions = self._sessions.get(user_id)
             sessions = list(sessions) if sessions else ()
-        return sum(1 for s in sessions if s.send(item))
+        return sum(1 for s in sessions if s.send(item, wait))
 
     def is_online(self, user_id: int) -> bool:
         return user_id in self._sessions

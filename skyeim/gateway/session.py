@@ -30,6 +30,7 @@ CLOSE_TOKEN_EXPIRED = 4003
 CLOSE_HEARTBEAT = 4004
 
 MAX_SENT_KEYS = 4096      # chat keys remembered per connection to never send one twice
+SLOW_CLIENT_GRACE = 2.0   # s a producer that may wait gives a full queue before 4002
 
 _conn_ids = itertools.count(1)
 
@@ -85,8 +86,13 @@ class Session:
 
     # -- sending (any greenlet; never blocks) ---------------------------------------
 
-    def send(self, item) -> bool:
-        """Queue a frame (str) or an Outgoing chat. False if this session is going away."""
+    def send(self, item, wait: float = 0.0) -> bool:
+        """Queue a frame (str) or an Outgoing chat. False if this session is going away.
+
+        A full queue means a client too slow to read: it is closed with 4002. A
+        producer that can afford to wait (``wait`` s) -- this connection's own
+        replies, batched acks -- gives a reading client time to drain a burst.
+        """
         if self.closing:
             return False
         if self.held is not None:
@@ -96,11 +102,21 @@ class Session:
             self.held.append(item)
             return True
         try:
-            self.queue.put_nowait(item)
+            if wait > 0:
+                self.queue.put(item, timeout=wait)
+            else:
+                self.queue.put_nowait(item)
             return True
         except Full:
             self._overflow()
             return False
+
+    def reply(self, item) -> bool:
+        """Queue an answer to this client's own frame (ack, error, pong).
+
+        Waiting here blocks only this connection's read loop: a client that
+        sends without reading is slowed down before it is closed."""
+        return self.send(item, wait=SLOW_CLIENT_GRACE)
 
     def push_backlog(self, item: Outgoing, timeout: float) -> None:
         """Queue a backlog chat before `connected`, waiting (bounded) for room.

@@ -203,6 +203,7 @@
     hideBanner();
     $("friend-list").replaceChildren();
     $("message-list").replaceChildren();
+    friendNodes.clear();
     document.title = "SkyeIM";
     showLogin(message, false);
   }
@@ -228,6 +229,7 @@
       c = {
         peerId,
         msgs: new Map(),        // "fromUserId:msgId" -> message
+        nodes: new Map(),       // the same keys (and "day:...") -> rendered element
         unread: new Set(),      // msgIds from the peer that we have not yet sent "read" for
         historyLoaded: false,
         stale: false,           // reload the newest page when opened (after a reconnect)
@@ -299,9 +301,16 @@
     });
   }
 
-  function lastMessage(conv) {
-    const list = sortedMessages(conv);
-    return list.length ? list[list.length - 1] : null;
+  function lastMessage(conv) {      // the message sortedMessages would put last
+    let best = null;
+    for (const m of conv.msgs.values()) {
+      if (!best) { best = m; continue; }
+      const later = (m.seq == null) === (best.seq == null)
+        ? (m.seq == null ? m.local > best.local : m.seq > best.seq)
+        : m.seq == null;
+      if (later) best = m;
+    }
+    return best;
   }
 
   function presenceText(f) {
@@ -310,6 +319,8 @@
     return f.lastSeen ? `last seen ${timeOf(f.lastSeen)}` : "offline";
   }
 
+  const friendNodes = new Map();   // userId -> {li, btn, sig}
+
   function renderFriends() {
     const ids = new Set(state.friends.keys());
     for (const [id, c] of state.convs) if (c.msgs.size) ids.add(id);   // strangers who wrote
@@ -317,32 +328,52 @@
     entries.sort((a, b) => friendName(a.id).localeCompare(friendName(b.id), undefined,
       { sensitivity: "base" }) || a.id - b.id);
     const items = entries.map(({ id, f, c }) => {
-      const li = el("li");
-      const btn = el("button", "friend");
-      btn.type = "button";
-      btn.dataset.userId = String(id);
-      btn.dataset.online = String(Boolean(f && f.online));
-      if (id === state.current) { btn.classList.add("active"); btn.setAttribute("aria-current", "true"); }
-      const dot = el("span", `dot${f && f.online ? " online" : ""}`);
-      dot.title = f ? presenceText(f) : "not a friend";
-      const body = el("span", "friend-body");
-      body.append(el("span", "friend-name", friendName(id)));
       const last = c ? lastMessage(c) : null;
       const sub = last ? (last.fromUserId === state.session.userId ? "You: " : "") + last.content
         : (f ? presenceText(f) : "");
-      body.append(el("span", "friend-sub", sub));
-      btn.append(dot, body);
       const n = c ? c.unread.size : 0;
-      if (n > 0) {
-        const badge = el("span", "badge", n > 99 ? "99+" : n);
-        badge.setAttribute("aria-label", `${n} unread`);
-        btn.append(badge);
+      const online = Boolean(f && f.online);
+      const active = id === state.current;
+      const sig = JSON.stringify([friendName(id), online, active, sub, n, f ? presenceText(f) : ""]);
+      let node = friendNodes.get(id);
+      if (!node) {   // the button element stays (and keeps the focus) while its content changes
+        const li = el("li");
+        const btn = el("button", "friend");
+        btn.type = "button";
+        btn.dataset.userId = String(id);
+        btn.addEventListener("click", () => openConversation(id));
+        li.append(btn);
+        node = { li, btn, sig: "" };
+        friendNodes.set(id, node);
       }
-      btn.addEventListener("click", () => openConversation(id));
-      li.append(btn);
-      return li;
+      if (node.sig !== sig) {
+        node.sig = sig;
+        const btn = node.btn;
+        btn.dataset.online = String(online);
+        btn.classList.toggle("active", active);
+        if (active) btn.setAttribute("aria-current", "true"); else btn.removeAttribute("aria-current");
+        const dot = el("span", `dot${online ? " online" : ""}`);
+        dot.title = f ? presenceText(f) : "not a friend";
+        const body = el("span", "friend-body");
+        body.append(el("span", "friend-name", friendName(id)), el("span", "friend-sub", sub));
+        const parts = [dot, body];
+        if (n > 0) {
+          const badge = el("span", "badge", n > 99 ? "99+" : n);
+          badge.setAttribute("aria-label", `${n} unread`);
+          parts.push(badge);
+        }
+        btn.replaceChildren(...parts);
+      }
+      return node.li;
     });
-    $("friend-list").replaceChildren(...items);
+    const list = $("friend-list");
+    let cursor = list.firstChild;
+    for (const node of items) {
+      if (node === cursor) { cursor = cursor.nextSibling; continue; }
+      list.insertBefore(node, cursor);
+    }
+    while (cursor) { const next = cursor.nextSibling; cursor.remove(); cursor = next; }
+    for (const id of friendNodes.keys()) if (!ids.has(id)) friendNodes.delete(id);
     show($("no-friends"), items.length === 0);
     let total = 0;
     for (const c of state.convs.values()) total += c.unread.size;
@@ -388,6 +419,34 @@
     return t;
   }
 
+  function messageNode(conv, m) {
+    const mineMsg = m.fromUserId === state.session.userId;
+    const sig = [m.status, m.seq, m.createdAt, m.error].join("|");
+    let node = conv.nodes.get(m.key);
+    if (node && node.sig === sig) return node.li;
+    if (!node) {
+      node = { li: el("li", `msg ${mineMsg ? "mine" : "theirs"}`), sig: "" };
+      node.li.dataset.msgId = m.msgId;
+      conv.nodes.set(m.key, node);
+    }
+    node.sig = sig;
+    const li = node.li;
+    if (m.seq != null) li.dataset.seq = String(m.seq);
+    if (mineMsg) li.dataset.status = m.status;
+    const bubble = el("div", "bubble");
+    const label = TYPE_LABEL[m.contentType];
+    if (label) bubble.append(el("span", "kind", `${label}: `));
+    bubble.append(el("span", "text", m.content));
+    const meta = el("span", "meta");
+    meta.append(el("span", "time", m.createdAt ? timeOf(m.createdAt) : ""));
+    if (mineMsg) meta.append(tickFor(m));
+    bubble.append(meta);
+    const parts = [bubble];
+    if (m.status === "failed" && m.error) parts.push(el("div", "msg-error", `Not sent: ${m.error}`));
+    li.replaceChildren(...parts);
+    return li;
+  }
+
   // mode: "bottom" (scroll to the end), "prepend" (keep what is on screen in place),
   // "auto" (follow the end if the reader is there, else stay)
   function renderMessages(mode = "auto") {
@@ -397,30 +456,27 @@
     const prevHeight = box.scrollHeight;
     const prevTop = box.scrollTop;
     const nearBottom = prevHeight - prevTop - box.clientHeight < 80;
-    const me = state.session.userId;
+    // Keyed rendering: a message keeps its element (and a reader's text selection);
+    // only a message whose state changed is redrawn.
     const rows = [];
     let lastDay = null;
     for (const m of sortedMessages(conv)) {
       const day = dayOf(m.createdAt || Date.now());
-      if (day !== lastDay) { rows.push(el("li", "day", day)); lastDay = day; }
-      const mineMsg = m.fromUserId === me;
-      const li = el("li", `msg ${mineMsg ? "mine" : "theirs"}`);
-      li.dataset.msgId = m.msgId;
-      if (m.seq != null) li.dataset.seq = String(m.seq);
-      if (mineMsg) li.dataset.status = m.status;
-      const bubble = el("div", "bubble");
-      const label = TYPE_LABEL[m.contentType];
-      if (label) bubble.append(el("span", "kind", `${label}: `));
-      bubble.append(el("span", "text", m.content));
-      const meta = el("span", "meta");
-      meta.append(el("span", "time", m.createdAt ? timeOf(m.createdAt) : ""));
-      if (mineMsg) meta.append(tickFor(m));
-      bubble.append(meta);
-      li.append(bubble);
-      if (m.status === "failed" && m.error) li.append(el("div", "msg-error", `Not sent: ${m.error}`));
-      rows.push(li);
+      if (day !== lastDay) {
+        let d = conv.nodes.get(`day:${day}`);
+        if (!d) { d = el("li", "day", day); conv.nodes.set(`day:${day}`, d); }
+        rows.push(d);
+        lastDay = day;
+      }
+      rows.push(messageNode(conv, m));
     }
-    $("message-list").replaceChildren(...rows);
+    const list = $("message-list");
+    let cursor = list.firstChild;
+    for (const node of rows) {
+      if (node === cursor) { cursor = cursor.nextSibling; continue; }
+      list.insertBefore(node, cursor);
+    }
+    while (cursor) { const next = cursor.nextSibling; cursor.remove(); cursor = next; }
     const hs = $("history-status");
     if (conv.loading) hs.textContent = "Loading earlier messages…";
     else if (conv.historyError) hs.textContent = conv.historyError;
