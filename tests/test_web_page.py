@@ -1,0 +1,425 @@
+"""The web chat page at / (skyeim/gateway/static/), in a real browser.
+
+Debian's chromium, driven by Playwright for Python (the PyPI wheel ships its own
+driver; no browser is downloaded). Two browser contexts are two users: they
+register, befriend each other and chat through the page, against a real
+gateway process (harness.System).
+
+Without playwright or chromium these tests skip with the reason, unless
+SKYEIM_REQUIRE_SERVICES=1 (as in CI), which makes that a failure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from harness import PASSWORD, unique, wait_until
+
+CHROMIUM = os.environ.get("SKYEIM_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 1280, "height": 800}
+TIMEOUT_MS = 15_000
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def _missing() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -r tests/requirements.txt)"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"no chromium at {CHROMIUM} (apt-get install chromium)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    reason = _missing()
+    if reason:
+        if os.environ.get("SKYEIM_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"SKYEIM_REQUIRE_SERVICES=1 but {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import expect as pw_expect, sync_playwright
+    pw_expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def expect(locator_or_page):
+    from playwright.sync_api import expect as pw_expect
+    return pw_expect(locator_or_page)
+
+
+class Tab:
+    """One page of the chat app in its own browser context (= one user's browser)."""
+
+    def __init__(self, browser, system, context=None):
+        self.system = system
+        self.context = context or browser.new_context(viewport=VIEWPORT)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(TIMEOUT_MS)
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.chat_frames: list[dict] = []      # chat frames this page sent, over all sockets
+        self.sockets = 0
+        self.page.on("dialog", self._dialog)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("websocket", self._websocket)
+        self.page.goto(system.url + "/")
+
+    def _dialog(self, dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def _websocket(self, ws) -> None:
+        self.sockets += 1
+
+        def sent(payload) -> None:
+            try:
+                frame = json.loads(payload)
+            except (TypeError, ValueError):
+                return
+            if isinstance(frame, dict) and frame.get("type") == "chat":
+                self.chat_frames.append(frame["data"])
+        ws.on("framesent", sent)
+
+    # -- the page's parts ------------------------------------------------------------
+    def q(self, selector: str):
+        return self.page.locator(selector)
+
+    def friend(self, user_id: int):
+        return self.q(f'.friend[data-user-id="{user_id}"]')
+
+    def message(self, msg_id: str):
+        return self.q(f'#message-list .msg[data-msg-id="{msg_id}"]')
+
+    @property
+    def user_id(self) -> int:
+        return self.page.evaluate("JSON.parse(sessionStorage.getItem('skyeim.session')).userId")
+
+    # -- actions ----------------------------------------------------------------------
+    def sign_in(self, username: str, password: str = PASSWORD, register: bool = False) -> int:
+        self.q("#login-username").fill(username)
+        self.q("#login-password").fill(password)
+        self.q("#register-button" if register else "#login-button").click()
+        expect(self.q("#chat-view")).to_be_visible()
+        expect(self.q("#me-name")).to_have_text(username)
+        return self.user_id
+
+    def add_friend(self, username: str) -> None:
+        self.q("#add-friend-input").fill(username)
+        self.q("#add-friend-button").click()
+        expect(self.q("#add-friend-status")).to_have_text(f"{username} is now your friend.")
+
+    def open_chat(self, user_id: int) -> None:
+        self.friend(user_id).click()
+        expect(self.friend(user_id)).to_have_class("friend active")
+        expect(self.q("#conv-head")).to_be_visible()
+
+    def send(self, text: str) -> str:
+        """Type ``text`` and press Enter; the new message's msgId."""
+        before = set(self.q("#message-list .msg.mine").evaluate_all(
+            "els => els.map(e => e.dataset.msgId)"))
+        self.q("#composer-input").fill(text)
+        self.q("#composer-input").press("Enter")
+        expect(self.q("#composer-input")).to_have_value("")
+        new = wait_until(lambda: set(self.q("#message-list .msg.mine").evaluate_all(
+            "els => els.map(e => e.dataset.msgId)")) - before, message="sent message not shown")
+        assert len(new) == 1, new
+        return new.pop()
+
+    def seqs(self) -> list[int]:
+        return self.q("#message-list .msg").evaluate_all(
+            "els => els.map(e => Number(e.dataset.seq))")
+
+    def close(self) -> None:
+        self.context.close()
+
+    def assert_clean(self) -> None:
+        assert not self.errors, f"JavaScript errors on the page: {self.errors}"
+        assert not self.dialogs, f"dialogs opened: {self.dialogs}"
+
+
+def api_user(system, name: str):
+    return system.register_user(name)
+
+
+# ---------------------------------------------------------------------------
+
+def test_page_and_assets_are_served(system):
+    r = system.api("GET", "/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "Content-Security-Policy" in r.headers
+    assert "/static/app.js" in r.text and "/static/style.css" in r.text
+    assert "http://" not in r.text and "https://" not in r.text      # nothing from outside
+    for path, kind in (("/static/app.js", "javascript"), ("/static/style.css", "text/css")):
+        r = system.api("GET", path)
+        assert r.status_code == 200 and kind in r.headers["content-type"], (path, r.headers)
+        assert "no-cache" in r.headers.get("cache-control", ""), r.headers
+        assert r.headers.get("etag"), r.headers
+        again = system.api("GET", path, headers={"If-None-Match": r.headers["etag"]})
+        assert again.status_code == 304
+        assert "innerHTML" not in r.text and "@import" not in r.text and "url(http" not in r.text
+    assert system.api("GET", "/static/nope.js").status_code == 404
+
+
+def test_register_befriend_chat_ticks_and_presence(browser, system):
+    a_name, b_name = unique("alice"), unique("bob")
+    a, b = Tab(browser, system), Tab(browser, system)
+    a_id = a.sign_in(a_name, register=True)
+    b_id = b.sign_in(b_name, register=True)
+
+    # befriend each other through the page; both are online
+    a.add_friend(b_name)
+    expect(a.friend(b_id)).to_have_attribute("data-online", "true")
+    expect(a.q("#conv-name")).to_have_text(b_name)             # adding opens the chat
+    b.add_friend(a_name)
+    expect(b.friend(a_id)).to_have_attribute("data-online", "true")
+    expect(b.friend(a_id).locator(".dot")).to_have_class("dot online")
+
+    # bob closes his browser: alice sees him go offline
+    b.close()
+    expect(a.friend(b_id)).to_have_attribute("data-online", "false")
+    expect(a.friend(b_id).locator(".dot")).to_have_class("dot")
+    expect(a.q("#conv-presence")).not_to_have_text("online")
+
+    # a message to an offline friend: stored (sent, one tick), not delivered
+    m1 = a.send("Hi Bob, are you there?")
+    expect(a.message(m1)).to_have_attribute("data-status", "sent")
+    expect(a.message(m1).locator(".tick")).to_have_text("✓")
+    time.sleep(0.5)
+    expect(a.message(m1)).to_have_attribute("data-status", "sent")
+
+    # bob comes back and signs in: online again, the message is delivered (two ticks)
+    b = Tab(browser, system)
+    assert b.sign_in(b_name) == b_id
+    expect(a.friend(b_id)).to_have_attribute("data-online", "true")
+    expect(a.message(m1)).to_have_attribute("data-status", "delivered")
+    expect(a.message(m1).locator(".tick")).to_have_text("✓✓")
+    expect(a.message(m1).locator(".tick")).not_to_have_class("tick read")
+    # bob has not opened the chat: an unread badge, and no read receipt yet
+    expect(b.friend(a_id).locator(".badge")).to_have_text("1")
+    time.sleep(0.5)
+    expect(a.message(m1)).to_have_attribute("data-status", "delivered")
+
+    # bob opens the chat: he reads it (a backlog message), alice sees blue ticks
+    b.open_chat(a_id)
+    expect(b.message(m1).locator(".text")).to_have_text("Hi Bob, are you there?")
+    expect(b.friend(a_id).locator(".badge")).to_have_count(0)
+    expect(a.message(m1)).to_have_attribute("data-status", "read")
+    expect(a.message(m1).locator(".tick")).to_have_class("tick read")
+    expect(a.message(m1).locator(".tick")).to_have_text("✓✓")
+
+    # bob answers while alice has the chat open: it goes all the way to read
+    m2 = b.send("Yes! Hello Alice.")
+    expect(a.message(m2).locator(".text")).to_have_text("Yes! Hello Alice.")
+    expect(b.message(m2)).to_have_attribute("data-status", "read")
+    expect(b.message(m2).locator(".tick")).to_have_class("tick read")
+
+    # and back: live delivery and read while both look at the chat
+    m3 = a.send("Great, talk soon")
+    expect(b.message(m3).locator(".text")).to_have_text("Great, talk soon")
+    expect(a.message(m3)).to_have_attribute("data-status", "read")
+
+    for tab in (a, b):
+        assert tab.seqs() == [1, 2, 3]
+        for m in (m1, m2, m3):
+            expect(tab.message(m)).to_have_count(1)
+    history = system.history(system.login(a_name), b_id)["messages"]
+    assert [(m["msgId"], m["status"]) for m in history] == [(m3, "read"), (m2, "read"), (m1, "read")]
+    a.assert_clean()
+    b.assert_clean()
+    a.close()
+    b.close()
+
+
+def test_user_content_is_shown_as_text(browser, system):
+    alice, bob = api_user(system, "alice"), api_user(system, "bob")
+    system.befriend(alice, bob)
+    a, b = Tab(browser, system), Tab(browser, system)
+    a.sign_in(alice.username)
+    b.sign_in(bob.username)
+    a.open_chat(bob.id)
+    b.open_chat(alice.id)
+    tricky = [XSS, '<script>alert("x")</script>', "&lt;b&gt;not bold&lt;/b&gt; <b>nor this</b>",
+              "line one\n  line two"]
+    ids = [a.send(text) for text in tricky]
+    for mid, text in zip(ids, tricky):
+        expect(b.message(mid)).to_have_count(1)
+        assert b.message(mid).locator(".text").text_content() == text
+        assert a.message(mid).locator(".text").text_content() == text
+    time.sleep(0.5)                    # an injected <img src=x> would have fired onerror by now
+    assert a.page.evaluate("document.images.length") == 0
+    a.assert_clean()
+    a.close()
+    # from a plain WebSocket client too (not typed into the page; it would replace alice's page)
+    ws = system.connect(alice)
+    ws.chat(bob, XSS)
+    ws.expect_ack(None, "sent")
+    expect(b.q("#message-list .msg.theirs .text").last).to_have_text(XSS)
+    # the friend list's preview is text as well
+    expect(b.friend(alice.id).locator(".friend-sub")).to_have_text(XSS)
+    time.sleep(1.0)                    # an injected <img src=x> would have fired onerror by now
+    assert b.q("#message-list img, #message-list script, #message-list b").count() == 0
+    assert b.page.evaluate("document.images.length") == 0
+    b.assert_clean()
+    b.close()
+
+
+def test_history_pages_load_as_you_scroll_up(browser, system):
+    alice, bob = api_user(system, "alice"), api_user(system, "bob")
+    system.befriend(alice, bob)
+    ids = []
+    for i in range(120):                 # an old conversation, both ways, all read
+        sender, recipient = (alice, bob) if i % 2 == 0 else (bob, alice)
+        ids.append(system.seed_message(sender, recipient, f"old #{i}")["msgId"])
+    for reader, peer in ((alice, bob), (bob, alice)):
+        r = system.service("message", "POST", "/v1/messages/read",
+                           {"userId": reader.id, "peerId": peer.id})
+        assert r.status_code == 200, r.text
+    ids += [system.seed_message(alice, bob, f"new #{i}")["msgId"] for i in range(3)]  # unread
+    b = Tab(browser, system)
+    b.sign_in(bob.username)
+    # the 3 unread messages arrive as backlog chat frames: an unread badge
+    expect(b.friend(alice.id).locator(".badge")).to_have_text("3")
+    b.open_chat(alice.id)
+    # the newest page (50), in seq order, scrolled to the end
+    expect(b.q("#message-list .msg")).to_have_count(50)
+    assert b.seqs() == list(range(74, 124))
+    expect(b.q("#message-list .msg").last.locator(".text")).to_have_text("new #2")
+    expect(b.q("#message-list .msg.mine")).to_have_count(24)   # bob wrote the odd ones
+    box = b.q("#messages")
+    assert box.evaluate("e => e.scrollHeight - e.scrollTop - e.clientHeight") < 5
+    # opening the chat read the backlog messages
+    expect(b.friend(alice.id).locator(".badge")).to_have_count(0)
+    wait_until(lambda: all(m["status"] == "read"
+                           for m in system.history(alice, bob, limit=200)["messages"]),
+               timeout=10, message="opening the chat did not read the backlog")
+
+    # scroll to the top: older pages load, the messages on screen stay in place
+    where = ("(e) => e.getBoundingClientRect().top"
+             " - e.closest('.messages').getBoundingClientRect().top")
+    for count in (100, 123):
+        first_shown = b.q("#message-list .msg").first.get_attribute("data-msg-id")
+        box.evaluate("e => { e.scrollTop = 0; }")
+        before = b.message(first_shown).evaluate(where)
+        expect(b.q("#message-list .msg")).to_have_count(count)
+        assert box.evaluate("e => e.scrollTop") > 500
+        after = b.message(first_shown).evaluate(where)
+        assert abs(after - before) < 5, f"the view jumped from {before}px to {after}px"
+    expect(b.q("#history-status")).to_have_attribute("data-state", "start")
+    expect(b.q("#history-status")).to_contain_text("beginning")
+    assert b.seqs() == list(range(1, 124))
+    shown = b.q("#message-list .msg").evaluate_all("els => els.map(e => e.dataset.msgId)")
+    assert shown == ids
+    # at the start, scrolling up again asks for nothing more
+    box.evaluate("e => { e.scrollTop = 0; }")
+    time.sleep(0.5)
+    expect(b.q("#message-list .msg")).to_have_count(123)
+    b.assert_clean()
+    b.close()
+
+
+def test_reconnect_banner_and_resend_after_restart(browser, system_factory):
+    system = system_factory()
+    alice, bob = api_user(system, "alice"), api_user(system, "bob")
+    system.befriend(alice, bob)
+    a, b = Tab(browser, system), Tab(browser, system)
+    a.sign_in(alice.username)
+    b.sign_in(bob.username)
+    a.open_chat(bob.id)
+    b.open_chat(alice.id)
+    m0 = a.send("before the restart")
+    expect(a.message(m0)).to_have_attribute("data-status", "read")
+    expect(a.q("#banner")).to_be_hidden()
+
+    # 1. the gateway stops (1001): a banner; a message typed meanwhile waits in the outbox
+    system.stop()
+    for tab in (a, b):
+        expect(tab.q("#banner")).to_be_visible()
+        expect(tab.q("#banner")).to_have_attribute("data-kind", "reconnecting")
+        expect(tab.q("#banner-text")).to_contain_text("Reconnecting")
+    m1 = a.send("typed while the server was down")
+    expect(a.message(m1)).to_have_attribute("data-status", "pending")
+    assert not [f for f in a.chat_frames if f["msgId"] == m1]
+    system.start()
+    for tab in (a, b):
+        expect(tab.q("#banner")).to_be_hidden(timeout=30_000)
+    expect(a.message(m1)).to_have_attribute("data-status", "read", timeout=TIMEOUT_MS)
+    expect(b.message(m1)).to_have_count(1)
+    assert len([f for f in a.chat_frames if f["msgId"] == m1]) == 1
+
+    # 2. a message that was written to the socket but never acked (the gateway froze,
+    # then died): after the reconnect it is sent again, once, with the same msgId
+    gateway = system.procs["gateway"]
+    gateway.send_signal(signal.SIGSTOP)
+    try:
+        m2 = a.send("sent into a frozen server")
+        wait_until(lambda: [f for f in a.chat_frames if f["msgId"] == m2], timeout=5)
+        time.sleep(0.3)
+        expect(a.message(m2)).to_have_attribute("data-status", "pending")
+    finally:
+        gateway.send_signal(signal.SIGKILL)
+        gateway.send_signal(signal.SIGCONT)
+        gateway.wait(10)
+    expect(a.q("#banner")).to_be_visible()
+    system.start()
+    expect(a.q("#banner")).to_be_hidden(timeout=30_000)
+    expect(a.message(m2)).to_have_attribute("data-status", "read", timeout=TIMEOUT_MS)
+    frames = [f for f in a.chat_frames if f["msgId"] == m2]
+    assert len(frames) == 2, frames                         # the original and one resend
+    assert frames[0] == frames[1]
+    expect(b.message(m2)).to_have_count(1)
+    history = system.history(alice, bob, limit=200)["messages"]
+    assert [m["msgId"] for m in history].count(m2) == 1
+    assert [m["msgId"] for m in reversed(history)] == [m0, m1, m2]
+    assert a.seqs() == b.seqs() == [1, 2, 3]
+    a.assert_clean()
+    b.assert_clean()
+    a.close()
+    b.close()
+
+
+def test_replaced_by_another_tab_does_not_reconnect(browser, system):
+    alice = api_user(system, "alice")
+    first = Tab(browser, system)
+    first.sign_in(alice.username)
+    second = Tab(browser, system, context=first.context)     # same browser, another tab
+    second.sign_in(alice.username)
+    expect(first.q("#banner")).to_have_attribute("data-kind", "replaced")
+    expect(first.q("#banner")).to_be_visible()
+    expect(first.q("#banner-text")).to_contain_text("another tab")
+    time.sleep(3)                                             # no automatic reconnect
+    assert first.sockets == 1
+    expect(second.q("#banner")).to_be_hidden()
+    # on request, the first tab takes over again
+    first.q("#banner-action").click()
+    expect(second.q("#banner")).to_have_attribute("data-kind", "replaced")
+    expect(first.q("#banner")).to_be_hidden()
+    first.assert_clean()
+    second.assert_clean()
+    first.close()
+
+
+def test_expired_token_returns_to_sign_in(browser, system_factory):
+    system = system_factory(ws={"Auth": {"EnforceExpiry": True, "ExpiryWarning": 2}},
+                            auth={"AccessExpire": 4})
+    alice = api_user(system, "alice")
+    a = Tab(browser, system)
+    a.sign_in(alice.username)
+    expect(a.q("#banner")).to_have_attribute("data-kind", "expiring", timeout=10_000)
+    expect(a.q("#login-view")).to_be_visible(timeout=15_000)           # closed with 4003
+    expect(a.q("#login-error")).to_contain_text("expired")
+    expect(a.q("#login-username")).to_have_value(alice.username)
+    assert a.page.evaluate("sessionStorage.getItem('skyeim.session')") is None
+    a.assert_clean()
+    a.close()
