@@ -23,7 +23,8 @@ from skyeim.client import (Ack, Api, AuthError, Backoff, ChatError, ChatMessage,
                            ClientClosed, Conflict, ConnectFailed, Connected, ErrorFrame,
                            ForbiddenOrigin, Frame, NotFound, OutboxFull, Overloaded, Pong,
                            Presence, ReadReceipt, ReconnectFailed, Replaced,
-                           ServiceUnavailable, TokenExpired, TokenExpiring, Unauthorized,
+                           ServiceUnavailable, TokenExpired, TokenExpiring, TokenRefused,
+                           Unauthorized,
                            parse_frame, ws_url)
 from skyeim.client.backoff import RateLimiter
 
@@ -377,9 +378,12 @@ def test_refresh_token_accepts_a_fresh_token_and_refuses_another_users(system, c
     fresh = system.token_for(alice.id, exp_in=7200)
     ca.refresh_token(fresh)
     assert ca.token == fresh
-    with pytest.raises(ChatError) as e:
+    with pytest.raises(TokenRefused) as e:
         ca.refresh_token(bob.token)
     assert e.value.code == "forbidden" and ca.token == fresh
+    with pytest.raises(TokenRefused) as e:
+        ca.refresh_token("garbage")
+    assert e.value.code == "unauthorized" and ca.token == fresh
     assert ca.ping() is not None                     # still open
 
 

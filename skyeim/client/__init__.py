@@ -16,7 +16,7 @@ from .errors import (AckTimeout, ApiError, AuthError, BadRequest, ChatError, Cli
                      ConnectFailed, ConnectionClosed, Conflict, ForbiddenOrigin,
                      HandshakeRefused, NotConnected, NotFound, OutboxFull, Overloaded,
                      ReconnectFailed, Replaced, ServiceUnavailable, SkyeIMError, TokenExpired,
-                     Unauthorized)
+                     TokenRefused, Unauthorized)
 from .frames import (Ack, AnyFrame, ChatMessage, Connected, ErrorFrame, Frame, Pong, Presence,
                      ReadReceipt, TokenExpiring, parse_frame)
 from .ws import Client, SendResult, ws_url
@@ -28,5 +28,5 @@ __all__ = [
     "AuthError", "BadRequest", "ChatError", "ClientClosed", "ConnectFailed", "ConnectionClosed",
     "Conflict", "ForbiddenOrigin", "HandshakeRefused", "NotConnected", "NotFound", "OutboxFull",
     "Overloaded", "ReconnectFailed", "Replaced", "ServiceUnavailable", "SkyeIMError",
-    "TokenExpired", "Unauthorized",
+    "TokenExpired", "TokenRefused", "Unauthorized",
 ]

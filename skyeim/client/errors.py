@@ -92,6 +92,15 @@ class NotConnected(SkyeIMError):
     """The operation needs a live connection and there is none right now."""
 
 
+class TokenRefused(SkyeIMError):
+    """The gateway refused an ``auth`` frame: ``unauthorized`` (an invalid token) or
+    ``forbidden`` (a token for another user). The connection stays open."""
+
+    def __init__(self, code: str, message: str = ""):
+        super().__init__(f"token refused: {code}" + (f": {message}" if message else ""))
+        self.code, self.message = code, message
+
+
 # -- sending -------------------------------------------------------------------------------
 
 class ChatError(SkyeIMError):

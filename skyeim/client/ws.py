@@ -37,7 +37,8 @@ from websocket import ABNF
 from .backoff import Backoff, RateLimiter
 from .errors import (AckTimeout, ChatError, ClientClosed, ConnectFailed, ConnectionClosed,
                      ForbiddenOrigin, HandshakeRefused, NotConnected, OutboxFull,
-                     ReconnectFailed, Replaced, SkyeIMError, TokenExpired, Unauthorized,
+                     ReconnectFailed, Replaced, SkyeIMError, TokenExpired, TokenRefused,
+                     Unauthorized,
                      handshake_refused)
 from .frames import Ack, AnyFrame, Connected, ErrorFrame, Pong, TokenExpiring, parse_frame
 
@@ -389,7 +390,7 @@ class Client:
     def refresh_token(self, token: str, timeout: float | None = 5.0) -> None:
         """Give the live connection a fresh token (the ``auth`` frame) and use it for
         later reconnects. Waits until the gateway has handled it (a ping barrier) and
-        raises ``ChatError`` with code ``unauthorized``/``forbidden`` if it refused it."""
+        raises ``TokenRefused`` (code ``unauthorized`` or ``forbidden``) if it refused it."""
         if not isinstance(token, str) or not token:
             raise ValueError("token must be a non-empty string")
         with self._lock:
@@ -405,7 +406,7 @@ class Client:
             del self._auth_errors[:]
         if refused:
             e = refused[0]
-            raise ChatError("", e.code or "unauthorized", e.message or "token refused")
+            raise TokenRefused(e.code or "unauthorized", e.message or "")
         self._token = token
 
     # -- receiving ------------------------------------------------------------------------------
@@ -710,16 +711,18 @@ class Client:
             if idle >= 2 * self.keepalive:
                 log.info("%s: nothing from the gateway for %.0fs", self._name, idle)
                 return None
-            if idle >= self.keepalive and now - self._last_ping >= self.keepalive:
+            if (idle >= self.keepalive and now - self._last_ping >= self.keepalive
+                    and self._send_lock.acquire(False)):
                 self._last_ping = now
                 try:
-                    with self._send_lock:
-                        ws.ping()
+                    ws.ping()
                 except Exception:  # noqa: BLE001
                     return None
+                finally:
+                    self._send_lock.release()
             timeout = min(timeout, max(self.keepalive - idle, 0.05) if idle < self.keepalive
                           else 2 * self.keepalive - idle)
-        wait = self._flush()
+        wait = self._flush(blocking=False)
         if wait is not None:
             timeout = min(timeout, wait)
         return max(timeout, 0.005)
@@ -812,10 +815,13 @@ class Client:
                 log.exception("%s: callback %r failed on %s", self._name, fn, frame.type)
 
     # -- internals: writing ----------------------------------------------------------------------
-    def _flush(self) -> float | None:
+    def _flush(self, blocking: bool = True) -> float | None:
         """Write the outbox's chats not yet written to this connection, oldest first,
-        within the rate limit. Returns seconds until more can go, or None."""
-        with self._send_lock:
+        within the rate limit. Returns seconds until more can go, or None. The reader
+        does not block here while another thread is writing (it keeps reading)."""
+        if not self._send_lock.acquire(blocking):
+            return 0.05
+        try:
             while True:
                 with self._lock:
                     if not self._live or self._ws is None or self._stop.is_set():
@@ -840,6 +846,8 @@ class Client:
                 except Exception:  # noqa: BLE001 - the reader sees the broken socket
                     self._shutdown_socket(ws)
                     return None
+        finally:
+            self._send_lock.release()
 
     def _send_frame(self, obj: dict, count_ping: bool = False) -> tuple[int, int]:
         """Write a non-chat frame now (within the rate limit); NotConnected if not live."""
