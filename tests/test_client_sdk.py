@@ -402,6 +402,34 @@ def test_send_before_connect_is_queued_and_the_outbox_is_bounded(system, clients
     assert history_ids(system, alice, bob) == [r2.msg_id, r1.msg_id]
 
 
+def test_a_large_outbox_is_paced_under_the_gateway_rate_limit(system, clients):
+    alice, bob = system.users("sdkpace_a", "sdkpace_b")
+    ca = clients(system.url, alice.token, connect=False, max_outbox=300)
+    errors = []
+    ca.on(ErrorFrame, errors.append)
+    mids = [ca.send_chat(bob.id, f"burst {i}", wait=None).msg_id for i in range(150)]
+    ca.connect()                               # 150 at once would exceed Burst 100
+    for mid in mids:
+        assert ca.wait_ack(mid, "sent", timeout=15).status == "sent"
+    assert errors == [] and ca.outbox == []
+    assert history_ids(system, alice, bob)[::-1] == mids        # stored in the order sent
+
+
+@pytest.mark.timeout(120)
+def test_rate_limited_chats_are_resent_later(system_factory, clients):
+    s = system_factory(ws={"WebSocket": {"RateLimit": {"Rate": 5, "Burst": 5}}})
+    alice, bob = s.users("sdkrl_a", "sdkrl_b")
+    ca = clients(s.url, alice.token, rate_limit=None)       # no pacing on the client side
+    errors = []
+    ca.on(ErrorFrame, errors.append)
+    mids = [ca.send_chat(bob.id, f"fast {i}", wait=None).msg_id for i in range(12)]
+    for mid in mids:
+        assert ca.wait_ack(mid, "sent", timeout=30).status == "sent"
+    assert errors and {e.code for e in errors} == {"rate_limited"}
+    stored = [m["msgId"] for m in s.history(alice, bob, limit=50)["messages"]]
+    assert sorted(stored) == sorted(mids) and len(stored) == 12
+
+
 # ---------------------------------------------------------------------------
 # Refused handshakes and close codes
 
