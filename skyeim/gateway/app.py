@@ -151,7 +151,12 @@ def register():
 @api.post("/login")
 def login():
     body = json_body()
-    return jsonify(_gateway().backends.auth.login(body.get("username"), body.get("password")))
+    try:
+        return jsonify(_gateway().backends.auth.login(body.get("username"), body.get("password")))
+    except BackendRejected as e:
+        if e.status == 401:       # wrong password or unknown user: the caller's 401, not ours
+            raise ApiError(401, "unauthorized", e.message) from None
+        raise
 
 
 @api.get("/friends")
