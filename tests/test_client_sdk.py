@@ -719,11 +719,6 @@ def test_api_accounts_friends_and_history(system):
         Api(system.url, token="bad").friends()
 
 
-# The gateway's /api error handler turns every 401 from a backend into 502
-# "internal" (meant for a wrong X-Internal-Secret), also the Auth service's 401
-# for wrong credentials (tests/test_rest_api.py fails on it too).
-@pytest.mark.xfail(reason="gateway bug: POST /api/login with a wrong password answers 502 "
-                          "internal, not 401 unauthorized", strict=False)
 def test_api_login_with_a_wrong_password_is_an_auth_error(system):
     (alice,) = system.users("sdkapi_wrong")
     with pytest.raises(AuthError) as e:
