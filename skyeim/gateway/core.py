@@ -174,6 +174,8 @@ class Gateway:
                 metrics.frame_in("invalid")
                 raise
             metrics.frame_in(frame.kind)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("conn=%s user=%s frame %s", session.conn_id, session.user_id, frame.kind)
             if isinstance(frame, frames.Chat):
                 self._handle_chat(session, frame)
             elif isinstance(frame, frames.Ping):
@@ -183,6 +185,7 @@ class Gateway:
             elif isinstance(frame, frames.Auth):
                 self._handle_auth(session, frame)
         except FrameError as e:
+            log.debug("conn=%s user=%s error %s: %s", session.conn_id, session.user_id, e.code, e.message)
             session.reply(frames.encode_error(e.code, e.message, e.msg_id))
         except Exception:
             log.exception("conn=%s user=%s frame handling failed", session.conn_id, session.user_id)

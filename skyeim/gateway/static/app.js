@@ -268,17 +268,23 @@
     return (f && f.username) || `User #${id}`;
   }
 
+  let friendsAsked = 0;      // requests are numbered: an answer older than the last applied is dropped
+  let friendsApplied = 0;
+
   async function refreshFriends() {
     if (!state.session) return;
+    const session = state.session;
+    const n = ++friendsAsked;
     let body;
     try { body = await api("GET", "/api/friends"); } catch (e) { return; }
-    if (!state.session) return;
+    if (session !== state.session || n < friendsApplied) return;
+    friendsApplied = n;
     const next = new Map();
     for (const f of body.friends || []) {
       const old = state.friends.get(f.userId);
       next.set(f.userId, {
-        userId: f.userId, username: f.username, online: Boolean(f.online),
-        lastSeen: old ? old.lastSeen : null,
+        userId: f.userId, username: f.username || (old && old.username) || null,
+        online: Boolean(f.online), lastSeen: old ? old.lastSeen : null,
       });
     }
     state.friends = next;
@@ -838,6 +844,7 @@
     $("logout-button").addEventListener("click", () => signOut(""));
     $("back-button").addEventListener("click", closeConversation);
 
+    let statusTimer = null;
     $("add-friend-form").addEventListener("submit", async (e) => {
       e.preventDefault();
       const input = $("add-friend-input");
@@ -860,6 +867,8 @@
       } finally {
         show(status, true);
         $("add-friend-button").disabled = false;
+        clearTimeout(statusTimer);
+        statusTimer = setTimeout(() => show(status, false), 6000);
       }
     });
 
