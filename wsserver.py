@@ -72,13 +72,17 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s service listening on %s:%s", scfg.name, scfg.host, scfg.port)
         gateway = Gateway(cfg, Backends.from_config(cfg))
         ws_cfg = cfg.web_socket
+        listener = (cfg.host, cfg.port)
+        if cfg.cluster.enabled and cfg.cluster.reuse_port:
+            listener = reuse_port_listener(cfg.host, cfg.port)
         server = make_server(
-            (cfg.host, cfg.port), create_app(gateway),
+            listener, create_app(gateway),
             max_message_size=ws_cfg.max_message_size, close_timeout=ws_cfg.close_timeout,
             handshake_timeout=ws_cfg.handshake_timeout,
             log=gevent.pywsgi.LoggingLogAdapter(logging.getLogger("skyeim.http"), logging.DEBUG),
             error_log=gevent.pywsgi.LoggingLogAdapter(logging.getLogger("skyeim.http"), logging.ERROR))
         server.start()
+        gateway.start()
     except OSError as e:
         log.error("cannot listen: %s", e)
         return 1
@@ -99,6 +103,18 @@ def main(argv: list[str] | None = None) -> int:
         service._run_shutdown_hooks(app)
     log.info("stopped")
     return 0
+
+
+def reuse_port_listener(host: str, port: int, backlog: int = 2048):
+    """A listening socket that several gateway processes can share (SO_REUSEPORT):
+    the kernel spreads new connections over them."""
+    from gevent import socket as gsocket
+    sock = gsocket.socket(gsocket.AF_INET6 if ":" in host else gsocket.AF_INET, gsocket.SOCK_STREAM)
+    sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_REUSEADDR, 1)
+    sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    return sock
 
 
 if __name__ == "__main__":

@@ -102,6 +102,31 @@ class ChatConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """PROTOCOL.md section 8. An empty Redis URL means: run alone."""
+    redis: str = ""              # redis://HOST:6379/0 (or rediss://, unix://)
+    node_id: str = ""            # default: host name and process id
+    key_prefix: str = "skyeim:"
+    heartbeat_interval: int = 5  # s between a node's liveness refreshes
+    node_ttl: int = field(default=15, metadata={"key": "NodeTTL"})  # s until a silent node is forgotten
+    reuse_port: bool = False     # SO_REUSEPORT: several nodes share one port
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.redis)
+
+    def validate(self, key: str) -> None:
+        if self.redis and not re.match(r"(rediss?|unix)://", self.redis):
+            raise ConfigError(f"{key}.Redis: {self.redis!r} is not a redis:// URL")
+        if self.node_id and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", self.node_id):
+            raise ConfigError(f"{key}.NodeId: 1-64 characters of A-Z a-z 0-9 _ . : -")
+        _positive(f"{key}.HeartbeatInterval", self.heartbeat_interval)
+        if self.node_ttl <= self.heartbeat_interval:
+            raise ConfigError(f"{key}.NodeTTL: must be longer than HeartbeatInterval "
+                              f"({self.node_ttl} <= {self.heartbeat_interval})")
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -119,10 +144,12 @@ class GatewayConfig:
     internal_secret: str = ""
     web_socket: WebSocketConfig = field(default_factory=WebSocketConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def validate(self, key: str = "") -> None:
         _port("Port", self.port)
+        self.cluster.validate("Cluster")
         self.auth.validate("Auth")
         self.message_rpc.validate("MessageRpc")
         self.friend_rpc.validate("FriendRpc")
@@ -194,7 +221,7 @@ def from_mapping(cls: type, raw: Any, key: str = "") -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{key or 'top level'}: expected a mapping, got {_kind(raw)}")
     hints = typing.get_type_hints(cls)
-    by_key = {_camel(f.name): f for f in dataclasses.fields(cls)}
+    by_key = {f.metadata.get("key") or _camel(f.name): f for f in dataclasses.fields(cls)}
     values = {}
     for k, v in raw.items():
         f = by_key.get(k)

@@ -120,6 +120,8 @@ def healthz():
 def readyz():
     gateway = _gateway()
     backends = {svc.name: svc.healthy() for svc in gateway.backends.all()}
+    if gateway.hub.clustered:
+        backends["redis"] = gateway.hub.healthy()
     ready = all(backends.values()) and not gateway.stopping
     resp = jsonify(ok=ready, backends=backends)
     resp.status_code = 200 if ready else 503
@@ -164,7 +166,8 @@ def list_friends():
     uid, gateway = _caller(), _gateway()
     ids = gateway.backends.friend.friends(uid)
     names = {u["userId"]: u["username"] for u in gateway.backends.auth.users_by_id(ids)}
-    return jsonify(friends=[{"userId": f, "username": names.get(f), "online": gateway.hub.is_online(f)}
+    online = set(gateway.hub.online_among(ids))
+    return jsonify(friends=[{"userId": f, "username": names.get(f), "online": f in online}
                             for f in ids])
 
 

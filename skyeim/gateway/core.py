@@ -13,6 +13,7 @@ import logging
 import time
 
 import gevent
+from gevent.pool import Pool
 from gevent.queue import Full, Queue
 
 from skyeim import tokens
@@ -28,6 +29,7 @@ from skyeim.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
+PRESENCE_CONCURRENCY = 64     # offline notifications (friend list fetches) at once
 BACKLOG_WRITE_TIMEOUT = 30.0   # s a connecting client may leave its backlog unread before 4002
 MAX_BACKLOG_PAGES = 100_000    # bound on the unread-push loop (x UnreadPageSize messages)
 
@@ -43,7 +45,12 @@ class Gateway:
         self.metrics = GatewayMetrics()
         for svc in backends.all():
             svc.metrics = self.metrics
-        self.hub = Hub()
+        if cfg.cluster.enabled:
+            from skyeim.gateway.cluster import ClusterHub   # needs the redis package
+            self.hub: Hub = ClusterHub(cfg.cluster, self._users_gone)
+        else:
+            self.hub = Hub()
+        self.presence = Pool(PRESENCE_CONCURRENCY)      # offline notifications in flight
         self.connections = 0            # accepted sockets not yet closed (MaxConnections)
         self.stopping = False
         self.recorder = DeliveryRecorder(self)
@@ -75,9 +82,10 @@ class Gateway:
             session.finish()
             self.connections -= 1
             self.metrics.connections.dec()
-            if self.hub.unregister(session) and not self.stopping:
-                gevent.spawn(self._notify_presence, session.user_id, "offline", None)
-            self.metrics.users_online.set(self.hub.online_count())
+            # (alone, a stopping gateway is closing every friend too: nobody to tell)
+            if self.hub.unregister(session) and (not self.stopping or self.hub.clustered):
+                self.presence.spawn(self._notify_presence, session.user_id, "offline", None)
+            self.metrics.users_online.set(self.hub.local_users())
             code = code if code is not None else ws.close_code
             self.metrics.closes.labels(str(code)).inc()
             log.info("conn=%s user=%s closed code=%s", session.conn_id, session.user_id, code)
@@ -86,7 +94,7 @@ class Gateway:
         """Steps 1-4 of PROTOCOL.md section 1: register, presence, unread push, connected."""
         uid = session.user_id
         first, replaced = self.hub.register(session)
-        self.metrics.users_online.set(self.hub.online_count())
+        self.metrics.users_online.set(self.hub.local_users())
         for old in replaced:
             log.info("conn=%s user=%s replaced by conn=%s: closing 4001",
                      old.conn_id, uid, session.conn_id)
@@ -130,6 +138,14 @@ class Gateway:
             if not page.get("hasMore") or cursor is None or session.closing:
                 break
         return pushed
+
+    def _users_gone(self, user_ids: list[int]) -> None:
+        """Users of a cluster node that died are offline now: tell their friends."""
+        for uid in user_ids:
+            self.presence.spawn(self._notify_presence, uid, "offline", None)
+
+    def start(self) -> None:
+        self.hub.start()
 
     def _friends_or_empty(self, user_id: int) -> list[int]:
         try:
@@ -260,7 +276,9 @@ class Gateway:
             gevent.spawn(s.close_after_flush, CLOSE_GOING_AWAY)
         while self.connections > 0 and time.monotonic() < deadline - 1:
             gevent.sleep(0.02)
-        self.recorder.flush(max(0.1, deadline - time.monotonic()))
+        self.recorder.flush(max(0.1, deadline - time.monotonic() - 0.5))
+        self.presence.join(timeout=max(0.1, deadline - time.monotonic() - 0.2))
+        self.hub.stop()
 
 
 class DeliveryRecorder:

@@ -39,16 +39,28 @@ class Hub:
 
     def unregister(self, session: Sink) -> bool:
         """Remove ``session``; True when it was its user's last one (the user went offline)."""
+        return self._remove(session) == 0
+
+    def _remove(self, session: Sink) -> int | None:
+        """Remove ``session``: its user's sessions left here, or None if it was not registered."""
         with self._lock:
             sessions = self._sessions.get(session.user_id)
             if not sessions or session not in sessions:
-                return False
+                return None
             rest = [s for s in sessions if s is not session]
             if rest:
                 self._sessions[session.user_id] = rest
-                return False
-            del self._sessions[session.user_id]
-            return True
+            else:
+                del self._sessions[session.user_id]
+            return len(rest)
+
+    def take_all(self, user_id: int) -> list[Sink]:
+        """Remove and return every session of ``user_id`` (silently: no offline)."""
+        with self._lock:
+            return self._sessions.pop(user_id, [])
+
+    def local_count(self, user_id: int) -> int:
+        return len(self._sessions.get(user_id, ()))
 
     def send_to_user(self, user_id: int, item, wait: float = 0.0) -> int:
         """Queue ``item`` on every session of ``user_id``; returns how many took it.
@@ -67,6 +79,22 @@ class Hub:
 
     def online_count(self) -> int:
         return len(self._sessions)
+
+    def local_users(self) -> int:
+        """Users with a session in this process (the whole gateway, when alone)."""
+        return len(self._sessions)
+
+    # A lone gateway has nothing to start, stop or lose.
+    clustered = False
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def healthy(self) -> bool:
+        return True
 
     def all_sessions(self) -> list[Sink]:
         with self._lock:

@@ -1,0 +1,337 @@
+"""ClusterHub: the Hub across several gateway processes, over Redis (PROTOCOL.md section 8).
+
+It has the Hub's interface, so the Gateway does not know whether it runs alone.
+Local sessions stay in the in-process dict; Redis says which *other* nodes hold
+a user, and a Pub/Sub channel per node carries frames to users connected there.
+
+Redis keys (all under ``Cluster.KeyPrefix``, ``P`` below):
+  P node:<id>    a node's liveness: refreshed every HeartbeatInterval, expires after NodeTTL
+  P nodes        the set of node ids that may hold users (to clean up after a dead one)
+  P user:<uid>   hash: node id -> that user's connections on the node
+  P users:<id>   set: the user ids connected on node <id>
+  P chan:<id>    the Pub/Sub channel of node <id>
+
+Nothing is lost when Redis or a node fails: chats are stored before they are
+routed, so a lost publish only delays delivery to the recipient's next connect.
+While Redis is down the node serves its own users alone; when Redis returns,
+the listener resubscribes and re-registers every local user.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from typing import Callable
+
+import gevent
+import redis
+
+from skyeim.config import ClusterConfig
+from skyeim.gateway.hub import Hub, Sink
+from skyeim.gateway.session import CLOSE_REPLACED, Outgoing
+
+log = logging.getLogger(__name__)
+
+REDIS_TIMEOUT = 2.0          # s per Redis command and connect
+RECONNECT_MAX_WAIT = 2.0     # s between attempts while Redis is down
+LISTEN_POLL = 1.0            # s a Pub/Sub read waits before checking for shutdown
+
+
+class ClusterHub(Hub):
+    clustered = True
+
+    def __init__(self, cfg: ClusterConfig, on_users_gone: Callable[[list[int]], None]):
+        super().__init__()
+        self.cfg = cfg
+        self.node_id = cfg.node_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.prefix = cfg.key_prefix
+        self.redis = redis.Redis.from_url(cfg.redis, socket_timeout=REDIS_TIMEOUT,
+                                          socket_connect_timeout=REDIS_TIMEOUT,
+                                          decode_responses=True)
+        self.on_users_gone = on_users_gone      # users found offline after a node died
+        self.alive: set[str] = {self.node_id}    # refreshed every heartbeat
+        self.redis_ok = False
+        self._running = False
+        self._greenlets: list[gevent.Greenlet] = []
+
+    # -- keys ----------------------------------------------------------------------
+
+    def _k_node(self, node: str) -> str:
+        return f"{self.prefix}node:{node}"
+
+    def _k_user(self, uid: int) -> str:
+        return f"{self.prefix}user:{uid}"
+
+    def _k_users(self, node: str) -> str:
+        return f"{self.prefix}users:{node}"
+
+    def _k_chan(self, node: str) -> str:
+        return f"{self.prefix}chan:{node}"
+
+    # -- life -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._running = True
+        try:
+            self._heartbeat_once()
+        except redis.RedisError as e:
+            log.warning("cluster: Redis unreachable at start (%s); serving local users", e)
+        self._greenlets = [gevent.spawn(self._listen_loop), gevent.spawn(self._heartbeat_loop)]
+        log.info("cluster: node %s, Redis %s", self.node_id, self.cfg.redis.split("@")[-1])
+
+    def stop(self) -> None:
+        """Say goodbye: forget this node at once, so nobody waits for its TTL."""
+        self._running = False
+        gevent.killall(self._greenlets, block=False)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for uid in list(self._sessions):
+                pipe.hdel(self._k_user(uid), self.node_id)
+            pipe.delete(self._k_node(self.node_id), self._k_users(self.node_id))
+            pipe.srem(f"{self.prefix}nodes", self.node_id)
+            pipe.execute()
+        except redis.RedisError as e:
+            log.warning("cluster: goodbye failed (%s); other nodes forget us after NodeTTL", e)
+
+    def healthy(self) -> bool:
+        return self.redis_ok
+
+    def _failed(self, what: str, e: Exception) -> None:
+        if self.redis_ok:
+            log.warning("cluster: Redis unreachable (%s: %s); serving local users only", what, e)
+        self.redis_ok = False
+
+    # -- the Hub interface ------------------------------------------------------------
+
+    def register(self, session: Sink, replace: bool = True) -> tuple[bool, list[Sink]]:
+        first, replaced = super().register(session, replace)
+        uid = session.user_id
+        try:
+            others = self._remote_nodes(uid)
+            if others:
+                first = False
+                if replace:          # MultiLogin kick: older connections elsewhere go (4001)
+                    for node in others:
+                        self.redis.publish(self._k_chan(node), json.dumps({"kick": uid}))
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(self._k_user(uid), self.node_id, self.local_count(uid))
+            pipe.sadd(self._k_users(self.node_id), uid)
+            pipe.execute()
+        except redis.RedisError as e:
+            self._failed("register", e)
+        return first, replaced
+
+    def unregister(self, session: Sink) -> bool:
+        left = self._remove(session)
+        if left is None:
+            return False                   # replaced (kicked): it says nothing
+        uid = session.user_id
+        try:
+            if left:
+                self.redis.hset(self._k_user(uid), self.node_id, left)
+                return False
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hdel(self._k_user(uid), self.node_id)
+            pipe.srem(self._k_users(self.node_id), uid)
+            pipe.execute()
+            return not self._remote_nodes(uid)
+        except redis.RedisError as e:
+            self._failed("unregister", e)
+            return left == 0
+
+    def send_to_user(self, user_id: int, item, wait: float = 0.0) -> int:
+        n = super().send_to_user(user_id, item, wait)
+        if n or not self.redis_ok:
+            return n
+        try:
+            nodes = self._remote_nodes(user_id)
+            if nodes:
+                payload = _encode_item(user_id, item, wait)
+                for node in nodes:
+                    self.redis.publish(self._k_chan(node), payload)
+            return len(nodes)
+        except redis.RedisError as e:
+            self._failed("route", e)
+            return 0
+
+    def is_online(self, user_id: int) -> bool:
+        return bool(self.online_among([user_id]))
+
+    def online_among(self, user_ids) -> list[int]:
+        user_ids = list(user_ids)
+        local = set(super().online_among(user_ids))
+        rest = [u for u in user_ids if u not in local]
+        if rest and self.redis_ok:
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for u in rest:
+                    pipe.hkeys(self._k_user(u))
+                for u, nodes in zip(rest, pipe.execute()):
+                    if self._live([n for n in nodes if n != self.node_id]):
+                        local.add(u)
+            except redis.RedisError as e:
+                self._failed("presence", e)
+        return [u for u in user_ids if u in local]
+
+    def online_count(self) -> int:
+        """Users online on the whole cluster (a user on two nodes for a moment counts twice)."""
+        if not self.redis_ok:
+            return self.local_users()
+        try:
+            others = [n for n in self.alive if n != self.node_id]
+            pipe = self.redis.pipeline(transaction=False)
+            for n in others:
+                pipe.scard(self._k_users(n))
+            return self.local_users() + sum(pipe.execute())
+        except redis.RedisError as e:
+            self._failed("count", e)
+            return self.local_users()
+
+    def _remote_nodes(self, uid: int) -> list[str]:
+        """Other live nodes holding a connection of ``uid``."""
+        return self._live([n for n in self.redis.hkeys(self._k_user(uid)) if n != self.node_id])
+
+    def _live(self, nodes) -> list[str]:
+        """The live ones among ``nodes``; a node that joined since our last heartbeat is
+        looked up at once, so that its users are reachable from its first second."""
+        unknown = sorted({n for n in nodes if n not in self.alive})
+        if unknown:
+            pipe = self.redis.pipeline(transaction=False)
+            for n in unknown:
+                pipe.exists(self._k_node(n))
+            self.alive = self.alive | {n for n, ok in zip(unknown, pipe.execute()) if ok}
+        return [n for n in nodes if n in self.alive]
+
+    # -- receiving ----------------------------------------------------------------------
+
+    def _listen_loop(self) -> None:
+        wait = 0.1
+        while self._running:                      # ends with stop(); each pass bounded by timeouts
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self._k_chan(self.node_id))
+                self._resync()                     # Redis may have restarted empty
+                self.redis_ok = True
+                wait = 0.1
+                while self._running:
+                    msg = pubsub.get_message(timeout=LISTEN_POLL)
+                    if msg is not None and msg.get("type") == "message":
+                        self._on_message(msg["data"])
+            except (redis.RedisError, OSError) as e:
+                self._failed("listen", e)
+                gevent.sleep(wait)
+                wait = min(wait * 2, RECONNECT_MAX_WAIT)
+            finally:
+                try:
+                    pubsub.close()
+                except (redis.RedisError, OSError):
+                    pass
+
+    def _on_message(self, data: str) -> None:
+        try:
+            msg = json.loads(data)
+            if "kick" in msg:
+                self._kick_local(int(msg["kick"]))
+                return
+            uid = msg["u"]
+            if "k" in msg:
+                item = Outgoing(msg["x"], (msg["k"][0], msg["k"][1]), msg["s"])
+            else:
+                item = msg["x"]
+            wait = msg.get("w", 0.0)
+            if wait:     # a producer that may wait: wait in a greenlet, not in the listener
+                gevent.spawn(Hub.send_to_user, self, uid, item, wait)
+            else:
+                Hub.send_to_user(self, uid, item)
+        except (ValueError, KeyError, TypeError, IndexError):
+            log.warning("cluster: dropped a malformed message on %s", self._k_chan(self.node_id))
+
+    def _kick_local(self, uid: int) -> None:
+        sessions = self.take_all(uid)
+        if not sessions:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hdel(self._k_user(uid), self.node_id)
+            pipe.srem(self._k_users(self.node_id), uid)
+            pipe.execute()
+        except redis.RedisError as e:
+            self._failed("kick", e)
+        for s in sessions:
+            log.info("conn=%s user=%s replaced by a login on another node: closing 4001",
+                     getattr(s, "conn_id", "?"), uid)
+            gevent.spawn(s.close, CLOSE_REPLACED, "replaced by a newer login")
+
+    def _resync(self) -> None:
+        """Register this node and every local user again (after a Redis restart or outage)."""
+        with self._lock:
+            counts = {uid: len(sessions) for uid, sessions in self._sessions.items()}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self._k_node(self.node_id), int(time.time()), ex=self.cfg.node_ttl)
+        pipe.sadd(f"{self.prefix}nodes", self.node_id)
+        for uid, n in counts.items():
+            pipe.hset(self._k_user(uid), self.node_id, n)
+        if counts:
+            pipe.sadd(self._k_users(self.node_id), *counts)
+        pipe.execute()
+        if counts:
+            log.info("cluster: re-registered %d local users", len(counts))
+
+    # -- liveness ----------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        while self._running:                      # ends with stop()
+            gevent.sleep(self.cfg.heartbeat_interval)
+            try:
+                self._heartbeat_once()
+            except (redis.RedisError, OSError) as e:
+                self._failed("heartbeat", e)
+
+    def _heartbeat_once(self) -> None:
+        nodes_key = f"{self.prefix}nodes"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self._k_node(self.node_id), int(time.time()), ex=self.cfg.node_ttl)
+        pipe.sadd(nodes_key, self.node_id)
+        pipe.smembers(nodes_key)
+        members = pipe.execute()[2]
+        pipe = self.redis.pipeline(transaction=False)
+        ordered = sorted(members)
+        for n in ordered:
+            pipe.exists(self._k_node(n))
+        alive = {n for n, ok in zip(ordered, pipe.execute()) if ok}
+        alive.add(self.node_id)
+        self.alive = alive
+        for dead in set(members) - alive:
+            self._forget_node(dead)
+
+    def _forget_node(self, dead: str) -> None:
+        """A node stopped without goodbye: drop its users; those now offline are reported."""
+        claim = f"{self.prefix}cleanup:{dead}"
+        if not self.redis.set(claim, self.node_id, nx=True, ex=self.cfg.node_ttl):
+            return                                 # another node is on it
+        uids = [int(u) for u in self.redis.smembers(self._k_users(dead))]
+        gone = []
+        for uid in uids:
+            self.redis.hdel(self._k_user(uid), dead)
+            if not self.local_count(uid) and not self._remote_nodes(uid):
+                gone.append(uid)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(self._k_users(dead))
+        pipe.srem(f"{self.prefix}nodes", dead)
+        pipe.execute()
+        log.info("cluster: node %s is gone; %d of its users went offline", dead, len(gone))
+        if gone:
+            self.on_users_gone(gone)
+
+
+def _encode_item(user_id: int, item, wait: float) -> str:
+    msg = {"u": user_id}
+    if isinstance(item, Outgoing):
+        msg.update(x=item.text, k=list(item.key), s=item.seq)
+    else:
+        msg["x"] = item
+    if wait:
+        msg["w"] = wait
+    return json.dumps(msg)
