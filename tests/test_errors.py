@@ -13,7 +13,7 @@ from harness import new_msg_id, running_system
 
 @pytest.fixture
 def pair(system):
-    alice, bob = system.users("err_a", "err_b")
+    alice, bob = system.minted_user("err_a"), system.minted_user("err_b")
     return alice, bob, system.connect(alice), system.connect(bob)
 
 

@@ -31,7 +31,7 @@ def assert_upgraded(answer) -> None:
 
 @pytest.fixture
 def user(system):
-    return system.register_user("hs")
+    return system.minted_user("hs")
 
 
 # ---------------------------------------------------------------------------
