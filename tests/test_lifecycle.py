@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from harness import PYTHON, REPO, System, new_msg_id, wait_until
+from harness import PYTHON, REPO, System, close_open_clients, free_port, new_msg_id, wait_until
 
 
 @pytest.mark.timeout(90)
@@ -60,6 +60,56 @@ def test_messages_acked_sent_before_stop_survive_a_restart(system_factory):
     backlog = [m["msgId"] for m in cb.backlog]
     assert backlog[:20] == acked[:20]
     assert set(acked) <= set(backlog)
+
+
+@pytest.mark.timeout(60)
+def test_no_new_connection_is_accepted_once_stopping(system_factory):
+    """While it shuts down the gateway answers handshakes 503 overloaded (or no
+    longer listens); it never upgrades a new socket."""
+    s = system_factory(ws={"WebSocket": {"ShutdownTimeout": 5}})
+    alice, bob = s.minted_user("stopping_a"), s.minted_user("stopping_b")
+    ca = s.connect(alice)          # does not read while the stop begins
+    s.signal_gateway(signal.SIGTERM)
+    answers: list = []
+    deadline = time.monotonic() + 3
+    while s.procs["gateway"].poll() is None and time.monotonic() < deadline:
+        try:
+            answer = s.handshake(bob.token, timeout=2)
+        except OSError:
+            answers.append("no listener")
+        else:
+            answers.append((answer.status, answer.json.get("code") if answer.status != 101 else None))
+            if answer.status == 101:
+                break
+        time.sleep(0.05)
+    assert all(a in ("no listener", (503, "overloaded")) for a in answers), answers
+    assert ca.expect_close(timeout=7) == 1001
+    assert s.wait_exit(timeout=10) == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_endpoint_is_skipped(tmp_path_factory):
+    """Several Endpoints for one service are used in turn, skipping one that fails."""
+    dead = free_port()
+    s = System(tmp_path_factory.mktemp("endpoints"))
+    for key, name in (("MessageRpc", "message"), ("FriendRpc", "friend")):
+        s.config["ws"][key]["Endpoints"] = [f"127.0.0.1:{dead}", f"127.0.0.1:{s.ports[name]}"]
+    s.write_configs()
+    s.start()
+    try:
+        alice, bob = s.users("ep_a", "ep_b")
+        s.befriend(alice, bob)
+        ca, cb = s.connect(alice), s.connect(bob)
+        assert ca.expect("online")["userId"] == bob.id
+        for i in range(6):           # every endpoint gets its turn
+            mid = ca.chat(bob, f"via endpoints {i}")
+            ca.expect_ack(mid, "sent")
+            ca.expect_ack(mid, "delivered")
+            assert cb.expect("chat")["msgId"] == mid
+        assert len(s.history(alice, bob)["messages"]) == 6
+    finally:
+        close_open_clients()
+        s.stop()
 
 
 def test_healthz_and_readyz(system):

@@ -272,7 +272,7 @@ def test_history_limit_defaults_to_50_and_is_capped_at_200(system):
     assert tail["hasMore"] is False
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "abc", "1.5", "1e2"])
+@pytest.mark.parametrize("limit", ["0", "-1", "abc", "1.5", "1e2", "²", "true"])
 def test_history_with_invalid_limit_is_400(system, limit):
     alice, bob = system.users("limx_a", "limx_b")
     r = system.api("GET", "/api/messages", alice, params={"peerId": bob.id, "limit": limit})
