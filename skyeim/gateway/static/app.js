@@ -201,6 +201,7 @@
       friends: new Map(), convs: new Map(), mine: new Map(), outbox: new Map(),
     });
     hideBanner();
+    document.body.classList.remove("disconnected", "conv-open");
     $("friend-list").replaceChildren();
     $("message-list").replaceChildren();
     friendNodes.clear();
@@ -268,6 +269,7 @@
     return (f && f.username) || `User #${id}`;
   }
 
+  let friendsSoon = null;     // a pending refresh (debounced)
   let friendsAsked = 0;      // requests are numbered: an answer older than the last applied is dropped
   let friendsApplied = 0;
 
@@ -276,7 +278,15 @@
     const session = state.session;
     const n = ++friendsAsked;
     let body;
-    try { body = await api("GET", "/api/friends"); } catch (e) { return; }
+    try {
+      body = await api("GET", "/api/friends");
+    } catch (e) {
+      if (e.status !== 401 && state.live) {   // try again (a reconnect refreshes anyway)
+        clearTimeout(friendsSoon);
+        friendsSoon = setTimeout(refreshFriends, 5000);
+      }
+      return;
+    }
     if (session !== state.session || n < friendsApplied) return;
     friendsApplied = n;
     const next = new Map();
@@ -292,7 +302,6 @@
     renderConvHead();
   }
 
-  let friendsSoon = null;
   function refreshFriendsSoon() {
     clearTimeout(friendsSoon);
     friendsSoon = setTimeout(refreshFriends, 300);
@@ -679,6 +688,7 @@
   function socketClosed(code, opened) {
     state.ws = null;
     state.live = false;
+    document.body.classList.add("disconnected");
     clearInterval(state.timers.ping);
     clearTimeout(state.timers.pump);
     for (const m of state.outbox.values()) m.sentOn = null;
@@ -760,6 +770,7 @@
       return;
     }
     state.live = true;
+    document.body.classList.remove("disconnected");
     state.connId += 1;
     state.attempt = 0;
     if ($("banner").dataset.kind !== "expiring") hideBanner();
@@ -854,7 +865,7 @@
       $("add-friend-button").disabled = true;
       try {
         await api("POST", "/api/friends", { username: name });
-        input.value = "";
+        if (input.value.trim() === name) input.value = "";    // not what was typed meanwhile
         await refreshFriends();
         const f = [...state.friends.values()].find(
           (x) => (x.username || "").toLowerCase() === name.toLowerCase());
