@@ -70,6 +70,8 @@ class Tab:
         self.dialogs: list[str] = []
         self.errors: list[str] = []
         self.chat_frames: list[dict] = []      # chat frames this page sent, over all sockets
+        self.sent: list[tuple[float, str]] = []      # (monotonic time, type) of every frame sent
+        self.received: list[tuple[float, str]] = []  # the same for frames received
         self.sockets = 0
         self.page.on("dialog", self._dialog)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
@@ -83,14 +85,21 @@ class Tab:
     def _websocket(self, ws) -> None:
         self.sockets += 1
 
-        def sent(payload) -> None:
+        def parse(payload) -> dict:
             try:
                 frame = json.loads(payload)
             except (TypeError, ValueError):
-                return
-            if isinstance(frame, dict) and frame.get("type") == "chat":
+                return {}
+            return frame if isinstance(frame, dict) else {}
+
+        def sent(payload) -> None:
+            frame = parse(payload)
+            self.sent.append((time.monotonic(), frame.get("type")))
+            if frame.get("type") == "chat":
                 self.chat_frames.append(frame["data"])
+
         ws.on("framesent", sent)
+        ws.on("framereceived", lambda p: self.received.append((time.monotonic(), parse(p).get("type"))))
 
     # -- the page's parts ------------------------------------------------------------
     def q(self, selector: str):
@@ -136,6 +145,17 @@ class Tab:
             "els => els.map(e => e.dataset.msgId)")) - before, message="sent message not shown")
         assert len(new) == 1, new
         return new.pop()
+
+    def pause(self, seconds: float) -> None:
+        """Wait while Playwright keeps dispatching this page's events (time.sleep would not)."""
+        self.page.wait_for_timeout(seconds * 1000)
+
+    def wait_for(self, predicate, timeout: float = TIMEOUT_MS / 1000, message: str = "") -> None:
+        """Poll ``predicate`` (e.g. over the recorded frames) while events are dispatched."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, message or "condition not met in time"
+            self.pause(0.05)
 
     def seqs(self) -> list[int]:
         return self.q("#message-list .msg").evaluate_all(
@@ -196,7 +216,7 @@ def test_register_befriend_chat_ticks_and_presence(browser, system):
     m1 = a.send("Hi Bob, are you there?")
     expect(a.message(m1)).to_have_attribute("data-status", "sent")
     expect(a.message(m1).locator(".tick")).to_have_text("✓")
-    time.sleep(0.5)
+    a.pause(0.5)
     expect(a.message(m1)).to_have_attribute("data-status", "sent")
 
     # bob comes back and signs in: online again, the message is delivered (two ticks)
@@ -208,7 +228,7 @@ def test_register_befriend_chat_ticks_and_presence(browser, system):
     expect(a.message(m1).locator(".tick")).not_to_have_class("tick read")
     # bob has not opened the chat: an unread badge, and no read receipt yet
     expect(b.friend(a_id).locator(".badge")).to_have_text("1")
-    time.sleep(0.5)
+    a.pause(0.5)
     expect(a.message(m1)).to_have_attribute("data-status", "delivered")
 
     # bob opens the chat: he reads it (a backlog message), alice sees blue ticks
@@ -257,7 +277,7 @@ def test_user_content_is_shown_as_text(browser, system):
         expect(b.message(mid)).to_have_count(1)
         assert b.message(mid).locator(".text").text_content() == text
         assert a.message(mid).locator(".text").text_content() == text
-    time.sleep(0.5)                    # an injected <img src=x> would have fired onerror by now
+    a.pause(0.5)                       # an injected <img src=x> would have fired onerror by now
     assert a.page.evaluate("document.images.length") == 0
     a.assert_clean()
     a.close()
@@ -268,11 +288,66 @@ def test_user_content_is_shown_as_text(browser, system):
     expect(b.q("#message-list .msg.theirs .text").last).to_have_text(XSS)
     # the friend list's preview is text as well
     expect(b.friend(alice.id).locator(".friend-sub")).to_have_text(XSS)
-    time.sleep(1.0)                    # an injected <img src=x> would have fired onerror by now
+    b.pause(1.0)                       # an injected <img src=x> would have fired onerror by now
     assert b.q("#message-list img, #message-list script, #message-list b").count() == 0
     assert b.page.evaluate("document.images.length") == 0
     b.assert_clean()
     b.close()
+
+
+def test_read_receipts_wait_until_the_page_is_visible(browser, system):
+    alice, bob = api_user(system, "alice"), api_user(system, "bob")
+    system.befriend(alice, bob)
+    a, b = Tab(browser, system), Tab(browser, system)
+    a.sign_in(alice.username)
+    b.sign_in(bob.username)
+    a.open_chat(bob.id)
+    b.open_chat(alice.id)
+    # bob's tab goes to the background (another tab in front, window minimized)
+    b.page.evaluate("""() => {
+        Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "hidden"});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""")
+    m1 = a.send("Are you reading this?")
+    expect(b.message(m1)).to_have_count(1)
+    expect(a.message(m1)).to_have_attribute("data-status", "delivered")
+    expect(b.friend(alice.id).locator(".badge")).to_have_text("1")
+    b.pause(1.0)
+    expect(a.message(m1)).to_have_attribute("data-status", "delivered")
+    assert "read" not in [t for _, t in b.sent]
+    # back in front: the open chat is read now
+    b.page.evaluate("""() => {
+        Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "visible"});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""")
+    expect(a.message(m1)).to_have_attribute("data-status", "read")
+    expect(b.friend(alice.id).locator(".badge")).to_have_count(0)
+    a.assert_clean()
+    b.assert_clean()
+    a.close()
+    b.close()
+
+
+def test_app_level_ping_every_25_seconds(browser, system):
+    alice = api_user(system, "alice")
+    a = Tab(browser, system)
+    a.page.clock.install()                 # the page's timers on a clock the test moves
+    a.page.reload()
+    a.sign_in(alice.username)
+    expect(a.q("#banner")).to_be_hidden()
+    a.wait_for(lambda: "connected" in [t for _, t in a.received], message="no connected frame")
+    assert "ping" not in [t for _, t in a.sent]
+    a.page.clock.run_for(24_000)
+    a.pause(0.3)
+    assert "ping" not in [t for _, t in a.sent]
+    a.page.clock.run_for(1_500)
+    a.wait_for(lambda: [t for _, t in a.sent].count("ping") == 1, message="no ping after 25 s")
+    a.wait_for(lambda: "pong" in [t for _, t in a.received], message="no pong")
+    a.page.clock.run_for(25_000)
+    a.wait_for(lambda: [t for _, t in a.sent].count("ping") == 2, message="no second ping")
+    expect(a.q("#banner")).to_be_hidden()
+    a.assert_clean()
+    a.close()
 
 
 def test_history_pages_load_as_you_scroll_up(browser, system):
@@ -323,7 +398,7 @@ def test_history_pages_load_as_you_scroll_up(browser, system):
     assert shown == ids
     # at the start, scrolling up again asks for nothing more
     box.evaluate("e => { e.scrollTop = 0; }")
-    time.sleep(0.5)
+    b.pause(0.5)
     expect(b.q("#message-list .msg")).to_have_count(123)
     b.assert_clean()
     b.close()
@@ -356,6 +431,7 @@ def test_reconnect_banner_and_resend_after_restart(browser, system_factory):
         expect(tab.q("#banner")).to_be_hidden(timeout=30_000)
     expect(a.message(m1)).to_have_attribute("data-status", "read", timeout=TIMEOUT_MS)
     expect(b.message(m1)).to_have_count(1)
+    a.pause(1.0)                                            # nothing more goes out
     assert len([f for f in a.chat_frames if f["msgId"] == m1]) == 1
 
     # 2. a message that was written to the socket but never acked (the gateway froze,
@@ -364,8 +440,8 @@ def test_reconnect_banner_and_resend_after_restart(browser, system_factory):
     gateway.send_signal(signal.SIGSTOP)
     try:
         m2 = a.send("sent into a frozen server")
-        wait_until(lambda: [f for f in a.chat_frames if f["msgId"] == m2], timeout=5)
-        time.sleep(0.3)
+        a.wait_for(lambda: [f for f in a.chat_frames if f["msgId"] == m2], timeout=5)
+        a.pause(0.3)
         expect(a.message(m2)).to_have_attribute("data-status", "pending")
     finally:
         gateway.send_signal(signal.SIGKILL)
@@ -375,6 +451,7 @@ def test_reconnect_banner_and_resend_after_restart(browser, system_factory):
     system.start()
     expect(a.q("#banner")).to_be_hidden(timeout=30_000)
     expect(a.message(m2)).to_have_attribute("data-status", "read", timeout=TIMEOUT_MS)
+    a.pause(1.0)
     frames = [f for f in a.chat_frames if f["msgId"] == m2]
     assert len(frames) == 2, frames                         # the original and one resend
     assert frames[0] == frames[1]
@@ -398,7 +475,7 @@ def test_replaced_by_another_tab_does_not_reconnect(browser, system):
     expect(first.q("#banner")).to_have_attribute("data-kind", "replaced")
     expect(first.q("#banner")).to_be_visible()
     expect(first.q("#banner-text")).to_contain_text("another tab")
-    time.sleep(3)                                             # no automatic reconnect
+    first.pause(3)                                            # no automatic reconnect
     assert first.sockets == 1
     expect(second.q("#banner")).to_be_hidden()
     # on request, the first tab takes over again
