@@ -185,14 +185,16 @@
     }
   }
 
-  function signOut(message) {
+  // forget: the user signed out; otherwise (expired, refused) unsent messages stay in
+  // sessionStorage and go out when the same user signs in again in this tab.
+  function signOut(message, forget = false) {
     const ws = state.ws;
     state.ws = null;
     state.live = false;
     if (ws) { detach(ws); try { ws.close(1000); } catch (e) { /* ignore */ } }
     for (const t of Object.values(state.timers)) { clearTimeout(t); clearInterval(t); }
     if (state.session) {
-      sessionStorage.removeItem(outboxKey());
+      if (forget) sessionStorage.removeItem(outboxKey());
       sessionStorage.removeItem(SESSION_KEY);
       $("login-username").value = state.session.username || "";
     }
@@ -534,6 +536,7 @@
       body = await api("GET", `/api/messages?${q}`);
     } catch (e) {
       conv.historyError = `Could not load messages: ${e.message}`;
+      conv.historyErrorAt = Date.now();
     }
     conv.loading = false;
     if (session !== state.session) return;
@@ -564,7 +567,8 @@
     if (state.current == null) return;
     const conv = getConv(state.current);
     const box = $("messages");
-    if (conv.loading || !conv.historyLoaded || !conv.hasMore || conv.historyError) return;
+    if (conv.loading || !conv.historyLoaded || !conv.hasMore) return;
+    if (conv.historyError && Date.now() - conv.historyErrorAt < 5000) return;   // no retry storm
     if (box.scrollTop < 120 || box.scrollHeight <= box.clientHeight) {
       loadHistory(conv, conv.oldestSeq);
     }
@@ -783,7 +787,7 @@
     flushReads();
     if (state.current != null) {
       const conv = getConv(state.current);
-      if (conv.stale) loadHistory(conv, null);      // catch up on ticks missed while away
+      if (conv.stale || !conv.historyLoaded) loadHistory(conv, null);   // catch up on ticks missed
     }
   }
 
@@ -852,7 +856,7 @@
   function init() {
     $("login-form").addEventListener("submit", (e) => { e.preventDefault(); doLogin(false); });
     $("register-button").addEventListener("click", () => doLogin(true));
-    $("logout-button").addEventListener("click", () => signOut(""));
+    $("logout-button").addEventListener("click", () => signOut("", true));
     $("back-button").addEventListener("click", closeConversation);
 
     let statusTimer = null;
