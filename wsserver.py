@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     server.stop(timeout=1)
     for srv, app in servers:
         srv.stop(timeout=2)
-        service._run_shutdown_hooks(app)
+        service.run_shutdown_hooks(app)
     log.info("stopped")
     return 0
 

@@ -106,7 +106,7 @@ def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask]) 
         server = serve(app, cfg.host, cfg.port)
     except OSError as e:
         log.error("%s cannot listen on %s:%s: %s", cfg.name, cfg.host, cfg.port, e.strerror or e)
-        _run_shutdown_hooks(app)
+        run_shutdown_hooks(app)
         sys.exit(1)
     log.info("%s listening on %s:%s", cfg.name, cfg.host, server.server_port)
 
@@ -117,11 +117,11 @@ def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask]) 
     for h in handlers:
         h.cancel()
     server.stop(timeout=SHUTDOWN_TIMEOUT)
-    _run_shutdown_hooks(app)
+    run_shutdown_hooks(app)
     log.info("%s stopped", cfg.name)
 
 
-def _run_shutdown_hooks(app: Flask) -> None:
+def run_shutdown_hooks(app: Flask) -> None:
     for fn in app.extensions.get(_SHUTDOWN_KEY, []):
         try:
             fn()
