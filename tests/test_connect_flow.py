@@ -3,10 +3,11 @@ backlog, then `connected`; frames produced meanwhile are held until after it."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
-from harness import assert_ms_timestamp, now_ms, running_system
+from harness import ConnectionClosed, NoFrame, assert_ms_timestamp, now_ms, running_system
 
 CONNECTED_FIELDS = {"userId", "onlineCount", "onlineFriends", "unreadPushed", "serverTime"}
 
@@ -169,3 +170,114 @@ def test_connected_then_live_chat_is_not_backlog(system):
     assert ca.connected["unreadPushed"] == 0
     cb.expect_ack(mid, "sent")
     cb.expect_ack(mid, "delivered")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("round_", range(3))
+def test_messages_arriving_while_connecting_are_sent_once_in_order(system, round_):
+    """A message that is both in the backlog and arrives live is sent once, and
+    frames from one sender keep their order across backlog and live."""
+    alice, bob = system.minted_user("race_a"), system.minted_user("race_b")
+    ca = system.connect(alice)
+    ids = [f"race-{round_}-{i:03d}" for i in range(90)]
+    started = threading.Event()
+
+    def send_all():
+        for i, mid in enumerate(ids):
+            ca.chat(bob, f"n{i}", msg_id=mid)
+            if i == 30:
+                started.set()
+            time.sleep(0.004)
+
+    t = threading.Thread(target=send_all)
+    t.start()
+    assert started.wait(10)
+    cb = system.connect(bob, connected_timeout=30)
+    t.join(20)
+    got = [m["msgId"] for m in cb.backlog]
+    assert cb.connected["unreadPushed"] == len(got)
+    while len(got) < len(ids):
+        got.append(cb.expect("chat")["msgId"])
+    assert got == ids, "messages from one sender duplicated, lost or reordered"
+    cb.assert_no_frame(0.3)
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_logins_of_one_user_leave_exactly_one(system):
+    alice = system.minted_user("conc")
+    for _ in range(3):
+        clients: list = []
+        lock = threading.Lock()
+
+        def open_one():
+            c = system.connect(alice, wait_connected=False)
+            with lock:
+                clients.append(c)
+
+        threads = [threading.Thread(target=open_one) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert len(clients) == 3
+        survivors, kicked = [], []
+        for c in clients:
+            try:
+                frame = c.recv_frame(timeout=3)
+                while frame["type"] != "connected":
+                    frame = c.recv_frame(timeout=3)
+            except ConnectionClosed as e:
+                kicked.append(e.code)
+                continue
+            code = None
+            try:
+                code = c.expect_close(timeout=1.5)
+            except NoFrame:
+                survivors.append(c)
+            else:
+                kicked.append(code)
+        assert len(survivors) == 1, f"{len(survivors)} connections of one user survived"
+        assert kicked == [4001, 4001], kicked
+        survivors[0].assert_open()
+        survivors[0].close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("round_", range(5))
+def test_friends_connecting_at_once_each_learn_the_other_is_online(system, round_):
+    alice, bob = system.users("both_a", "both_b")
+    system.befriend(alice, bob)
+    out: dict = {}
+
+    def open_one(user):
+        out[user.id] = system.connect(user)
+
+    threads = [threading.Thread(target=open_one, args=(u,)) for u in (alice, bob)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    for me, friend in ((alice, bob), (bob, alice)):
+        client = out[me.id]
+        if friend.id in client.connected["onlineFriends"]:
+            continue
+        frame = client.expect("online", timeout=3)
+        assert frame["userId"] == friend.id
+
+
+def test_presence_frames_alternate_and_end_in_the_true_state(system):
+    alice, bob = system.users("alt_a", "alt_b")
+    system.befriend(alice, bob)
+    cb = system.connect(bob)
+    for _ in range(5):
+        system.connect(alice).close()
+    last = system.connect(alice)
+    last.assert_open()
+    frames = [f for f in cb.frames_for(1.5) if f["type"] in ("online", "offline")]
+    kinds = [f["type"] for f in frames]
+    assert all(f["data"]["userId"] == alice.id for f in frames)
+    assert kinds, "bob never saw alice online"
+    assert all(a != b for a, b in zip(kinds, kinds[1:])), f"presence does not alternate: {kinds}"
+    assert kinds[0] == "online" and kinds[-1] == "online", kinds
+    last.close()
+    assert cb.expect("offline")["userId"] == alice.id
