@@ -187,3 +187,34 @@ def test_delivered_message_shows_in_history(system, pair):
     m = hist["messages"][0]
     assert (m["msgId"], m["content"], m["seq"], m["createdAt"], m["status"]) == \
         (mid, "for the record", sent["seq"], sent["timestamp"], "delivered")
+
+
+def test_chat_to_the_largest_user_id(system):
+    alice = system.minted_user("big_a")
+    biggest = 2**63 - 1
+    ca = system.connect(alice)
+    mid = ca.chat(biggest, "to the end of the id space")
+    sent = ca.expect_ack(mid, "sent")
+    assert sent["seq"] == 1
+    cz = system.connect(None, token=system.token_for(biggest))
+    assert [(m["msgId"], m["toUserId"], m["fromUserId"]) for m in cz.backlog] == \
+        [(mid, biggest, alice.id)]
+    ca.expect_ack(mid, "delivered")
+
+
+def test_same_msg_id_sent_three_times_back_to_back(pair):
+    alice, bob, ca, cb = pair
+    mid = new_msg_id()
+    for content in ("first", "second", "third"):
+        ca.chat(bob, content, msg_id=mid)
+    acks = ca.frames_for(2.0)
+    sent = [f["data"] for f in acks if f["type"] == "ack" and f["data"]["status"] == "sent"]
+    delivered = [f["data"] for f in acks if f["type"] == "ack" and f["data"]["status"] == "delivered"]
+    assert all(f["type"] == "ack" and f["data"]["msgId"] == mid for f in acks), acks
+    assert len(sent) == 3, acks
+    assert sent[0].get("duplicate") in (None, False)
+    assert [a["duplicate"] for a in sent[1:]] == [True, True]
+    assert len({a["seq"] for a in sent}) == 1 and len({a["timestamp"] for a in sent}) == 1
+    assert 1 <= len(delivered) <= 3
+    chats = cb.frames_for(1.0)
+    assert [(c["type"], c["data"]["content"]) for c in chats] == [("chat", "first")]

@@ -4,6 +4,7 @@ that goes away (`unavailable`)."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
 
@@ -25,6 +26,38 @@ def test_sigterm_closes_live_connections_1001_and_exits_0_in_time(system_factory
     code = s.wait_exit(timeout=max(5 + 1.5 - (time.monotonic() - start), 0.1))
     assert code is not None, "the gateway did not exit within ShutdownTimeout"
     assert code == 0
+
+
+@pytest.mark.timeout(90)
+def test_stop_is_in_time_even_with_a_client_that_does_not_read(system_factory):
+    """A close frame to a client that is not reading is best effort: one stuck
+    socket (full buffers, a write in progress) does not hold up the stop."""
+    s = system_factory(ws={"WebSocket": {"ShutdownTimeout": 5, "SendQueueSize": 10000,
+                                         "RateLimit": {"Rate": 100000, "Burst": 100000}},
+                           "Chat": {"MaxContentLength": 60000}})
+    alice, bob = s.minted_user("stuck_a"), s.minted_user("stuck_b")
+    s.connect(bob, sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))  # never reads again
+    ca = s.connect(alice)
+    content = "q" * 60000
+    sent = delivered = 0
+    for i in range(200):
+        mid = ca.chat(bob, content)
+        while True:
+            ack = ca.expect("ack", timeout=10)
+            if ack["status"] == "delivered":
+                delivered += 1
+            elif ack["msgId"] == mid:
+                sent += 1
+                break
+        if sent - delivered >= 10:
+            break        # bob's socket is full and a write is pending
+    else:
+        pytest.fail("bob's socket never filled up")
+    start = time.monotonic()
+    s.signal_gateway(signal.SIGTERM)
+    assert ca.expect_close(timeout=7) == 1001
+    code = s.wait_exit(timeout=max(5 + 1.5 - (time.monotonic() - start), 0.1))
+    assert code == 0, f"exit code {code} (None: still running after ShutdownTimeout)"
 
 
 @pytest.mark.timeout(120)

@@ -3,6 +3,9 @@ user wait unread, are pushed at every connect (oldest first) until read, and
 the sender learns of the first delivery only."""
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from harness import CHAT_FIELDS
@@ -138,8 +141,23 @@ def test_messages_to_others_are_not_in_my_backlog(system):
 @pytest.mark.timeout(240)
 def test_backlog_of_2000_is_pushed_in_full_without_duplicates(system):
     alice, bob = system.users("big_a", "big_b")
+    carol, dave = system.minted_user("big_c"), system.minted_user("big_d")
+    cc, cd = system.connect(carol), system.connect(dave)
     ids = system.seed_many(alice, bob, 2000, prefix="big")
-    cb = system.connect(bob, connected_timeout=120)
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(system.connect(bob, connected_timeout=120)))
+    t.start()
+    # meanwhile other users chat without noticeable delay
+    for i in range(5):
+        started = time.monotonic()
+        mid = cc.chat(dave, f"meanwhile {i}")
+        cc.expect_ack(mid, "sent", timeout=2)
+        assert cd.expect("chat", timeout=2)["msgId"] == mid
+        cc.expect_ack(mid, "delivered", timeout=2)
+        assert time.monotonic() - started < 2.0
+    t.join(150)
+    assert result, "bob did not get connected"
+    cb = result[0]
     got = [m["msgId"] for m in cb.backlog]
     assert len(got) == 2000
     assert len(set(got)) == 2000, "a backlog chat was sent twice"

@@ -279,6 +279,13 @@ def test_history_with_invalid_limit_is_400(system, limit):
     assert_error(r, 400, "bad_request")
 
 
+@pytest.mark.parametrize("before_seq", ["abc", "-1", "1.5", "²"])
+def test_history_with_invalid_before_seq_is_400(system, before_seq):
+    alice, bob = system.users("bsx_a", "bsx_b")
+    r = system.api("GET", "/api/messages", alice, params={"peerId": bob.id, "beforeSeq": before_seq})
+    assert_error(r, 400, "bad_request")
+
+
 @pytest.mark.parametrize("params", [{}, {"peerId": "abc"}, {"peerId": "0"}, {"peerId": "1.5"}],
                          ids=["missing", "text", "zero", "float"])
 def test_history_with_invalid_peer_is_400(system, params):
