@@ -8,25 +8,18 @@
 - When a test fails, the tail of each involved system's log is attached to
   the report.
 - Tests that need PostgreSQL or Redis skip unless SKYEIM_REQUIRE_SERVICES=1
-  (``require_external_services``).
+  (``harness.require_external_services``).
 """
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
-from harness import SYSTEMS, System, close_open_clients
+from harness import REQUIRE_SERVICES, SYSTEMS, System, close_open_clients  # noqa: F401
+from harness import require_external_services  # noqa: F401  (re-exported)
 
-REQUIRE_SERVICES = os.environ.get("SKYEIM_REQUIRE_SERVICES") == "1"
 _current_test_started = [0.0]
-
-
-def require_external_services(what: str) -> None:
-    """Skip (with a reason) a test that needs PostgreSQL/Redis, unless required."""
-    if not REQUIRE_SERVICES:
-        pytest.skip(f"needs {what}; set SKYEIM_REQUIRE_SERVICES=1 to run it")
 
 
 @pytest.fixture(scope="module")

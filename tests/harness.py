@@ -52,12 +52,23 @@ OPCODE_TEXT = ABNF.OPCODE_TEXT
 OPCODE_BINARY = ABNF.OPCODE_BINARY
 OPCODE_CONT = ABNF.OPCODE_CONT
 
+REQUIRE_SERVICES = os.environ.get("SKYEIM_REQUIRE_SERVICES") == "1"
+
 _MISSING = object()
 DELETE = object()             # an override value that removes a key from a default config
 
 
 # ---------------------------------------------------------------------------
 # Small helpers
+
+def require_external_services(what: str) -> None:
+    """Skip (with a reason) a test that needs PostgreSQL or Redis, unless
+    SKYEIM_REQUIRE_SERVICES=1 says they must be there (then it runs, and fails
+    if they are missing)."""
+    if not REQUIRE_SERVICES:
+        import pytest
+        pytest.skip(f"needs {what}; set SKYEIM_REQUIRE_SERVICES=1 to run it")
+
 
 def free_port() -> int:
     with socket.socket() as s:

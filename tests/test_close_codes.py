@@ -241,3 +241,69 @@ def test_client_that_does_not_answer_pings_is_closed_4004(heartbeat_system):
     assert ca.pings, "the server sent no protocol ping before timing out"
     silent_for = ca.closed_at - opened
     assert 1.5 <= silent_for <= 5.5, f"closed after {silent_for:.2f}s of silence (PongTimeout 2)"
+
+
+def test_binary_message_over_max_message_size_closes_1009(small_system):
+    s = small_system
+    alice = s.minted_user("msbin")
+    ca = s.connect(alice)
+    ca.send_raw(b"\x00" * (MAX + 1), opcode=0x2)
+    assert ca.expect_close() == 1009
+
+
+def test_ping_between_fragments_is_answered_and_message_reassembled(small_system):
+    s = small_system
+    alice, bob = s.users("msp_a", "msp_b")
+    ca, cb = s.connect(alice), s.connect(bob)
+    mid = new_msg_id()
+    text = chat_json(bob.id, 600, msg_id=mid)
+    from websocket import ABNF
+    ca.ws.send_frame(ABNF.create_frame(text[:200].encode(), ABNF.OPCODE_TEXT, fin=0))
+    ca.ws.ping(b"between")
+    ca.ws.send_frame(ABNF.create_frame(text[200:].encode(), ABNF.OPCODE_CONT, fin=1))
+    ca.expect_ack(mid, "sent")
+    assert cb.expect("chat")["msgId"] == mid
+    assert ca.pongs, "no pong for a ping sent between fragments"
+
+
+@pytest.mark.timeout(60)
+def test_relogin_while_messages_stream_in_loses_and_duplicates_nothing(system):
+    """Every unread message is pushed at every connect: the newest connection of
+    a user, replaced mid-stream, still gets each message exactly once, in order."""
+    alice, bob = system.minted_user("kstream_a"), system.minted_user("kstream_b")
+    ca = system.connect(alice)
+    system.connect(bob)
+    ids = [f"ks-{i:03d}-{new_msg_id()[:8]}" for i in range(80)]
+    halfway = threading.Event()
+
+    def send_all():
+        for i, mid in enumerate(ids):
+            ca.chat(bob, f"k{i}", msg_id=mid)
+            if i == 40:
+                halfway.set()
+            time.sleep(0.004)
+
+    t = threading.Thread(target=send_all)
+    t.start()
+    assert halfway.wait(10)
+    cb2 = system.connect(bob, connected_timeout=30)
+    t.join(20)
+    got = [m["msgId"] for m in cb2.backlog]
+    while len(got) < len(ids):
+        got.append(cb2.expect("chat")["msgId"])
+    assert got == ids
+    cb2.assert_no_frame(0.3)
+
+
+@pytest.mark.timeout(60)
+def test_relogin_during_backlog_push_gets_the_whole_backlog(system):
+    alice, bob = system.minted_user("kb_a"), system.minted_user("kb_b")
+    ids = system.seed_many(alice, bob, 400, prefix="kb")
+    first = system.connect(bob, wait_connected=False)
+    second = system.connect(bob, connected_timeout=30)
+    assert [m["msgId"] for m in second.backlog] == ids
+    assert second.connected["unreadPushed"] == 400
+    assert first.expect_close(timeout=10) == 4001
+    first_chats = [f["data"]["msgId"] for f in first.before_close if f["type"] == "chat"]
+    assert first_chats == ids[:len(first_chats)]
+    second.assert_open()

@@ -92,3 +92,17 @@ def test_heartbeat_timeout_closes_4004_and_friends_see_offline(hb_system):
     assert code == 4004
     assert cb.expect("offline", timeout=5)["userId"] == alice.id
     cb.assert_open()
+
+
+@pytest.mark.timeout(60)
+def test_protocol_pings_from_the_client_count_as_sign_of_life(hb_system):
+    """"Nothing (pong or any frame)": a client that never answers the server's
+    pings but sends its own protocol pings is alive."""
+    alice = hb_system.register_user("hbc")
+    ca = hb_system.connect(alice, auto_pong=False)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        ca.ws.ping(b"me")
+        ca.assert_no_frame(0.5)
+    assert ca.pings, "no protocol pings seen"
+    assert not ca.closed
