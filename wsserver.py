@@ -90,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
              " (standalone)" if args.standalone else "")
 
     stop = gevent.event.Event()
+
+    def on_signal():
+        gateway.stopping = True        # from this moment every handshake is refused (503)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(sig, stop.set)
+        gevent.signal_handler(sig, on_signal)
     stop.wait()
 
     log.info("stopping: no new connections; closing %d with 1001", gateway.connections)

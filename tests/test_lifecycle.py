@@ -103,6 +103,11 @@ def test_no_new_connection_is_accepted_once_stopping(system_factory):
     alice, bob = s.minted_user("stopping_a"), s.minted_user("stopping_b")
     ca = s.connect(alice)          # does not read while the stop begins
     s.signal_gateway(signal.SIGTERM)
+    # A handshake racing the signal itself may still be upgraded (and is then closed
+    # with 1001, see the next test); from the moment the stop is under way, none is.
+    deadline = time.monotonic() + 5
+    while "stopping" not in s.log_text() and time.monotonic() < deadline:
+        time.sleep(0.02)
     answers: list = []
     deadline = time.monotonic() + 3
     while s.procs["gateway"].poll() is None and time.monotonic() < deadline:
@@ -117,6 +122,19 @@ def test_no_new_connection_is_accepted_once_stopping(system_factory):
         time.sleep(0.05)
     assert all(a in ("no listener", (503, "overloaded")) for a in answers), answers
     assert ca.expect_close(timeout=7) == 1001
+    assert s.wait_exit(timeout=10) == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_connection_racing_the_stop_is_closed_with_1001(system_factory):
+    """Sockets accepted in the instant the stop begins (not yet in the hub, still
+    catching up) are closed with 1001 like the others, not dropped at exit."""
+    s = system_factory(ws={"WebSocket": {"ShutdownTimeout": 5}})
+    users = [s.minted_user(f"race_{i}") for i in range(20)]
+    clients = [s.connect(u, wait_connected=False) for u in users]
+    s.signal_gateway(signal.SIGTERM)
+    for c in clients:
+        assert c.expect_close(timeout=8) == 1001
     assert s.wait_exit(timeout=10) == 0
 
 

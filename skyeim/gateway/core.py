@@ -52,6 +52,7 @@ class Gateway:
             self.hub = Hub()
         self.presence = Pool(PRESENCE_CONCURRENCY)      # offline notifications in flight
         self.connections = 0            # accepted sockets not yet closed (MaxConnections)
+        self.sessions: set[Session] = set()   # every live session, in the hub or not yet
         self.stopping = False
         self.recorder = DeliveryRecorder(self)
 
@@ -70,22 +71,31 @@ class Gateway:
         """Run one accepted connection until it closes (in the handler's greenlet)."""
         session = Session(ws, claims.user_id, claims.expires_at, self)
         self.connections += 1
+        self.sessions.add(session)
         self.metrics.connections.inc()
         log.info("conn=%s user=%s connected", session.conn_id, session.user_id)
         session.writer = gevent.spawn(session.write_pump)
         online = gevent.spawn(self._bring_online, session)
+        if self.stopping:     # accepted in the instant the stop began: it goes too
+            session.stop_reading = True
+            gevent.spawn(session.close_after_flush, CLOSE_GOING_AWAY)
         code = None
         try:
             code = session.read_pump()
         finally:
             online.kill(block=False)
             session.finish()
-            self.connections -= 1
-            self.metrics.connections.dec()
-            # (alone, a stopping gateway is closing every friend too: nobody to tell)
-            if self.hub.unregister(session) and (not self.stopping or self.hub.clustered):
-                self.presence.spawn(self._notify_presence, session.user_id, "offline", None)
-            self.metrics.users_online.set(self.hub.local_users())
+            self.sessions.discard(session)
+            try:
+                # (alone, a stopping gateway is closing every friend too: nobody to tell)
+                if self.hub.unregister(session) and (not self.stopping or self.hub.clustered):
+                    self.presence.spawn(self._notify_presence, session.user_id, "offline", None)
+                self.metrics.users_online.set(self.hub.local_users())
+            finally:
+                # only now: a graceful stop waits for this count to reach 0 and then for
+                # the presence pool, so the `offline` above must be in the pool by then
+                self.connections -= 1
+                self.metrics.connections.dec()
             code = code if code is not None else ws.close_code
             self.metrics.closes.labels(str(code)).inc()
             log.info("conn=%s user=%s closed code=%s", session.conn_id, session.user_id, code)
@@ -267,7 +277,7 @@ class Gateway:
         """Stop reading, finish frames in flight, flush queues, close everyone with 1001."""
         deadline = time.monotonic() + timeout
         self.stopping = True
-        sessions = self.hub.all_sessions()
+        sessions = list(self.sessions)    # also those still catching up (not in the hub yet)
         for s in sessions:
             s.stop_reading = True
         while any(s.busy for s in sessions) and time.monotonic() < deadline - 2:

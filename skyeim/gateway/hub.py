@@ -95,7 +95,3 @@ class Hub:
 
     def healthy(self) -> bool:
         return True
-
-    def all_sessions(self) -> list[Sink]:
-        with self._lock:
-            return [s for sessions in self._sessions.values() for s in sessions]
