@@ -180,7 +180,10 @@ class ClusterHub(Hub):
         if not self.redis_ok:
             return self.local_users()
         try:
-            others = [n for n in self.alive if n != self.node_id]
+            # the node set as it is now, not as of our last heartbeat: a node that has
+            # (re)joined since then, e.g. after a Redis restart, counts at once
+            members = self.redis.smembers(f"{self.prefix}nodes")
+            others = self._live(sorted(n for n in members if n != self.node_id))
             pipe = self.redis.pipeline(transaction=False)
             for n in others:
                 pipe.scard(self._k_users(n))
@@ -212,10 +215,17 @@ class ClusterHub(Hub):
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self._k_chan(self.node_id))
-                self._resync()                     # Redis may have restarted empty
+                gone = self._resync()              # Redis may have restarted empty
                 self.redis_ok = True
+                if gone:                           # (reported once routing works again)
+                    self.on_users_gone(gone)
                 wait = 0.1
                 while self._running:
+                    if not self.redis_ok:
+                        # another command failed (a timeout, a hung Redis) while this
+                        # subscription looked fine: only a fresh subscribe and _resync set
+                        # redis_ok again, so start over (what failed meanwhile is repaired)
+                        raise redis.ConnectionError("a Redis command failed; resubscribing")
                     msg = pubsub.get_message(timeout=LISTEN_POLL)
                     if msg is not None and msg.get("type") == "message":
                         self._on_message(msg["data"])
@@ -264,8 +274,23 @@ class ClusterHub(Hub):
                      getattr(s, "conn_id", "?"), uid)
             gevent.spawn(s.close, CLOSE_REPLACED, "replaced by a newer login")
 
-    def _resync(self) -> None:
-        """Register this node and every local user again (after a Redis restart or outage)."""
+    def _resync(self) -> list[int]:
+        """Register this node and every local user again (after a Redis restart or outage),
+        and drop the users Redis still lists here that are not here (any more): those of
+        this NodeId's previous life, when a node restarts before the others forget it, or
+        those who left while Redis was unreachable. Returns those now offline everywhere."""
+        stale = [int(u) for u in self.redis.smembers(self._k_users(self.node_id))
+                 if not self.local_count(int(u))]
+        gone: list[int] = []
+        if stale:
+            pipe = self.redis.pipeline(transaction=False)
+            for uid in stale:
+                pipe.hdel(self._k_user(uid), self.node_id)
+            pipe.srem(self._k_users(self.node_id), *stale)
+            pipe.execute()
+            gone = [uid for uid in stale if not self.local_count(uid) and not self._remote_nodes(uid)]
+            log.info("cluster: dropped %d stale users of node %s; %d went offline",
+                     len(stale), self.node_id, len(gone))
         with self._lock:
             counts = {uid: len(sessions) for uid, sessions in self._sessions.items()}
         pipe = self.redis.pipeline(transaction=False)
@@ -278,6 +303,7 @@ class ClusterHub(Hub):
         pipe.execute()
         if counts:
             log.info("cluster: re-registered %d local users", len(counts))
+        return gone
 
     # -- liveness ----------------------------------------------------------------------
 

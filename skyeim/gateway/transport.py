@@ -395,7 +395,12 @@ class WebSocketHandler(_UpstreamHandler):
 
 def make_server(listener, app, *, max_message_size: int, close_timeout: float = 1.0,
                 handshake_timeout: float = 10.0, backlog: int = 2048, **kwargs) -> WSGIServer:
-    """A gevent WSGIServer whose connections may upgrade to our WebSocket."""
+    """A gevent WSGIServer whose connections may upgrade to our WebSocket.
+
+    ``listener`` is an address, or a socket that listens already (with its own
+    backlog: gevent refuses one for a socket, e.g. the SO_REUSEPORT listener)."""
+    if hasattr(listener, "accept"):
+        backlog = None
     server = WSGIServer(listener, app, handler_class=WebSocketHandler, backlog=backlog, **kwargs)
     server.max_message_size = max_message_size
     server.close_timeout = close_timeout
