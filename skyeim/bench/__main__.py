@@ -191,8 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         verdict = (f"Load side not the bottleneck: the busiest load worker used {busiest:.0f}% of a core "
                    f"at most (limit {LOAD_BOUND_PERCENT:.0f}%) in every measured phase")
+    contended = [p["phase"] for p in phases if p.get("bottleneck") == "machine"]
+    if contended:
+        verdict += ("\nMachine-bound (every core busy, the system itself below 90% of a core): "
+                    f"{', '.join(contended)}; 'other processes' in the CPU table says how much of "
+                    "the machine something else on it took")
     results["load_check"] = {"threshold_percent": LOAD_BOUND_PERCENT, "max_load_worker_percent": busiest,
-                             "load_bound_phases": bound, "verdict": verdict, "phases": phases}
+                             "load_bound_phases": bound, "machine_bound_phases": contended,
+                             "verdict": verdict, "phases": phases}
 
     report.write_json(results, args.out)
     report.render_chart(results, chart)

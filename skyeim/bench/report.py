@@ -20,10 +20,26 @@ def _ratio(a: Any, b: Any) -> float | None:
     return None
 
 
+DEGRADED = ("friend list unavailable", "unread push stopped")
+
+
+def _log_count(sc: dict, scenario: str, which: str, needles: tuple[str, ...]) -> int | None:
+    """WARNING lines of the system's log while measuring that contain one of ``needles``."""
+    logs = _get(sc, scenario, which, "log_warnings", "measuring")
+    if logs is None:
+        return None
+    return sum(n for k, n in logs.items() if any(x in k for x in needles))
+
+
 def rows(results: dict) -> list[dict]:
     """(section, metric, gateway, relay, unit) rows; ratio = gateway / relay where both exist."""
     sc = results.get("scenarios", {})
     out: list[dict] = []
+
+    def add_value(section: str, metric: str, unit: str, g: Any) -> None:
+        if g is not None:
+            out.append({"section": section, "metric": metric, "unit": unit, "gateway": g, "relay": None,
+                        "ratio": None})
 
     def add(section: str, metric: str, unit: str, scenario: str, *path: str,
             relay_path: tuple[str, ...] | None = None) -> None:
@@ -42,6 +58,8 @@ def rows(results: dict) -> list[dict]:
         add("idle", "connect time p50", "ms", "idle", "connect_ms", "p50")
         add("idle", "connect time p99", "ms", "idle", "connect_ms", "p99")
         add("idle", "CPU while idle (server processes)", "% of a core", "idle", "idle_cpu_percent")
+        add_value("idle", "connect-flow backend calls that timed out (friend list, unread; gateway log)", "",
+                  _log_count(sc, "idle", "gateway", DEGRADED))
     if "chat" in sc:
         add("chat", "peak throughput", "msg/s", "chat", "peak", "throughput")
         add("chat", "  at pairs x window", "", "chat", "peak", "pairs")
@@ -51,6 +69,10 @@ def rows(results: dict) -> list[dict]:
         for q in ("p50", "p99", "p999"):
             add("chat", f"sent-ack latency {q} at peak", "ms", "chat", "peak", "sent_ack_ms", q)
         add("chat", "recipient receive latency p99 at peak", "ms", "chat", "peak", "receive_ms", "p99")
+        levels = _get(sc, "chat", "gateway", "levels") or []
+        if levels:
+            add_value("chat", "chats refused with an error, all steps (e.g. `unavailable`)", "",
+                      sum(sum(v.get("errors", {}).values()) for v in levels))
         add("chat", "half the peak rate (open loop)", "msg/s", "chat", "half_rate", "throughput")
         add("chat", "delivered latency p99 at half the peak rate", "ms", "chat", "half_rate",
             "delivered_ack_ms", "p99", relay_path=("half_rate", "receive_ms", "p99"))
@@ -66,6 +88,8 @@ def rows(results: dict) -> list[dict]:
         add("storm", "refused (HTTP 503 etc.)", "", "storm", "refused")
         add("storm", "failed otherwise (reset, timeout)", "", "storm", "failed")
         add("storm", "connect time p99", "ms", "storm", "connect_ms", "p99")
+        add_value("storm", "connect-flow backend calls that timed out (friend list, unread; gateway log)", "",
+                  _log_count(sc, "storm", "gateway", DEGRADED))
     if "backlog" in sc:
         n = _get(sc, "backlog", "gateway", "messages")
         add("backlog", f"unread backlog: chats received (of {n:,})" if n else "backlog received", "",
@@ -79,6 +103,8 @@ def rows(results: dict) -> list[dict]:
         add("presence", "time until the last friend got `online`", "ms", "presence", "last_online_ms")
         add("presence", "median friend got `online`", "ms", "presence", "p50_online_ms")
         add("presence", "the user's own time to `connected`", "ms", "presence", "user_connected_ms")
+        add_value("presence", "connect-flow backend calls that timed out (friend list, unread; gateway log)", "",
+                  _log_count(sc, "presence", "gateway", DEGRADED))
     return out
 
 
@@ -148,13 +174,15 @@ def load_check_lines(results: dict) -> list[str]:
     phases = results.get("load_check", {}).get("phases", [])
     if not phases:
         return []
-    out = ["", "CPU per phase (% of one core; machine = % of all cores; other processes = neither the system nor the load, % of one core):"]
+    out = ["", "CPU per phase (% of one core; machine = % of all cores; other processes = "
+           "neither the system nor the load, % of one core; -> what was saturated):"]
     for p in phases:
         server = sum(v or 0 for v in p.get("server", {}).values())
         flag = "  LOAD-BOUND: this figure may be the load generator's limit" if p.get("load_bound") else ""
         out.append(f"  {p['phase']:<52} server {server:5.0f}%  busiest load worker "
                    f"{p.get('max_load_worker', 0):4.0f}%  machine {p.get('machine') or 0:4.0f}%"
-                   f"  other processes {p.get('other_processes') or 0:4.0f}%{flag}")
+                   f"  other processes {p.get('other_processes') or 0:4.0f}%"
+                   f"  -> {p.get('bottleneck', '?')}{flag}")
     return out
 
 

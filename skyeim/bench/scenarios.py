@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import sys
 import threading
 import time
@@ -22,7 +23,9 @@ from skyeim.bench import procstat
 from skyeim.bench.load import (C_BACKLOG, C_CONNECTED, C_DONE, C_FAILED, C_ONLINE, C_SENT, LoadPool,
                                floats, split)
 
-LOAD_BOUND_PERCENT = 90.0
+LOAD_BOUND_PERCENT = 90.0        # a load worker above this (% of a core) may be the limit
+SATURATED_PERCENT = 90.0         # a server process above this is CPU-bound (one core: the GIL)
+MACHINE_BUSY_PERCENT = 95.0      # all cores busy (% of the machine)
 STORM_TIMEOUT = 180.0
 
 
@@ -32,7 +35,9 @@ STORM_TIMEOUT = 180.0
 @dataclass
 class Sizes:
     idle_conns: int = 10_000
-    quiet_window: float = 10.0
+    # one PingInterval (30 s): any window that long holds exactly one protocol ping per
+    # connection, whenever the connections were opened, so gateway and relay compare fairly
+    quiet_window: float = 30.0
     connect_concurrency: int = 50          # handshakes under way per worker (idle, presence)
     chat_pairs: int = 100
     chat_levels: list[int] = field(default_factory=lambda: [1, 10, 30, 100])
@@ -176,12 +181,42 @@ class Runner:
         if window.machine_percent is not None:
             # processes that are neither the system nor the load (on a shared machine)
             other = round(max(0.0, window.machine_percent * (os.cpu_count() or 1) - ours), 1)
+        max_server = max((v for v in server.values() if v is not None), default=0.0)
+        if max_load > LOAD_BOUND_PERCENT:
+            bottleneck = "load"                  # a load worker saturated its core
+        elif max_server >= SATURATED_PERCENT:
+            bottleneck = "server"                # a server process saturated one core (the GIL)
+        elif (window.machine_percent or 0) >= MACHINE_BUSY_PERCENT:
+            bottleneck = "machine"               # every core busy, other processes included
+        else:
+            bottleneck = "none saturated"        # waiting: serialisation, latency
         rec = {"server": server, "load": load, "machine": window.machine_percent,
                "other_processes": other,
                "max_load_worker": max_load, "load_bound": max_load > LOAD_BOUND_PERCENT,
-               "seconds": round(window.seconds, 2)}
+               "bottleneck": bottleneck, "seconds": round(window.seconds, 2)}
         self.load_phases.append({"phase": f"{label} ({system.kind})", **rec})
         return rec
+
+    @staticmethod
+    def log_summary(system, mark: dict | None) -> dict:
+        """The system's WARNING/ERROR log lines by kind: while measuring, and while closing."""
+        def kinds(lines: list[str]) -> dict[str, int]:
+            out: dict[str, int] = {}
+            for line in lines:
+                # "name: date time LEVEL logger message" -> "name: LEVEL logger message", ids as N
+                name, _, rest = line.partition(": ")
+                parts = rest.split(" ", 4)
+                text = f"{name}: {' '.join(parts[2:])}" if len(parts) >= 5 else line
+                key = re.sub(r"\d+", "N", text)[:160]
+                out[key] = out.get(key, 0) + 1
+            return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+        try:
+            if mark is None:
+                return {"measuring": kinds(system.warnings()), "closing": {}}
+            return {"measuring": kinds(system.warnings(until=mark)),
+                    "closing": kinds(system.warnings(since=mark))}
+        except OSError:
+            return {}
 
     def all_pids(self, system) -> dict[str, int]:
         return {**system.pids, **self.pool.pids}
@@ -247,6 +282,7 @@ class Runner:
         n = self.sizes.idle_conns
         system = self.make_system(kind)
         self.progress.phase(f"idle: {n:,} connections held on the {system.description}")
+        mark = None
         system.start()
         try:
             time.sleep(1.0)
@@ -266,10 +302,11 @@ class Runner:
             time.sleep(self.sizes.quiet_window)
             quiet = self.cpu_record("idle quiet", system, w.stop())
             held = system.connections()
+            mark = system.warning_mark()
             self.progress.status("closing")
             self.close(system, "idle")
         finally:
-            warnings = system.warnings()
+            logs = self.log_summary(system, mark)
             system.stop()
         ok = fig["ok"] or 1
         out = {
@@ -280,7 +317,7 @@ class Runner:
             "rss_all_processes_kb_per_conn": round((rss1_all - rss0_all) / 1024 / ok, 2),
             "idle_cpu_percent": sum(v or 0 for v in quiet.get("server", {}).values()),
             "connect_cpu": connect_cpu, "quiet_cpu": quiet,
-            "warnings": warnings[:20], "warning_count": len(warnings),
+            "log_warnings": logs,
         }
         self.progress.phase(
             f"  held {fig['ok']:,} ({fig['failed']} failed): {out['rss_kb_per_conn']} KB/conn, "
@@ -295,6 +332,7 @@ class Runner:
         complete_on = "receive" if kind == "relay" else "delivered"
         self.progress.phase(f"chat: up to {s.chat_pairs} pairs, window {s.chat_window}, "
                             f"{s.chat_duration:g}s per step, on the {system.description}")
+        mark = None
         system.start()
         levels: list[dict] = []
         half: dict = {}
@@ -318,15 +356,16 @@ class Runner:
                 half = self._chat_step(system, step_id, s.chat_pairs, 1000, per_sender, complete_on,
                                        f"open loop at {target:,.0f} msg/s (half the peak)")
                 half["target_rate"] = round(target, 1)
+            mark = system.warning_mark()
             self.progress.status("closing")
             self.close(system, "chat")
         finally:
-            warnings = system.warnings()
+            logs = self.log_summary(system, mark)
             system.stop()
         peak = max(levels, key=lambda x: x["throughput"]) if levels else {}
         return {"complete_on": complete_on, "window": s.chat_window, "content_chars": s.chat_size,
                 "levels": levels, "peak": peak, "half_rate": half,
-                "warnings": warnings[:20], "warning_count": len(warnings)}
+                "log_warnings": logs}
 
     def _chat_step(self, system, step_id: int, pairs: int, window: int, rate: float | None,
                    complete_on: str, label: str) -> dict:
@@ -381,6 +420,7 @@ class Runner:
         n = self.sizes.storm_clients
         system = self.make_system(kind)
         self.progress.phase(f"storm: {n:,} clients at once on the {system.description}")
+        mark = None
         system.start()
         try:
             time.sleep(0.5)
@@ -396,10 +436,11 @@ class Runner:
             fig = self.connect_figures(results)
             lasts = [r["last_connected"] for r in results if r and r.get("last_connected")]
             starts = [r["last_start"] for r in results if r and r.get("last_start")]
+            mark = system.warning_mark()
             self.progress.status("closing")
             self.close(system, "storm")
         finally:
-            warnings = system.warnings()
+            logs = self.log_summary(system, mark)
             system.stop()
         refused = sum(v for k, v in fig["outcomes"].items() if k.startswith("refused"))
         out = {"clients": n, **fig,
@@ -407,7 +448,7 @@ class Runner:
                "last_connected_s": round(max(lasts) - start_at, 3) if lasts else None,
                "start_spread_s": round(max(starts) - start_at, 3) if starts else None,
                "refused": refused, "cpu": cpu_rec,
-               "warnings": warnings[:20], "warning_count": len(warnings)}
+               "log_warnings": logs}
         self.progress.phase(f"  {fig['ok']:,}/{n:,} connected in {out['last_connected_s']} s, "
                             f"{refused} refused, {fig['failed'] - refused} failed otherwise")
         return out
@@ -418,6 +459,7 @@ class Runner:
         n = self.sizes.backlog_messages
         system = self.make_system(kind)
         self.progress.phase(f"backlog: {n:,} unread messages to one user on the {system.description}")
+        mark = None
         system.start()
         try:
             ids = self.new_ids(11)
@@ -437,9 +479,10 @@ class Runner:
             res = self.pool.call(cmds, timeout=360, tick=tick)[0]
             cpu_rec = self.cpu_record("backlog", system, cpu.stop())
             info = res["backlog"][0]
+            mark = system.warning_mark()
             self.close(system, "backlog")
         finally:
-            warnings = system.warnings()
+            logs = self.log_summary(system, mark)
             system.stop()
         ok = bool(info["t_connected"])
         secs = info["t_connected"] - info["t_start"] if ok else None
@@ -449,7 +492,7 @@ class Runner:
                "connected_s": round(secs, 3) if secs else None,
                "push_rate_per_s": round(info["frames"] / secs, 1) if secs else None,
                "all_received": info["distinct"] == n, "cpu": cpu_rec,
-               "warnings": warnings[:20], "warning_count": len(warnings)}
+               "log_warnings": logs}
         self.progress.phase(f"  connected after {out['connected_s']} s with {info['frames']:,} backlog "
                             f"chats ({out['push_rate_per_s']}/s)")
         return out
@@ -460,6 +503,7 @@ class Runner:
         n = self.sizes.presence_friends
         system = self.make_system(kind)
         self.progress.phase(f"presence: a user with {n:,} online friends connects, on the {system.description}")
+        mark = None
         system.start()
         try:
             ids = self.new_ids(n + 1)
@@ -485,9 +529,10 @@ class Runner:
             cpu_rec = self.cpu_record("presence", system, cpu.stop())
             times = sorted(t - me["t_start"] for t in merged(got, "times"))
             missing = sum(r["missing"] for r in got if r)
+            mark = system.warning_mark()
             self.close(system, "friends", "hub")
         finally:
-            warnings = system.warnings()
+            logs = self.log_summary(system, mark)
             system.stop()
         online_friends = len((me["data"] or {}).get("onlineFriends") or [])
         out = {"friends": n, "friends_online": held, "seed_s": round(seed_s, 2),
@@ -498,7 +543,7 @@ class Runner:
                "user_connected_ms": round((me["t_connected"] - me["t_start"]) * 1000, 1)
                if me["t_connected"] else None,
                "online_friends_in_connected": online_friends, "cpu": cpu_rec,
-               "warnings": warnings[:20], "warning_count": len(warnings)}
+               "log_warnings": logs}
         self.progress.phase(f"  {len(times):,}/{held:,} friends got `online` within "
                             f"{out['last_online_ms']} ms (p50 {out['p50_online_ms']} ms)")
         return out

@@ -219,15 +219,26 @@ class ManagedSystem(Seeder):
         m = re.search(r"^skyeim_ws_connections(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.M)
         return int(float(m.group(1))) if m else None
 
-    def warnings(self) -> list[str]:
-        """Log lines at WARNING or above (overflows, backend failures)."""
+    def warnings(self, since: dict[str, int] | None = None,
+                 until: dict[str, int] | None = None) -> list[str]:
+        """Log lines at WARNING or above (overflows, backend failures), between the
+        ``since`` and ``until`` marks (see ``warning_mark``) when given."""
         out = []
+        for name, lines in self._warning_lines().items():
+            lo, hi = (since or {}).get(name, 0), (until or {}).get(name, len(lines))
+            out += [f"{name}: {line}" for line in lines[lo:hi]]
+        return out
+
+    def warning_mark(self) -> dict[str, int]:
+        return {name: len(lines) for name, lines in self._warning_lines().items()}
+
+    def _warning_lines(self) -> dict[str, list[str]]:
+        out = {}
         for name in self.procs:
             path = self.dir / f"{name}.log"
             if path.exists():
-                for line in path.read_text(errors="replace").splitlines():
-                    if " WARNING " in line or " ERROR " in line:
-                        out.append(f"{name}: {line}")
+                out[name] = [line for line in path.read_text(errors="replace").splitlines()
+                             if " WARNING " in line or " ERROR " in line]
         return out
 
     def stop(self) -> None:
@@ -291,8 +302,11 @@ class ExternalSystem(Seeder):
 
     connections = ManagedSystem.connections
 
-    def warnings(self) -> list[str]:
+    def warnings(self, since: dict | None = None, until: dict | None = None) -> list[str]:
         return []
+
+    def warning_mark(self) -> dict:
+        return {}
 
 
 class RelaySystem:
@@ -344,8 +358,11 @@ class RelaySystem:
         except (requests.RequestException, ValueError, KeyError):
             return None
 
-    def warnings(self) -> list[str]:
+    def warnings(self, since: dict | None = None, until: dict | None = None) -> list[str]:
         return []
+
+    def warning_mark(self) -> dict:
+        return {}
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
