@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                    f"at most (limit {LOAD_BOUND_PERCENT:.0f}%) in every measured phase")
     contended = [p["phase"] for p in phases if p.get("bottleneck") == "machine"]
     if contended:
-        verdict += ("\nMachine-bound (every core busy, the system itself below 90% of a core): "
+        verdict += ("\nMachine-bound (every core busy, no process of the system or the load above 90% "
+                    "of a core): "
                     f"{', '.join(contended)}; 'other processes' in the CPU table says how much of "
                     "the machine something else on it took")
     results["load_check"] = {"threshold_percent": LOAD_BOUND_PERCENT, "max_load_worker_percent": busiest,
