@@ -32,6 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="load generator processes (default: number of CPUs, at least 2)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="the system's log level (default info, as etc/*.yaml)")
+    p.add_argument("--keep-work", action="store_true",
+                   help="keep the temporary directory with the systems' configs, logs and databases")
     p.add_argument("--data-source", default=None,
                    help="SQLAlchemy URL for the three services (default: fresh SQLite files per scenario)")
     g = p.add_argument_group("sizes (defaults are the full run; --quick shrinks them)")
@@ -165,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     for n in notes:
         progress.phase("note: " + n)
-    progress.phase(f"{args.workers} load worker processes; work files in {workdir}")
+    progress.phase(f"{args.workers} load worker processes; work files in {workdir}"
+                   + ("" if args.keep_work else " (removed at the end; --keep-work keeps them)"))
     pool = LoadPool(args.workers, fd_limit=soft)
     runner = Runner(pool, sizes, progress, make_system)
     t_start = time.monotonic()
@@ -180,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         results["interrupted"] = True
     finally:
         pool.close()
+        if not args.keep_work:
+            import shutil
+            shutil.rmtree(workdir, ignore_errors=True)
     results["meta"]["duration_s"] = round(time.monotonic() - t_start, 1)
 
     phases = runner.load_phases
