@@ -51,6 +51,9 @@ class Gateway:
         else:
             self.hub = Hub()
         self.presence = Pool(PRESENCE_CONCURRENCY)      # offline notifications in flight
+        # user id -> its offline notification in flight: a quick reconnect's `online`
+        # waits for it, so friends see offline then online, never online twice
+        self._going_offline: dict[int, gevent.Greenlet] = {}
         self.connections = 0            # accepted sockets not yet closed (MaxConnections)
         self.sessions: set[Session] = set()   # every live session, in the hub or not yet
         self.stopping = False
@@ -89,7 +92,8 @@ class Gateway:
             try:
                 # (alone, a stopping gateway is closing every friend too: nobody to tell)
                 if self.hub.unregister(session) and (not self.stopping or self.hub.clustered):
-                    self.presence.spawn(self._notify_presence, session.user_id, "offline", None)
+                    self._going_offline[session.user_id] = self.presence.spawn(
+                        self._notify_presence, session.user_id, "offline", None)
                 self.metrics.users_online.set(self.hub.local_users())
             finally:
                 # only now: a graceful stop waits for this count to reach 0 and then for
@@ -112,6 +116,9 @@ class Gateway:
         friends = self._friends_or_empty(uid)
         online_friends = self.hub.online_among(friends)
         if first and online_friends:
+            pending = self._going_offline.get(uid)
+            if pending is not None:
+                pending.join(timeout=self.backends.friend.timeout + 1)   # offline first
             text = frames.encode("online", {"userId": uid, "timestamp": now_ms()})
             for fid in online_friends:
                 self.hub.send_to_user(fid, text)
@@ -167,11 +174,13 @@ class Gateway:
     def _notify_presence(self, user_id: int, kind: str, friends: list[int] | None) -> None:
         if friends is None:
             friends = self._friends_or_empty(user_id)
-        if kind == "offline" and self.hub.is_online(user_id):
-            return                        # back already (a quick reconnect): not offline after all
         text = frames.encode(kind, {"userId": user_id, "timestamp": now_ms()})
-        for fid in self.hub.online_among(friends):
-            self.hub.send_to_user(fid, text)
+        try:
+            for fid in self.hub.online_among(friends):
+                self.hub.send_to_user(fid, text)
+        finally:
+            if kind == "offline" and self._going_offline.get(user_id) is gevent.getcurrent():
+                del self._going_offline[user_id]
 
     # -- client frames ---------------------------------------------------------------
 
