@@ -29,7 +29,7 @@ class ConfigError(Exception):
 class RpcConfig:
     endpoints: tuple[str, ...] = ()
     timeout: int = 2000          # ms, per HTTP call
-    pool_size: int = 64          # keep-alive connections per endpoint
+    pool_size: int = 128         # keep-alive connections per endpoint
 
     def validate(self, key: str) -> None:
         if not self.endpoints:

@@ -39,6 +39,9 @@ class ServiceClient:
         self.bases = [ep if ep.startswith("http") else f"http://{ep}" for ep in rpc.endpoints]
         self._turn = itertools.cycle(range(len(self.bases)))
         self.session = requests.Session()
+        # internal calls: no proxy variables or ~/.netrc to consult on every request
+        # (that lookup cost more CPU than the call itself)
+        self.session.trust_env = False
         # one pool per endpoint, sized so that concurrent greenlets reuse connections
         adapter = HTTPAdapter(pool_connections=len(self.bases), pool_maxsize=rpc.pool_size,
                               pool_block=False, max_retries=0)

@@ -310,10 +310,12 @@ class DeliveryRecorder:
     QUEUE_SIZE = 10_000
     WORKERS = 4
     BATCH = 500
+    CONCURRENT_CALLS = 32    # Message-service calls in flight for deliveries
 
     def __init__(self, gateway: Gateway):
         self.gateway = gateway
         self.queue: Queue = Queue(maxsize=self.QUEUE_SIZE)
+        self.calls = Pool(self.CONCURRENT_CALLS)
         self.workers = [gevent.spawn(self._work) for _ in range(self.WORKERS)]
         self.pending = 0
 
@@ -342,23 +344,27 @@ class DeliveryRecorder:
         by_recipient: dict[int, dict[tuple[int, str], Outgoing]] = {}
         for recipient, item in batch:
             by_recipient.setdefault(recipient, {})[item.key] = item
-        message, hub = self.gateway.backends.message, self.gateway.hub
-        latency = self.gateway.metrics.delivered_latency
-        for recipient, items in by_recipient.items():
-            try:
-                marked = message.mark_delivered(recipient, list(items))
-            except (BackendUnavailable, BackendRejected) as e:
-                log.warning("user=%s: %d deliveries not recorded (%s); pushed again at next connect",
-                            recipient, len(items), e)
+        # one call per recipient, side by side (bounded by the calls pool)
+        calls = [self.calls.spawn(self._record_for, recipient, items)
+                 for recipient, items in by_recipient.items()]
+        gevent.joinall(calls)
+
+    def _record_for(self, recipient: int, items: dict[tuple[int, str], Outgoing]) -> None:
+        try:
+            marked = self.gateway.backends.message.mark_delivered(recipient, list(items))
+        except (BackendUnavailable, BackendRejected) as e:
+            log.warning("user=%s: %d deliveries not recorded (%s); pushed again at next connect",
+                        recipient, len(items), e)
+            return
+        hub, latency = self.gateway.hub, self.gateway.metrics.delivered_latency
+        for m in marked:
+            item = items.get((m["fromUserId"], m["msgId"]))
+            if item is None:
                 continue
-            for m in marked:
-                item = items.get((m["fromUserId"], m["msgId"]))
-                if item is None:
-                    continue
-                hub.send_to_user(m["fromUserId"], frames.encode_ack(
-                    m["msgId"], "delivered", m["deliveredAt"], item.seq), wait=SLOW_CLIENT_GRACE)
-                if item.t0 is not None:
-                    latency.observe(time.perf_counter() - item.t0)
+            hub.send_to_user(m["fromUserId"], frames.encode_ack(
+                m["msgId"], "delivered", m["deliveredAt"], item.seq), wait=SLOW_CLIENT_GRACE)
+            if item.t0 is not None:
+                latency.observe(time.perf_counter() - item.t0)
 
     def flush(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
