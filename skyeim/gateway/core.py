@@ -78,7 +78,7 @@ class Gateway:
         self.metrics.connections.inc()
         log.info("conn=%s user=%s connected", session.conn_id, session.user_id)
         session.writer = gevent.spawn(session.write_pump)
-        online = gevent.spawn(self._bring_online, session)
+        online = gevent.spawn(self._bring_online_or_close, session)
         if self.stopping:     # accepted in the instant the stop began: it goes too
             session.stop_reading = True
             gevent.spawn(session.close_after_flush, CLOSE_GOING_AWAY)
@@ -103,6 +103,17 @@ class Gateway:
             code = code if code is not None else ws.close_code
             self.metrics.closes.labels(str(code)).inc()
             log.info("conn=%s user=%s closed code=%s", session.conn_id, session.user_id, code)
+
+    def _bring_online_or_close(self, session: Session) -> None:
+        try:
+            self._bring_online(session)
+        except gevent.GreenletExit:
+            raise
+        except Exception:
+            # a client must never wait forever for `connected`: close, it reconnects
+            log.exception("conn=%s user=%s online flow failed: closing 1011",
+                          session.conn_id, session.user_id)
+            session.close(1011, "internal error")
 
     def _bring_online(self, session: Session) -> None:
         """Steps 1-4 of PROTOCOL.md section 1: register, presence, unread push, connected."""
