@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             listener, create_app(gateway),
             max_message_size=ws_cfg.max_message_size, close_timeout=ws_cfg.close_timeout,
             handshake_timeout=ws_cfg.handshake_timeout,
+            # a client that takes nothing for PongTimeout is gone: the heartbeat's bound
+            write_timeout=ws_cfg.pong_timeout,
             log=gevent.pywsgi.LoggingLogAdapter(logging.getLogger("skyeim.http"), logging.DEBUG),
             error_log=gevent.pywsgi.LoggingLogAdapter(logging.getLogger("skyeim.http"), logging.ERROR))
         server.start()

@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
-_DIGITS = re.compile(r"[0-9]{1,19}")
+_DIGITS = re.compile(r"[0-9]{1,100}")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200

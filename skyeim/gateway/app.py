@@ -74,7 +74,8 @@ def ws_handler():
     origin = request.headers.get("Origin")
     if allowed and origin is not None and "*" not in allowed and origin not in allowed:
         return _refuse(gateway, 403, "forbidden_origin", "this Origin is not allowed")
-    token = _bearer() or request.args.get("token", "")
+    bearer = _bearer()               # the header wins, even when it is empty
+    token = bearer if bearer is not None else request.args.get("token", "")
     try:
         claims = gateway.verify_token(token)
     except tokens.InvalidToken:

@@ -9,7 +9,10 @@ Redis keys (all under ``Cluster.KeyPrefix``, ``P`` below):
   P nodes        the set of node ids that may hold users (to clean up after a dead one)
   P user:<uid>   hash: node id -> that user's connections on the node
   P users:<id>   set: the user ids connected on node <id>
+  P gen:<uid>    a counter that orders a user's logins across the cluster
+  P forgotten:<id>  set when other nodes gave node <id> up (it stalled past NodeTTL)
   P chan:<id>    the Pub/Sub channel of node <id>
+  P kick         the channel every node hears: "user U logged in anew (login number G)"
 
 Nothing is lost when Redis or a node fails: chats are stored before they are
 routed, so a lost publish only delays delivery to the recipient's next connect.
@@ -42,7 +45,8 @@ LISTEN_POLL = 1.0            # s a Pub/Sub read waits before checking for shutdo
 class ClusterHub(Hub):
     clustered = True
 
-    def __init__(self, cfg: ClusterConfig, on_users_gone: Callable[[list[int]], None]):
+    def __init__(self, cfg: ClusterConfig, on_users_gone: Callable[[list[int]], None],
+                 on_users_back: Callable[[list[int]], None]):
         super().__init__()
         self.cfg = cfg
         self.node_id = cfg.node_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -51,6 +55,7 @@ class ClusterHub(Hub):
                                           socket_connect_timeout=REDIS_TIMEOUT,
                                           decode_responses=True)
         self.on_users_gone = on_users_gone      # users found offline after a node died
+        self.on_users_back = on_users_back      # users online again after we were given up
         self.alive: set[str] = {self.node_id}    # refreshed every heartbeat
         self.redis_ok = False
         self._running = False
@@ -108,14 +113,19 @@ class ClusterHub(Hub):
     def register(self, session: Sink, replace: bool = True) -> tuple[bool, list[Sink]]:
         first, replaced = super().register(session, replace)
         uid = session.user_id
+        if not self.redis_ok:
+            return first, replaced          # the listener re-registers everyone on its return
         try:
-            others = self._remote_nodes(uid)
-            if others:
+            if self._remote_nodes(uid):
                 first = False
-                if replace:          # MultiLogin kick: older connections elsewhere go (4001)
-                    for node in others:
-                        self.redis.publish(self._k_chan(node), json.dumps({"kick": uid}))
             pipe = self.redis.pipeline(transaction=False)
+            if replace:
+                # MultiLogin kick: every node closes this user's *older* logins (4001).
+                # Told to all nodes, not only those listed now, so that two logins at
+                # the same moment on two nodes still end with one (the newer) alive.
+                session.gen = self.redis.incr(f"{self.prefix}gen:{uid}")
+                pipe.publish(f"{self.prefix}kick", json.dumps(
+                    {"kick": uid, "g": session.gen, "n": self.node_id}))
             pipe.hset(self._k_user(uid), self.node_id, self.local_count(uid))
             pipe.sadd(self._k_users(self.node_id), uid)
             pipe.execute()
@@ -128,6 +138,8 @@ class ClusterHub(Hub):
         if left is None:
             return False                   # replaced (kicked): it says nothing
         uid = session.user_id
+        if not self.redis_ok:
+            return left == 0                # the listener's resync drops us from Redis later
         try:
             if left:
                 self.redis.hset(self._k_user(uid), self.node_id, left)
@@ -214,7 +226,7 @@ class ClusterHub(Hub):
         while self._running:                      # ends with stop(); each pass bounded by timeouts
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(self._k_chan(self.node_id))
+                pubsub.subscribe(self._k_chan(self.node_id), f"{self.prefix}kick")
                 gone = self._resync()              # Redis may have restarted empty
                 self.redis_ok = True
                 if gone:                           # (reported once routing works again)
@@ -243,7 +255,8 @@ class ClusterHub(Hub):
         try:
             msg = json.loads(data)
             if "kick" in msg:
-                self._kick_local(int(msg["kick"]))
+                if msg["n"] != self.node_id:
+                    self._kick_local(int(msg["kick"]), int(msg["g"]))
                 return
             uid = msg["u"]
             if "k" in msg:
@@ -258,14 +271,18 @@ class ClusterHub(Hub):
         except (ValueError, KeyError, TypeError, IndexError):
             log.warning("cluster: dropped a malformed message on %s", self._k_chan(self.node_id))
 
-    def _kick_local(self, uid: int) -> None:
-        sessions = self.take_all(uid)
+    def _kick_local(self, uid: int, gen: int) -> None:
+        sessions = self.take_older(uid, gen)
         if not sessions:
             return
         try:
+            left = self.local_count(uid)
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hdel(self._k_user(uid), self.node_id)
-            pipe.srem(self._k_users(self.node_id), uid)
+            if left:
+                pipe.hset(self._k_user(uid), self.node_id, left)
+            else:
+                pipe.hdel(self._k_user(uid), self.node_id)
+                pipe.srem(self._k_users(self.node_id), uid)
             pipe.execute()
         except redis.RedisError as e:
             self._failed("kick", e)
@@ -321,7 +338,17 @@ class ClusterHub(Hub):
         pipe.set(self._k_node(self.node_id), int(time.time()), ex=self.cfg.node_ttl)
         pipe.sadd(nodes_key, self.node_id)
         pipe.smembers(nodes_key)
-        members = pipe.execute()[2]
+        pipe.delete(f"{self.prefix}forgotten:{self.node_id}")
+        _, _, members, forgotten = pipe.execute()
+        if forgotten:
+            # we stalled past NodeTTL and the others gave our users up (offline to
+            # their friends): register them again and say they are back
+            log.warning("cluster: node %s was given up by the others; re-registering", self.node_id)
+            self._resync()
+            with self._lock:
+                back = list(self._sessions)
+            if back:
+                self.on_users_back(back)
         pipe = self.redis.pipeline(transaction=False)
         ordered = sorted(members)
         for n in ordered:
@@ -338,15 +365,19 @@ class ClusterHub(Hub):
         if not self.redis.set(claim, self.node_id, nx=True, ex=self.cfg.node_ttl):
             return                                 # another node is on it
         uids = [int(u) for u in self.redis.smembers(self._k_users(dead))]
-        gone = []
+        pipe = self.redis.pipeline(transaction=False)       # a round trip, not one per user
         for uid in uids:
-            self.redis.hdel(self._k_user(uid), dead)
-            if not self.local_count(uid) and not self._remote_nodes(uid):
-                gone.append(uid)
-        pipe = self.redis.pipeline(transaction=False)
+            pipe.hdel(self._k_user(uid), dead)
+        for uid in uids:
+            pipe.hkeys(self._k_user(uid))
         pipe.delete(self._k_users(dead))
         pipe.srem(f"{self.prefix}nodes", dead)
-        pipe.execute()
+        # if it was only stalled, it learns from this that its users were given up
+        pipe.set(f"{self.prefix}forgotten:{dead}", self.node_id, ex=3600)
+        remaining = pipe.execute()[len(uids):2 * len(uids)]
+        gone = [uid for uid, nodes in zip(uids, remaining)
+                if not self.local_count(uid)
+                and not self._live([n for n in nodes if n != self.node_id])]
         log.info("cluster: node %s is gone; %d of its users went offline", dead, len(gone))
         if gone:
             self.on_users_gone(gone)

@@ -47,7 +47,7 @@ class Gateway:
             svc.metrics = self.metrics
         if cfg.cluster.enabled:
             from skyeim.gateway.cluster import ClusterHub   # needs the redis package
-            self.hub: Hub = ClusterHub(cfg.cluster, self._users_gone)
+            self.hub: Hub = ClusterHub(cfg.cluster, self._users_gone, self._users_back)
         else:
             self.hub = Hub()
         self.presence = Pool(PRESENCE_CONCURRENCY)      # offline notifications in flight
@@ -92,8 +92,7 @@ class Gateway:
             try:
                 # (alone, a stopping gateway is closing every friend too: nobody to tell)
                 if self.hub.unregister(session) and (not self.stopping or self.hub.clustered):
-                    self._going_offline[session.user_id] = self.presence.spawn(
-                        self._notify_presence, session.user_id, "offline", None)
+                    self._report_offline(session.user_id)
                 self.metrics.users_online.set(self.hub.local_users())
             finally:
                 # only now: a graceful stop waits for this count to reach 0 and then for
@@ -140,10 +139,15 @@ class Gateway:
                         session.conn_id, uid)
             session.close(CLOSE_TOO_SLOW, "backlog not read")
             return
-        session.go_live(frames.encode("connected", {
-            "userId": uid, "onlineCount": self.hub.online_count(),
-            "onlineFriends": online_friends, "unreadPushed": pushed,
-            "serverTime": now_ms()}))
+        try:
+            session.go_live(frames.encode("connected", {
+                "userId": uid, "onlineCount": self.hub.online_count(),
+                "onlineFriends": online_friends, "unreadPushed": pushed,
+                "serverTime": now_ms()}), timeout=BACKLOG_WRITE_TIMEOUT)
+        except Full:
+            log.warning("conn=%s user=%s did not read its backlog: closing 4002",
+                        session.conn_id, uid)
+            session.close(CLOSE_TOO_SLOW, "backlog not read")
 
     def _push_unread(self, session: Session) -> int:
         """Push every unread message, oldest first, a page at a time; returns the count."""
@@ -167,10 +171,22 @@ class Gateway:
                 break
         return pushed
 
+    def _report_offline(self, user_id: int) -> None:
+        # registered before it starts (the pool may make us wait), so that a quick
+        # reconnect's `online` always finds it and goes after it
+        g = gevent.Greenlet(self._notify_presence, user_id, "offline", None)
+        self._going_offline[user_id] = g
+        self.presence.start(g)
+
     def _users_gone(self, user_ids: list[int]) -> None:
         """Users of a cluster node that died are offline now: tell their friends."""
         for uid in user_ids:
-            self.presence.spawn(self._notify_presence, uid, "offline", None)
+            self._report_offline(uid)
+
+    def _users_back(self, user_ids: list[int]) -> None:
+        """Users this node holds were given up by the cluster and are back: tell friends."""
+        for uid in user_ids:
+            self.presence.spawn(self._notify_presence, uid, "online", None)
 
     def start(self) -> None:
         self.hub.start()
@@ -203,7 +219,7 @@ class Gateway:
             if isinstance(message, str):
                 try:
                     frame = frames.parse(message, session.user_id, self.cfg.chat.max_content_length)
-                    msg_id = frame.msg_id if isinstance(frame, frames.Chat) else None
+                    msg_id = frame.given_msg_id if isinstance(frame, frames.Chat) else None
                 except FrameError as e:
                     msg_id = e.msg_id
             session.reply(frames.encode_error("rate_limited", "too many frames; slow down", msg_id))
@@ -213,6 +229,7 @@ class Gateway:
             session.reply(frames.encode_error("unsupported_frame",
                                              "binary frames are not supported; send JSON text"))
             return
+        frame = None
         try:
             try:
                 frame = frames.parse(message, session.user_id, self.cfg.chat.max_content_length)
@@ -235,25 +252,26 @@ class Gateway:
             session.reply(frames.encode_error(e.code, e.message, e.msg_id))
         except Exception:
             log.exception("conn=%s user=%s frame handling failed", session.conn_id, session.user_id)
-            session.reply(frames.encode_error("internal", "internal error"))
+            msg_id = frame.given_msg_id if isinstance(frame, frames.Chat) else None
+            session.reply(frames.encode_error("internal", "internal error", msg_id))
 
     def _handle_chat(self, session: Session, chat: frames.Chat) -> None:
-        uid, msg_id = session.user_id, chat.msg_id
+        uid, msg_id, err_id = session.user_id, chat.msg_id, chat.given_msg_id
         t0 = time.perf_counter()
         if self.cfg.chat.require_friendship:
             try:
                 friends = self.backends.friend.friends(uid)
             except (BackendUnavailable, BackendRejected):
-                raise FrameError("unavailable", "the friend service is unavailable", msg_id)
+                raise FrameError("unavailable", "the friend service is unavailable", err_id)
             if chat.to_user_id not in friends:
-                raise FrameError("not_friends", "you can only chat with friends", msg_id)
+                raise FrameError("not_friends", "you can only chat with friends", err_id)
         try:
             stored = self.backends.message.send(msg_id, uid, chat.to_user_id, chat.content,
                                                 chat.content_type)
         except BackendUnavailable:
-            raise FrameError("unavailable", "the message service is unavailable; retry", msg_id)
+            raise FrameError("unavailable", "the message service is unavailable; retry", err_id)
         except BackendRejected as e:
-            raise FrameError("bad_request" if e.status == 400 else "internal", e.message, msg_id)
+            raise FrameError("bad_request" if e.status == 400 else "internal", e.message, err_id)
         seq = stored["seq"]
         session.reply(frames.encode_ack(msg_id, "sent", stored["createdAt"], seq,
                                        duplicate=bool(stored.get("duplicate"))))

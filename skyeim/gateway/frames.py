@@ -36,10 +36,11 @@ class Ping:
 @dataclass(frozen=True, slots=True)
 class Chat:
     kind = "chat"
-    msg_id: str
+    msg_id: str                   # the client's, or one the server made
     to_user_id: int
     content: str
     content_type: int
+    given_msg_id: str | None      # the client's only: what an error frame may echo
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +59,22 @@ class Auth:
 ClientFrame = Ping | Chat | Read | Auth
 
 
+def _bounded_int(digits: str):
+    # an integer too long to be any id is still valid JSON: let validation refuse it
+    # (bad_request) instead of Python's int-size guard turning it into bad_json
+    return int(digits) if len(digits) <= 40 else float("inf")
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON")     # json.loads would accept NaN and Infinity
+
+
+_decode = json.JSONDecoder(parse_int=_bounded_int, parse_constant=_not_json).decode
+
+
 def parse(text: str, sender_id: int, max_content_length: int) -> ClientFrame:
     try:
-        obj = json.loads(text)
+        obj = _decode(text)
     except RecursionError:
         raise FrameError("bad_request", "JSON nested too deeply") from None
     except ValueError:
@@ -86,10 +100,8 @@ def parse(text: str, sender_id: int, max_content_length: int) -> ClientFrame:
 def _parse_chat(data, sender_id: int, max_content_length: int) -> Chat:
     if not isinstance(data, dict):
         raise FrameError("bad_request", "chat needs a data object")
-    msg_id = data.get("msgId")
-    if msg_id is None:
-        msg_id = str(uuid.uuid4())
-    elif not is_msg_id(msg_id):
+    msg_id = data.get("msgId")    # errors echo it only when the client sent a valid one
+    if msg_id is not None and not is_msg_id(msg_id):
         raise FrameError("bad_request", "msgId must be 1 to 64 characters of A-Z a-z 0-9 _ -")
     to = data.get("toUserId")
     if not is_user_id(to):
@@ -109,7 +121,7 @@ def _parse_chat(data, sender_id: int, max_content_length: int) -> Chat:
         ctype = 1
     elif type(ctype) is not int or ctype not in CONTENT_TYPES:
         raise FrameError("bad_request", "contentType must be 1, 2, 3 or 4", msg_id)
-    return Chat(msg_id, to, content, ctype)
+    return Chat(msg_id if msg_id is not None else str(uuid.uuid4()), to, content, ctype, msg_id)
 
 
 def _parse_read(data, sender_id: int) -> Read:

@@ -12,6 +12,7 @@ from typing import Iterable, Protocol
 
 class Sink(Protocol):
     user_id: int
+    gen: int
 
     def send(self, item, wait: float = 0.0) -> bool: ...
 
@@ -54,10 +55,18 @@ class Hub:
                 del self._sessions[session.user_id]
             return len(rest)
 
-    def take_all(self, user_id: int) -> list[Sink]:
-        """Remove and return every session of ``user_id`` (silently: no offline)."""
+    def take_older(self, user_id: int, gen: int) -> list[Sink]:
+        """Remove and return the sessions of ``user_id`` whose login ``gen`` is lower
+        (silently: no offline); a newer one stays."""
         with self._lock:
-            return self._sessions.pop(user_id, [])
+            sessions = self._sessions.get(user_id, [])
+            older = [s for s in sessions if s.gen < gen]
+            rest = [s for s in sessions if s.gen >= gen]
+            if rest:
+                self._sessions[user_id] = rest
+            else:
+                self._sessions.pop(user_id, None)
+            return older
 
     def local_count(self, user_id: int) -> int:
         return len(self._sessions.get(user_id, ()))

@@ -55,12 +55,13 @@ class _Close:
 
 
 _STOP = object()
+_WAKE = object()    # a no-op that makes the writer re-plan its timers
 
 
 class Session:
     __slots__ = ("ws", "user_id", "conn_id", "gateway", "queue", "held", "closing",
                  "stop_reading", "busy", "token_exp", "warned", "next_ping_at",
-                 "tokens", "tokens_at", "sent_keys", "writer", "__weakref__")
+                 "tokens", "tokens_at", "sent_keys", "writer", "gen", "__weakref__")
 
     def __init__(self, ws: WebSocket, user_id: int, token_exp: int, gateway: "Gateway"):
         ws_cfg = gateway.cfg.web_socket
@@ -80,6 +81,7 @@ class Session:
         self.tokens_at = time.monotonic()
         self.sent_keys: dict[tuple[int, str], None] | None = None
         self.writer: gevent.Greenlet | None = None
+        self.gen = 0                     # cluster login order of this user (0 = unknown)
 
     def __repr__(self) -> str:
         return f"<Session conn={self.conn_id} user={self.user_id}>"
@@ -126,13 +128,20 @@ class Session:
         if not self.closing:
             self.queue.put(item, timeout=timeout)
 
-    def go_live(self, connected_text: str) -> None:
-        """Send `connected`, then the frames held while catching up, in order."""
-        held, self.held = self.held or [], None
-        self.send(connected_text)
-        for item in held:
-            if not self.send(item):
-                break
+    def go_live(self, connected_text: str, timeout: float) -> None:
+        """Send `connected`, then the frames held while catching up, in order.
+
+        Like the backlog, these wait (up to ``timeout`` s each) for room in the
+        queue: the backlog may just have filled it. Frames produced meanwhile
+        keep joining ``held``, so the order stays. Raises ``Full`` for a client
+        that does not read."""
+        held = self.held if self.held is not None else []
+        self.queue.put(connected_text, timeout=timeout)
+        while held:                       # bounded: held never grows past the queue size
+            if self.closing:
+                return
+            self.queue.put(held.pop(0), timeout=timeout)
+        self.held = None                  # (no yield between the last check and here)
 
     def _overflow(self) -> None:
         log.warning("conn=%s user=%s send queue full (%d): closing 4002",
@@ -189,7 +198,7 @@ class Session:
                     self.closing = True
                     ws.close(item.code, "server shutting down" if item.code == CLOSE_GOING_AWAY else "")
                     return
-                if item is not None:
+                if item is not None and item is not _WAKE:
                     self._write(item)
                 if not self._run_timers(ws_cfg, auth_cfg):
                     return
@@ -287,4 +296,8 @@ class Session:
 
     def refresh_token(self, exp: int) -> None:
         self.token_exp = exp
-        self.warned = False               # the writer re-plans its timers when it next wakes
+        self.warned = False
+        try:                              # wake the writer to re-plan its timers for the new exp
+            self.queue.put_nowait(_WAKE)
+        except Full:
+            pass                          # it is busy writing and re-plans after that

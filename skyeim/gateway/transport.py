@@ -60,6 +60,7 @@ CLOSE_ABNORMAL = 1006          # never sent: "the connection dropped without a c
 CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
+CLOSE_TOO_SLOW = 4002          # ours (PROTOCOL.md 4): the client does not read
 
 
 class ConnectionClosed(Exception):
@@ -74,6 +75,10 @@ class MessageTooBig(ProtocolError):
     pass
 
 
+class _WriteStalled(Exception):
+    pass
+
+
 def _valid_close_code(code: int) -> bool:
     # RFC 6455 7.4: 1000-1003, 1007-1011 (and 1012-1014 registered later), 3000-4999
     return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) \
@@ -83,13 +88,15 @@ def _valid_close_code(code: int) -> bool:
 class WebSocket(_UpstreamWebSocket):
     """One server-side WebSocket; read from one greenlet, written from any."""
 
-    __slots__ = ("max_message_size", "close_timeout", "accepted", "close_code",
+    __slots__ = ("max_message_size", "close_timeout", "write_timeout", "accepted", "close_code",
                  "last_seen", "_write_lock", "_accept_headers", "_sock")
 
-    def __init__(self, environ, handler, accept_headers, max_message_size, close_timeout):
+    def __init__(self, environ, handler, accept_headers, max_message_size, close_timeout,
+                 write_timeout=60.0):
         super().__init__(environ, Stream(handler), handler)
         self.max_message_size = max_message_size
         self.close_timeout = close_timeout
+        self.write_timeout = write_timeout      # s one frame may take to go out
         self.accepted = False
         self.close_code: int | None = None
         self.last_seen = time.monotonic()
@@ -210,8 +217,17 @@ class WebSocket(_UpstreamWebSocket):
             message = message.encode("utf-8")
         data = bytes(Header.encode_header(True, opcode, b"", len(message), 0)) + message
         with self._write_lock:
+            if self.closed:                   # closed while we waited for the lock
+                raise ConnectionClosed(self.close_code or CLOSE_ABNORMAL)
             try:
-                self.raw_write(data)
+                with gevent.Timeout(self.write_timeout, _WriteStalled):
+                    self.raw_write(data)
+            except _WriteStalled:
+                # the peer has not taken data for write_timeout s: a frame is half
+                # written, so no close frame can follow; drop TCP (PROTOCOL.md 4: best effort)
+                self.close_code = CLOSE_TOO_SLOW
+                self.drop()
+                raise ConnectionClosed(CLOSE_TOO_SLOW) from None
             except (OSError, TypeError, AttributeError):
                 self.closed = True
                 raise ConnectionClosed(self.close_code or CLOSE_ABNORMAL) from None
@@ -327,7 +343,8 @@ class WebSocketHandler(_UpstreamHandler):
             return WSGIHandler.run_application(self)
         ws = WebSocket(self.environ, self, headers,
                        max_message_size=self.server.max_message_size,
-                       close_timeout=self.server.close_timeout)
+                       close_timeout=self.server.close_timeout,
+                       write_timeout=getattr(self.server, "write_timeout", 60.0))
         self.environ["wsgi.websocket"] = ws
         self.environ["wsgi.websocket_version"] = "13"
         self.websocket = ws
@@ -394,7 +411,8 @@ class WebSocketHandler(_UpstreamHandler):
 
 
 def make_server(listener, app, *, max_message_size: int, close_timeout: float = 1.0,
-                handshake_timeout: float = 10.0, backlog: int = 2048, **kwargs) -> WSGIServer:
+                handshake_timeout: float = 10.0, write_timeout: float = 60.0,
+                backlog: int = 2048, **kwargs) -> WSGIServer:
     """A gevent WSGIServer whose connections may upgrade to our WebSocket.
 
     ``listener`` is an address, or a socket that listens already (with its own
@@ -405,4 +423,5 @@ def make_server(listener, app, *, max_message_size: int, close_timeout: float = 
     server.max_message_size = max_message_size
     server.close_timeout = close_timeout
     server.handshake_timeout = handshake_timeout
+    server.write_timeout = write_timeout
     return server
