@@ -307,3 +307,36 @@ def test_relogin_during_backlog_push_gets_the_whole_backlog(system):
     first_chats = [f["data"]["msgId"] for f in first.before_close if f["type"] == "chat"]
     assert first_chats == ids[:len(first_chats)]
     second.assert_open()
+
+
+@pytest.mark.timeout(60)
+def test_client_that_neither_reads_nor_sends_is_dropped_and_loses_nothing(heartbeat_system):
+    """A peer whose TCP window is shut (e.g. a frozen app) must not hold its
+    writer -- and so its heartbeat -- forever: every write is bounded by
+    PongTimeout, then the TCP connection is dropped (no close frame can follow a
+    half-written frame). What it did not get stays unread and comes at its next connect."""
+    s = heartbeat_system
+    alice, bob = s.users("stuck_a", "stuck_b")
+    ca = s.connect(alice)
+    cb = s.connect(bob, auto_pong=False,
+                   sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+    sent = []
+    for i in range(120):                     # ~1.9 MB: far more than the socket buffers hold
+        mid = ca.chat(bob, f"{i:03d}" + "x" * 16000)
+        for _ in range(10):                  # `delivered` acks of earlier ones may come first
+            ack = ca.expect("ack", timeout=10)
+            if ack["msgId"] == mid and ack["status"] == "sent":
+                break
+        else:
+            raise AssertionError(f"no sent ack for {mid}")
+        sent.append(mid)
+    deadline = time.monotonic() + 15
+    while f"user={bob.id} closed" not in s.log_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert f"user={bob.id} closed" in s.log_text(), "the stuck client was never dropped"
+    cb.abort()
+    again = s.connect(bob)
+    got = [m["msgId"] for m in again.backlog]
+    history = s.history(alice, bob, limit=200)["messages"]
+    delivered = {m["msgId"] for m in history if m["status"] != "sent"}
+    assert set(sent) <= set(got) | delivered, "a message was lost"

@@ -434,3 +434,27 @@ def test_rate_limit_is_per_connection(limited_system):
     for _ in range(5):
         cb.send("ping", None)
     assert [cb.expect("pong", skip=()) for _ in range(5)] == [None] * 5
+
+
+def test_chat_without_msg_id_gets_errors_with_a_null_msg_id(system):
+    """An error echoes only a msgId the client sent: a chat without one gets null,
+    even though the server would have made one had the chat been valid."""
+    alice = system.minted_user("nomid")
+    ca = system.connect(alice)
+    ca.send("chat", {"toUserId": "nope", "content": "x"})
+    ca.expect_error("bad_request", msg_id=None)
+    ca.send("chat", {"toUserId": alice.id, "content": "to myself"})
+    ca.expect_error("bad_request", msg_id=None)
+    ca.assert_open()
+
+
+def test_huge_integer_is_bad_request_and_nan_is_bad_json(system):
+    alice = system.minted_user("hugeint")
+    ca = system.connect(alice)
+    ca.send_raw('{"type":"chat","data":{"msgId":"h1","toUserId":' + "9" * 5000 + ',"content":"x"}}')
+    ca.expect_error("bad_request", msg_id="h1")
+    ca.send_raw('{"type":"ping","data":' + "1" * 5000 + '}')
+    ca.expect("pong")                                   # ping's data is ignored, whatever it is
+    ca.send_raw('{"type":"chat","data":{"msgId":"h2","toUserId":NaN,"content":"x"}}')
+    ca.expect_error("bad_json")
+    ca.assert_open()

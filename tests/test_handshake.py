@@ -303,3 +303,17 @@ def test_closed_connection_frees_its_slot(small_system):
     client = connect_when_free(small_system, c)
     assert client.connected["userId"] == c.id
 
+
+
+def test_token_with_iat_in_the_future_or_an_aud_claim_is_accepted(system, user):
+    """Only userId and exp are the contract's claims: clock skew between the Auth
+    service and a gateway (iat a little ahead) or an extra aud must not refuse it."""
+    future_iat = system.token_for(user.id, iat=int(time.time()) + 30)
+    with_aud = system.token_for(user.id, extra={"aud": "somebody"})
+    for token in (future_iat, with_aud):
+        assert system.handshake(token).status == 101
+
+
+def test_an_empty_bearer_header_still_wins_over_the_query(system, user):
+    answer = system.handshake(user.token, headers={"Authorization": "Bearer "})
+    assert_refused(answer, 401, "unauthorized")

@@ -181,3 +181,16 @@ def test_sender_online_gets_delivered_for_each_of_a_large_backlog(system):
     assert sorted(a["msgId"] for a in acks) == sorted(ids)    # each exactly once
     assert {a["status"] for a in acks} == {"delivered"}
     ca.assert_no_frame(0.5)
+
+
+@pytest.mark.timeout(60)
+def test_backlog_larger_than_the_send_queue_still_ends_with_connected(system_factory):
+    """The backlog may fill the send queue right before `connected`: connected
+    (and anything held) waits for room like the backlog, it does not overflow (4002)."""
+    s = system_factory(ws={"WebSocket": {"SendQueueSize": 10}})
+    alice, bob = s.users("bigq_a", "bigq_b")
+    ids = s.seed_many(alice, bob, 20, prefix="bigq")
+    cb = s.connect(bob)
+    assert [m["msgId"] for m in cb.backlog] == ids
+    assert cb.connected["unreadPushed"] == 20
+    cb.assert_open()

@@ -134,3 +134,17 @@ def test_expiry_not_enforced_by_default(system):
     ca.assert_no_frame(0.5)
     ca.send("auth", {"token": "garbage"})
     ca.expect_error("unauthorized", None)
+
+
+@pytest.mark.timeout(30)
+def test_refresh_to_an_earlier_exp_is_honoured(expiry_system):
+    """After a refresh, the warning and the close follow the NEW exp, even an earlier one."""
+    s = expiry_system
+    alice = s.register_user("exp_earlier")
+    ca = s.connect(alice, token=s.token_for(alice.id, exp=int(time.time()) + 60))
+    new_exp = int(time.time()) + WARNING + 2
+    ca.send("auth", {"token": s.token_for(alice.id, exp=new_exp)})
+    warned = ca.expect("token_expiring", timeout=5)
+    assert warned == {"expiresAt": new_exp * 1000}
+    assert ca.expect_close(timeout=WARNING + 5) == 4003
+    assert abs(ca.closed_at - wall_to_mono(new_exp)) <= 1.5, "not closed at the new exp"

@@ -93,10 +93,11 @@ def _refuse(gateway: Gateway, status: int, code: str, message: str):
 
 
 def _bearer() -> str | None:
-    value = request.headers.get("Authorization", "")
-    if value[:7].lower() == "bearer ":
-        return value[7:].strip()
-    return None
+    """The token of an ``Authorization: Bearer`` header ("" when it has none), else None."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip()
 
 
 _PAGE_HEADERS = {
