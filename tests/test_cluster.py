@@ -391,6 +391,28 @@ def test_node_killed_and_restarted_with_the_same_node_id_drops_its_stale_users(c
     chat_both_acks(ca, cb, bob, "on the restarted node")
 
 
+@pytest.mark.timeout(90)
+def test_node_that_stalled_past_node_ttl_comes_back_by_itself(cluster):
+    """A node frozen longer than NodeTTL is given up (its users show offline); when
+    it resumes it re-registers its users, friends see them online again and chats
+    reach them live -- with no restart."""
+    alice, bob = cluster.users("stall_a", "stall_b")
+    cluster.befriend(alice, bob)
+    ca = cluster[1].connect(alice)
+    cb = cluster[2].connect(bob)
+    assert ca.expect("online")["userId"] == bob.id
+    node = cluster[2]
+    node.proc.send_signal(signal.SIGSTOP)
+    try:
+        assert ca.expect("offline", timeout=NODE_TTL + HEARTBEAT + 10)["userId"] == bob.id
+    finally:
+        node.proc.send_signal(signal.SIGCONT)
+    assert ca.expect("online", timeout=HEARTBEAT + 10)["userId"] == bob.id
+    for n in cluster.nodes:
+        assert n.friends_online(alice) == {bob.id: True}, n
+    chat_both_acks(ca, cb, bob, "after the stall")
+
+
 # ---------------------------------------------------------------------------
 # Redis failures
 
