@@ -37,9 +37,12 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """One running service; ``url`` is its base URL, ``session`` sends the secret."""
+    """One running service; ``url`` is its base URL, ``session`` sends the secret.
 
-    def __init__(self, module: str, config: dict, workdir: Path):
+    It runs in ``cwd`` (default: the repository root).
+    """
+
+    def __init__(self, module: str, config: dict, workdir: Path, cwd: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / f"{config['Name']}-{self.port}.yaml"
@@ -48,7 +51,7 @@ class ServiceProcess:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, "-f", str(self.config_path)],
-            cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=cwd or REPO, stdout=self._log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(REPO)})
         self.session = requests.Session()
         self.session.headers["X-Internal-Secret"] = config.get("InternalSecret", "")
@@ -69,7 +72,8 @@ class ServiceProcess:
         raise RuntimeError(f"service not healthy within {START_TIMEOUT:g}s:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def terminate(self) -> int:
@@ -83,10 +87,12 @@ class ServiceProcess:
                 self.proc.wait()
         return self.proc.returncode
 
-    def stop(self) -> None:
-        self.terminate()
+    def stop(self) -> int:
+        """Terminate, close the session and the log; the exit code."""
+        code = self.terminate()
         self.session.close()
         self._log.close()
+        return code
 
 
 @contextlib.contextmanager

@@ -12,8 +12,6 @@ import itertools
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,19 +23,13 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
-import yaml
 
+from service_harness import POSTGRES_URL, REPO, STOP_TIMEOUT, ServiceProcess, database_url, free_port
 from skyeim.db import Database, now_ms
 from skyeim.message import store
 
-REPO = Path(__file__).resolve().parent.parent
-POSTGRES_URL = os.environ.get("SKYEIM_TEST_POSTGRES_URL",
-                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REQUIRE_SERVICES = os.environ.get("SKYEIM_REQUIRE_SERVICES") == "1"
 SECRET = "message-test-secret"
 HTTP_TIMEOUT = 10          # s per request
-START_TIMEOUT = 20         # s for /healthz to answer
-STOP_TIMEOUT = 10          # s to exit after SIGTERM
 MAX_ID = 2**63 - 1
 CHAT_KEYS = {"msgId", "fromUserId", "toUserId", "content", "contentType", "createdAt", "seq"}
 
@@ -46,66 +38,19 @@ pytestmark = pytest.mark.timeout(180)
 
 # -- processes and databases ---------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class MessageService(ServiceProcess):
+    """One ``python -m skyeim.message`` process on a free 127.0.0.1 port, run in ``workdir``."""
 
-
-class MessageService:
-    """One ``python -m skyeim.message`` process on a free 127.0.0.1 port."""
-
-    def __init__(self, workdir: Path, data_source: str, secret: str = SECRET):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = {"Name": "message", "Host": "127.0.0.1", "Port": self.port,
-                  "DataSource": data_source, "InternalSecret": secret, "PoolSize": 8}
-        self.config_path = workdir / f"message-{self.port}.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.log_path = workdir / f"message-{self.port}.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "skyeim.message", "-f", str(self.config_path)],
-                cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": str(REPO)})
-        self.http = requests.Session()
-        self.http.headers["X-Internal-Secret"] = secret
-        self._wait_healthy()
-
-    def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the service exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"the service did not answer /healthz in {START_TIMEOUT}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM, then the exit code (killed if it does not stop in time)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.http.close()
-        return self.proc.returncode
+    def __init__(self, workdir: Path, data_source: str):
+        super().__init__("skyeim.message", {"Name": "message", "DataSource": data_source,
+                                            "InternalSecret": SECRET, "PoolSize": 8},
+                         workdir, cwd=workdir)
 
     def get(self, path: str, **params) -> requests.Response:
-        return self.http.get(self.url + path, params=params, timeout=HTTP_TIMEOUT)
+        return self.session.get(self.url + path, params=params, timeout=HTTP_TIMEOUT)
 
     def post(self, path: str, body) -> requests.Response:
-        return self.http.post(self.url + path, json=body, timeout=HTTP_TIMEOUT)
+        return self.session.post(self.url + path, json=body, timeout=HTTP_TIMEOUT)
 
     # the happy paths, asserting 200
 
@@ -145,39 +90,20 @@ class MessageService:
         return r.json()
 
 
-def _create_postgres_database() -> tuple[sa.Engine, str, str]:
-    """A fresh database on the test server: (admin engine, its name, its URL)."""
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT",
-                             connect_args={"connect_timeout": 3})
-    name = f"skyeim_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as e:
-        admin.dispose()
-        where = sa.make_url(POSTGRES_URL).render_as_string(hide_password=True)
-        reason = f"PostgreSQL not reachable at {where}: {str(e.orig).strip().splitlines()[0]}"
-        if REQUIRE_SERVICES:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    return admin, name, url
-
-
 @pytest.fixture(scope="session")
-def postgres_url():
-    admin, name, url = _create_postgres_database()
-    yield url
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+def postgres_url(tmp_path_factory):
+    with database_url("postgresql", tmp_path_factory.getbasetemp(), "message") as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def data_source(request, tmp_path_factory):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'data' / 'message.db'}"
-    return request.getfixturevalue("postgres_url")
+    if request.param == "postgresql":
+        yield request.getfixturevalue("postgres_url")
+        return
+    # in a directory that does not exist yet: the service creates it
+    with database_url("sqlite", tmp_path_factory.mktemp("sqlite") / "data", "message") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -377,7 +303,7 @@ def test_send_refuses_invalid_fields(svc, change):
 
 @pytest.mark.parametrize("raw", [b"[1, 2]", b'"text"', b"not json", b"", b'{"a": '])
 def test_send_refuses_bodies_that_are_not_objects(svc, raw):
-    r = svc.http.post(svc.url + "/v1/messages", data=raw, timeout=HTTP_TIMEOUT,
+    r = svc.session.post(svc.url + "/v1/messages", data=raw, timeout=HTTP_TIMEOUT,
                       headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["code"] == "bad_request"
 
@@ -445,7 +371,7 @@ def test_unread_exact_last_page_has_no_cursor(svc):
 def test_unread_refuses_invalid_query(svc, params):
     query = {"userId": 1, **params}
     query = {k: v for k, v in query.items() if v is not None}
-    r = svc.http.get(svc.url + "/v1/messages/unread", params=query, timeout=HTTP_TIMEOUT)
+    r = svc.session.get(svc.url + "/v1/messages/unread", params=query, timeout=HTTP_TIMEOUT)
     assert r.status_code == 400, r.text
     assert r.json()["code"] == "bad_request"
 
@@ -608,7 +534,7 @@ def test_history_of_strangers_is_empty(svc):
 def test_history_refuses_invalid_query(svc, params):
     query = {"userId": 1, "peerId": 2, **params}
     query = {k: v for k, v in query.items() if v is not None}
-    r = svc.http.get(svc.url + "/v1/messages/history", params=query, timeout=HTTP_TIMEOUT)
+    r = svc.session.get(svc.url + "/v1/messages/history", params=query, timeout=HTTP_TIMEOUT)
     assert r.status_code == 400, r.text
     assert r.json()["code"] == "bad_request"
 
@@ -633,7 +559,7 @@ def test_healthz_needs_no_secret(svc):
 def test_unknown_routes_and_methods_answer_json(svc):
     r = svc.get("/v1/nothing")
     assert r.status_code == 404 and r.json()["code"] == "not_found"
-    r = svc.http.delete(svc.url + "/v1/messages", timeout=HTTP_TIMEOUT)
+    r = svc.session.delete(svc.url + "/v1/messages", timeout=HTTP_TIMEOUT)
     assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
 
 
@@ -655,7 +581,7 @@ def test_sqlite_unavailable_answers_503_then_recovers(tmp_path):
 
 
 def test_postgresql_unreachable_answers_503(tmp_path):
-    closed_port = _free_port()       # nothing listens there
+    closed_port = free_port()        # nothing listens there
     service = MessageService(tmp_path, f"postgresql+psycopg://postgres@127.0.0.1:{closed_port}/none")
     try:
         assert requests.get(service.url + "/healthz", timeout=HTTP_TIMEOUT).status_code == 200
@@ -669,12 +595,7 @@ def test_postgresql_unreachable_answers_503(tmp_path):
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_processes_starting_together_create_the_schema_once(tmp_path, backend):
-    if backend == "sqlite":
-        data_source, drop = f"sqlite:///{tmp_path / 'fresh' / 'message.db'}", None
-    else:
-        admin, name, data_source = _create_postgres_database()
-        drop = (admin, name)
-    try:
+    with database_url(backend, tmp_path / "fresh", "message") as data_source:
         with ThreadPoolExecutor(3) as pool:
             services = list(pool.map(lambda _: MessageService(tmp_path, data_source), range(3)))
         a, b = users(2)
@@ -682,11 +603,6 @@ def test_processes_starting_together_create_the_schema_once(tmp_path, backend):
             assert [s.send(a, b)["seq"] for s in services] == [1, 2, 3]
         finally:
             assert [s.stop() for s in services] == [0, 0, 0]
-    finally:
-        if drop:
-            with drop[0].connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{drop[1]}" WITH (FORCE)')
-            drop[0].dispose()
 
 
 def test_postgresql_connections_killed_are_replaced(tmp_path, postgres_url):
@@ -840,27 +756,24 @@ def test_sqlite_queries_use_indexes(tmp_path, query):
 
 
 @pytest.fixture(scope="module")
-def postgres_with_history(postgres_url):
+def postgres_with_history(postgres_url, tmp_path_factory):
     """A database of its own with 300,000 messages (1 in 20 unread), analyzed,
     so that the planner chooses as it would in production."""
-    admin, name, url = _create_postgres_database()
-    db = Database(url, store.metadata, pool_size=1)
-    with db.engine.begin() as conn:
-        conn.exec_driver_sql("""
-            INSERT INTO messages (from_user_id, to_user_id, user_lo, user_hi, msg_id, content,
-                                  content_type, created_at, seq, delivered_at, read_at)
-            SELECT f, t, least(f, t), greatest(f, t), 'm' || g, 'x', 1, g, g, g,
-                   CASE WHEN mod(g, 20) = 0 THEN NULL ELSE g END
-            FROM (SELECT g, 1 + mod(g, 1000) AS f, 1 + mod(g / 1000 + 7 * g, 1000) AS t
-                  FROM generate_series(1, 300000) AS g) AS s
-            WHERE f <> t""")
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("ANALYZE messages")
-    yield db
-    db.close()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    with database_url("postgresql", tmp_path_factory.getbasetemp(), "message_plans") as url:
+        db = Database(url, store.metadata, pool_size=1)
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("""
+                INSERT INTO messages (from_user_id, to_user_id, user_lo, user_hi, msg_id, content,
+                                      content_type, created_at, seq, delivered_at, read_at)
+                SELECT f, t, least(f, t), greatest(f, t), 'm' || g, 'x', 1, g, g, g,
+                       CASE WHEN mod(g, 20) = 0 THEN NULL ELSE g END
+                FROM (SELECT g, 1 + mod(g, 1000) AS f, 1 + mod(g / 1000 + 7 * g, 1000) AS t
+                      FROM generate_series(1, 300000) AS g) AS s
+                WHERE f <> t""")
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("ANALYZE messages")
+        yield db
+        db.close()
 
 
 @pytest.mark.parametrize("query", _QUERIES.values(), ids=_QUERIES.keys())
