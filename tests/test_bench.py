@@ -7,6 +7,7 @@ chart was written. The real figures are in docs/performance.md.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,62 @@ def test_quick_benchmark_runs_every_scenario_with_the_baseline(tmp_path):
 
     assert chart.exists() and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
     assert "gateway/relay" in proc.stdout        # the table, with ratios
+
+
+def _cluster_unavailable() -> str | None:
+    """Why the cluster target cannot run here (no redis-server, no PostgreSQL), or None."""
+    import shutil
+
+    import sqlalchemy as sa
+    if shutil.which("redis-server") is None:
+        return "redis-server is not installed (apt-get install redis-server)"
+    url = os.environ.get("SKYEIM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except sa.exc.SQLAlchemyError as e:
+        return f"PostgreSQL not reachable at {url}: {str(getattr(e, 'orig', e)).strip().splitlines()[0]}"
+    finally:
+        engine.dispose()
+    return None
+
+
+@pytest.mark.timeout(240)
+def test_quick_benchmark_of_a_cluster_spreads_the_pairs_over_the_nodes(tmp_path):
+    reason = _cluster_unavailable()
+    if reason:
+        if os.environ.get("SKYEIM_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"SKYEIM_REQUIRE_SERVICES=1 but {reason}")
+        pytest.skip(f"{reason}; the cluster benchmark needs redis-server and PostgreSQL")
+    out = tmp_path / "cluster.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "skyeim.bench", "--quick", "--target", "cluster", "--nodes", "1,2",
+         "--scenario", "idle,chat", "--out", str(out), "--markdown", str(tmp_path / "table.md")],
+        cwd=REPO, capture_output=True, text=True, timeout=220)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    results = json.loads(out.read_text())
+    assert results["meta"]["columns"] == ["1 node", "2 nodes"] and results["meta"]["nodes"] == [1, 2]
+    sc = results["scenarios"]
+    assert set(sc) == {"idle", "chat"} and all(set(v) == {"1 node", "2 nodes"} for v in sc.values())
+
+    for col, per_node in (("1 node", [100]), ("2 nodes", [50, 50])):
+        idle = sc["idle"][col]
+        assert idle["ok"] == idle["connections"] == 100 and idle["failed"] == 0, idle["outcomes"]
+        assert idle["held_per_node"] == per_node         # user uid on node uid % nodes
+        assert idle["rss_kb_per_conn"] is not None
+        chat = sc["chat"][col]
+        assert chat["levels"], chat
+        for level in chat["levels"]:                     # with 2 nodes every pair crosses Redis
+            assert positive(level["throughput"]), level
+            assert level["failed"] == 0 and level["incomplete"] == 0 and not level["errors"], level
+            assert 0 < level["delivered_ack_ms"]["p50"] <= level["delivered_ack_ms"]["p99"], level
+        assert not chat["log_warnings"]["measuring"], chat["log_warnings"]
+
+    phases = results["load_check"]["phases"]
+    assert {p["phase"].rsplit("(", 1)[1] for p in phases} == {"1-node cluster)", "2-node cluster)"}
+    two = [p for p in phases if p["phase"].endswith("(2-node cluster)")][0]
+    assert {"gateway-1", "gateway-2", "message", "friend", "auth", "redis"} <= set(two["server"]), two
+    assert any(k.startswith("postgres (") for k in two["server"]), two["server"]
+    assert "2 nodes/1 node" in proc.stdout                  # the table, with the scaling ratio
+    assert "| 1 node | 2 nodes | 2 nodes / 1 node |" in (tmp_path / "table.md").read_text()

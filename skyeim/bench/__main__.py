@@ -16,8 +16,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scenario", default="all",
                    help="idle, chat, storm, backlog, presence, or all (several: comma-separated)")
     p.add_argument("--target", default="standalone",
-                   help="standalone (one process), supervisord-layout (3 services + gateway), or the "
-                        "URL of a running gateway on this machine, e.g. http://127.0.0.1:10300")
+                   help="standalone (one process), supervisord-layout (3 services + gateway), cluster "
+                        "(--nodes gateway nodes over Redis, 3 services on PostgreSQL), or the URL of a "
+                        "running gateway on this machine, e.g. http://127.0.0.1:10300")
+    p.add_argument("--nodes", default="2",
+                   help="with --target cluster: gateway nodes, or a comma-separated list of node counts "
+                        "each scenario runs with in turn, e.g. 1,2,3 (default 2)")
+    p.add_argument("--redis", default=None, metavar="URL",
+                   help="with --target cluster: this Redis (keys under a prefix of their own, removed at "
+                        "the end) instead of a private redis-server on a free port")
     p.add_argument("--ws-config", default="etc/ws.yaml",
                    help="with a URL target: the gateway's ws.yaml (AccessSecret, InternalSecret, services)")
     p.add_argument("--baseline", action="store_true",
@@ -35,7 +42,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep-work", action="store_true",
                    help="keep the temporary directory with the systems' configs, logs and databases")
     p.add_argument("--data-source", default=None,
-                   help="SQLAlchemy URL for the three services (default: fresh SQLite files per scenario)")
+                   help="SQLAlchemy URL for the three services (default: fresh SQLite files per scenario); "
+                        "with --target cluster: the PostgreSQL server on which a fresh database is created "
+                        "per scenario and dropped after it (default: $SKYEIM_TEST_POSTGRES_URL or "
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres)")
     g = p.add_argument_group("sizes (defaults are the full run; --quick shrinks them)")
     g.add_argument("--idle-conns", type=int, help=f"idle: connections held ({d.idle_conns})")
     g.add_argument("--quiet-window", type=float, help=f"idle: seconds of CPU measurement ({d.quiet_window:g})")
@@ -73,6 +83,35 @@ def sizes_from(args: argparse.Namespace):
     return s
 
 
+def node_label(n: int) -> str:
+    """The results' key (and table column) of a cluster of ``n`` gateway nodes."""
+    return f"{n} node" + ("s" if n != 1 else "")
+
+
+def check_cluster_prerequisites(args: argparse.Namespace) -> None:
+    """Fail early, with the reason, when --target cluster cannot run here."""
+    import shutil
+    if args.redis is None and shutil.which("redis-server") is None:
+        raise SystemExit("error: --target cluster needs redis-server on PATH (apt-get install "
+                         "redis-server) or --redis URL")
+    import sqlalchemy as sa
+
+    from skyeim.bench.system import DEFAULT_POSTGRES_URL
+    url = args.data_source or DEFAULT_POSTGRES_URL
+    try:
+        if not sa.make_url(url).drivername.startswith("postgresql"):
+            raise SystemExit(f"error: --target cluster needs a PostgreSQL --data-source, not {url}")
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 5})
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        finally:
+            engine.dispose()
+    except (sa.exc.SQLAlchemyError, ImportError) as e:
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise SystemExit(f"error: --target cluster: PostgreSQL not reachable at {url}: {reason}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from skyeim.bench import report
@@ -101,6 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         raise SystemExit("error: --workers must be at least 1")
     sizes = sizes_from(args)
+    node_counts: list[int] = []
+    if args.target == "cluster":
+        try:
+            node_counts = [int(x) for x in args.nodes.split(",") if x.strip()]
+        except ValueError:
+            node_counts = []
+        if not node_counts or min(node_counts) < 1:
+            raise SystemExit("error: --nodes must be a positive number or a comma-separated list of them")
+        if args.baseline:
+            raise SystemExit("error: --baseline is for one gateway; compare node counts with --nodes 1,2,3")
+        check_cluster_prerequisites(args)
 
     import datetime
     import subprocess
@@ -130,7 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress()
     workdir = Path(tempfile.mkdtemp(prefix="skyeim-bench-"))
 
-    if args.target in ("standalone", "supervisord-layout"):
+    columns = ["gateway"] + (["relay"] if args.baseline else [])     # each scenario's figures, by system
+    current: dict = {}
+    if args.target == "cluster":
+        columns = [node_label(n) for n in node_counts]
+
+        def make_system(kind: str):
+            return systems.ClusterSystem(current["nodes"], workdir, fd_limit=soft, log_level=args.log_level,
+                                         postgres_url=args.data_source or systems.DEFAULT_POSTGRES_URL,
+                                         redis_url=args.redis)
+        target_desc = "cluster of " + ", ".join(map(str, node_counts)) + " gateway node(s)"
+    elif args.target in ("standalone", "supervisord-layout"):
         def make_system(kind: str):
             if kind == "relay":
                 return systems.RelaySystem(workdir, fd_limit=soft)
@@ -156,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "commit": commit, "target": target_desc, "quick": args.quick, "baseline": args.baseline,
             "workers": args.workers, "sizes": asdict(sizes), "log_level": args.log_level,
-            "data_source": args.data_source or "sqlite (a fresh file per scenario)",
+            "data_source": (args.data_source or "sqlite (a fresh file per scenario)") if not node_counts
+            else (args.data_source or systems.DEFAULT_POSTGRES_URL) + " (a fresh database per scenario)",
+            "columns": columns,
+            **({"nodes": node_counts, "redis": args.redis or "a private redis-server per scenario"}
+               if node_counts else {}),
             "config_changes": ["WebSocket.RateLimit raised to {Rate: 1000000, Burst: 1000000} "
                                "(the 50 frames/s per connection limit is not what is measured)"],
             "machine": procstat.machine_info(), "somaxconn": somaxconn,
@@ -175,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in wanted:
             entry = results["scenarios"].setdefault(name, {})
+            if node_counts:
+                for n in node_counts:
+                    current["nodes"] = n
+                    entry[node_label(n)] = getattr(runner, f"run_{name}")("skyeim")
+                continue
             entry["gateway"] = getattr(runner, f"run_{name}")("skyeim")
             if args.baseline and name in BASELINE_SCENARIOS:
                 entry["relay"] = getattr(runner, f"run_{name}")("relay")

@@ -448,12 +448,15 @@ class Worker:
         """Connect ``uids`` (tag ``tag``) and wait for each one's `connected`.
 
         ``start_at`` (monotonic): every client starts then, all at once (a storm);
-        otherwise at most ``concurrency`` handshakes are under way at a time."""
+        otherwise at most ``concurrency`` handshakes are under way at a time. With
+        ``ports`` (the nodes of a cluster), user ``uid`` connects to
+        ``ports[uid % len(ports)]``: consecutive ids land on different nodes."""
         import gevent
         from gevent.pool import Pool
 
         from skyeim.tokens import issue
         tag, host, port, timeout = cmd["tag"], cmd["host"], cmd["port"], cmd["timeout"]
+        ports = cmd.get("ports") or [port]     # several gateway nodes: uid's node is uid % nodes
         secret = cmd["secret"]
         tokens = [(uid, issue(secret, uid, 7200)[0]) for uid in cmd["uids"]]
         clients = self.tags.setdefault(tag, [])
@@ -473,7 +476,7 @@ class Worker:
             outcome = "ok"
             t = gevent.Timeout.start_new(timeout)
             try:
-                c.connect(host, port, token)
+                c.connect(host, ports[uid % len(ports)], token)
                 c.connected_evt.wait()
                 if not c.connected_at:
                     outcome = f"closed {c.close_code}"

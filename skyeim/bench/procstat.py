@@ -7,6 +7,7 @@ import platform
 import resource
 import sys
 import time
+from typing import Callable
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -44,10 +45,14 @@ class CpuWindow:
     """CPU use of some processes and of the machine between start() and stop().
 
     ``percent[name]`` is the share of one core (100 = one core busy);
-    ``machine_percent`` is the share of all cores (100 = every core busy)."""
+    ``machine_percent`` is the share of all cores (100 = every core busy).
+    ``discover`` (optional) returns the processes of the system as they are at
+    stop(): one that was not there at start() was born within the window (e.g. a
+    PostgreSQL backend for a new pooled connection), and all its CPU time counts."""
 
-    def __init__(self, pids: dict[str, int]):
+    def __init__(self, pids: dict[str, int], discover: Callable[[], dict[str, int]] | None = None):
         self.pids = dict(pids)
+        self.discover = discover
         self.percent: dict[str, float | None] = {}
         self.machine_percent: float | None = None
         self.seconds = 0.0
@@ -61,6 +66,12 @@ class CpuWindow:
     def stop(self) -> "CpuWindow":
         wall = max(1e-6, time.monotonic() - self._t0)
         self.seconds = wall
+        if self.discover is not None:
+            known = set(self.pids.values())
+            for name, pid in self.discover().items():
+                if pid not in known and name not in self.pids:
+                    self.pids[name] = pid
+                    self._cpu0[name] = 0.0
         for name, pid in self.pids.items():
             c0, c1 = self._cpu0.get(name), cpu_seconds(pid)
             self.percent[name] = None if c0 is None or c1 is None else round(100 * (c1 - c0) / wall, 1)

@@ -31,35 +31,72 @@ def _log_count(sc: dict, scenario: str, which: str, needles: tuple[str, ...]) ->
     return sum(n for k, n in logs.items() if any(x in k for x in needles))
 
 
+def columns(results: dict) -> list[str]:
+    """The systems compared, in order: "gateway" (and "relay" with --baseline), or the
+    node counts of a cluster run ("1 node", "2 nodes", ...)."""
+    baseline = any("relay" in v for v in results.get("scenarios", {}).values())
+    cols = _get(results, "meta", "columns")
+    if cols:
+        return [c for c in cols if c != "relay" or baseline]
+    return ["gateway", "relay"] if baseline else ["gateway"]
+
+
+def ratio_of(results: dict) -> tuple[str, str] | None:
+    """(numerator, denominator) columns of the ratio column: gateway / relay, or the
+    biggest cluster / the smallest."""
+    cols = columns(results)
+    if cols == ["gateway", "relay"]:
+        return ("gateway", "relay")
+    if len(cols) > 1 and "relay" not in cols:
+        return (cols[-1], cols[0])
+    return None
+
+
 def rows(results: dict) -> list[dict]:
-    """(section, metric, gateway, relay, unit) rows; ratio = gateway / relay where both exist."""
+    """Rows of (section, metric, unit, values by column); ratio as ``ratio_of``. The first
+    column's value is also ``gateway`` and the relay's ``relay`` (older readers)."""
     sc = results.get("scenarios", {})
+    cols = columns(results)
+    ratio_cols = ratio_of(results)
     out: list[dict] = []
 
-    def add_value(section: str, metric: str, unit: str, g: Any) -> None:
-        if g is not None:
-            out.append({"section": section, "metric": metric, "unit": unit, "gateway": g, "relay": None,
-                        "ratio": None})
+    def append(section: str, metric: str, unit: str, values: dict) -> None:
+        out.append({"section": section, "metric": metric, "unit": unit, "values": values,
+                    "gateway": values.get(cols[0]), "relay": values.get("relay"),
+                    "ratio": _ratio(*(values.get(c) for c in ratio_cols)) if ratio_cols else None})
+
+    def add_value(section: str, metric: str, unit: str, by_column) -> None:
+        values = {c: by_column(c) for c in cols if c != "relay"}
+        if any(v is not None for v in values.values()):
+            append(section, metric, unit, values)
 
     def add(section: str, metric: str, unit: str, scenario: str, *path: str,
             relay_path: tuple[str, ...] | None = None) -> None:
-        g = _get(sc, scenario, "gateway", *path)
-        r = _get(sc, scenario, "relay", *(relay_path or path)) if "relay" in sc.get(scenario, {}) else None
-        if g is None and r is None:
+        values = {c: _get(sc, scenario, c, *(relay_path if c == "relay" and relay_path else path))
+                  for c in cols}
+        if all(v is None for v in values.values()):
             return
-        out.append({"section": section, "metric": metric, "unit": unit, "gateway": g, "relay": r,
-                    "ratio": _ratio(g, r)})
+        append(section, metric, unit, values)
 
+    first = cols[0]
+    cluster = first != "gateway"
     if "idle" in sc:
-        n = _get(sc, "idle", "gateway", "connections")
+        n = _get(sc, "idle", first, "connections")
         add("idle", f"connections held (of {n:,})" if n else "connections held", "", "idle", "ok")
-        add("idle", "memory per connection (RSS, gateway process)", "KB", "idle", "rss_kb_per_conn")
+        if cluster:
+            add_value("idle", "  held per node", "", lambda c: " / ".join(
+                _fmt(x) for x in _get(sc, "idle", c, "held_per_node") or []) or None)
+        add("idle", "memory per connection (RSS, gateway process" + ("es" if cluster else "") + ")", "KB",
+            "idle", "rss_kb_per_conn")
+        if cluster:
+            add("idle", "memory per connection (RSS, all the system's processes)", "KB", "idle",
+                "rss_all_processes_kb_per_conn")
         add("idle", "connect rate", "conn/s", "idle", "rate_per_s")
         add("idle", "connect time p50", "ms", "idle", "connect_ms", "p50")
         add("idle", "connect time p99", "ms", "idle", "connect_ms", "p99")
         add("idle", "CPU while idle (server processes)", "% of a core", "idle", "idle_cpu_percent")
         add_value("idle", "connect-flow backend calls that timed out (friend list, unread; gateway log)", "",
-                  _log_count(sc, "idle", "gateway", DEGRADED))
+                  lambda c: _log_count(sc, "idle", c, DEGRADED))
     if "chat" in sc:
         add("chat", "peak throughput", "msg/s", "chat", "peak", "throughput")
         add("chat", "  at pairs x window", "", "chat", "peak", "pairs")
@@ -69,10 +106,10 @@ def rows(results: dict) -> list[dict]:
         for q in ("p50", "p99", "p999"):
             add("chat", f"sent-ack latency {q} at peak", "ms", "chat", "peak", "sent_ack_ms", q)
         add("chat", "recipient receive latency p99 at peak", "ms", "chat", "peak", "receive_ms", "p99")
-        levels = _get(sc, "chat", "gateway", "levels") or []
-        if levels:
-            add_value("chat", "chats refused with an error, all steps (e.g. `unavailable`)", "",
-                      sum(sum(v.get("errors", {}).values()) for v in levels))
+        def refused(c: str) -> int | None:
+            levels = _get(sc, "chat", c, "levels")
+            return sum(sum(v.get("errors", {}).values()) for v in levels) if levels else None
+        add_value("chat", "chats refused with an error, all steps (e.g. `unavailable`)", "", refused)
         add("chat", "half the peak rate (open loop)", "msg/s", "chat", "half_rate", "throughput")
         add("chat", "delivered latency p99 at half the peak rate", "ms", "chat", "half_rate",
             "delivered_ack_ms", "p99", relay_path=("half_rate", "receive_ms", "p99"))
@@ -81,7 +118,7 @@ def rows(results: dict) -> list[dict]:
         add("chat", "load side's send lag p99 at half the peak rate (must be small)", "ms", "chat",
             "half_rate", "send_lag_ms", "p99")
     if "storm" in sc:
-        n = _get(sc, "storm", "gateway", "clients")
+        n = _get(sc, "storm", first, "clients")
         add("storm", f"connect storm: clients connected (of {n:,})" if n else "storm: connected", "",
             "storm", "ok")
         add("storm", "time until the last got `connected`", "s", "storm", "last_connected_s")
@@ -89,22 +126,22 @@ def rows(results: dict) -> list[dict]:
         add("storm", "failed otherwise (reset, timeout)", "", "storm", "failed")
         add("storm", "connect time p99", "ms", "storm", "connect_ms", "p99")
         add_value("storm", "connect-flow backend calls that timed out (friend list, unread; gateway log)", "",
-                  _log_count(sc, "storm", "gateway", DEGRADED))
+                  lambda c: _log_count(sc, "storm", c, DEGRADED))
     if "backlog" in sc:
-        n = _get(sc, "backlog", "gateway", "messages")
+        n = _get(sc, "backlog", first, "messages")
         add("backlog", f"unread backlog: chats received (of {n:,})" if n else "backlog received", "",
             "backlog", "distinct")
         add("backlog", "time from connect to `connected`", "s", "backlog", "connected_s")
         add("backlog", "push rate", "msg/s", "backlog", "push_rate_per_s")
     if "presence" in sc:
-        n = _get(sc, "presence", "gateway", "friends")
+        n = _get(sc, "presence", first, "friends")
         add("presence", f"presence fan-out: friends that got `online` (of {n:,})" if n else
             "presence received", "", "presence", "received")
         add("presence", "time until the last friend got `online`", "ms", "presence", "last_online_ms")
         add("presence", "median friend got `online`", "ms", "presence", "p50_online_ms")
         add("presence", "the user's own time to `connected`", "ms", "presence", "user_connected_ms")
         add_value("presence", "connect-flow backend calls that timed out (friend list, unread; gateway log)", "",
-                  _log_count(sc, "presence", "gateway", DEGRADED))
+                  lambda c: _log_count(sc, "presence", c, DEGRADED))
     return out
 
 
@@ -135,19 +172,26 @@ def _pairs_label(results: dict, which: str) -> str | None:
     return f"{peak['pairs']} x {peak['window']}"
 
 
+def _cells(results: dict, r: dict) -> list[str]:
+    """A row's value cells (one per column), then its ratio cell when there is a ratio column."""
+    cols = columns(results)
+    values, ratio = r["values"], r["ratio"]
+    if r["metric"].strip() == "at pairs x window":
+        values, ratio = {c: _pairs_label(results, c) for c in cols}, None
+    cells = [_fmt(values.get(c)) for c in cols]
+    if ratio_of(results):
+        cells.append(_fmt_ratio(ratio))
+    return cells
+
+
+def _header(results: dict, sep: str = "/") -> list[str]:
+    ratio = ratio_of(results)
+    return columns(results) + ([f"{ratio[0]}{sep}{ratio[1]}"] if ratio else [])
+
+
 def table_lines(results: dict) -> list[str]:
-    baseline = any("relay" in v for v in results.get("scenarios", {}).values())
-    header = ["metric", "unit", "gateway"] + (["relay", "gateway/relay"] if baseline else [])
-    body = []
-    for r in rows(results):
-        g, rl = r["gateway"], r["relay"]
-        if r["metric"].strip() == "at pairs x window":
-            g, rl = _pairs_label(results, "gateway"), _pairs_label(results, "relay")
-            r = {**r, "ratio": None}
-        line = [r["metric"], r["unit"], _fmt(g)]
-        if baseline:
-            line += [_fmt(rl), _fmt_ratio(r["ratio"])]
-        body.append(line)
+    header = ["metric", "unit"] + _header(results)
+    body = [[r["metric"], r["unit"]] + _cells(results, r) for r in rows(results)]
     widths = [max(len(x[i]) for x in [header] + body) for i in range(len(header))]
     fmt = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
                                   for i, (c, w) in enumerate(zip(cells, widths)))
@@ -155,17 +199,11 @@ def table_lines(results: dict) -> list[str]:
 
 
 def markdown_table(results: dict) -> str:
-    baseline = any("relay" in v for v in results.get("scenarios", {}).values())
-    head = "| metric | unit | gateway |" + (" relay | gateway / relay |" if baseline else "")
-    sep = "|---|---|--:|" + ("--:|--:|" if baseline else "")
-    lines = [head, sep]
+    header = _header(results, " / ")
+    lines = ["| metric | unit | " + " | ".join(header) + " |",
+             "|---|---|" + "--:|" * len(header)]
     for r in rows(results):
-        g, rl, ratio = r["gateway"], r["relay"], r["ratio"]
-        if r["metric"].strip() == "at pairs x window":
-            g, rl, ratio = _pairs_label(results, "gateway"), _pairs_label(results, "relay"), None
-        cells = [r["metric"].strip().replace("|", "/"), r["unit"], _fmt(g)]
-        if baseline:
-            cells += [_fmt(rl), _fmt_ratio(ratio)]
+        cells = [r["metric"].strip().replace("|", "/"), r["unit"]] + _cells(results, r)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -219,7 +257,9 @@ def render_chart(results: dict, path: str | Path) -> None:
     ax_tp, ax_lat, ax_curve = axes
     ticks: set = set()
     styles = {"gateway": ("tab:blue", "SkyeIM gateway"), "relay": ("tab:gray", "bare relay")}
-    for which, (color, label) in styles.items():
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    for i, which in enumerate(columns(results)):
+        color, label = styles.get(which) or (palette[i % len(palette)], which)
         data = chat.get(which)
         if not data or not data.get("levels"):
             continue

@@ -132,15 +132,15 @@ class Progress:
 class CpuBetween(threading.Thread):
     """Measure CPU of ``pids`` between two monotonic instants, in the background."""
 
-    def __init__(self, pids: dict[str, int], t_from: float, t_to: float):
+    def __init__(self, pids: dict[str, int], t_from: float, t_to: float, discover=None):
         super().__init__(daemon=True)
-        self.pids, self.t_from, self.t_to = pids, t_from, t_to
+        self.pids, self.t_from, self.t_to, self.discover = pids, t_from, t_to, discover
         self.window: procstat.CpuWindow | None = None
         self.start()
 
     def run(self) -> None:
         time.sleep(max(0.0, self.t_from - time.monotonic()))
-        w = procstat.CpuWindow(self.pids).start()
+        w = procstat.CpuWindow(self.pids, self.discover).start()
         while (left := self.t_to - time.monotonic()) > 0:     # t_to may be moved meanwhile
             time.sleep(min(left, 0.05))
         self.window = w.stop()
@@ -174,6 +174,10 @@ class Runner:
         if window is None:
             return {}
         server = {k: v for k, v in window.percent.items() if not k.startswith("load")}
+        max_server = max((v for v in server.values() if v is not None), default=0.0)
+        backends = [server.pop(k) for k in list(server) if k.startswith("postgres-")]
+        if backends:             # a cluster's PostgreSQL backends (system.ClusterSystem), as one
+            server[f"postgres ({len(backends)} backends)"] = round(sum(v or 0 for v in backends), 1)
         load = {k: v for k, v in window.percent.items() if k.startswith("load")}
         max_load = max((v for v in load.values() if v is not None), default=0.0)
         ours = sum(v or 0 for v in window.percent.values())
@@ -181,7 +185,6 @@ class Runner:
         if window.machine_percent is not None:
             # processes that are neither the system nor the load (on a shared machine)
             other = round(max(0.0, window.machine_percent * (os.cpu_count() or 1) - ours), 1)
-        max_server = max((v for v in server.values() if v is not None), default=0.0)
         if max_load > LOAD_BOUND_PERCENT:
             bottleneck = "load"                  # a load worker saturated its core
         elif max_server >= SATURATED_PERCENT:
@@ -194,7 +197,7 @@ class Runner:
                "other_processes": other,
                "max_load_worker": max_load, "load_bound": max_load > LOAD_BOUND_PERCENT,
                "bottleneck": bottleneck, "seconds": round(window.seconds, 2)}
-        self.load_phases.append({"phase": f"{label} ({system.kind})", **rec})
+        self.load_phases.append({"phase": f"{label} ({getattr(system, 'kind_label', system.kind)})", **rec})
         return rec
 
     @staticmethod
@@ -221,6 +224,11 @@ class Runner:
     def all_pids(self, system) -> dict[str, int]:
         return {**system.pids, **self.pool.pids}
 
+    def cpu_window(self, system) -> procstat.CpuWindow:
+        """A started CPU window over the system and the load workers (and processes the
+        system starts meanwhile, such as PostgreSQL backends)."""
+        return procstat.CpuWindow(self.all_pids(system), lambda: system.pids).start()
+
     def connect(self, system, tag: str, uids: list[int], *, label: str, concurrency: int | None = None,
                 start_at: float | None = None, per_worker: list[list[int]] | None = None,
                 timeout: float | None = None, **extra) -> list[dict | None]:
@@ -240,6 +248,7 @@ class Runner:
 
         cmds = [None if not c else {
             "cmd": "connect", "tag": tag, "uids": c, "host": system.host, "port": system.port,
+            "ports": getattr(system, "node_ports", None),      # a cluster: spread over its nodes
             "secret": system.secret, "timeout": timeout,
             "concurrency": concurrency or self.sizes.connect_concurrency, "start_at": start_at,
             **extra} for c in chunks]
@@ -286,22 +295,29 @@ class Runner:
         system.start()
         try:
             time.sleep(1.0)
-            gw = system.gateway_pid
-            rss0 = procstat.rss_bytes(gw) if gw else None
-            rss0_all = sum(procstat.rss_bytes(p) or 0 for p in system.pids.values())
+            # the gateway process(es): every node of a cluster; memory of all the system's own
+            # processes (a cluster's PostgreSQL backends left out: they share their buffers)
+            gws = getattr(system, "gateway_pids", None) or [p for p in [system.gateway_pid] if p]
+            own = getattr(system, "rss_pids", None) or system.pids
+
+            def gw_rss() -> int | None:
+                return sum(procstat.rss_bytes(p) or 0 for p in gws) if gws else None
+            rss0 = gw_rss()
+            rss0_all = sum(procstat.rss_bytes(p) or 0 for p in own.values())
             uids = self.new_ids(n)
-            w = procstat.CpuWindow(self.all_pids(system)).start()
+            w = self.cpu_window(system)
             results = self.connect(system, "idle", uids, label="connecting")
             connect_cpu = self.cpu_record("idle connect", system, w.stop())
             fig = self.connect_figures(results)
             time.sleep(min(2.0, self.sizes.quiet_window))   # let the connect flow's garbage settle
-            rss1 = procstat.rss_bytes(gw) if gw else None
-            rss1_all = sum(procstat.rss_bytes(p) or 0 for p in system.pids.values())
+            rss1 = gw_rss()
+            rss1_all = sum(procstat.rss_bytes(p) or 0 for p in own.values())
             self.progress.status(f"quiet window: {self.sizes.quiet_window:g}s with {fig['ok']:,} held")
-            w = procstat.CpuWindow(self.all_pids(system)).start()
+            w = self.cpu_window(system)
             time.sleep(self.sizes.quiet_window)
             quiet = self.cpu_record("idle quiet", system, w.stop())
             held = system.connections()
+            per_node = system.node_connections() if hasattr(system, "node_connections") else None
             mark = system.warning_mark()
             self.progress.status("closing")
             self.close(system, "idle")
@@ -311,6 +327,7 @@ class Runner:
         ok = fig["ok"] or 1
         out = {
             "connections": n, "held": held, **fig,
+            **({"held_per_node": per_node} if per_node is not None else {}),
             "rss_before_mb": round(rss0 / 2**20, 1) if rss0 else None,
             "rss_after_mb": round(rss1 / 2**20, 1) if rss1 else None,
             "rss_kb_per_conn": round((rss1 - rss0) / 1024 / ok, 2) if rss0 and rss1 else None,
@@ -373,7 +390,7 @@ class Runner:
         start_at = time.monotonic() + 0.5
         rec_from = start_at + s.chat_warmup
         stop_at = rec_from + s.chat_duration
-        cpu = CpuBetween(self.all_pids(system), rec_from, stop_at)
+        cpu = CpuBetween(self.all_pids(system), rec_from, stop_at, lambda: system.pids)
         self.pool.reset_counters()
 
         def tick() -> None:
@@ -426,7 +443,7 @@ class Runner:
             time.sleep(0.5)
             uids = self.new_ids(n)
             start_at = time.monotonic() + 2.0 + n / 20_000      # after every worker minted its tokens
-            cpu = CpuBetween(self.all_pids(system), start_at, start_at + 1e9)
+            cpu = CpuBetween(self.all_pids(system), start_at, start_at + 1e9, lambda: system.pids)
             # a storm client waits up to STORM_TIMEOUT for `connected`: we want the time
             # until the last one got in, not a cut-off
             results = self.connect(system, "storm", uids, label="storm", start_at=start_at,
@@ -468,7 +485,7 @@ class Runner:
             seed_s = system.seed_messages(user, senders, n, run_id=str(self.id_base))
             self.progress.phase(f"  seeded in {seed_s:.1f} s ({n / seed_s:,.0f}/s through the Message service API)")
             self.pool.reset_counters()
-            cpu = procstat.CpuWindow(self.all_pids(system)).start()
+            cpu = self.cpu_window(system)
 
             def tick() -> None:
                 self.progress.status(f"backlog chats received: {self.pool.counter(C_BACKLOG):,}/{n:,}")
@@ -514,7 +531,7 @@ class Runner:
             held = self.connect_figures(res)["ok"]
             self.pool.call([{"cmd": "watch_online", "tag": "friends", "user_id": user}] * self.pool.n,
                            timeout=30)
-            cpu = procstat.CpuWindow(self.all_pids(system)).start()
+            cpu = self.cpu_window(system)
             cmds = [None] * self.pool.n
             cmds[0] = {"cmd": "connect", "tag": "hub", "uids": [user], "host": system.host,
                        "port": system.port, "secret": system.secret, "timeout": 60.0,

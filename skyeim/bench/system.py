@@ -5,6 +5,10 @@
   ``standalone`` (one process: ``wsserver.py --standalone``) or the
   ``supervisord-layout`` (four processes: the Message, Friend and Auth services
   and the gateway, as supervisord.conf runs them).
+- ``ClusterSystem``: a cluster (PROTOCOL.md section 8) started by the benchmark:
+  N gateway nodes sharing a private ``redis-server`` (or ``--redis``), and the
+  Message, Friend and Auth services as separate processes on a fresh
+  PostgreSQL database that it creates and drops.
 - ``ExternalSystem``: a system that is already running on this machine
   (``--target http://127.0.0.1:PORT``); its secrets and service endpoints come
   from its ws.yaml.
@@ -23,6 +27,7 @@ import ipaddress
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,12 +45,23 @@ from skyeim.bench import procstat
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 START_TIMEOUT = 60.0
+DEFAULT_POSTGRES_URL = os.environ.get("SKYEIM_TEST_POSTGRES_URL",
+                                      "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (all bound at once while they are chosen)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 def require_loopback(host: str) -> None:
@@ -59,6 +75,16 @@ def require_loopback(host: str) -> None:
         pass
     raise SystemExit(f"error: {host} is not a loopback address; the benchmark only "
                      "drives systems on 127.0.0.1")
+
+
+def _connections_at(url: str) -> int | None:
+    """Live WebSocket connections of the gateway at ``url``, from its /metrics."""
+    try:
+        text = requests.get(url + "/metrics", timeout=5).text
+    except requests.RequestException:
+        return None
+    m = re.search(r"^skyeim_ws_connections(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.M)
+    return int(float(m.group(1))) if m else None
 
 
 def _raise_child_fd_limit(limit: int):
@@ -212,12 +238,7 @@ class ManagedSystem(Seeder):
 
     def connections(self) -> int | None:
         """Live WebSocket connections, from the gateway's /metrics."""
-        try:
-            text = requests.get(self.url + "/metrics", timeout=5).text
-        except requests.RequestException:
-            return None
-        m = re.search(r"^skyeim_ws_connections(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.M)
-        return int(float(m.group(1))) if m else None
+        return _connections_at(self.url)
 
     def warnings(self, since: dict[str, int] | None = None,
                  until: dict[str, int] | None = None) -> list[str]:
@@ -253,6 +274,219 @@ class ManagedSystem(Seeder):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
+
+
+class ClusterSystem(ManagedSystem):
+    """A cluster on this machine: ``nodes`` gateway processes (``wsserver.py -f
+    node-K.yaml``, each on its own port with its own NodeId) sharing one Redis --
+    a private ``redis-server`` on a free port, or ``redis_url`` with a key prefix
+    of its own -- and the Message, Friend and Auth services as three processes on
+    a fresh PostgreSQL database, created on the server of ``postgres_url`` at
+    start and dropped at stop.
+
+    Load: a client of user ``uid`` connects to ``node_ports[uid % nodes]``
+    (load.py), so consecutive user ids -- the two users of every chat pair -- are
+    on different nodes when there are several: chats, acks and read receipts
+    cross nodes through Redis. ``pids`` includes the private Redis and the
+    PostgreSQL backends serving the database, so that their CPU counts as the
+    system's and not as "other processes"."""
+
+    layout = "cluster"
+
+    def __init__(self, nodes: int, workdir: Path, *, fd_limit: int, log_level: str = "info",
+                 postgres_url: str = DEFAULT_POSTGRES_URL, redis_url: str | None = None):
+        if nodes < 1:
+            raise ValueError("a cluster needs at least one node")
+        self.n_nodes = nodes
+        self.kind_label = f"{nodes}-node cluster"
+        self.dir = Path(tempfile.mkdtemp(prefix=f"cluster{nodes}-", dir=workdir))
+        self.fd_limit = fd_limit
+        self.log_level = log_level
+        self.secret = secrets.token_urlsafe(32)
+        self.internal_secret = secrets.token_urlsafe(16)
+        ports = free_ports(nodes + 3)
+        self.ports = dict(zip(("message", "friend", "auth"), ports))
+        self.node_ports = ports[3:]
+        self.ports["ws"] = self.node_ports[0]
+        self.host, self.port = "127.0.0.1", self.node_ports[0]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.node_urls = [f"http://127.0.0.1:{p}" for p in self.node_ports]
+        self.message_url = f"http://127.0.0.1:{self.ports['message']}"
+        self.friend_url = f"http://127.0.0.1:{self.ports['friend']}"
+        self.procs = {}
+        self.postgres_url = postgres_url
+        self.external_redis = redis_url
+        self.redis_url = redis_url
+        self.key_prefix = f"skyeim-bench-{secrets.token_hex(4)}:"
+        self.db_name: str | None = None
+        self._admin = None            # an AUTOCOMMIT engine on the server's admin database
+        self._stopped = False
+
+    @property
+    def description(self) -> str:
+        return (f"SkyeIM cluster ({self.n_nodes} gateway node{'s' if self.n_nodes > 1 else ''}, "
+                f"Redis, 3 services on PostgreSQL)")
+
+    # -- Redis and PostgreSQL ---------------------------------------------------------------
+
+    def _start_redis(self) -> str:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("--target cluster needs redis-server (apt-get install redis-server) "
+                               "or --redis URL")
+        port = free_port()
+        self._spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--daemonize", "no", "--dir", str(self.dir)])
+        import redis
+        client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+        deadline = time.monotonic() + START_TIMEOUT
+        try:
+            while time.monotonic() < deadline:
+                if self.procs["redis"].poll() is not None:
+                    raise RuntimeError(f"redis-server exited:\n{self.log_tail('redis')}")
+                with contextlib.suppress(redis.RedisError):
+                    if client.ping():
+                        return f"redis://127.0.0.1:{port}/0"
+                time.sleep(0.05)
+        finally:
+            client.close()
+        raise RuntimeError(f"redis-server did not answer PING within {START_TIMEOUT:g}s")
+
+    def _create_database(self) -> str:
+        import sqlalchemy as sa
+        base = sa.make_url(self.postgres_url)
+        if not base.drivername.startswith("postgresql"):
+            raise RuntimeError(f"--target cluster needs a PostgreSQL URL, not {base.drivername}")
+        if base.host:
+            require_loopback(base.host)
+        self._admin = sa.create_engine(base, isolation_level="AUTOCOMMIT",
+                                       connect_args={"connect_timeout": 5})
+        name = f"skyeim_bench_{secrets.token_hex(6)}"
+        with self._admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        self.db_name = name
+        return base.set(database=name).render_as_string(hide_password=False)
+
+    def _drop_database(self) -> None:
+        if self._admin is None:
+            return
+        try:
+            if self.db_name:
+                with self._admin.connect() as conn:
+                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+                self.db_name = None
+        finally:
+            self._admin.dispose()
+            self._admin = None
+
+    def _postgres_pids(self) -> dict[str, int]:
+        """The PostgreSQL backends connected to this system's database (local server)."""
+        if self._admin is None or not self.db_name:
+            return {}
+        import sqlalchemy as sa
+        try:
+            with self._admin.connect() as conn:
+                rows = conn.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :d "
+                                            "ORDER BY pid"), {"d": self.db_name}).all()
+        except sa.exc.SQLAlchemyError:
+            return {}
+        return {f"postgres-{r[0]}": r[0] for r in rows}
+
+    # -- life ------------------------------------------------------------------------------
+
+    def start(self) -> "ClusterSystem":
+        try:
+            if self.external_redis is None:
+                self.redis_url = self._start_redis()
+            else:
+                parsed = urllib.parse.urlparse(self.external_redis)
+                if parsed.hostname:
+                    require_loopback(parsed.hostname)
+            db_url = self._create_database()
+            cfg = self._configs(self.log_level, db_url, {})
+            ws = cfg.pop("ws")
+            for name, c in cfg.items():
+                (self.dir / f"{name}.yaml").write_text(yaml.safe_dump(c, sort_keys=False))
+            for k, port in enumerate(self.node_ports, 1):
+                node = {**ws, "Port": port,
+                        "Cluster": {"Redis": self.redis_url, "NodeId": f"bench-{k}",
+                                    "KeyPrefix": self.key_prefix, "HeartbeatInterval": 5, "NodeTTL": 15}}
+                (self.dir / f"node-{k}.yaml").write_text(yaml.safe_dump(node, sort_keys=False))
+            self.config = {**cfg, "ws": ws}
+            for name in ("message", "friend", "auth"):
+                self._spawn(name, [PYTHON, "-m", f"skyeim.{name}", "-f", str(self.dir / f"{name}.yaml")])
+            for name in ("message", "friend", "auth"):
+                self._wait_http(name, f"http://127.0.0.1:{self.ports[name]}/healthz")
+            for k in range(1, self.n_nodes + 1):
+                self._spawn(f"gateway-{k}", [PYTHON, "wsserver.py", "-f", str(self.dir / f"node-{k}.yaml")])
+            for k, url in enumerate(self.node_urls, 1):
+                self._wait_http(f"gateway-{k}", url + "/readyz")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            groups = [[f"gateway-{k}" for k in range(1, self.n_nodes + 1)],
+                      ["message", "friend", "auth"], ["redis"]]
+            for group in groups:                 # the nodes say goodbye to Redis before it goes
+                running = [self.procs[n] for n in group if n in self.procs and self.procs[n].poll() is None]
+                for p in running:
+                    p.send_signal(signal.SIGTERM)
+                for p in running:
+                    try:
+                        p.wait(20)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait(5)
+            if self.external_redis:
+                import redis
+                with contextlib.suppress(redis.RedisError):
+                    r = redis.Redis.from_url(self.external_redis, socket_timeout=5)
+                    keys = list(r.scan_iter(match=self.key_prefix + "*", count=1000))
+                    if keys:
+                        r.delete(*keys)
+                    r.close()
+        finally:
+            self._drop_database()
+
+    # -- what the scenarios read -------------------------------------------------------------
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {**super().pids, **self._postgres_pids()}
+
+    @property
+    def rss_pids(self) -> dict[str, int]:
+        """The system's own processes, for memory (PostgreSQL backends share their buffers)."""
+        return super().pids
+
+    @property
+    def gateway_pids(self) -> list[int]:
+        return [p.pid for n, p in self.procs.items() if n.startswith("gateway-") and p.poll() is None]
+
+    @property
+    def gateway_pid(self) -> int | None:
+        p = self.procs.get("gateway-1")
+        return p.pid if p and p.poll() is None else None
+
+    def node_connections(self) -> list[int | None]:
+        """Live WebSocket connections of each node (its /metrics)."""
+        return [_connections_at(url) for url in self.node_urls]
+
+    def connections(self) -> int | None:
+        """Live WebSocket connections over all nodes."""
+        known = [c for c in self.node_connections() if c is not None]
+        return sum(known) if known else None
+
+    def _warning_lines(self) -> dict[str, list[str]]:
+        lines = super()._warning_lines()
+        lines.pop("redis", None)          # redis-server's own notices are not the system's warnings
+        return lines
 
 
 class ExternalSystem(Seeder):
