@@ -37,7 +37,8 @@ from skyeim.gateway.session import CLOSE_REPLACED, Outgoing
 
 log = logging.getLogger(__name__)
 
-REDIS_TIMEOUT = 2.0          # s per Redis command and connect
+REDIS_TIMEOUT = 2.0          # s per Redis command and connect (and to get a pooled one)
+REDIS_POOL_SIZE = 256        # connections to Redis per node
 RECONNECT_MAX_WAIT = 2.0     # s between attempts while Redis is down
 LISTEN_POLL = 1.0            # s a Pub/Sub read waits before checking for shutdown
 
@@ -51,9 +52,13 @@ class ClusterHub(Hub):
         self.cfg = cfg
         self.node_id = cfg.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.prefix = cfg.key_prefix
-        self.redis = redis.Redis.from_url(cfg.redis, socket_timeout=REDIS_TIMEOUT,
-                                          socket_connect_timeout=REDIS_TIMEOUT,
-                                          decode_responses=True)
+        # a blocking pool: a burst of greenlets waits (bounded) for a connection instead
+        # of failing with "Too many connections", which would look like Redis being down
+        pool = redis.BlockingConnectionPool.from_url(
+            cfg.redis, max_connections=REDIS_POOL_SIZE, timeout=REDIS_TIMEOUT,
+            socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
+            decode_responses=True)
+        self.redis = redis.Redis(connection_pool=pool)
         self.on_users_gone = on_users_gone      # users found offline after a node died
         self.on_users_back = on_users_back      # users online again after we were given up
         self.alive: set[str] = {self.node_id}    # refreshed every heartbeat
