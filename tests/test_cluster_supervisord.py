@@ -310,7 +310,10 @@ def supervised_cluster(tmp_path):
 def test_browser_chat_across_two_nodes_under_supervisord(browser, supervised_cluster):
     from test_web_page import Tab, expect
     sup = supervised_cluster
-    assert sorted(sup.read_program_pids()) == sorted(PROGRAMS), sup.status()     # all six RUNNING
+    # all six RUNNING: supervisord says so only startsecs (2 s) after each start,
+    # which can be later than the gateways' first /readyz 200
+    wait_until(lambda: sorted(sup.read_program_pids()) == sorted(PROGRAMS), timeout=30,
+               message=f"not all six programs RUNNING:\n{sup.status()}")
 
     class Node:                                   # what Tab needs of a system: the page's URL
         def __init__(self, program: str):
