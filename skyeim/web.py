@@ -12,6 +12,8 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from skyeim.tokens import is_user_id
+
 log = logging.getLogger(__name__)
 
 _DIGITS = re.compile(r"[0-9]{1,100}")
@@ -76,6 +78,22 @@ def positive_int_arg(raw: str | None) -> int | None:
     if not _DIGITS.fullmatch(raw) or int(raw) < 1:
         raise bad_request(f"{raw[:20]!r} is not a positive integer")
     return int(raw)
+
+
+def body_user_id(body: dict, key: str, where: str = "") -> int:
+    """``body[key]`` as a user id (a JSON integer 1..2^63-1, never a bool/float/string), else 400."""
+    value = body.get(key)
+    if not is_user_id(value):
+        raise bad_request(f"{where}{key} must be an integer from 1 to 2^63-1")
+    return value
+
+
+def path_user_id(raw: str, key: str) -> int:
+    """A user id from a URL path segment (ASCII digits only), else 400."""
+    value = int(raw) if _DIGITS.fullmatch(raw) else 0
+    if not is_user_id(value):
+        raise bad_request(f"{key} must be an integer from 1 to 2^63-1")
+    return value
 
 
 def limit_arg(raw: str | None) -> int:

@@ -1,18 +1,13 @@
 """HTTP API of the Friend service (PROTOCOL.md section 6, "Friend service")."""
 from __future__ import annotations
 
-import re
-
 from flask import Flask
 
 from skyeim.config import ServiceConfig
 from skyeim.db import Database
 from skyeim.friend import store
 from skyeim.service import make_app, on_shutdown
-from skyeim.tokens import is_user_id
-from skyeim.web import bad_request, json_body
-
-_DIGITS = re.compile(r"[0-9]{1,19}")   # ASCII only: str.isdigit() would take "²"
+from skyeim.web import bad_request, body_user_id, json_body, path_user_id
 
 
 def create_app(config: ServiceConfig) -> Flask:
@@ -22,14 +17,14 @@ def create_app(config: ServiceConfig) -> Flask:
 
     @app.get("/v1/friends/<user_id>")
     def get_friends(user_id: str):
-        uid = _path_user_id(user_id, "userId")
+        uid = path_user_id(user_id, "userId")
         return {"friends": db.run(store.list_friends, uid)}
 
     @app.post("/v1/friends")
     def add_friend():
         body = json_body()
-        uid = _body_user_id(body, "userId")
-        fid = _body_user_id(body, "friendId")
+        uid = body_user_id(body, "userId")
+        fid = body_user_id(body, "friendId")
         if uid == fid:
             raise bad_request("a user cannot befriend themselves")
         db.run(store.add_friendship, uid, fid)
@@ -37,23 +32,9 @@ def create_app(config: ServiceConfig) -> Flask:
 
     @app.delete("/v1/friends/<user_id>/<friend_id>")
     def remove_friend(user_id: str, friend_id: str):
-        uid = _path_user_id(user_id, "userId")
-        fid = _path_user_id(friend_id, "friendId")
+        uid = path_user_id(user_id, "userId")
+        fid = path_user_id(friend_id, "friendId")
         db.run(store.remove_friendship, uid, fid)
         return {"ok": True}
 
     return app
-
-
-def _body_user_id(body: dict, key: str) -> int:
-    value = body.get(key)
-    if not is_user_id(value):
-        raise bad_request(f"{key} must be an integer from 1 to 2^63-1")
-    return value
-
-
-def _path_user_id(raw: str, key: str) -> int:
-    value = int(raw) if _DIGITS.fullmatch(raw) else 0
-    if not is_user_id(value):
-        raise bad_request(f"{key} must be an integer from 1 to 2^63-1")
-    return value

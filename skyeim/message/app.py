@@ -11,8 +11,8 @@ from skyeim.config import ServiceConfig
 from skyeim.db import Database
 from skyeim.message import store
 from skyeim.service import make_app, on_shutdown
-from skyeim.tokens import MAX_USER_ID, is_user_id
-from skyeim.web import bad_request, json_body, limit_arg
+from skyeim.tokens import MAX_USER_ID
+from skyeim.web import bad_request, body_user_id, json_body, limit_arg
 
 MSG_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DIGITS = re.compile(r"[0-9]{1,19}")   # ASCII only: str.isdigit() would take "²"
@@ -32,8 +32,8 @@ def create_app(config: ServiceConfig) -> Flask:
         msg = store.NewMessage(
             # an absent msgId gets a UUID4, as the protocol says for chat frames
             msg_id=str(uuid.uuid4()) if msg_id is None else _msg_id(msg_id, "msgId"),
-            from_user_id=_body_user_id(body, "fromUserId"),
-            to_user_id=_body_user_id(body, "toUserId"),
+            from_user_id=body_user_id(body, "fromUserId"),
+            to_user_id=body_user_id(body, "toUserId"),
             content=_content(body.get("content")),
             content_type=_content_type(body.get("contentType")),
         )
@@ -56,7 +56,7 @@ def create_app(config: ServiceConfig) -> Flask:
     @app.post("/v1/messages/delivered")
     def delivered():
         body = json_body()
-        user_id = _body_user_id(body, "userId")
+        user_id = body_user_id(body, "userId")
         items = body.get("messages")
         if not isinstance(items, list) or len(items) > MAX_KEYS_PER_CALL:
             raise bad_request(f"messages must be a list of at most {MAX_KEYS_PER_CALL} items")
@@ -64,7 +64,7 @@ def create_app(config: ServiceConfig) -> Flask:
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise bad_request(f"messages[{i}] must be an object")
-            keys.append((_body_user_id(item, "fromUserId", f"messages[{i}]."),
+            keys.append((body_user_id(item, "fromUserId", f"messages[{i}]."),
                          _msg_id(item.get("msgId"), f"messages[{i}].msgId")))
         marked = db.run(store.mark_delivered, user_id, keys)
         return {"messages": [{"fromUserId": f, "msgId": m, "deliveredAt": at} for f, m, at in marked]}
@@ -72,8 +72,8 @@ def create_app(config: ServiceConfig) -> Flask:
     @app.post("/v1/messages/read")
     def read():
         body = json_body()
-        user_id = _body_user_id(body, "userId")
-        peer_id = _body_user_id(body, "peerId")
+        user_id = body_user_id(body, "userId")
+        peer_id = body_user_id(body, "peerId")
         if user_id == peer_id:
             raise bad_request("peerId must differ from userId")
         raw_ids = body.get("msgIds")
@@ -101,13 +101,6 @@ def create_app(config: ServiceConfig) -> Flask:
 
 
 # -- validation ----------------------------------------------------------------
-
-def _body_user_id(body: dict, key: str, where: str = "") -> int:
-    value = body.get(key)
-    if not is_user_id(value):
-        raise bad_request(f"{where}{key} must be an integer from 1 to 2^63-1")
-    return value
-
 
 def _msg_id(value: Any, key: str) -> str:
     if not isinstance(value, str) or not MSG_ID.fullmatch(value):
