@@ -9,7 +9,7 @@ import time
 
 from flask import Flask, Response, g, request
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics, generate_latest)
+                               ProcessCollector, disable_created_metrics, generate_latest)
 
 disable_created_metrics()   # no *_created series: they double the output and help no dashboard
 
@@ -49,6 +49,10 @@ class GatewayMetrics:
         self.handshake_refusals = Counter("skyeim_handshake_refusals_total",
                                           "Handshakes refused before the upgrade, by code.",
                                           ["code"], registry=r)
+        # process_resident_memory_bytes, process_open_fds, ...: what a soak test watches
+        ProcessCollector(registry=r)
+        Gauge("skyeim_greenlets", "Live greenlets in the process (leak watch; counted at scrape).",
+              registry=r).set_function(_count_greenlets)
         # label children looked up once: the hot path must not build label tuples per frame
         self._in = {t: self.frames_in.labels(t) for t in
                     ("ping", "chat", "read", "auth", "invalid", "binary", "rate_limited")}
@@ -64,6 +68,14 @@ class GatewayMetrics:
         if child is None:
             child = self._out[kind] = self.frames_out.labels(kind)
         child.inc()
+
+
+def _count_greenlets() -> int:
+    # a full walk of the heap: fine at scrape time (seconds apart), never on a hot path
+    import gc
+
+    import greenlet
+    return sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet))
 
 
 def frame_type(text: str) -> str:

@@ -79,3 +79,18 @@ def test_each_service_serves_its_own_metrics_without_the_secret(system, service)
     names = {re.sub(r"\{.*", "", k) for k in values}
     assert "skyeim_http_request_seconds_count" in names
     assert not any(k.startswith("skyeim_frames") for k in values)   # the gateway's are not mixed in
+
+
+def test_gateway_reports_process_figures_for_leak_watching(system):
+    """RSS, open descriptors and live greenlets: what the fuzz and soak tests watch."""
+    alice, bob = system.users("met_p1", "met_p2")
+    before = scrape(system.url)
+    assert before["process_resident_memory_bytes"] > 10_000_000
+    assert before["process_open_fds"] > 0
+    idle = before["skyeim_greenlets"]
+    ca, cb = system.connect(alice), system.connect(bob)
+    # each connection holds a read and a write greenlet (plus the WSGI handler's own)
+    eventually(lambda: scrape(system.url)["skyeim_greenlets"] >= idle + 4)
+    ca.close()
+    cb.close()
+    eventually(lambda: scrape(system.url)["skyeim_greenlets"] <= idle + 1)
