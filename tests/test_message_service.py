@@ -252,6 +252,143 @@ def test_concurrent_duplicates_store_one_message(svc, svc2):
     assert [m["content"] for m in svc.all_unread(b)] == ["before", originals[0]["content"], "after"]
 
 
+# -- sending in batches (what the gateway uses under load) ----------------------
+
+def send_batch(service, bodies) -> list[dict]:
+    r = service.post("/v1/messages/batch", {"messages": bodies})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == len(bodies)
+    return results
+
+
+def test_batch_stores_each_message_as_a_single_send_would(svc):
+    a, b, c = users(3)
+    svc.send(a, b, "before")
+    bodies = [{"msgId": f"b{i}", "fromUserId": frm, "toUserId": to, "content": f"m{i}",
+               "contentType": 1 + i % 4}
+              for i, (frm, to) in enumerate([(a, b), (b, a), (a, c), (a, b), (c, a)])]
+    results = send_batch(svc, bodies)
+    for body, r in zip(bodies, results):
+        assert {k: r[k] for k in ("msgId", "fromUserId", "toUserId", "content", "contentType")} == body
+        assert r["duplicate"] is False and r["delivered"] is False and r["deliveredAt"] is None
+        assert set(r) == CHAT_KEYS | {"duplicate", "delivered", "deliveredAt"}
+    # seqs per conversation, in the order the batch listed them
+    assert [r["seq"] for r in results] == [2, 3, 1, 4, 2]
+    assert [m["content"] for m in svc.history(a, b)["messages"]] == ["m3", "m1", "m0", "before"]
+    assert svc.send(a, b, "after")["seq"] == 5
+
+
+def test_batch_answers_each_invalid_item_and_stores_the_rest(svc):
+    a, b = users(2)
+    good = {"msgId": "ok1", "fromUserId": a, "toUserId": b, "content": "fine"}
+    results = send_batch(svc, [
+        {"msgId": "bad id!", "fromUserId": a, "toUserId": b, "content": "x"},
+        good,
+        {"msgId": "self", "fromUserId": a, "toUserId": a, "content": "x"},
+        "not an object",
+        {"msgId": "empty", "fromUserId": a, "toUserId": b, "content": ""},
+        {**good, "msgId": "ok2", "contentType": 9},
+    ])
+    assert [r.get("error", {}).get("code") for r in results] == [
+        "bad_request", None, "bad_request", "bad_request", "bad_request", "bad_request"]
+    assert "msgId" in results[0]["error"]["message"]
+    assert results[1]["seq"] == 1 and results[1]["msgId"] == "ok1"
+    assert [m["msgId"] for m in svc.history(a, b)["messages"]] == ["ok1"]
+
+
+def test_batch_reports_duplicates_of_stored_and_of_its_own_messages(svc):
+    a, b = users(2)
+    first = svc.send(a, b, "original", msg_id="dup1")
+    results = send_batch(svc, [
+        {"msgId": "dup1", "fromUserId": a, "toUserId": b, "content": "resend"},
+        {"msgId": "new1", "fromUserId": a, "toUserId": b, "content": "new"},
+        {"msgId": "new1", "fromUserId": a, "toUserId": b, "content": "resend of new"},
+    ])
+    assert results[0]["duplicate"] is True and results[0]["content"] == "original"
+    assert results[0]["seq"] == first["seq"] == 1
+    assert results[1]["duplicate"] is False and results[1]["seq"] == 2
+    assert results[2]["duplicate"] is True
+    assert {k: results[2][k] for k in CHAT_KEYS} == {k: results[1][k] for k in CHAT_KEYS}
+    assert svc.send(a, b, "after")["seq"] == 3      # the duplicates took no seq
+
+
+@pytest.mark.parametrize("bodies", [[], "x", None, [{}] * 1001], ids=["empty", "string", "null", "1001"])
+def test_batch_refuses_a_malformed_list(svc, bodies):
+    r = svc.post("/v1/messages/batch", {"messages": bodies})
+    assert r.status_code == 400 and r.json()["code"] == "bad_request"
+
+
+def test_concurrent_batches_across_processes_neither_deadlock_nor_leave_gaps(svc, svc2):
+    # Batches listing the same conversations in opposite orders, from two
+    # processes at once: on PostgreSQL a naive order of row locks deadlocks.
+    people = users(6)
+    pairs = [(people[i], people[j]) for i in range(6) for j in range(i + 1, 6)]
+    rounds = 12
+
+    def batch(i: int) -> list[dict]:
+        order = pairs if i % 2 else pairs[::-1]
+        return send_batch((svc, svc2)[i % 2], [
+            {"msgId": f"r{i}p{k}", "fromUserId": frm, "toUserId": to, "content": f"{i}"}
+            for k, (frm, to) in enumerate(order)])
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [r for rs in pool.map(batch, range(rounds)) for r in rs]
+    assert not [r for r in results if "error" in r]
+    for frm, to in pairs:
+        seqs = sorted(r["seq"] for r in results if {r["fromUserId"], r["toUserId"]} == {frm, to})
+        assert seqs == list(range(1, rounds + 1))
+
+
+def test_concurrent_batches_with_the_same_keys_store_each_once(svc, svc2):
+    a, b = users(2)
+    n = 8
+    barrier = threading.Barrier(n)
+
+    def batch(i: int) -> list[dict]:
+        barrier.wait(timeout=HTTP_TIMEOUT)
+        return send_batch((svc, svc2)[i % 2], [
+            {"msgId": f"same{k}", "fromUserId": a, "toUserId": b, "content": f"v{i}"} for k in range(5)])
+
+    with ThreadPoolExecutor(n) as pool:
+        results = list(pool.map(batch, range(n)))
+    for k in range(5):
+        versions = [rs[k] for rs in results]
+        assert sum(not r["duplicate"] for r in versions) == 1
+        assert len({(r["seq"], r["content"]) for r in versions}) == 1
+    assert [r["seq"] for r in results[0]] == [1, 2, 3, 4, 5]
+    assert svc.send(a, b, "after")["seq"] == 6
+
+
+def test_delivered_batch_marks_each_recipients_messages_once(svc):
+    a, b, c = users(3)
+    ab = [svc.send(a, b, f"ab{i}")["msgId"] for i in range(3)]
+    cb = svc.send(c, b, "cb")["msgId"]
+    ac = svc.send(a, c, "ac")["msgId"]
+    svc.delivered(b, [(a, ab[0])])
+    r = svc.post("/v1/messages/delivered/batch", {"deliveries": [
+        {"userId": b, "messages": [{"fromUserId": a, "msgId": m} for m in ab] + [{"fromUserId": c, "msgId": cb}]},
+        # c did not receive a->b messages: addressed to another user, not marked
+        {"userId": c, "messages": [{"fromUserId": a, "msgId": ac}, {"fromUserId": a, "msgId": ab[1]}]},
+    ]})
+    assert r.status_code == 200, r.text
+    to_b, to_c = r.json()["results"]
+    assert [(m["fromUserId"], m["msgId"]) for m in to_b["messages"]] == [(a, ab[1]), (a, ab[2]), (c, cb)]
+    assert [(m["fromUserId"], m["msgId"]) for m in to_c["messages"]] == [(a, ac)]
+    assert len({m["deliveredAt"] for m in to_b["messages"] + to_c["messages"]}) == 1
+    statuses = {m["msgId"]: m["status"] for m in svc.history(a, b)["messages"]}
+    assert statuses == dict.fromkeys(ab, "delivered")
+
+
+@pytest.mark.parametrize("body", [{"deliveries": []}, {"deliveries": [1]},
+                                  {"deliveries": [{"userId": 0, "messages": []}]},
+                                  {"deliveries": [{"userId": 5, "messages": [{"fromUserId": 1, "msgId": "a"}] * 600}] * 2}],
+                         ids=["empty", "not-object", "bad-user", "too-many-keys"])
+def test_delivered_batch_refuses_malformed_input(svc, body):
+    r = svc.post("/v1/messages/delivered/batch", body)
+    assert r.status_code == 400 and r.json()["code"] == "bad_request"
+
+
 _BAD_SENDS = {
     "fromUserId bool": {"fromUserId": True},
     "fromUserId float": {"fromUserId": 1.0},
@@ -736,6 +873,13 @@ _QUERIES = {
     "delivered": (store.mark_delivered, (7, [(8, "a"), (9, "b"), (8, "c")]),
                   {"uq_messages_sender_msg_id"},
                   "INDEX sqlite_autoindex_messages_1 (from_user_id=? AND msg_id=?)"),
+    "delivered batch": (store.mark_delivered_many, ([(7, [(8, "a"), (9, "b")]), (6, [(8, "c")])],),
+                        {"uq_messages_sender_msg_id"},
+                        "INDEX sqlite_autoindex_messages_1 (from_user_id=? AND msg_id=?)"),
+    "send batch lookup": (store.send_messages,
+                          ([store.NewMessage("a", 8, 7, "x", 1), store.NewMessage("b", 9, 7, "y", 1)],),
+                          {"uq_messages_sender_msg_id"},
+                          "INDEX sqlite_autoindex_messages_1 (from_user_id=? AND msg_id=?)"),
 }
 
 

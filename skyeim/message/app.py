@@ -12,12 +12,13 @@ from skyeim.db import Database
 from skyeim.message import store
 from skyeim.service import make_app, on_shutdown
 from skyeim.tokens import MAX_USER_ID
-from skyeim.web import bad_request, body_user_id, json_body, limit_arg
+from skyeim.web import ApiError, bad_request, body_user_id, json_body, limit_arg
 
 MSG_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DIGITS = re.compile(r"[0-9]{1,19}")   # ASCII only: str.isdigit() would take "²"
 CONTENT_TYPES = (1, 2, 3, 4)           # text, image, file, voice
 MAX_KEYS_PER_CALL = 1000               # messages in one delivered/read call
+MAX_BATCH = 1000                       # SendMessage bodies (or recipients) in one batch call
 
 
 def create_app(config: ServiceConfig) -> Flask:
@@ -27,21 +28,32 @@ def create_app(config: ServiceConfig) -> Flask:
 
     @app.post("/v1/messages")
     def send_message():
-        body = json_body()
-        msg_id = body.get("msgId")
-        msg = store.NewMessage(
-            # an absent msgId gets a UUID4, as the protocol says for chat frames
-            msg_id=str(uuid.uuid4()) if msg_id is None else _msg_id(msg_id, "msgId"),
-            from_user_id=body_user_id(body, "fromUserId"),
-            to_user_id=body_user_id(body, "toUserId"),
-            content=_content(body.get("content")),
-            content_type=_content_type(body.get("contentType")),
-        )
-        if msg.from_user_id == msg.to_user_id:
-            raise bad_request("toUserId must differ from fromUserId")
+        msg = _new_message(json_body())
         row, duplicate = db.run(store.send_message, msg)
-        return {**store.chat_message(row), "duplicate": duplicate,
-                "delivered": row.delivered_at is not None, "deliveredAt": row.delivered_at}
+        return _sent(row, duplicate)
+
+    @app.post("/v1/messages/batch")
+    def send_messages():
+        """Many SendMessage calls in one request and one transaction (the gateway
+        coalesces concurrent chats). Each result is what /v1/messages would have
+        answered, or {"error": {code, message}} for an item it would have refused."""
+        items = json_body().get("messages")
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+            raise bad_request(f"messages must be a list of 1 to {MAX_BATCH} SendMessage bodies")
+        results: list[dict | None] = [None] * len(items)
+        valid: list[tuple[int, store.NewMessage]] = []
+        for i, item in enumerate(items):
+            try:
+                if not isinstance(item, dict):
+                    raise bad_request(f"messages[{i}] must be an object")
+                valid.append((i, _new_message(item)))
+            except ApiError as e:
+                results[i] = {"error": {"code": e.code, "message": e.message}}
+        if valid:
+            stored = db.run(store.send_messages, [msg for _, msg in valid])
+            for (i, _), (row, duplicate) in zip(valid, stored):
+                results[i] = _sent(row, duplicate)
+        return {"results": results}
 
     @app.get("/v1/messages/unread")
     def unread():
@@ -55,19 +67,25 @@ def create_app(config: ServiceConfig) -> Flask:
 
     @app.post("/v1/messages/delivered")
     def delivered():
-        body = json_body()
-        user_id = body_user_id(body, "userId")
-        items = body.get("messages")
-        if not isinstance(items, list) or len(items) > MAX_KEYS_PER_CALL:
-            raise bad_request(f"messages must be a list of at most {MAX_KEYS_PER_CALL} items")
-        keys = []
+        user_id, keys = _delivery(json_body())
+        marked = db.run(store.mark_delivered, user_id, keys)
+        return _marked(marked)
+
+    @app.post("/v1/messages/delivered/batch")
+    def delivered_batch():
+        """/v1/messages/delivered for several recipients in one request and transaction."""
+        items = json_body().get("deliveries")
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+            raise bad_request(f"deliveries must be a list of 1 to {MAX_BATCH} objects")
+        deliveries = []
         for i, item in enumerate(items):
             if not isinstance(item, dict):
-                raise bad_request(f"messages[{i}] must be an object")
-            keys.append((body_user_id(item, "fromUserId", f"messages[{i}]."),
-                         _msg_id(item.get("msgId"), f"messages[{i}].msgId")))
-        marked = db.run(store.mark_delivered, user_id, keys)
-        return {"messages": [{"fromUserId": f, "msgId": m, "deliveredAt": at} for f, m, at in marked]}
+                raise bad_request(f"deliveries[{i}] must be an object")
+            deliveries.append(_delivery(item, f"deliveries[{i}]."))
+        if sum(len(keys) for _, keys in deliveries) > MAX_KEYS_PER_CALL:
+            raise bad_request(f"at most {MAX_KEYS_PER_CALL} messages in all")
+        marked = db.run(store.mark_delivered_many, deliveries)
+        return {"results": [_marked(m) for m in marked]}
 
     @app.post("/v1/messages/read")
     def read():
@@ -98,6 +116,45 @@ def create_app(config: ServiceConfig) -> Flask:
                 "hasMore": has_more}
 
     return app
+
+
+def _new_message(body: dict) -> store.NewMessage:
+    msg_id = body.get("msgId")
+    msg = store.NewMessage(
+        # an absent msgId gets a UUID4, as the protocol says for chat frames
+        msg_id=str(uuid.uuid4()) if msg_id is None else _msg_id(msg_id, "msgId"),
+        from_user_id=body_user_id(body, "fromUserId"),
+        to_user_id=body_user_id(body, "toUserId"),
+        content=_content(body.get("content")),
+        content_type=_content_type(body.get("contentType")),
+    )
+    if msg.from_user_id == msg.to_user_id:
+        raise bad_request("toUserId must differ from fromUserId")
+    return msg
+
+
+def _sent(row, duplicate: bool) -> dict:
+    return {**store.chat_message(row), "duplicate": duplicate,
+            "delivered": row.delivered_at is not None, "deliveredAt": row.delivered_at}
+
+
+def _delivery(body: dict, prefix: str = "") -> tuple[int, list[tuple[int, str]]]:
+    """(userId, [(fromUserId, msgId)]) of a MarkDelivered body."""
+    user_id = body_user_id(body, "userId", prefix)
+    items = body.get("messages")
+    if not isinstance(items, list) or len(items) > MAX_KEYS_PER_CALL:
+        raise bad_request(f"{prefix}messages must be a list of at most {MAX_KEYS_PER_CALL} items")
+    keys = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise bad_request(f"{prefix}messages[{i}] must be an object")
+        keys.append((body_user_id(item, "fromUserId", f"{prefix}messages[{i}]."),
+                     _msg_id(item.get("msgId"), f"{prefix}messages[{i}].msgId")))
+    return user_id, keys
+
+
+def _marked(marked: list[tuple[int, str, int]]) -> dict:
+    return {"messages": [{"fromUserId": f, "msgId": m, "deliveredAt": at} for f, m, at in marked]}
 
 
 # -- validation ----------------------------------------------------------------

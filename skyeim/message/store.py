@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from sqlalchemy import (BigInteger, Column, Index, Integer, LargeBinary, MetaData, SmallInteger,
-                        String, Table, TypeDecorator, UniqueConstraint, and_, exc, func, select,
+                        String, Table, TypeDecorator, UniqueConstraint, and_, exc, func, or_, select,
                         update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
@@ -133,18 +133,118 @@ def send_message(conn: Connection, msg: NewMessage) -> tuple[Row, bool]:
     return stored, False
 
 
+def send_messages(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row, bool]]:
+    """send_message for each of ``msgs`` in one transaction; results in the order of ``msgs``.
+
+    The common case costs a few statements for the whole batch: one lookup of
+    the batch's keys, one seq allocation per conversation, one multi-row
+    INSERT. If a concurrent transaction stores one of the same keys first (the
+    unique key fires), the batch's work is rolled back and redone one message
+    at a time, which handles that race per message.
+    """
+    if len(msgs) > 1:
+        savepoint = conn.begin_nested()
+        try:
+            results = _send_many(conn, msgs)
+            savepoint.commit()
+            return results
+        except exc.IntegrityError:
+            savepoint.rollback()
+    # Conversation by conversation (arrival order within one): every transaction
+    # takes the conversations' row locks in one global order, so two service
+    # processes storing batches side by side cannot deadlock.
+    order = sorted(range(len(msgs)), key=lambda i: _pair(msgs[i]))
+    out: list[tuple[Row, bool] | None] = [None] * len(msgs)
+    for i in order:
+        out[i] = send_message(conn, msgs[i])
+    return out  # type: ignore[return-value]
+
+
+def _pair(msg: NewMessage) -> tuple[int, int]:
+    a, b = msg.from_user_id, msg.to_user_id
+    return (a, b) if a < b else (b, a)
+
+
+def _send_many(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row, bool]]:
+    existing = {(r.from_user_id, r.msg_id): r
+                for r in _find_many(conn, [(m.from_user_id, m.msg_id) for m in msgs])}
+    results: list[tuple[Row, bool] | None] = [None] * len(msgs)
+    first_of: dict[tuple[int, str], int] = {}   # key -> index of its first new occurrence
+    repeats: list[tuple[int, int]] = []        # (index, index of the first occurrence)
+    new: list[int] = []
+    for i, m in enumerate(msgs):
+        key = (m.from_user_id, m.msg_id)
+        if key in existing:
+            results[i] = (existing[key], True)
+        elif key in first_of:
+            repeats.append((i, first_of[key]))
+        else:
+            first_of[key] = i
+            new.append(i)
+    if new:
+        counts: dict[tuple[int, int], int] = {}
+        for i in new:
+            pair = _pair(msgs[i])
+            counts[pair] = counts.get(pair, 0) + 1
+        next_seq = {}
+        for pair in sorted(counts):             # one global lock order: see send_messages
+            next_seq[pair] = _next_seq(conn, *pair, count=counts[pair]) - counts[pair] + 1
+        now = now_ms()
+        rows = []
+        for i in new:
+            m = msgs[i]
+            pair = _pair(m)
+            rows.append({"from_user_id": m.from_user_id, "to_user_id": m.to_user_id,
+                         "user_lo": pair[0], "user_hi": pair[1], "msg_id": m.msg_id,
+                         "content": m.content, "content_type": m.content_type,
+                         "created_at": now, "seq": next_seq[pair]})
+            next_seq[pair] += 1
+        stored = conn.execute(messages.insert().returning(*_CHAT_COLUMNS, sort_by_parameter_order=True),
+                              rows).all()
+        for i, row in zip(new, stored):
+            results[i] = (row, False)
+    for i, first in repeats:                    # the same chat twice in one batch (a resend)
+        results[i] = (results[first][0], True)  # type: ignore[index]
+    return results  # type: ignore[return-value]
+
+
+# Statements whose shape depends on a count are padded to one of a few sizes,
+# so that SQLAlchemy's compiled-statement cache holds a handful of shapes.
+_SHAPES = (1, 4, 16, 64, 256)
+
+
+def _chunks(keys: list, limit: int = _SHAPES[-1]):
+    """``keys`` in chunks of at most ``limit``, each padded (by repeating its last
+    key, harmless in a lookup or update) to the next size of _SHAPES."""
+    for start in range(0, len(keys), limit):
+        chunk = keys[start:start + limit]
+        size = next(s for s in _SHAPES if s >= len(chunk))
+        yield chunk + [chunk[-1]] * (size - len(chunk))
+
+
+def _find_many(conn: Connection, keys: list[tuple[int, str]]) -> list[Row]:
+    # OR of (from_user_id, msg_id) equalities: both SQLite and PostgreSQL answer
+    # it from the unique index (a row-value IN would make SQLite scan the table)
+    found: list[Row] = []
+    for chunk in _chunks(list(dict.fromkeys(keys))):
+        found += conn.execute(select(*_CHAT_COLUMNS).where(or_(*[
+            and_(messages.c.from_user_id == f, messages.c.msg_id == m) for f, m in chunk]))).all()
+    return found
+
+
 def find_message(conn: Connection, from_user_id: int, msg_id: str) -> Row | None:
     return conn.execute(select(*_CHAT_COLUMNS).where(
         messages.c.from_user_id == from_user_id, messages.c.msg_id == msg_id)).first()
 
 
-def _next_seq(conn: Connection, lo: int, hi: int) -> int:
-    """Allocate the pair's next seq; the row stays locked until commit."""
+def _next_seq(conn: Connection, lo: int, hi: int, count: int = 1) -> int:
+    """Allocate the pair's next ``count`` seqs and return the last of them;
+    the row stays locked until commit."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(conversations).values(user_lo=lo, user_hi=hi, last_seq=1)
+    stmt = insert(conversations).values(user_lo=lo, user_hi=hi, last_seq=count)
     stmt = stmt.on_conflict_do_update(
         index_elements=[conversations.c.user_lo, conversations.c.user_hi],
-        set_={"last_seq": conversations.c.last_seq + 1},
+        set_={"last_seq": conversations.c.last_seq + count},
     ).returning(conversations.c.last_seq)
     return conn.execute(stmt).scalar_one()
 
@@ -197,6 +297,25 @@ def mark_delivered(conn: Connection, user_id: int,
             .returning(messages.c.msg_id)).scalars()
         newly.update((from_user_id, m) for m in marked)
     return [(f, m, now) for f, m in keys if (f, m) in newly]
+
+
+def mark_delivered_many(conn: Connection, deliveries: list[tuple[int, list[tuple[int, str]]]]
+                        ) -> list[list[tuple[int, str, int]]]:
+    """mark_delivered for several recipients, with one UPDATE per chunk of keys."""
+    now = now_ms()
+    wanted = list(dict.fromkeys((to, f, m) for to, keys in deliveries for f, m in keys))
+    newly: set[tuple[int, int, str]] = set()
+    for chunk in _chunks(wanted):
+        marked = conn.execute(
+            update(messages)
+            .where(or_(*[and_(messages.c.from_user_id == f, messages.c.msg_id == m,
+                              messages.c.to_user_id == to) for to, f, m in chunk]),
+                   messages.c.delivered_at.is_(None))
+            .values(delivered_at=now)
+            .returning(messages.c.to_user_id, messages.c.from_user_id, messages.c.msg_id)).all()
+        newly.update((r.to_user_id, r.from_user_id, r.msg_id) for r in marked)
+    return [[(f, m, now) for f, m in dict.fromkeys(keys) if (to, f, m) in newly]
+            for to, keys in deliveries]
 
 
 def mark_read(conn: Connection, user_id: int, peer_id: int,
