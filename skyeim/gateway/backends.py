@@ -15,6 +15,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from skyeim.config import RpcConfig
+from skyeim.gateway.batching import Batcher, BatchOverflow, BatchTimeout
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +114,48 @@ def _json(resp: requests.Response) -> dict:
     return body if isinstance(body, dict) else {}
 
 
+def _batched(batcher: Batcher, item: Any) -> Any:
+    """One caller's share of a batch call, with the errors a single call would raise."""
+    try:
+        result = batcher.call(item)
+    except (BatchOverflow, BatchTimeout) as e:
+        raise BackendUnavailable(str(e)) from None
+    error = result.get("error") if isinstance(result, dict) else None
+    if error is not None:
+        raise BackendRejected(400, str(error.get("code", "bad_request")), str(error.get("message", "")))
+    return result
+
+
 class MessageService(ServiceClient):
+    # Chats and delivery records from many connections go out as batch calls
+    # (one HTTP request and one transaction for many chats): see batching.py.
+    SEND_BATCH = 256
+    DELIVERED_BATCH = 1000          # the service's cap on keys per call
+    BATCH_CONCURRENCY = 4           # batch calls in flight per kind
+    BATCH_QUEUE = 20_000
+
+    def __init__(self, name: str, rpc: RpcConfig, internal_secret: str = ""):
+        super().__init__(name, rpc, internal_secret)
+        bound = self.timeout * 2 + 1.0      # queueing behind a full batch, then the call
+        self._sends = Batcher("message sends", self._send_batch, max_batch=self.SEND_BATCH,
+                              concurrency=self.BATCH_CONCURRENCY,
+                              queue_size=self.BATCH_QUEUE, timeout=bound)
+
     def send(self, msg_id: str, from_user: int, to_user: int, content: str,
              content_type: int) -> dict:
         """SendMessage: the stored ChatMessage plus {duplicate, delivered, deliveredAt}."""
-        return self.call("POST", "/v1/messages", json={
+        return _batched(self._sends, {
             "msgId": msg_id, "fromUserId": from_user, "toUserId": to_user,
             "content": content, "contentType": content_type})
+
+    def _send_batch(self, messages: list[dict]) -> list[dict]:
+        results = self.call("POST", "/v1/messages/batch", json={"messages": messages}).get("results")
+        if not isinstance(results, list):
+            raise BackendUnavailable(f"{self.name} service: a batch answer without results")
+        return results
+
+    def close(self) -> None:
+        self._sends.stop()
 
     def unread(self, user_id: int, cursor: str | None, limit: int) -> dict:
         params = {"userId": user_id, "limit": limit}
@@ -132,6 +168,16 @@ class MessageService(ServiceClient):
             "userId": user_id,
             "messages": [{"fromUserId": f, "msgId": m} for f, m in keys]})
         return body.get("messages", [])
+
+    def mark_delivered_many(self, deliveries: dict[int, list[tuple[int, str]]]) -> dict[int, list[dict]]:
+        """mark_delivered for several recipients in one call: recipient -> newly marked."""
+        body = self.call("POST", "/v1/messages/delivered/batch", json={"deliveries": [
+            {"userId": uid, "messages": [{"fromUserId": f, "msgId": m} for f, m in keys]}
+            for uid, keys in deliveries.items()]})
+        results = body.get("results")
+        if not isinstance(results, list) or len(results) != len(deliveries):
+            raise BackendUnavailable(f"{self.name} service: a batch answer without results")
+        return {uid: r.get("messages", []) for uid, r in zip(deliveries, results)}
 
     def mark_read(self, user_id: int, peer_id: int, msg_ids: list[str]) -> dict:
         return self.call("POST", "/v1/messages/read",

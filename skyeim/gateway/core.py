@@ -333,13 +333,13 @@ class DeliveryRecorder:
     """Records written chats as delivered, in batches, and acks their senders.
 
     Writers hand over (recipient, chat) without waiting on HTTP; a few worker
-    greenlets drain the queue, one service call per recipient per batch.
+    greenlets drain the queue, one service call (and transaction) per batch.
     """
 
     QUEUE_SIZE = 10_000
     WORKERS = 4
     BATCH = 500
-    CONCURRENT_CALLS = 32    # Message-service calls in flight for deliveries
+    CONCURRENT_CALLS = 64    # senders being sent their `delivered` acks at once
 
     def __init__(self, gateway: Gateway):
         self.gateway = gateway
@@ -373,29 +373,37 @@ class DeliveryRecorder:
         by_recipient: dict[int, dict[tuple[int, str], Outgoing]] = {}
         for recipient, item in batch:
             by_recipient.setdefault(recipient, {})[item.key] = item
-        # one call per recipient, side by side (bounded by the calls pool)
-        calls = [self.calls.spawn(self._record_for, recipient, items)
-                 for recipient, items in by_recipient.items()]
-        gevent.joinall(calls)
-
-    def _record_for(self, recipient: int, items: dict[tuple[int, str], Outgoing]) -> None:
         try:
-            marked = self.gateway.backends.message.mark_delivered(recipient, list(items))
+            # every recipient of the batch in one call (and one transaction)
+            marked = self.gateway.backends.message.mark_delivered_many(
+                {recipient: list(items) for recipient, items in by_recipient.items()})
         except (BackendUnavailable, BackendRejected) as e:
-            log.warning("user=%s: %d deliveries not recorded (%s); pushed again at next connect",
-                        recipient, len(items), e)
+            log.warning("%d deliveries not recorded (%s); pushed again at next connect",
+                        len(batch), e)
             return
-        hub, latency = self.gateway.hub, self.gateway.metrics.delivered_latency
-        for m in marked:
-            item = items.get((m["fromUserId"], m["msgId"]))
-            if item is None:
-                continue
-            hub.send_to_user(m["fromUserId"], frames.encode_ack(
-                m["msgId"], "delivered", m["deliveredAt"], item.seq), wait=SLOW_CLIENT_GRACE)
-            if item.t0 is not None:
-                latency.observe(time.perf_counter() - item.t0)
+        latency = self.gateway.metrics.delivered_latency
+        acks_by_sender: dict[int, list[str]] = {}
+        for recipient, acks in marked.items():
+            items = by_recipient[recipient]
+            for m in acks:
+                item = items.get((m["fromUserId"], m["msgId"]))
+                if item is None:
+                    continue
+                acks_by_sender.setdefault(m["fromUserId"], []).append(frames.encode_ack(
+                    m["msgId"], "delivered", m["deliveredAt"], item.seq))
+                if item.t0 is not None:
+                    latency.observe(time.perf_counter() - item.t0)
+        # a sender slow to read may make its acks wait (SLOW_CLIENT_GRACE): not the others'
+        for sender, texts in acks_by_sender.items():
+            self.calls.spawn(self._ack_sender, sender, texts)
+
+    def _ack_sender(self, sender: int, texts: list[str]) -> None:
+        hub = self.gateway.hub
+        for text in texts:
+            hub.send_to_user(sender, text, wait=SLOW_CLIENT_GRACE)
 
     def flush(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while self.pending > 0 and time.monotonic() < deadline:
             gevent.sleep(0.01)
+        self.calls.join(timeout=max(0.0, deadline - time.monotonic()))
