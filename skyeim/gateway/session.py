@@ -31,6 +31,7 @@ CLOSE_HEARTBEAT = 4004
 
 MAX_SENT_KEYS = 4096      # chat keys remembered per connection to never send one twice
 SLOW_CLIENT_GRACE = 2.0   # s a producer that may wait gives a full queue before 4002
+WRITE_BATCH = 64          # queued frames written with one system call
 
 _conn_ids = itertools.count(1)
 
@@ -185,21 +186,18 @@ class Session:
 
     def write_pump(self) -> None:
         ws, ws_cfg, auth_cfg = self.ws, self.gateway.cfg.web_socket, self.gateway.cfg.auth
+        queue = self.queue
         try:
             while True:                      # bounded: the heartbeat ends a silent connection
-                item = None
                 try:
-                    item = self.queue.get(timeout=self._time_to_next_timer(ws_cfg, auth_cfg))
+                    batch = [queue.get(timeout=self._time_to_next_timer(ws_cfg, auth_cfg))]
                 except Empty:
-                    pass
-                if item is _STOP:
+                    batch = []
+                # whatever else is queued goes out in the same write (bounded)
+                while len(batch) < WRITE_BATCH and queue.qsize():
+                    batch.append(queue.get_nowait())
+                if not self._write_batch(batch):
                     return
-                if type(item) is _Close:
-                    self.closing = True
-                    ws.close(item.code, "server shutting down" if item.code == CLOSE_GOING_AWAY else "")
-                    return
-                if item is not None and item is not _WAKE:
-                    self._write(item)
                 if not self._run_timers(ws_cfg, auth_cfg):
                     return
         except ConnectionClosed:
@@ -212,23 +210,52 @@ class Session:
             if ws.close_code is None:        # no close handshake under way: wake the reader
                 ws.drop()
 
-    def _write(self, item) -> None:
-        if type(item) is str:
-            self.ws.send_text(item)
-            self.gateway.metrics.frame_out(frame_type(item))
+    def _write_batch(self, batch: list) -> bool:
+        """Write queued frames in order; False once a stop or close item is reached."""
+        texts: list[str] = []
+        chats: list[Outgoing] = []
+        frame_out = self.gateway.metrics.frame_out
+        for item in batch:
+            if item is _WAKE:
+                continue
+            if item is _STOP or type(item) is _Close:
+                self._flush(texts, chats)
+                if item is not _STOP:
+                    self.closing = True
+                    self.ws.close(item.code,
+                                  "server shutting down" if item.code == CLOSE_GOING_AWAY else "")
+                return False
+            if type(item) is str:
+                texts.append(item)
+                frame_out(frame_type(item))
+                continue
+            # a chat: never twice on one connection (backlog and live may overlap)
+            keys = self.sent_keys
+            if keys is None:
+                keys = self.sent_keys = {}
+            elif item.key in keys:
+                continue
+            keys[item.key] = None
+            if len(keys) > MAX_SENT_KEYS:
+                del keys[next(iter(keys))]
+            texts.append(item.text)
+            chats.append(item)
+            frame_out("chat")
+        self._flush(texts, chats)
+        return True
+
+    def _flush(self, texts: list[str], chats: list[Outgoing]) -> None:
+        if not texts:
             return
-        # a chat: never twice on one connection (backlog and live may overlap)
-        keys = self.sent_keys
-        if keys is None:
-            keys = self.sent_keys = {}
-        elif item.key in keys:
-            return
-        self.ws.send_text(item.text)
-        self.gateway.metrics.frame_out("chat")
-        keys[item.key] = None
-        if len(keys) > MAX_SENT_KEYS:
-            del keys[next(iter(keys))]
-        self.gateway.chat_written(self, item)
+        if len(texts) == 1:
+            self.ws.send_text(texts[0])
+        else:
+            self.ws.send_texts(texts)
+        # only chats that reached the socket count as delivered
+        for item in chats:
+            self.gateway.chat_written(self, item)
+        texts.clear()
+        chats.clear()
 
     def _time_to_next_timer(self, ws_cfg, auth_cfg) -> float:
         now = time.monotonic()

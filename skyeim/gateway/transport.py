@@ -211,11 +211,25 @@ class WebSocket(_UpstreamWebSocket):
     # -- writing (any greenlet) ----------------------------------------------------
 
     def send_frame(self, message, opcode):
-        if self.closed:
-            raise ConnectionClosed(self.close_code or CLOSE_ABNORMAL)
         if isinstance(message, str):
             message = message.encode("utf-8")
-        data = bytes(Header.encode_header(True, opcode, b"", len(message), 0)) + message
+        self._write_frames(bytes(Header.encode_header(True, opcode, b"", len(message), 0)) + message)
+
+    def send_text(self, text: str | bytes) -> None:
+        self.send_frame(text, OP_TEXT)
+
+    def send_texts(self, texts: list[str]) -> None:
+        """Several text frames in one write: one system call for a burst of frames."""
+        parts = []
+        for text in texts:
+            data = text.encode("utf-8")
+            parts.append(bytes(Header.encode_header(True, OP_TEXT, b"", len(data), 0)))
+            parts.append(data)
+        self._write_frames(b"".join(parts))
+
+    def _write_frames(self, data: bytes) -> None:
+        if self.closed:
+            raise ConnectionClosed(self.close_code or CLOSE_ABNORMAL)
         with self._write_lock:
             if self.closed:                   # closed while we waited for the lock
                 raise ConnectionClosed(self.close_code or CLOSE_ABNORMAL)
@@ -231,9 +245,6 @@ class WebSocket(_UpstreamWebSocket):
             except (OSError, TypeError, AttributeError):
                 self.closed = True
                 raise ConnectionClosed(self.close_code or CLOSE_ABNORMAL) from None
-
-    def send_text(self, text: str | bytes) -> None:
-        self.send_frame(text, OP_TEXT)
 
     def send_ping(self, payload: bytes = b"") -> None:
         self.send_frame(payload, OP_PING)
