@@ -94,6 +94,14 @@ def test_echo_connections_count_against_max_connections(system_factory):
     assert status == 101
 
 
+def test_silent_echo_client_is_closed_4004_after_pong_timeout(system_factory):
+    s = system_factory(ws={"WebSocket": {"EchoPath": ECHO, "PingInterval": 1, "PongTimeout": 2}})
+    c = open_echo(s)
+    c.send_raw("then silence", OPCODE_TEXT)
+    assert echoed(c) == (OPCODE_TEXT, b"then silence")
+    assert c.expect_close(timeout=15) == 4004
+
+
 def test_graceful_stop_closes_echo_connections_1001(system_factory):
     s = system_factory(ws={"WebSocket": {"EchoPath": ECHO, "ShutdownTimeout": 5}})
     c = open_echo(s)

@@ -39,7 +39,7 @@ def serve_echo(gateway, ws: WebSocket) -> int:
         gateway.echo_sockets.discard(ws)
         gateway.connections -= 1
         gateway.metrics.connections.dec()
-        gateway.metrics.closes.labels(str(code)).inc()
+        gateway.metrics.closes.labels(str(code if code is not None else ws.close_code)).inc()
     return code
 
 
