@@ -79,6 +79,9 @@ class WebSocketConfig:
     close_timeout: float = 1.0   # s a close frame may take before the TCP drop
     unread_page_size: int = 200  # backlog messages fetched per page
     shutdown_timeout: int = 10   # s a graceful stop may take
+    # a test aid (Autobahn|Testsuite): an unauthenticated echo WebSocket at this path,
+    # served by the same transport as /ws; "" = off. Never for production.
+    echo_path: str = ""
 
     def validate(self, key: str) -> None:
         for name in ("ping_interval", "pong_timeout", "max_message_size",
@@ -90,6 +93,16 @@ class WebSocketConfig:
         if self.unread_page_size > 200:
             raise ConfigError(f"{key}.UnreadPageSize: at most 200 (the services' page cap)")
         self.rate_limit.validate(f"{key}.RateLimit")
+        if self.echo_path:
+            if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", self.echo_path):
+                raise ConfigError(f"{key}.EchoPath: {self.echo_path!r} is not a path like /echo")
+            first = self.echo_path.split("/")[1]
+            if self.echo_path in _GATEWAY_PATHS or first in ("api", "static"):
+                raise ConfigError(f"{key}.EchoPath: {self.echo_path!r} is a route of the gateway")
+
+
+# the gateway's own routes, which EchoPath must not shadow
+_GATEWAY_PATHS = ("/ws", "/healthz", "/readyz", "/metrics")
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,9 @@ def test_env_expansion_with_default_and_typed_values(tmp_path, monkeypatch):
     ("Auth: {AccessSecret: ''}\n", "Auth.AccessSecret: must not be empty"),
     ("WebSocket: 5\n", "WebSocket: expected a mapping"),
     ("Port: [1\n", "not valid YAML"),
+    ("WebSocket: {EchoPath: echo}\n", "WebSocket.EchoPath: 'echo' is not a path like /echo"),
+    ("WebSocket: {EchoPath: /ws}\n", "WebSocket.EchoPath: '/ws' is a route of the gateway"),
+    ("WebSocket: {EchoPath: /api/echo}\n", "WebSocket.EchoPath: '/api/echo' is a route of the gateway"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, needle):
     p = write(tmp_path, "Auth: {AccessSecret: x}\n" + text if "Auth:" not in text else text)
@@ -71,6 +74,12 @@ def test_bad_values_name_the_key(tmp_path, text, needle):
         config.load(GatewayConfig, p)
     assert needle in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_echo_path_is_off_by_default_and_takes_a_path(tmp_path):
+    assert config.load(GatewayConfig, write(tmp_path, "Auth: {AccessSecret: x}\n")).web_socket.echo_path == ""
+    p = write(tmp_path, "Auth: {AccessSecret: x}\nWebSocket: {EchoPath: /conformance/echo}\n")
+    assert config.load(GatewayConfig, p).web_socket.echo_path == "/conformance/echo"
 
 
 def test_missing_file_is_a_clear_error(tmp_path):

@@ -12,6 +12,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from skyeim import tokens
 from skyeim.gateway.backends import BackendRejected, BackendUnavailable
 from skyeim.gateway.core import Gateway
+from skyeim.gateway.echo import serve_echo
 from skyeim.metrics import add_metrics_route
 from skyeim.web import (ApiError, bad_request, error_response, install_json_errors, json_body,
                         limit_arg, positive_int_arg)
@@ -30,7 +31,7 @@ def create_app(gateway: Gateway) -> Flask:
     def _method_not_allowed(e):
         # Werkzeug routes an upgrade request with another method than GET to the
         # websocket rule and answers 405; for /ws the contract says 400.
-        if request.path == "/ws":
+        if request.path in ws_paths:
             return error_response(400, "not_websocket", "this endpoint needs a WebSocket upgrade")
         return error_response(405, "method_not_allowed", e.description)
 
@@ -50,6 +51,15 @@ def create_app(gateway: Gateway) -> Flask:
     app.add_url_rule("/ws", "ws", ws_handler, websocket=True)
     app.add_url_rule("/ws", "ws_plain", ws_handler,   # any method: "not a WebSocket upgrade" is 400
                      methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+    ws_paths = {"/ws"}
+    echo_path = gateway.cfg.web_socket.echo_path
+    if echo_path:
+        log.warning("WebSocket.EchoPath is on: %s echoes anything to anyone, unauthenticated. "
+                    "It is a conformance-test aid; never turn it on in production.", echo_path)
+        app.add_url_rule(echo_path, "echo", echo_handler, websocket=True)
+        app.add_url_rule(echo_path, "echo_plain", echo_handler,
+                         methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+        ws_paths.add(echo_path)
     app.add_url_rule("/healthz", "healthz", healthz)
     app.add_url_rule("/readyz", "readyz", readyz)
     # The web chat page: plain files in skyeim/gateway/static/ (no build step). Flask's
@@ -70,9 +80,7 @@ def ws_handler():
     ws = request.environ.get("wsgi.websocket")
     if ws is None:
         return _refuse(gateway, 400, "not_websocket", "this endpoint needs a WebSocket upgrade")
-    allowed = gateway.cfg.web_socket.allowed_origins
-    origin = request.headers.get("Origin")
-    if allowed and origin is not None and "*" not in allowed and origin not in allowed:
+    if not _origin_allowed(gateway):
         return _refuse(gateway, 403, "forbidden_origin", "this Origin is not allowed")
     bearer = _bearer()               # the header wins, even when it is empty
     token = bearer if bearer is not None else request.args.get("token", "")
@@ -85,6 +93,27 @@ def ws_handler():
     ws.accept()
     gateway.serve(ws, claims)
     return ""
+
+
+def echo_handler():
+    """The echo WebSocket (WebSocket.EchoPath): /ws's handshake rules but the token."""
+    gateway = _gateway()
+    ws = request.environ.get("wsgi.websocket")
+    if ws is None:
+        return _refuse(gateway, 400, "not_websocket", "this endpoint needs a WebSocket upgrade")
+    if not _origin_allowed(gateway):
+        return _refuse(gateway, 403, "forbidden_origin", "this Origin is not allowed")
+    if not gateway.has_room():
+        return _refuse(gateway, 503, "overloaded", "the gateway is full or shutting down")
+    ws.accept()
+    serve_echo(gateway, ws)
+    return ""
+
+
+def _origin_allowed(gateway: Gateway) -> bool:
+    allowed = gateway.cfg.web_socket.allowed_origins
+    origin = request.headers.get("Origin")
+    return not allowed or origin is None or "*" in allowed or origin in allowed
 
 
 def _refuse(gateway: Gateway, status: int, code: str, message: str):

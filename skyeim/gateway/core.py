@@ -56,6 +56,7 @@ class Gateway:
         self._going_offline: dict[int, gevent.Greenlet] = {}
         self.connections = 0            # accepted sockets not yet closed (MaxConnections)
         self.sessions: set[Session] = set()   # every live session, in the hub or not yet
+        self.echo_sockets: set[WebSocket] = set()   # WebSocket.EchoPath connections (a test aid)
         self.stopping = False
         self.recorder = DeliveryRecorder(self)
 
@@ -322,6 +323,8 @@ class Gateway:
             gevent.sleep(0.02)
         for s in sessions:
             gevent.spawn(s.close_after_flush, CLOSE_GOING_AWAY)
+        for ws in list(self.echo_sockets):
+            gevent.spawn(ws.close, CLOSE_GOING_AWAY)
         while self.connections > 0 and time.monotonic() < deadline - 1:
             gevent.sleep(0.02)
         self.recorder.flush(max(0.1, deadline - time.monotonic() - 0.5))
