@@ -133,6 +133,23 @@ def test_concurrent_befriending_of_one_pair_never_fails(service):
 
 # -- invalid input -----------------------------------------------------------
 
+def test_friend_lists_of_many_users_in_one_call(service):
+    a, b, c, loner = fresh_id(), fresh_id(), fresh_id(), fresh_id()
+    for uid, fid in [(a, c), (a, b), (b, c)]:
+        assert befriend(service, uid, fid).status_code == 200
+    r = service.session.post(f"{service.url}/v1/friends/lists", json={"userIds": [c, loner, a, c]})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"friends": [sorted([a, b]), [], sorted([b, c]), sorted([a, b])]}
+    assert r.json()["friends"][2] == friends_of(service, a)
+
+
+@pytest.mark.parametrize("body", [{"userIds": []}, {"userIds": "1"}, {"userIds": [1, True]},
+                                  {"userIds": [0]}, {"userIds": list(range(1, 1002))}, {}],
+                         ids=["empty", "string", "bool", "zero", "1001", "missing"])
+def test_friend_lists_refuse_malformed_ids(service, body):
+    assert_bad_request(service.session.post(f"{service.url}/v1/friends/lists", json=body))
+
+
 def test_befriending_oneself_is_400(service):
     a = fresh_id()
     assert_bad_request(befriend(service, a, a))

@@ -486,6 +486,26 @@ def test_unread_limit_defaults_to_50_and_is_capped_at_200(svc, backlog):
     assert len(svc.unread(c, limit=200)["messages"]) == 200
 
 
+def test_first_unread_pages_of_many_users_in_one_call(svc, backlog):
+    a, b, c, contents = backlog
+    nobody = users(1)[0]
+    r = svc.post("/v1/messages/unread/batch", {"userIds": [nobody, c, a], "limit": 100})
+    assert r.status_code == 200, r.text
+    empty, of_c, of_a = r.json()["pages"]
+    assert empty == {"messages": [], "nextCursor": None, "hasMore": False}
+    assert of_c == svc.unread(c, limit=100)         # exactly the single call's first page
+    assert [m["content"] for m in of_c["messages"]] == contents[:100] and of_c["hasMore"]
+    assert of_a == svc.unread(a, limit=100)
+
+
+@pytest.mark.parametrize("body", [{"userIds": []}, {"userIds": [1.5]}, {"userIds": [1], "limit": 0},
+                                  {"userIds": [1], "limit": "x"}, {"userIds": list(range(1, 1002))}],
+                         ids=["empty", "float", "limit-0", "limit-string", "1001"])
+def test_unread_batch_refuses_malformed_input(svc, body):
+    r = svc.post("/v1/messages/unread/batch", body)
+    assert r.status_code == 400 and r.json()["code"] == "bad_request"
+
+
 def test_unread_of_a_user_without_messages_is_empty(svc):
     [nobody] = users(1)
     assert svc.unread(nobody) == {"messages": [], "nextCursor": None, "hasMore": False}
@@ -873,6 +893,9 @@ _QUERIES = {
     "delivered": (store.mark_delivered, (7, [(8, "a"), (9, "b"), (8, "c")]),
                   {"uq_messages_sender_msg_id"},
                   "INDEX sqlite_autoindex_messages_1 (from_user_id=? AND msg_id=?)"),
+    "unread first pages": (store.first_unread_pages, ([7, 8, 9], 50),
+                           {"ix_messages_unread_by_recipient", "ix_messages_unread_by_pair"},
+                           "ix_messages_unread_by_recipient (to_user_id=?"),
     "delivered batch": (store.mark_delivered_many, ([(7, [(8, "a"), (9, "b")]), (6, [(8, "c")])],),
                         {"uq_messages_sender_msg_id"},
                         "INDEX sqlite_autoindex_messages_1 (from_user_id=? AND msg_id=?)"),

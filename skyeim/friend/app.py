@@ -10,6 +10,9 @@ from skyeim.service import make_app, on_shutdown
 from skyeim.web import bad_request, body_user_id, json_body, path_user_id
 
 
+MAX_USERS_PER_CALL = 1000     # users in one /v1/friends/lists call
+
+
 def create_app(config: ServiceConfig) -> Flask:
     app = make_app("friend", config)
     db = Database(config.database_url, store.metadata, pool_size=config.pool_size)
@@ -19,6 +22,17 @@ def create_app(config: ServiceConfig) -> Flask:
     def get_friends(user_id: str):
         uid = path_user_id(user_id, "userId")
         return {"friends": db.run(store.list_friends, uid)}
+
+    @app.post("/v1/friends/lists")
+    def get_friend_lists():
+        """Several users' friend lists in one request: {"userIds": [...]} ->
+        {"friends": [[...], ...]} in the same order."""
+        raw = json_body().get("userIds")
+        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_USERS_PER_CALL:
+            raise bad_request(f"userIds must be a list of 1 to {MAX_USERS_PER_CALL} user ids")
+        uids = [body_user_id({"userId": v}, "userId", f"userIds[{i}].") for i, v in enumerate(raw)]
+        lists = db.run(store.list_friends_of_many, uids)
+        return {"friends": [lists[uid] for uid in uids]}
 
     @app.post("/v1/friends")
     def add_friend():

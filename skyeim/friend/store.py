@@ -25,6 +25,18 @@ def list_friends(conn: sa.Connection, user_id: int) -> list[int]:
     return [r.friend_id for r in rows]
 
 
+def list_friends_of_many(conn: sa.Connection, user_ids: list[int]) -> dict[int, list[int]]:
+    """Friend lists of several users with one query (the gateway's connect storms)."""
+    found: dict[int, list[int]] = {uid: [] for uid in user_ids}
+    rows = conn.execute(
+        sa.select(friendships.c.user_id, friendships.c.friend_id)
+        .where(friendships.c.user_id.in_(list(found)))
+        .order_by(friendships.c.user_id, friendships.c.friend_id))
+    for r in rows:
+        found[r.user_id].append(r.friend_id)
+    return found
+
+
 def add_friendship(conn: sa.Connection, user_id: int, friend_id: int) -> None:
     """Befriend both ways; a friendship that exists already, even one being
     added by a concurrent request, is left as it is instead of failing."""

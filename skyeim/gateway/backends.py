@@ -131,6 +131,7 @@ class MessageService(ServiceClient):
     # (one HTTP request and one transaction for many chats): see batching.py.
     SEND_BATCH = 256
     DELIVERED_BATCH = 1000          # the service's cap on keys per call
+    FIRST_PAGE_BATCH = 100          # users whose first unread page one call fetches
     BATCH_CONCURRENCY = 4           # batch calls in flight per kind
     BATCH_QUEUE = 20_000
 
@@ -140,6 +141,9 @@ class MessageService(ServiceClient):
         self._sends = Batcher("message sends", self._send_batch, max_batch=self.SEND_BATCH,
                               concurrency=self.BATCH_CONCURRENCY,
                               queue_size=self.BATCH_QUEUE, timeout=bound)
+        # first unread pages of connecting users (a reconnect storm), grouped by page size
+        self._first_pages: dict[int, Batcher] = {}
+        self._first_pages_timeout = bound
 
     def send(self, msg_id: str, from_user: int, to_user: int, content: str,
              content_type: int) -> dict:
@@ -154,10 +158,27 @@ class MessageService(ServiceClient):
             raise BackendUnavailable(f"{self.name} service: a batch answer without results")
         return results
 
+    def _first_page_batch(self, limit: int, user_ids: list[int]) -> list[dict]:
+        pages = self.call("POST", "/v1/messages/unread/batch",
+                          json={"userIds": user_ids, "limit": limit}).get("pages")
+        if not isinstance(pages, list):
+            raise BackendUnavailable(f"{self.name} service: a batch answer without pages")
+        return pages
+
     def close(self) -> None:
         self._sends.stop()
+        for batcher in self._first_pages.values():
+            batcher.stop()
 
     def unread(self, user_id: int, cursor: str | None, limit: int) -> dict:
+        if cursor is None:                  # a first page: coalesced with other users'
+            batcher = self._first_pages.get(limit)
+            if batcher is None:
+                batcher = self._first_pages[limit] = Batcher(
+                    "unread first pages", lambda uids: self._first_page_batch(limit, uids),
+                    max_batch=self.FIRST_PAGE_BATCH, concurrency=self.BATCH_CONCURRENCY,
+                    queue_size=self.BATCH_QUEUE, timeout=self._first_pages_timeout)
+            return _batched(batcher, user_id)
         params = {"userId": user_id, "limit": limit}
         if cursor is not None:
             params["cursor"] = cursor
@@ -191,8 +212,28 @@ class MessageService(ServiceClient):
 
 
 class FriendService(ServiceClient):
+    LISTS_BATCH = 200               # users whose friend lists one call fetches
+    BATCH_CONCURRENCY = 4
+    BATCH_QUEUE = 20_000
+
+    def __init__(self, name: str, rpc: RpcConfig, internal_secret: str = ""):
+        super().__init__(name, rpc, internal_secret)
+        # every connect and disconnect asks for a friend list: coalesced (batching.py)
+        self._lists = Batcher("friend lists", self._lists_batch, max_batch=self.LISTS_BATCH,
+                              concurrency=self.BATCH_CONCURRENCY, queue_size=self.BATCH_QUEUE,
+                              timeout=self.timeout * 2 + 1.0)
+
     def friends(self, user_id: int) -> list[int]:
-        return self.call("GET", f"/v1/friends/{user_id}").get("friends", [])
+        return _batched(self._lists, user_id)
+
+    def _lists_batch(self, user_ids: list[int]) -> list[list[int]]:
+        lists = self.call("POST", "/v1/friends/lists", json={"userIds": user_ids}).get("friends")
+        if not isinstance(lists, list):
+            raise BackendUnavailable(f"{self.name} service: a batch answer without friends")
+        return lists
+
+    def close(self) -> None:
+        self._lists.stop()
 
     def add(self, user_id: int, friend_id: int) -> None:
         self.call("POST", "/v1/friends", json={"userId": user_id, "friendId": friend_id})

@@ -60,10 +60,20 @@ def create_app(config: ServiceConfig) -> Flask:
         user_id = _query_int("userId")
         after_id = _cursor(request.args.get("cursor"))
         limit = limit_arg(request.args.get("limit"))
-        rows, has_more = db.run(store.unread_page, user_id, after_id, limit)
-        return {"messages": [store.chat_message(r) for r in rows],
-                "nextCursor": str(rows[-1].id) if has_more else None,
-                "hasMore": has_more}
+        return _unread_answer(*db.run(store.unread_page, user_id, after_id, limit))
+
+    @app.post("/v1/messages/unread/batch")
+    def unread_batch():
+        """The first unread page of several users in one request:
+        {"userIds": [...], "limit": n} -> {"pages": [<unread answer>, ...]}."""
+        body = json_body()
+        raw = body.get("userIds")
+        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH:
+            raise bad_request(f"userIds must be a list of 1 to {MAX_BATCH} user ids")
+        uids = [body_user_id({"userId": v}, "userId", f"userIds[{i}].") for i, v in enumerate(raw)]
+        limit = limit_arg(None if body.get("limit") is None else str(body.get("limit")))
+        pages = db.run(store.first_unread_pages, uids, limit)
+        return {"pages": [_unread_answer(*pages[uid]) for uid in uids]}
 
     @app.post("/v1/messages/delivered")
     def delivered():
@@ -131,6 +141,12 @@ def _new_message(body: dict) -> store.NewMessage:
     if msg.from_user_id == msg.to_user_id:
         raise bad_request("toUserId must differ from fromUserId")
     return msg
+
+
+def _unread_answer(rows: list, has_more: bool) -> dict:
+    return {"messages": [store.chat_message(r) for r in rows],
+            "nextCursor": str(rows[-1].id) if has_more else None,
+            "hasMore": has_more}
 
 
 def _sent(row, duplicate: bool) -> dict:

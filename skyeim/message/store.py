@@ -262,6 +262,19 @@ def unread_page(conn: Connection, user_id: int, after_id: int, limit: int) -> tu
     return rows[:limit], len(rows) > limit
 
 
+def first_unread_pages(conn: Connection, user_ids: list[int], limit: int
+                       ) -> dict[int, tuple[list[Row], bool]]:
+    """unread_page(user, 0, limit) for several users in one transaction; one
+    query finds who has anything unread (in a connect storm, most have not)."""
+    pages: dict[int, tuple[list[Row], bool]] = {uid: ([], False) for uid in user_ids}
+    with_unread = conn.execute(
+        select(messages.c.to_user_id).distinct()
+        .where(messages.c.to_user_id.in_(list(pages)), _UNREAD)).scalars().all()
+    for uid in with_unread:
+        pages[uid] = unread_page(conn, uid, 0, limit)
+    return pages
+
+
 def history_page(conn: Connection, user_id: int, peer_id: int, before_seq: int | None,
                  limit: int) -> tuple[list[Row], bool]:
     """The conversation of the two users, newest first, seq < ``before_seq``."""
