@@ -53,6 +53,9 @@ class GatewayMetrics:
         ProcessCollector(registry=r)
         Gauge("skyeim_greenlets", "Live greenlets in the process (leak watch; counted at scrape).",
               registry=r).set_function(_count_greenlets)
+        self.gc_pause = Histogram("skyeim_gc_pause_seconds",
+                                  "Garbage collector pauses (the whole process stops), by generation.",
+                                  ["generation"], buckets=LATENCY_BUCKETS, registry=r)
         # label children looked up once: the hot path must not build label tuples per frame
         self._in = {t: self.frames_in.labels(t) for t in
                     ("ping", "chat", "read", "auth", "invalid", "binary", "rate_limited")}
@@ -68,6 +71,21 @@ class GatewayMetrics:
         if child is None:
             child = self._out[kind] = self.frames_out.labels(kind)
         child.inc()
+
+
+def watch_gc_pauses(metrics: "GatewayMetrics") -> None:
+    """Time every collection into metrics.gc_pause (a full one stops every connection)."""
+    import gc
+    children = [metrics.gc_pause.labels(str(g)) for g in range(3)]
+    started = [0.0]
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            children[info["generation"]].observe(time.perf_counter() - started[0])
+
+    gc.callbacks.append(callback)
 
 
 def _count_greenlets() -> int:

@@ -79,7 +79,7 @@ class Gateway:
         self.metrics.connections.inc()
         log.info("conn=%s user=%s connected", session.conn_id, session.user_id)
         session.writer = gevent.spawn(session.write_pump)
-        online = gevent.spawn(self._bring_online_or_close, session)
+        session.online = gevent.spawn(self._bring_online_or_close, session)
         if self.stopping:     # accepted in the instant the stop began: it goes too
             session.stop_reading = True
             gevent.spawn(session.close_after_flush, CLOSE_GOING_AWAY)
@@ -87,7 +87,8 @@ class Gateway:
         try:
             code = session.read_pump()
         finally:
-            online.kill(block=False)
+            if session.online is not None:
+                session.online.kill(block=False)
             session.finish()
             self.sessions.discard(session)
             try:
@@ -114,6 +115,8 @@ class Gateway:
             log.exception("conn=%s user=%s online flow failed: closing 1011",
                           session.conn_id, session.user_id)
             session.close(1011, "internal error")
+        finally:
+            session.online = None       # a finished greenlet held for the connection's life costs ~1 KB
 
     def _bring_online(self, session: Session) -> None:
         """Steps 1-4 of PROTOCOL.md section 1: register, presence, unread push, connected."""

@@ -62,7 +62,7 @@ _WAKE = object()    # a no-op that makes the writer re-plan its timers
 class Session:
     __slots__ = ("ws", "user_id", "conn_id", "gateway", "queue", "held", "closing",
                  "stop_reading", "busy", "token_exp", "warned", "next_ping_at",
-                 "tokens", "tokens_at", "sent_keys", "writer", "gen", "__weakref__")
+                 "tokens", "tokens_at", "sent_keys", "writer", "online", "gen", "__weakref__")
 
     def __init__(self, ws: WebSocket, user_id: int, token_exp: int, gateway: "Gateway"):
         ws_cfg = gateway.cfg.web_socket
@@ -82,6 +82,7 @@ class Session:
         self.tokens_at = time.monotonic()
         self.sent_keys: dict[tuple[int, str], None] | None = None
         self.writer: gevent.Greenlet | None = None
+        self.online: gevent.Greenlet | None = None    # the online flow, while it runs
         self.gen = 0                     # cluster login order of this user (0 = unknown)
 
     def __repr__(self) -> str:

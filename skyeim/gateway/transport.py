@@ -308,12 +308,22 @@ class WebSocket(_UpstreamWebSocket):
         pass   # upstream's __del__ would try to write a close frame at GC time
 
 
+READ_BUFFER = 1024     # bytes of read buffer per connection
+
+
 class WebSocketHandler(_UpstreamHandler):
     """gevent pywsgi handler that lets the WSGI app decide on the upgrade.
 
     Server attributes read: ``max_message_size``, ``close_timeout``,
     ``handshake_timeout`` (set by :func:`make_server`).
     """
+
+    def __init__(self, sock, address, server, rfile=None):
+        # pywsgi's default read buffer is 8 KiB per socket for the life of the
+        # connection; chat frames are far smaller, and a larger one is read
+        # straight into its own bytes anyway. (Set here, before any byte is read.)
+        super().__init__(sock, address, server,
+                         rfile if rfile is not None else sock.makefile("rb", READ_BUFFER))
 
     def handle(self):
         # bound the time to send a request (and idle keep-alive time) on this socket
@@ -423,7 +433,7 @@ class WebSocketHandler(_UpstreamHandler):
 
 def make_server(listener, app, *, max_message_size: int, close_timeout: float = 1.0,
                 handshake_timeout: float = 10.0, write_timeout: float = 60.0,
-                backlog: int = 2048, **kwargs) -> WSGIServer:
+                backlog: int = 4096, **kwargs) -> WSGIServer:
     """A gevent WSGIServer whose connections may upgrade to our WebSocket.
 
     ``listener`` is an address, or a socket that listens already (with its own
