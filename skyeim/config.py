@@ -30,6 +30,11 @@ class RpcConfig:
     endpoints: tuple[str, ...] = ()
     timeout: int = 2000          # ms, per HTTP call
     pool_size: int = 128         # keep-alive connections per endpoint
+    # circuit breaker per endpoint (skyeim/gateway/breaker.py): after this many consecutive
+    # failures calls fail at once for a cool-off that doubles up to the max; 0 = off
+    breaker_failures: int = 5
+    breaker_cooldown_ms: int = 1000
+    breaker_max_cooldown_ms: int = 10000
 
     def validate(self, key: str) -> None:
         if not self.endpoints:
@@ -39,6 +44,11 @@ class RpcConfig:
                 raise ConfigError(f"{key}.Endpoints: {ep!r} is not host:port")
         _positive(f"{key}.Timeout", self.timeout)
         _positive(f"{key}.PoolSize", self.pool_size)
+        if self.breaker_failures < 0:
+            raise ConfigError(f"{key}.BreakerFailures: must be 0 (off) or more")
+        _positive(f"{key}.BreakerCooldownMs", self.breaker_cooldown_ms)
+        if self.breaker_max_cooldown_ms < self.breaker_cooldown_ms:
+            raise ConfigError(f"{key}.BreakerMaxCooldownMs: must be at least BreakerCooldownMs")
 
 
 @dataclass(frozen=True)
