@@ -9,6 +9,7 @@ ConfigError with one line naming the key, and the program stops with it.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import typing
@@ -84,6 +85,9 @@ class WebSocketConfig:
     multi_login: Literal["kick"] = "kick"
     allowed_origins: tuple[str, ...] = ()
     max_connections: int = 0     # 0 = no limit
+    max_connections_per_ip: int = 0    # sockets of one client address; 0 = no limit
+    max_connections_per_user: int = 0  # sockets (and handshakes) of one user; 0 = no limit
+    trusted_proxies: tuple[str, ...] = ()   # addresses/CIDRs whose X-Forwarded-For is believed
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     handshake_timeout: int = 10  # s to send a complete upgrade request
     close_timeout: float = 1.0   # s a close frame may take before the TCP drop
@@ -95,8 +99,14 @@ class WebSocketConfig:
                      "send_queue_size", "handshake_timeout", "close_timeout",
                      "unread_page_size", "shutdown_timeout"):
             _positive(f"{key}.{_camel(name)}", getattr(self, name))
-        if self.max_connections < 0:
-            raise ConfigError(f"{key}.MaxConnections: must be 0 (no limit) or more")
+        for name in ("max_connections", "max_connections_per_ip", "max_connections_per_user"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{key}.{_camel(name)}: must be 0 (no limit) or more")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(f"{key}.TrustedProxies: {proxy!r} is not an address or CIDR block") from None
         if self.unread_page_size > 200:
             raise ConfigError(f"{key}.UnreadPageSize: at most 200 (the services' page cap)")
         self.rate_limit.validate(f"{key}.RateLimit")
