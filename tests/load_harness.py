@@ -70,17 +70,17 @@ class ChatPeer(threading.Thread):
         self.close_code: int | None = None
         self.closed = False
         self.problem: str | None = None     # anything the protocol does not allow
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._n = 0
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def run(self) -> None:
         next_send = time.monotonic()
         while True:                     # bounded: stop() or the server's close ends it
             now = time.monotonic()
-            if (not self._stop.is_set() and len(self.outstanding) < self.window
+            if (not self._halt.is_set() and len(self.outstanding) < self.window
                     and now >= next_send):
                 self._n += 1
                 try:
@@ -90,12 +90,12 @@ class ChatPeer(threading.Thread):
                 if mid is not None:
                     self.outstanding.add(mid)
                 next_send = now + self.interval
-            if self._stop.is_set() and not self.outstanding:
+            if self._halt.is_set() and not self.outstanding:
                 return
             try:
-                frame = self.client.recv_frame(timeout=0.05 if not self._stop.is_set() else 5.0)
+                frame = self.client.recv_frame(timeout=0.05 if not self._halt.is_set() else 5.0)
             except NoFrame:
-                if self._stop.is_set():
+                if self._halt.is_set():
                     return              # answers that never came: outstanding, not acked
                 continue
             except ConnectionClosed as e:
