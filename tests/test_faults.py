@@ -20,14 +20,15 @@ test_friend_service_down_makes_readyz_503), SQLite directory unusable -> 503
 from __future__ import annotations
 
 import signal
+import socket
 import statistics
 import time
 
 import pytest
 
 from harness import Client, System, new_msg_id, wait_until
-from load_harness import (fill_disk, process_figures, scrape, series, small_disk,
-                          sqlite_write_lock, stored_ids)
+from load_harness import (ChatPeer, assert_all_stored, fill_disk, process_figures, scrape, series,
+                          small_disk, sqlite_write_lock, stored_ids)
 
 RPC_TIMEOUT = 1.0           # s, MessageRpc/FriendRpc Timeout in these tests
 BREAKER_FAILURES = 3
@@ -327,3 +328,51 @@ def test_disk_full_503_db_full_then_writes_again_once_space_is_freed(system_fact
             retry_until_sent(ca, bob, mid, within=MAX_COOLDOWN + 10)
         assert set(acked) | set(failed) <= stored_ids(s, alice, bob)
         s.stop()                    # before the disk goes away
+
+
+# ---------------------------------------------------------------------------
+# clients that stop reading
+
+@pytest.mark.timeout(180)
+def test_clients_that_stop_reading_are_closed_4002_and_memory_stays_bounded(system_factory):
+    """Ten clients stop reading while big chats pour in: each is closed 4002 once its
+    send queue (8 frames) overflows, the gateway's memory grows by about what the
+    queues hold (not by what was sent at them), and every chat acked `sent` is stored
+    (the 4002 contract of keeping them unread is in test_close_codes.py)."""
+    queue, size, n = 8, 60000, 10
+    s = system_factory(standalone=False, ws={
+        "WebSocket": {"SendQueueSize": queue, "RateLimit": {"Rate": 100000, "Burst": 100000}},
+        "Chat": {"MaxContentLength": size}})
+    readers = [s.minted_user(f"stuck{i}") for i in range(n)]
+    for r in readers:   # connected, then never read again, with a tiny receive buffer
+        s.connect(r, sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+    senders = [ChatPeer(s.connect(s.minted_user(f"flood{i}")), r, window=8, interval=0.0,
+                        prefix="x" * (size - 10)) for i, r in enumerate(readers)]
+    base = process_figures(s.url)
+    for p in senders:
+        p.start()
+    peak = dict(base)
+    deadline = time.monotonic() + 90
+    closed_at = None
+    while True:                                 # bounded by the deadline
+        figures, m = process_figures(s.url), scrape(s.url)
+        peak = {k: max(peak[k], figures[k]) for k in peak}
+        if closed_at is None and m.get('skyeim_ws_closes_total{code="4002"}', 0) >= n:
+            closed_at = time.monotonic()
+        if closed_at is not None and time.monotonic() - closed_at >= 3:
+            break                               # and 3 s more of chats to offline users
+        assert time.monotonic() < deadline, "the stuck readers were not all closed 4002"
+        time.sleep(0.3)
+    for p in senders:
+        p.finish()
+    sent_bytes = sum(len(p.acked) for p in senders) * size
+    growth = peak["process_resident_memory_bytes"] - base["process_resident_memory_bytes"]
+    print(f"\n{sent_bytes / 2**20:.0f} MB of chats acked for {n} stuck readers; gateway RSS "
+          f"{base['process_resident_memory_bytes'] / 2**20:.0f} MB, peak +{growth / 2**20:.1f} MB; "
+          f"fds {base['process_open_fds']:.0f} -> peak {peak['process_open_fds']:.0f}")
+    assert [p.problem for p in senders if p.problem] == []
+    assert [p.failed for p in senders if p.failed] == []
+    assert sent_bytes >= 2 * n * queue * size          # far more than the queues can hold
+    # the queues and socket buffers of n connections, with generous room for copies
+    assert growth <= n * (queue + 8) * size * 3 + 24 * 2**20, growth
+    assert assert_all_stored(s, senders) == sum(len(p.acked) for p in senders)
