@@ -9,6 +9,7 @@ ConfigError with one line naming the key, and the program stops with it.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import typing
@@ -30,6 +31,11 @@ class RpcConfig:
     endpoints: tuple[str, ...] = ()
     timeout: int = 2000          # ms, per HTTP call
     pool_size: int = 128         # keep-alive connections per endpoint
+    # circuit breaker per endpoint (skyeim/gateway/breaker.py): after this many consecutive
+    # failures calls fail at once for a cool-off that doubles up to the max; 0 = off
+    breaker_failures: int = 5
+    breaker_cooldown_ms: int = 1000
+    breaker_max_cooldown_ms: int = 10000
 
     def validate(self, key: str) -> None:
         if not self.endpoints:
@@ -39,6 +45,11 @@ class RpcConfig:
                 raise ConfigError(f"{key}.Endpoints: {ep!r} is not host:port")
         _positive(f"{key}.Timeout", self.timeout)
         _positive(f"{key}.PoolSize", self.pool_size)
+        if self.breaker_failures < 0:
+            raise ConfigError(f"{key}.BreakerFailures: must be 0 (off) or more")
+        _positive(f"{key}.BreakerCooldownMs", self.breaker_cooldown_ms)
+        if self.breaker_max_cooldown_ms < self.breaker_cooldown_ms:
+            raise ConfigError(f"{key}.BreakerMaxCooldownMs: must be at least BreakerCooldownMs")
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,9 @@ class WebSocketConfig:
     multi_login: Literal["kick"] = "kick"
     allowed_origins: tuple[str, ...] = ()
     max_connections: int = 0     # 0 = no limit
+    max_connections_per_ip: int = 0    # sockets of one client address; 0 = no limit
+    max_connections_per_user: int = 0  # sockets (and handshakes) of one user; 0 = no limit
+    trusted_proxies: tuple[str, ...] = ()   # addresses/CIDRs whose X-Forwarded-For is believed
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     handshake_timeout: int = 10  # s to send a complete upgrade request
     close_timeout: float = 1.0   # s a close frame may take before the TCP drop
@@ -88,8 +102,14 @@ class WebSocketConfig:
                      "send_queue_size", "handshake_timeout", "close_timeout",
                      "unread_page_size", "shutdown_timeout"):
             _positive(f"{key}.{_camel(name)}", getattr(self, name))
-        if self.max_connections < 0:
-            raise ConfigError(f"{key}.MaxConnections: must be 0 (no limit) or more")
+        for name in ("max_connections", "max_connections_per_ip", "max_connections_per_user"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{key}.{_camel(name)}: must be 0 (no limit) or more")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(f"{key}.TrustedProxies: {proxy!r} is not an address or CIDR block") from None
         if self.unread_page_size > 200:
             raise ConfigError(f"{key}.UnreadPageSize: at most 200 (the services' page cap)")
         self.rate_limit.validate(f"{key}.RateLimit")

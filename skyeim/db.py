@@ -42,7 +42,15 @@ SCHEMA_LOCK_KEY = 0x536B7965        # PostgreSQL advisory lock ("Skye") held whi
 
 
 class DatabaseUnavailable(Exception):
-    """The database cannot be used right now (down, locked, full, too slow)."""
+    """The database cannot be used right now (down, locked, full, too slow).
+
+    ``reason`` says which, for the service's answer: ``locked`` (another
+    process holds the write lock past the busy timeout), ``full`` (the disk or
+    the database is full), or ``unavailable`` (anything else)."""
+
+    def __init__(self, message: str, reason: str = "unavailable"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def now_ms() -> int:
@@ -137,11 +145,11 @@ class Database:
         except exc.IntegrityError:
             raise
         except _UNAVAILABLE as e:
-            raise DatabaseUnavailable(_describe(e)) from e
+            raise DatabaseUnavailable(_describe(e), _reason(e)) from e
         except exc.DBAPIError as e:
             if e.connection_invalidated or type(e) is exc.DatabaseError:
                 # a dropped connection, or sqlite's "file is not a database"
-                raise DatabaseUnavailable(_describe(e)) from e
+                raise DatabaseUnavailable(_describe(e), _reason(e)) from e
             raise
         except OSError as e:        # e.g. the SQLite directory cannot be created
             raise DatabaseUnavailable(str(e)) from e
@@ -208,6 +216,21 @@ def _pg_connect_args(url) -> dict[str, Any]:
     if "options" not in url.query:
         args["options"] = f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}"
     return args
+
+
+# SQLite result codes (sqlite3 errors carry sqlite_errorname) and PostgreSQL SQLSTATEs
+_LOCKED = {"SQLITE_BUSY", "SQLITE_LOCKED", "55P03"}       # 55P03 lock_not_available
+_FULL = {"SQLITE_FULL", "53100", "53400"}                  # 53100 disk_full, 53400 config limit
+
+
+def _reason(e: Exception) -> str:
+    orig = getattr(e, "orig", None)
+    code = getattr(orig, "sqlite_errorname", None) or getattr(orig, "sqlstate", None) or ""
+    if code in _LOCKED or code.startswith(("SQLITE_BUSY_", "SQLITE_LOCKED_")):
+        return "locked"
+    if code in _FULL:
+        return "full"
+    return "unavailable"
 
 
 def _describe(e: Exception) -> str:

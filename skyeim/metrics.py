@@ -41,6 +41,15 @@ class GatewayMetrics:
         self.backend_errors = Counter("skyeim_backend_errors_total",
                                       "Failed backend calls, by service and kind (unavailable, rejected).",
                                       ["service", "kind"], registry=r)
+        self.breaker_state = Gauge("skyeim_backend_breaker_state",
+                                   "Circuit breaker per backend endpoint: 0 closed, 1 open, 2 half-open.",
+                                   ["service", "endpoint"], registry=r)
+        self.breaker_opens = Counter("skyeim_backend_breaker_opens_total",
+                                     "Times a backend endpoint's circuit breaker opened.",
+                                     ["service", "endpoint"], registry=r)
+        self.breaker_refusals = Counter("skyeim_backend_breaker_refusals_total",
+                                        "Calls refused at once because the endpoint's breaker was open.",
+                                        ["service"], registry=r)
         self.overflows = Counter("skyeim_send_queue_overflows_total",
                                  "Connections closed with 4002 because their send queue overflowed.",
                                  registry=r)

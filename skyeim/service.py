@@ -34,6 +34,14 @@ SHUTDOWN_TIMEOUT = 5          # s in-flight requests get to finish on SIGTERM
 
 _SHUTDOWN_KEY = "skyeim.on_shutdown"
 
+# DatabaseUnavailable.reason -> the 503 answer's code: an operator sees at once
+# whether to look for a lock holder or for disk space; callers retry either way
+_DATABASE_ERRORS = {
+    "locked": ("db_locked", "the database is locked by another writer; retry"),
+    "full": ("db_full", "the database or its disk is full"),
+    "unavailable": ("unavailable", "the database is unavailable"),
+}
+
 
 def make_app(name: str, config: Any) -> Flask:
     """A Flask app with the contract's conventions: JSON errors, the internal
@@ -51,8 +59,9 @@ def make_app(name: str, config: Any) -> Flask:
 
     @app.errorhandler(DatabaseUnavailable)
     def _database_unavailable(e: DatabaseUnavailable):
-        log.warning("database unavailable: %s", e)
-        return error_response(503, "unavailable", "the database is unavailable")
+        log.warning("database unavailable (%s): %s", e.reason, e)
+        code, message = _DATABASE_ERRORS.get(e.reason, _DATABASE_ERRORS["unavailable"])
+        return error_response(503, code, message)
 
     return app
 

@@ -13,6 +13,7 @@ from skyeim import tokens
 from skyeim.gateway.backends import BackendRejected, BackendUnavailable
 from skyeim.gateway.core import Gateway
 from skyeim.gateway.echo import serve_echo
+from skyeim.gateway.limits import ConnectionLimits
 from skyeim.metrics import add_metrics_route
 from skyeim.web import (ApiError, bad_request, error_response, install_json_errors, json_body,
                         limit_arg, positive_int_arg)
@@ -25,6 +26,9 @@ def create_app(gateway: Gateway) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
     app.json.sort_keys = False
     app.extensions["skyeim.gateway"] = gateway
+    ws_cfg = gateway.cfg.web_socket
+    app.extensions["skyeim.limits"] = ConnectionLimits(
+        ws_cfg.max_connections_per_ip, ws_cfg.max_connections_per_user, ws_cfg.trusted_proxies)
     install_json_errors(app)
 
     @app.errorhandler(405)
@@ -90,8 +94,17 @@ def ws_handler():
         return _refuse(gateway, 401, "unauthorized", "a valid token is required")
     if not gateway.has_room():
         return _refuse(gateway, 503, "overloaded", "the gateway is full or shutting down")
-    ws.accept()
-    gateway.serve(ws, claims)
+    # per address and per user (docs/protocol.md): 503 too, so that clients retry later
+    limits: ConnectionLimits = current_app.extensions["skyeim.limits"]
+    ip = limits.client_ip(request.environ)
+    refused = limits.acquire(ip, claims.user_id)
+    if refused:
+        return _refuse(gateway, 503, "too_many_connections", refused)
+    try:
+        ws.accept()
+        gateway.serve(ws, claims)
+    finally:
+        limits.release(ip, claims.user_id)
     return ""
 
 

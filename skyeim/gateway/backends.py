@@ -16,6 +16,7 @@ from requests.adapters import HTTPAdapter
 
 from skyeim.config import RpcConfig
 from skyeim.gateway.batching import Batcher, BatchOverflow, BatchTimeout
+from skyeim.gateway.breaker import EndpointBreakers
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ class ServiceClient:
         self.timeout = rpc.timeout / 1000.0
         self.bases = [ep if ep.startswith("http") else f"http://{ep}" for ep in rpc.endpoints]
         self._turn = itertools.cycle(range(len(self.bases)))
+        self.breakers = EndpointBreakers(name, self.bases, rpc.breaker_failures,
+                                         rpc.breaker_cooldown_ms, rpc.breaker_max_cooldown_ms,
+                                         metrics=lambda: self.metrics)
         self.session = requests.Session()
         # internal calls: no proxy variables or ~/.netrc to consult on every request
         # (that lookup cost more CPU than the call itself)
@@ -78,21 +82,29 @@ class ServiceClient:
         last_error = "no endpoint"
         for i in range(len(self.bases)):
             base = self.bases[(first + i) % len(self.bases)]
+            if not self.breakers.allow(base):
+                last_error = f"{base}: circuit open"
+                continue
             try:
                 resp = self.session.request(method, base + path, json=json, params=params,
                                             timeout=self.timeout)
             except requests.RequestException as e:
+                self.breakers.failure(base)
                 last_error = f"{base}: {type(e).__name__}"
                 continue
             if resp.status_code >= 500:
+                self.breakers.failure(base)
                 last_error = f"{base}: HTTP {resp.status_code}"
                 continue
+            self.breakers.success(base)
             body = _json(resp)
             if resp.status_code != 200:
                 raise BackendRejected(resp.status_code, str(body.get("code", "error")),
                                       str(body.get("message", "")))
             return body
-        log.warning("%s service unavailable: %s %s: %s", self.name, method, path, last_error)
+        # an open breaker refuses many calls a second: that is logged when it opens
+        log.log(logging.DEBUG if last_error.endswith("circuit open") else logging.WARNING,
+                "%s service unavailable: %s %s: %s", self.name, method, path, last_error)
         raise BackendUnavailable(f"{self.name} service: {last_error}")
 
     def healthy(self, timeout: float = 1.0) -> bool:
