@@ -26,9 +26,10 @@ class BackendUnavailable(Exception):
 class BackendRejected(Exception):
     """The service refused the call (4xx) with the contract's {code, message}."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, retry_after: str | None = None):
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
+        self.retry_after = retry_after      # the Retry-After header of a 429
 
 
 class ServiceClient:
@@ -51,15 +52,17 @@ class ServiceClient:
             self.session.headers["X-Internal-Secret"] = internal_secret
 
     def call(self, method: str, path: str, *, json: Any = None,
-             params: dict | None = None) -> dict:
+             params: dict | None = None, headers: dict | None = None,
+             quiet: bool = False) -> dict:
         """The JSON body of a 200 answer; raises BackendUnavailable or BackendRejected.
 
         Every call here is idempotent by contract, so a failed endpoint is
-        retried on the next one.
+        retried on the next one. ``quiet``: the caller reports an outage itself
+        (once), so no warning per failed call.
         """
         t0 = time.perf_counter()
         try:
-            return self._call(method, path, json, params)
+            return self._call(method, path, json, params, headers, quiet)
         except BackendUnavailable:
             if self.metrics:
                 self.metrics.backend_errors.labels(self.name, "unavailable").inc()
@@ -72,14 +75,15 @@ class ServiceClient:
             if self.metrics:
                 self.metrics.backend_latency.labels(self.name).observe(time.perf_counter() - t0)
 
-    def _call(self, method: str, path: str, json: Any, params: dict | None) -> dict:
+    def _call(self, method: str, path: str, json: Any, params: dict | None,
+              headers: dict | None = None, quiet: bool = False) -> dict:
         first = next(self._turn)
         last_error = "no endpoint"
         for i in range(len(self.bases)):
             base = self.bases[(first + i) % len(self.bases)]
             try:
                 resp = self.session.request(method, base + path, json=json, params=params,
-                                            timeout=self.timeout)
+                                            headers=headers, timeout=self.timeout)
             except requests.RequestException as e:
                 last_error = f"{base}: {type(e).__name__}"
                 continue
@@ -89,9 +93,10 @@ class ServiceClient:
             body = _json(resp)
             if resp.status_code != 200:
                 raise BackendRejected(resp.status_code, str(body.get("code", "error")),
-                                      str(body.get("message", "")))
+                                      str(body.get("message", "")), resp.headers.get("Retry-After"))
             return body
-        log.warning("%s service unavailable: %s %s: %s", self.name, method, path, last_error)
+        if not quiet:
+            log.warning("%s service unavailable: %s %s: %s", self.name, method, path, last_error)
         raise BackendUnavailable(f"{self.name} service: {last_error}")
 
     def healthy(self, timeout: float = 1.0) -> bool:
@@ -159,8 +164,19 @@ class AuthService(ServiceClient):
     def register(self, username: Any, password: Any) -> dict:
         return self.call("POST", "/v1/users", json={"username": username, "password": password})
 
-    def login(self, username: Any, password: Any) -> dict:
-        return self.call("POST", "/v1/tokens", json={"username": username, "password": password})
+    def login(self, username: Any, password: Any, client_address: str = "") -> dict:
+        return self.call("POST", "/v1/tokens", json={"username": username, "password": password},
+                         headers=_client(client_address))
+
+    def change_password(self, username: Any, old: Any, new: Any, client_address: str = "") -> dict:
+        return self.call("POST", "/v1/password", headers=_client(client_address),
+                         json={"username": username, "oldPassword": old, "newPassword": new})
+
+    def revocations(self, since_ms: int, after_user: int | None, limit: int) -> dict:
+        params: dict[str, Any] = {"since": since_ms, "limit": limit}
+        if after_user is not None:
+            params["afterUserId"] = after_user
+        return self.call("GET", "/v1/revocations", params=params, quiet=True)
 
     def users_by_id(self, ids: list[int]) -> list[dict]:
         if not ids:
@@ -174,6 +190,11 @@ class AuthService(ServiceClient):
     def user_by_name(self, username: str) -> dict | None:
         users = self.call("GET", "/v1/users", params={"username": username}).get("users", [])
         return users[0] if users else None
+
+
+def _client(address: str) -> dict:
+    # the service trusts it only from a caller with the internal secret (skyeim.web)
+    return {"X-Client-Address": address} if address else {}
 
 
 class Backends:
