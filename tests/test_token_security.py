@@ -227,6 +227,24 @@ def test_with_polling_off_a_revoked_token_still_connects(system_factory):
 
 
 # ---------------------------------------------------------------------------
+# Failed logins through the gateway
+
+def test_api_login_and_password_are_429_with_retry_after_after_repeated_failures(system_factory):
+    s = system_factory(auth={"LoginLimit": {"MaxFailures": 2, "Window": 30}})
+    alice, bob = s.users("lim_a", "lim_b")
+    wrong = {"username": alice.username, "password": "not the password"}
+    for _ in range(2):
+        assert s.api("POST", "/api/login", json_body=wrong).status_code == 401
+    for r in (s.api("POST", "/api/login", json_body={"username": alice.username, "password": PASSWORD}),
+              change_password(s, alice, "a brand new password")):
+        assert r.status_code == 429, r.text
+        assert r.json()["code"] == "rate_limited"
+        assert 1 <= int(r.headers["Retry-After"]) <= 30
+    assert s.login(bob.username).id == bob.id          # another username is not affected
+    s.connect(alice).assert_open()                      # nor alice's token
+
+
+# ---------------------------------------------------------------------------
 # Nothing secret in the logs
 
 @pytest.mark.timeout(120)
