@@ -12,7 +12,8 @@ import pytest
 import requests
 import yaml
 
-from harness import DELETE, PASSWORD, PYTHON, REPO, free_port, unique, wait_until
+from harness import (DELETE, PASSWORD, PYTHON, REPO, close_open_clients, free_port,
+                     require_external_services, unique, wait_until)
 from skyeim import tokens
 
 POLL = 1            # Auth.RevocationPollInterval of these systems, s
@@ -193,6 +194,16 @@ def test_revoking_an_unknown_user_is_404(revoking):
 
 
 @pytest.mark.timeout(120)
+def test_a_restarted_gateway_refuses_a_revoked_token_from_its_first_handshake(system_factory):
+    s = system_factory(ws={"Auth": {"RevocationPollInterval": 30}})   # no second poll in this test
+    alice = s.register_user("restart")
+    revoke(s, alice)
+    s.restart()
+    assert_401(s.handshake(alice.token))
+    s.connect(s.login(alice.username)).assert_open()
+
+
+@pytest.mark.timeout(120)
 def test_with_the_auth_service_down_the_gateway_serves_warns_once_and_catches_up(system_factory):
     s = system_factory(standalone=False, ws={"Auth": {"RevocationPollInterval": 0.5}})
     alice, bob = s.users("down_a", "down_b")
@@ -214,6 +225,40 @@ def test_with_the_auth_service_down_the_gateway_serves_warns_once_and_catches_up
     revoke(s, alice)
     assert ca.expect_close(timeout=REVOKED_WITHIN) == 4003
     cb.assert_open()
+
+
+@pytest.mark.timeout(180)
+def test_in_a_cluster_every_node_refuses_and_closes_on_its_own(tmp_path):
+    """PROTOCOL.md section 8: each node polls the Auth service itself."""
+    import secrets
+    import shutil
+
+    from cluster_harness import ClusterSystem, RedisServer
+    from service_harness import database_url
+    redis_bin = shutil.which("redis-server")
+    if redis_bin is None:
+        require_external_services("redis-server")
+    with database_url("postgresql", tmp_path, "revoke_cluster") as url:
+        redis_server = RedisServer(tmp_path, redis_bin).start()
+        cluster = ClusterSystem(tmp_path, redis_server, url, nodes=2,
+                                key_prefix=f"skyeim-test-{secrets.token_hex(3)}:",
+                                ws={"Auth": {"RevocationPollInterval": POLL}})
+        try:
+            cluster.start()
+            alice, bob = cluster.users("cl_a", "cl_b")
+            ca, cb = cluster[2].connect(alice), cluster[1].connect(bob)
+            revoke(cluster, alice)
+            assert ca.expect_close(timeout=REVOKED_WITHIN) == 4003
+            for node in cluster.nodes:
+                wait_until(lambda: node.api("GET", "/api/friends", alice).status_code == 401,
+                           timeout=REVOKED_WITHIN, interval=0.2, message=f"{node} took the old token")
+            fresh = cluster.login(alice.username)
+            cluster[1].connect(fresh)
+            cb.assert_open()
+        finally:
+            close_open_clients()
+            cluster.stop()
+            redis_server.stop()
 
 
 def test_with_polling_off_a_revoked_token_still_connects(system_factory):

@@ -60,10 +60,14 @@ class Revocations:
         return self.interval > 0
 
     def start(self) -> None:
-        if self.enabled and self._poller is None:
-            self._poller = gevent.spawn(self._run)
-        elif not self.enabled:
+        """The first poll runs now, so that a restarted gateway knows of the
+        revocations before its first handshakes; then one every interval."""
+        if not self.enabled:
             log.info("token revocation is off (Auth.RevocationPollInterval: 0)")
+            return
+        if self._poller is None:
+            self._poll_logged()
+            self._poller = gevent.spawn(self._run)
 
     def stop(self) -> None:
         if self._poller is not None:
@@ -90,11 +94,14 @@ class Revocations:
 
     def _run(self) -> None:
         while True:                  # for the life of the process; each poll is bounded
-            try:
-                self.poll()
-            except Exception:
-                log.exception("revocation poll failed")
             gevent.sleep(self.interval)
+            self._poll_logged()
+
+    def _poll_logged(self) -> None:
+        try:
+            self.poll()
+        except Exception:
+            log.exception("revocation poll failed")
 
     def poll(self) -> None:
         """One round: every revocation since the cursor (at most MAX_PAGES calls)."""
