@@ -86,6 +86,13 @@ def test_exp_just_past_is_within_the_leeway_and_far_past_is_401(revoking):
     assert_401(revoking.handshake(revoking.token_for(user.id, exp=int(time.time()) - tokens.LEEWAY - 5)))
 
 
+def test_with_enforce_expiry_a_token_inside_the_leeway_connects_and_is_closed_4003(system_factory):
+    s = system_factory(ws={"Auth": {"EnforceExpiry": True, "ExpiryWarning": 3}})
+    user = s.minted_user("leeway_enf")
+    c = s.connect(user, token=s.token_for(user.id, exp=int(time.time()) - 1), wait_connected=False)
+    assert c.expect_close(timeout=5) == 4003
+
+
 @pytest.mark.parametrize("gen", ["1", -1, 1.5, True, None])
 def test_a_gen_claim_that_is_not_a_non_negative_integer_is_401(revoking, gen):
     user = revoking.minted_user("gen")
