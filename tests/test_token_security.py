@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -337,15 +338,31 @@ def test_tokens_and_passwords_never_appear_in_any_log(system_factory):
 # ---------------------------------------------------------------------------
 # The shipped default AccessSecret
 
-def _start(argv: list[str], port: int, timeout: float = 30.0) -> subprocess.Popen:
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_until(lambda: proc.poll() is not None or _healthy(port), timeout=timeout,
-                   interval=0.1, message=f"{argv} did not start")
-    except AssertionError:
-        proc.kill()
-        raise
-    return proc
+class Started:
+    """A program run with its output in a file: up once it logs "listening on"
+    (its SIGTERM handler is in place by then) and answers /healthz."""
+
+    def __init__(self, argv: list[str], port: int, out: Path, timeout: float = 30.0):
+        self.out = out
+        self._file = open(out, "wb")
+        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=self._file, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: self.proc.poll() is not None
+                       or ("listening on" in self.output() and _healthy(port)),
+                       timeout=timeout, interval=0.1, message=f"{argv} did not start")
+        except AssertionError:
+            self.proc.kill()
+            raise
+
+    def output(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(20)
+        self._file.close()
+        return self.output()
 
 
 def _healthy(port: int) -> bool:
@@ -353,12 +370,6 @@ def _healthy(port: int) -> bool:
         return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
     except requests.RequestException:
         return False
-
-
-def _stop(proc: subprocess.Popen) -> str:
-    proc.terminate()
-    out, _ = proc.communicate(timeout=20)
-    return out.decode(errors="replace")
 
 
 def _gateway_yaml(tmp_path, host: str, secret: str = tokens.DEFAULT_SECRET) -> tuple[list[str], int]:
@@ -391,29 +402,29 @@ def test_the_default_secret_on_a_public_address_refuses_to_start(tmp_path, progr
 @pytest.mark.parametrize("program", [_gateway_yaml, _auth_yaml], ids=["gateway", "auth"])
 def test_the_default_secret_on_loopback_starts(tmp_path, program):
     argv, port = program(tmp_path, "127.0.0.1")
-    proc = _start(argv, port)
-    assert proc.poll() is None, _stop(proc)
+    started = Started(argv, port, tmp_path / "out.log")
+    assert started.proc.poll() is None, started.stop()
     assert _healthy(port)
-    _stop(proc)
-    assert proc.returncode == 0
+    out = started.stop()
+    assert started.proc.returncode == 0, out
 
 
 @pytest.mark.parametrize("program", [_gateway_yaml, _auth_yaml], ids=["gateway", "auth"])
 def test_insecure_dev_starts_with_the_default_secret_on_a_public_address_and_says_so(tmp_path, program):
     argv, port = program(tmp_path, "0.0.0.0")
-    proc = _start(argv + ["--insecure-dev"], port)
-    assert proc.poll() is None, _stop(proc)
-    out = _stop(proc)
-    assert proc.returncode == 0, out
+    started = Started(argv + ["--insecure-dev"], port, tmp_path / "out.log")
+    assert started.proc.poll() is None, started.stop()
+    out = started.stop()
+    assert started.proc.returncode == 0, out
     assert "--insecure-dev" in out and "default AccessSecret" in out
 
 
 def test_a_real_secret_on_a_public_address_starts(tmp_path):
     argv, port = _gateway_yaml(tmp_path, "0.0.0.0", secret="a-long-random-secret-" + unique("s"))
-    proc = _start(argv, port)
-    assert proc.poll() is None, _stop(proc)
-    _stop(proc)
-    assert proc.returncode == 0
+    started = Started(argv, port, tmp_path / "out.log")
+    assert started.proc.poll() is None, started.stop()
+    out = started.stop()
+    assert started.proc.returncode == 0, out
 
 
 def test_standalone_refuses_when_a_service_listens_publicly_with_the_default_secret(tmp_path):

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import gevent
+import gevent.event
 
 from skyeim import tokens
 from skyeim.gateway.backends import BackendRejected, BackendUnavailable
@@ -40,6 +41,7 @@ MAX_USERS = 100_000     # revoked users remembered; beyond, the oldest revocatio
 # whose transaction committed after that query (its revokedAt a little older)
 # is still seen. Applying one twice changes nothing.
 OVERLAP_MS = 30_000
+FIRST_POLL_WAIT = 5.0   # s a check made during the first poll may wait for it
 
 
 class Revocations:
@@ -54,19 +56,20 @@ class Revocations:
         self._since: int | None = None      # the cursor, ms of the Auth service's clock
         self._down = False                  # in an outage (warned once)
         self._poller: gevent.Greenlet | None = None
+        self._first_poll = gevent.event.Event()
 
     @property
     def enabled(self) -> bool:
         return self.interval > 0
 
     def start(self) -> None:
-        """The first poll runs now, so that a restarted gateway knows of the
-        revocations before its first handshakes; then one every interval."""
+        """Poll now and then every interval. Until the first poll has ended,
+        checks wait for it (bounded), so that a restarted gateway refuses
+        revoked tokens from its first handshake."""
         if not self.enabled:
             log.info("token revocation is off (Auth.RevocationPollInterval: 0)")
             return
         if self._poller is None:
-            self._poll_logged()
             self._poller = gevent.spawn(self._run)
 
     def stop(self) -> None:
@@ -76,6 +79,8 @@ class Revocations:
     # -- checks (no I/O) -------------------------------------------------------------
 
     def is_revoked(self, claims: tokens.Claims) -> bool:
+        if self._poller is not None and not self._first_poll.is_set():
+            self._first_poll.wait(FIRST_POLL_WAIT)   # just started: what does the Auth service say?
         return self._revoked_gen(claims.user_id) > claims.gen
 
     def _revoked_gen(self, user_id: int) -> int:
@@ -94,14 +99,12 @@ class Revocations:
 
     def _run(self) -> None:
         while True:                  # for the life of the process; each poll is bounded
+            try:
+                self.poll()
+            except Exception:
+                log.exception("revocation poll failed")
+            self._first_poll.set()   # answered or failed: checks stop waiting either way
             gevent.sleep(self.interval)
-            self._poll_logged()
-
-    def _poll_logged(self) -> None:
-        try:
-            self.poll()
-        except Exception:
-            log.exception("revocation poll failed")
 
     def poll(self) -> None:
         """One round: every revocation since the cursor (at most MAX_PAGES calls)."""
