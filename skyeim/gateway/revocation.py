@@ -72,11 +72,7 @@ class Revocations:
         if self._poller is None:
             self._poller = gevent.spawn(self._run)
 
-    def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.kill(block=False)
-
-    # -- checks (no I/O) -------------------------------------------------------------
+    # -- checks (no I/O; only right after start, a bounded wait for the first poll) ----
 
     def is_revoked(self, claims: tokens.Claims) -> bool:
         if self._poller is not None and not self._first_poll.is_set():
