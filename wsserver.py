@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run the Message, Friend and Auth services in this process")
     parser.add_argument("--debug", action="store_true",
                         help="verbose logs (one line per HTTP request and frame event)")
+    parser.add_argument("--insecure-dev", action="store_true",
+                        help="start even with the shipped default AccessSecret on a public address")
     args = parser.parse_args(argv)
 
     try:
@@ -52,8 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from skyeim.tokens import default_secret_refusal, weak_secret_warning
+    refusal = default_secret_refusal(
+        [cfg.auth.access_secret] + [getattr(c, "access_secret", "") for c, _ in service_cfgs],
+        [cfg.host] + [c.host for c, _ in service_cfgs], f"{args.config}: {cfg.name}")
+    if refusal and not args.insecure_dev:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     logs.setup(cfg.log.level, debug=args.debug)
-    from skyeim.tokens import weak_secret_warning
+    if refusal:
+        log.warning("--insecure-dev: %s", refusal)
     if (warning := weak_secret_warning(cfg.auth.access_secret)):
         log.warning("Auth.%s", warning)
 

@@ -58,12 +58,15 @@ class GatewayAuthConfig:
     access_expire: int = 604800  # s
     enforce_expiry: bool = False
     expiry_warning: int = 60     # s before exp that token_expiring is sent
+    revocation_poll_interval: float = 2.0   # s between asks to the Auth service; 0 = off
 
     def validate(self, key: str) -> None:
         if not self.access_secret:
             raise ConfigError(f"{key}.AccessSecret: must not be empty")
         _positive(f"{key}.AccessExpire", self.access_expire)
         _positive(f"{key}.ExpiryWarning", self.expiry_warning)
+        if self.revocation_poll_interval < 0:
+            raise ConfigError(f"{key}.RevocationPollInterval: must be 0 (off) or more")
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,7 @@ class LogConfig:
 class GatewayConfig:
     """etc/ws.yaml"""
     name: str = "ws-server"
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"      # loopback unless asked: see the default-secret check
     port: int = 10300
     auth: GatewayAuthConfig = field(default_factory=GatewayAuthConfig)
     message_rpc: RpcConfig = field(default_factory=lambda: RpcConfig(("127.0.0.1:10301",)))
@@ -217,16 +220,31 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class LoginLimitConfig:
+    """Failed logins (and password changes) counted in a sliding window."""
+    max_failures: int = 5            # per username
+    max_address_failures: int = 20   # per client address (one NAT may hide many users)
+    window: float = 60.0             # s
+    max_tracked: int = 10000         # usernames (and addresses) remembered; oldest forgotten
+
+    def validate(self, key: str) -> None:
+        for name in ("max_failures", "max_address_failures", "window", "max_tracked"):
+            _positive(f"{key}.{_camel(name)}", getattr(self, name))
+
+
+@dataclass(frozen=True)
 class AuthServiceConfig(ServiceConfig):
     """etc/auth.yaml: a service that also signs tokens."""
     access_secret: str = ""
     access_expire: int = 604800  # s
+    login_limit: LoginLimitConfig = field(default_factory=LoginLimitConfig)
 
     def validate(self, key: str = "") -> None:
         super().validate(key)
         if not self.access_secret:
             raise ConfigError("AccessSecret: must not be empty")
         _positive("AccessExpire", self.access_expire)
+        self.login_limit.validate("LoginLimit")
 
 
 # ---------------------------------------------------------------------------

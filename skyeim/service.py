@@ -20,7 +20,7 @@ import gevent.pywsgi
 from flask import Flask, jsonify
 
 from skyeim import config as config_module
-from skyeim import logs
+from skyeim import logs, tokens
 from skyeim.db import DatabaseUnavailable
 from skyeim.metrics import instrument_service
 from skyeim.web import error_response, install_json_errors, require_internal_secret
@@ -101,6 +101,8 @@ def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask]) 
     parser = argparse.ArgumentParser(description="Run a SkyeIM backend service.")
     parser.add_argument("-f", "--config", required=True, help="the service's YAML config file")
     parser.add_argument("--debug", action="store_true", help="log at debug level (one line per request)")
+    parser.add_argument("--insecure-dev", action="store_true",
+                        help="start even with the shipped default AccessSecret on a public address")
     args = parser.parse_args(argv)
 
     try:
@@ -108,8 +110,15 @@ def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask]) 
     except config_module.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    refusal = tokens.default_secret_refusal([getattr(cfg, "access_secret", "")], [cfg.host],
+                                            f"{args.config}: the {cfg.name} service")
+    if refusal and not args.insecure_dev:
+        print(f"error: {refusal}", file=sys.stderr)
+        sys.exit(2)
 
     logs.setup(cfg.log.level, debug=args.debug)
+    if refusal:
+        log.warning("--insecure-dev: %s", refusal)
     app = create_app(cfg)
     try:
         server = serve(app, cfg.host, cfg.port)

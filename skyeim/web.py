@@ -25,9 +25,10 @@ MAX_LIMIT = 200
 class ApiError(Exception):
     """Raise in a view to answer ``status`` with ``{"code", "message"}``."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}     # e.g. Retry-After with a 429
 
 
 def bad_request(message: str) -> ApiError:
@@ -42,7 +43,7 @@ def error_response(status: int, code: str, message: str) -> Response:
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 413: "too_large",
-               503: "unavailable"}
+               429: "rate_limited", 503: "unavailable"}
 
 
 def install_json_errors(app: Flask) -> None:
@@ -50,7 +51,9 @@ def install_json_errors(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(e: ApiError):
-        return error_response(e.status, e.code, e.message)
+        resp = error_response(e.status, e.code, e.message)
+        resp.headers.update(e.headers)
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException):
@@ -103,6 +106,26 @@ def limit_arg(raw: str | None) -> int:
     if not _DIGITS.fullmatch(raw) or int(raw) < 1:   # ASCII only: "²".isdigit() is True
         raise bad_request("limit must be a positive integer")
     return min(int(raw), MAX_LIMIT)
+
+
+CLIENT_ADDRESS_HEADER = "X-Client-Address"   # the gateway's caller, for per-address limits
+
+
+def has_internal_secret(secret: str) -> bool:
+    """This request carries the configured (non-empty) internal secret; constant time."""
+    if not secret:
+        return False
+    got = request.headers.get("X-Internal-Secret", "").encode()
+    return hmac.compare_digest(got, secret.encode())
+
+
+def client_address(secret: str) -> str:
+    """The address a request is from: the gateway's X-Client-Address when the
+    request proves it is the gateway (the internal secret), else the peer's."""
+    forwarded = request.headers.get(CLIENT_ADDRESS_HEADER)
+    if forwarded and has_internal_secret(secret):
+        return forwarded.strip()
+    return request.remote_addr or ""
 
 
 def require_internal_secret(app: Flask, secret: str) -> None:

@@ -6,11 +6,13 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import jwt
 import pytest
 import requests
 
 from service_harness import INTERNAL_SECRET, database_url, running_service
 from skyeim import tokens
+from skyeim.db import now_ms
 
 ACCESS_SECRET = "test-access-secret-of-at-least-32-bytes"
 ACCESS_EXPIRE = 3600
@@ -27,7 +29,10 @@ def fresh_name(prefix: str = "user") -> str:
 def service(request, tmp_path_factory):
     workdir = tmp_path_factory.mktemp(f"auth-{request.param}")
     config = {"Name": "auth", "InternalSecret": INTERNAL_SECRET,
-              "AccessSecret": ACCESS_SECRET, "AccessExpire": ACCESS_EXPIRE}
+              "AccessSecret": ACCESS_SECRET, "AccessExpire": ACCESS_EXPIRE,
+              # these tests fail logins from one address on purpose; the limit's
+              # own tests (below) run a service of their own
+              "LoginLimit": {"MaxAddressFailures": 10000}}
     with database_url(request.param, workdir, "auth") as url, \
             running_service("skyeim.auth", {**config, "DataSource": url}, workdir) as svc:
         yield svc
@@ -334,3 +339,229 @@ def test_sigterm_exits_0(tmp_path):
             running_service("skyeim.auth", {**config, "DataSource": url}, tmp_path) as svc:
         assert register(svc, "sigterm_user").status_code == 200
         assert svc.terminate() == 0, svc.log()
+
+
+# -- revocation (token generations) --------------------------------------------
+
+def revoke(service, user_id) -> requests.Response:
+    return service.session.post(f"{service.url}/v1/revocations", json={"userId": user_id})
+
+
+def revocations(service, **params) -> dict:
+    r = service.session.get(f"{service.url}/v1/revocations", params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def change_password(service, username, old, new) -> requests.Response:
+    return service.session.post(f"{service.url}/v1/password", json={
+        "username": username, "oldPassword": old, "newPassword": new})
+
+
+def token_gen(service, name, password=PASSWORD) -> int:
+    r = login(service, name, password)
+    assert r.status_code == 200, r.text
+    return tokens.verify(ACCESS_SECRET, r.json()["token"]).gen
+
+
+def test_a_revocation_raises_the_generation_that_new_tokens_carry(service):
+    name = fresh_name()
+    user_id = registered(service, name)
+    first = login(service, name).json()["token"]
+    assert "gen" not in jwt.decode(first, options={"verify_signature": False})   # never revoked
+    before = now_ms()
+    r = revoke(service, user_id)
+    assert r.status_code == 200, r.text
+    assert r.json()["userId"] == user_id and r.json()["gen"] == 1
+    assert before <= r.json()["revokedAt"] <= now_ms()
+    assert token_gen(service, name) == 1
+    assert revoke(service, user_id).json()["gen"] == 2
+    assert token_gen(service, name) == 2
+
+
+def test_revocations_are_listed_oldest_first_since_a_time_and_paged(service):
+    since = now_ms()
+    a, b = registered(service), registered(service)
+    revoke(service, a)
+    revoke(service, b)
+    revoke(service, a)
+    body = revocations(service, since=since)
+    mine = [r for r in body["revocations"] if r["userId"] in (a, b)]
+    assert [(r["userId"], r["gen"]) for r in mine] == [(b, 1), (a, 2)]   # one row per user, latest gen
+    assert all(r["revokedAt"] >= since for r in mine)
+    assert since <= body["now"] <= now_ms() and body["hasMore"] is False
+    # paging by (revokedAt, userId)
+    first = revocations(service, since=since, limit=1)
+    assert first["hasMore"] is True and len(first["revocations"]) == 1
+    last = first["revocations"][0]
+    rest = revocations(service, since=last["revokedAt"], afterUserId=last["userId"])
+    assert first["revocations"] + rest["revocations"] == body["revocations"]
+    assert revocations(service, since=body["now"] + 60_000)["revocations"] == []
+
+
+def test_revoking_an_unknown_or_invalid_user_is_404_or_400(service):
+    r = revoke(service, 2**63 - 1)
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+    for bad in ("1", 0, True, None):
+        assert_bad_request(revoke(service, bad))
+    assert_bad_request(service.session.get(f"{service.url}/v1/revocations", params={"since": "x"}))
+
+
+def test_concurrent_first_revocations_of_one_user_both_count(service):
+    user_id = registered(service)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: requests.post(
+            f"{service.url}/v1/revocations", json={"userId": user_id},
+            headers={"X-Internal-Secret": INTERNAL_SECRET}, timeout=30), range(4)))
+    assert [r.status_code for r in answers] == [200] * 4, [r.text for r in answers]
+    assert sorted(r.json()["gen"] for r in answers) == [1, 2, 3, 4]
+
+
+def test_a_password_change_sets_the_password_and_revokes_earlier_tokens(service):
+    name = fresh_name()
+    user_id = registered(service, name)
+    assert token_gen(service, name) == 0
+    since = now_ms()
+    r = change_password(service, name, PASSWORD, "the new password")
+    assert r.status_code == 200 and r.json() == {"ok": True}, r.text
+    assert_no_password_material(r)
+    assert login(service, name).status_code == 401
+    assert token_gen(service, name, "the new password") == 1
+    assert [x["userId"] for x in revocations(service, since=since)["revocations"]].count(user_id) == 1
+
+
+@pytest.mark.parametrize("body", [
+    {"username": "someone", "oldPassword": PASSWORD},
+    {"username": "someone", "oldPassword": PASSWORD, "newPassword": 12345678},
+    {"username": None, "oldPassword": PASSWORD, "newPassword": "long enough"},
+    {"username": "someone", "oldPassword": PASSWORD, "newPassword": "short"},
+    {"username": "someone", "oldPassword": PASSWORD, "newPassword": "x" * 129},
+], ids=["no-new", "int-new", "null-name", "short-new", "long-new"])
+def test_a_password_change_with_bad_input_is_400(service, body):
+    assert_bad_request(service.session.post(f"{service.url}/v1/password", json=body))
+
+
+def test_a_password_change_with_a_wrong_old_password_is_401_and_changes_nothing(service):
+    name = fresh_name()
+    registered(service, name)
+    r = change_password(service, name, "not the password", "the new password")
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+    r = change_password(service, fresh_name("nobody"), PASSWORD, "the new password")
+    assert r.status_code == 401
+    assert token_gen(service, name) == 0
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-Internal-Secret": "wrong"}], ids=["without", "wrong"])
+def test_revocation_and_password_calls_need_the_internal_secret(service, headers):
+    calls = [requests.post(f"{service.url}/v1/revocations", json={"userId": 1}, headers=headers),
+             requests.get(f"{service.url}/v1/revocations", headers=headers),
+             requests.post(f"{service.url}/v1/password", headers=headers, json={
+                 "username": "x", "oldPassword": PASSWORD, "newPassword": PASSWORD})]
+    for r in calls:
+        assert r.status_code == 401 and r.json()["code"] == "unauthorized", r.text
+
+
+# -- failed-login limits -----------------------------------------------------------
+
+MAX_FAILURES, MAX_ADDRESS_FAILURES, WINDOW = 3, 6, 2   # a short window, to see it pass
+
+
+def limited_service(tmp_path_factory, name: str, internal_secret: str):
+    workdir = tmp_path_factory.mktemp(name)
+    config = {"Name": "auth", "InternalSecret": internal_secret, "AccessSecret": ACCESS_SECRET,
+              "DataSource": f"sqlite:///{workdir / 'auth.db'}",
+              "LoginLimit": {"MaxFailures": MAX_FAILURES, "MaxAddressFailures": MAX_ADDRESS_FAILURES,
+                             "Window": WINDOW}}
+    return running_service("skyeim.auth", config, workdir)
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    with limited_service(tmp_path_factory, "auth-limited", INTERNAL_SECRET) as svc:
+        yield svc
+
+
+_addresses = itertools.count(1)
+
+
+def fresh_address() -> str:
+    return f"198.51.100.{next(_addresses) % 250 + 1}"
+
+
+def login_from(service, address, username, password=PASSWORD) -> requests.Response:
+    return service.session.post(f"{service.url}/v1/tokens", headers={"X-Client-Address": address},
+                                json={"username": username, "password": password})
+
+
+def assert_rate_limited(r: requests.Response) -> int:
+    assert r.status_code == 429, r.text
+    assert r.json()["code"] == "rate_limited" and isinstance(r.json()["message"], str)
+    retry_after = int(r.headers["Retry-After"])
+    assert 1 <= retry_after <= WINDOW, retry_after
+    return retry_after
+
+
+def test_a_username_is_429_after_max_failures_until_the_window_passes(limited):
+    name, other, addr = fresh_name(), fresh_name(), fresh_address()
+    registered(limited, name)
+    registered(limited, other)
+    for _ in range(MAX_FAILURES):
+        assert login_from(limited, addr, name, "not the password").status_code == 401
+    # now even the right password waits, from any address
+    wait = assert_rate_limited(login_from(limited, addr, name))
+    assert_rate_limited(login_from(limited, fresh_address(), name.upper()))
+    # another username is not affected
+    assert login_from(limited, addr, other).status_code == 200
+    time.sleep(wait)       # the window slides past the failures (Retry-After said when)
+    assert login_from(limited, addr, name).status_code == 200
+
+
+def test_a_success_resets_the_usernames_count(limited):
+    name, addr = fresh_name(), fresh_address()
+    registered(limited, name)
+    for _ in range(2):
+        for _ in range(MAX_FAILURES - 1):
+            assert login_from(limited, addr, name, "not the password").status_code == 401
+        assert login_from(limited, addr, name).status_code == 200
+
+
+def test_an_address_is_429_after_its_failures_whatever_the_usernames(limited):
+    addr, name = fresh_address(), fresh_name()
+    registered(limited, name)
+    for i in range(MAX_ADDRESS_FAILURES):
+        assert login_from(limited, addr, fresh_name("ghost"), "not the password").status_code == 401
+    assert_rate_limited(login_from(limited, addr, name))
+    assert login_from(limited, fresh_address(), name).status_code == 200   # another address is not
+
+
+def test_failed_password_changes_count_too(limited):
+    name, addr = fresh_name(), fresh_address()
+    registered(limited, name)
+    for _ in range(MAX_FAILURES):
+        r = limited.session.post(f"{limited.url}/v1/password", headers={"X-Client-Address": addr},
+                                 json={"username": name, "oldPassword": "not the password",
+                                       "newPassword": "the new password"})
+        assert r.status_code == 401
+    assert_rate_limited(login_from(limited, addr, name))
+
+
+def test_the_client_address_header_is_trusted_only_with_the_internal_secret(tmp_path_factory):
+    """Without an InternalSecret anyone could send X-Client-Address: every
+    attempt then counts against the caller's own address."""
+    with limited_service(tmp_path_factory, "auth-open", "") as svc:
+        for _ in range(MAX_ADDRESS_FAILURES):
+            r = login_from(svc, fresh_address(), fresh_name("ghost"), "not the password")
+            assert r.status_code == 401
+        assert_rate_limited(login_from(svc, fresh_address(), fresh_name("ghost")))
+        assert "X-Client-Address is not trusted" in svc.log()
+
+
+def test_the_memory_of_failures_is_bounded():
+    from skyeim.auth.limits import FailureWindow
+    window = FailureWindow(limit=2, window=60, max_keys=3)
+    for i in range(10):
+        window.fail(f"user{i}")
+        window.fail(f"user{i}")
+    assert len(window) == 3
+    assert window.wait("user0") == 0            # forgotten, the least recently failed first
+    assert window.wait("user9") > 0

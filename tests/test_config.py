@@ -28,7 +28,8 @@ def test_shipped_files_load(name, cls):
 
 def test_shipped_gateway_keys_keep_the_original_names_and_defaults():
     cfg = config.load(GatewayConfig, ROOT / "etc" / "ws.yaml")
-    assert (cfg.name, cfg.host, cfg.port) == ("ws-server", "0.0.0.0", 10300)
+    assert (cfg.name, cfg.host, cfg.port) == ("ws-server", "127.0.0.1", 10300)   # SKYEIM_HOST to widen
+    assert cfg.auth.revocation_poll_interval == 2
     assert cfg.auth.access_expire == 604800
     assert cfg.message_rpc.endpoints == ("127.0.0.1:10301",) and cfg.message_rpc.timeout == 2000
     assert cfg.friend_rpc.endpoints == ("127.0.0.1:10302",)

@@ -48,7 +48,10 @@ def create_app(gateway: Gateway) -> Flask:
         if e.status >= 500 or e.status == 401:   # 401 from a service = our secret is wrong
             log.error("backend refused a gateway call: %s", e)
             return error_response(502, "internal", "a backend service refused the call")
-        return error_response(e.status, e.code, e.message)
+        resp = error_response(e.status, e.code, e.message)
+        if e.status == 429 and e.retry_after:    # the Auth service's login limit
+            resp.headers["Retry-After"] = e.retry_after
+        return resp
 
     # Werkzeug 3 routes an upgrade request only to a rule with websocket=True,
     # and any other request only to one without: /ws has both, one view.
@@ -198,9 +201,24 @@ def register():
 def login():
     body = json_body()
     try:
-        return jsonify(_gateway().backends.auth.login(body.get("username"), body.get("password")))
+        return jsonify(_gateway().backends.auth.login(body.get("username"), body.get("password"),
+                                                      request.remote_addr or ""))
     except BackendRejected as e:
         if e.status == 401:       # wrong password or unknown user: the caller's 401, not ours
+            raise ApiError(401, "unauthorized", e.message) from None
+        raise
+
+
+@api.post("/password")
+def change_password():
+    """{username, oldPassword, newPassword} -> {ok}; every token issued so far is revoked."""
+    body = json_body()
+    try:
+        return jsonify(_gateway().backends.auth.change_password(
+            body.get("username"), body.get("oldPassword"), body.get("newPassword"),
+            request.remote_addr or ""))
+    except BackendRejected as e:
+        if e.status == 401:       # a wrong old password: the caller's 401
             raise ApiError(401, "unauthorized", e.message) from None
         raise
 

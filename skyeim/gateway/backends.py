@@ -28,9 +28,10 @@ class BackendUnavailable(Exception):
 class BackendRejected(Exception):
     """The service refused the call (4xx) with the contract's {code, message}."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, retry_after: str | None = None):
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
+        self.retry_after = retry_after      # the Retry-After header of a 429
 
 
 class ServiceClient:
@@ -56,15 +57,17 @@ class ServiceClient:
             self.session.headers["X-Internal-Secret"] = internal_secret
 
     def call(self, method: str, path: str, *, json: Any = None,
-             params: dict | None = None) -> dict:
+             params: dict | None = None, headers: dict | None = None,
+             quiet: bool = False) -> dict:
         """The JSON body of a 200 answer; raises BackendUnavailable or BackendRejected.
 
         Every call here is idempotent by contract, so a failed endpoint is
-        retried on the next one.
+        retried on the next one. ``quiet``: the caller reports an outage itself
+        (once), so no warning per failed call.
         """
         t0 = time.perf_counter()
         try:
-            return self._call(method, path, json, params)
+            return self._call(method, path, json, params, headers, quiet)
         except BackendUnavailable:
             if self.metrics:
                 self.metrics.backend_errors.labels(self.name, "unavailable").inc()
@@ -77,7 +80,8 @@ class ServiceClient:
             if self.metrics:
                 self.metrics.backend_latency.labels(self.name).observe(time.perf_counter() - t0)
 
-    def _call(self, method: str, path: str, json: Any, params: dict | None) -> dict:
+    def _call(self, method: str, path: str, json: Any, params: dict | None,
+              headers: dict | None = None, quiet: bool = False) -> dict:
         first = next(self._turn)
         last_error = "no endpoint"
         for i in range(len(self.bases)):
@@ -87,7 +91,7 @@ class ServiceClient:
                 continue
             try:
                 resp = self.session.request(method, base + path, json=json, params=params,
-                                            timeout=self.timeout)
+                                            headers=headers, timeout=self.timeout)
             except requests.RequestException as e:
                 self.breakers.failure(base)
                 last_error = f"{base}: {type(e).__name__}"
@@ -100,11 +104,12 @@ class ServiceClient:
             body = _json(resp)
             if resp.status_code != 200:
                 raise BackendRejected(resp.status_code, str(body.get("code", "error")),
-                                      str(body.get("message", "")))
+                                      str(body.get("message", "")), resp.headers.get("Retry-After"))
             return body
         # an open breaker refuses many calls a second: that is logged when it opens
-        log.log(logging.DEBUG if last_error.endswith("circuit open") else logging.WARNING,
-                "%s service unavailable: %s %s: %s", self.name, method, path, last_error)
+        if not quiet:
+            log.log(logging.DEBUG if last_error.endswith("circuit open") else logging.WARNING,
+                    "%s service unavailable: %s %s: %s", self.name, method, path, last_error)
         raise BackendUnavailable(f"{self.name} service: {last_error}")
 
     def healthy(self, timeout: float = 1.0) -> bool:
@@ -258,8 +263,19 @@ class AuthService(ServiceClient):
     def register(self, username: Any, password: Any) -> dict:
         return self.call("POST", "/v1/users", json={"username": username, "password": password})
 
-    def login(self, username: Any, password: Any) -> dict:
-        return self.call("POST", "/v1/tokens", json={"username": username, "password": password})
+    def login(self, username: Any, password: Any, client_address: str = "") -> dict:
+        return self.call("POST", "/v1/tokens", json={"username": username, "password": password},
+                         headers=_client(client_address))
+
+    def change_password(self, username: Any, old: Any, new: Any, client_address: str = "") -> dict:
+        return self.call("POST", "/v1/password", headers=_client(client_address),
+                         json={"username": username, "oldPassword": old, "newPassword": new})
+
+    def revocations(self, since_ms: int, after_user: int | None, limit: int) -> dict:
+        params: dict[str, Any] = {"since": since_ms, "limit": limit}
+        if after_user is not None:
+            params["afterUserId"] = after_user
+        return self.call("GET", "/v1/revocations", params=params, quiet=True)
 
     def users_by_id(self, ids: list[int]) -> list[dict]:
         if not ids:
@@ -273,6 +289,11 @@ class AuthService(ServiceClient):
     def user_by_name(self, username: str) -> dict | None:
         users = self.call("GET", "/v1/users", params={"username": username}).get("users", [])
         return users[0] if users else None
+
+
+def _client(address: str) -> dict:
+    # the service trusts it only from a caller with the internal secret (skyeim.web)
+    return {"X-Client-Address": address} if address else {}
 
 
 class Backends:

@@ -22,6 +22,7 @@ from skyeim.gateway import frames
 from skyeim.gateway.backends import Backends, BackendRejected, BackendUnavailable
 from skyeim.gateway.frames import FrameError
 from skyeim.gateway.hub import Hub
+from skyeim.gateway.revocation import Revocations
 from skyeim.gateway.session import (CLOSE_REPLACED, CLOSE_TOO_SLOW, SLOW_CLIENT_GRACE, Outgoing,
                                      Session)
 from skyeim.gateway.transport import CLOSE_GOING_AWAY, WebSocket
@@ -59,11 +60,15 @@ class Gateway:
         self.echo_sockets: set[WebSocket] = set()   # WebSocket.EchoPath connections (a test aid)
         self.stopping = False
         self.recorder = DeliveryRecorder(self)
+        self.revocations = Revocations(self)
 
     # -- admission -------------------------------------------------------------------
 
     def verify_token(self, token: str) -> tokens.Claims:
-        return tokens.verify(self.cfg.auth.access_secret, token)
+        claims = tokens.verify(self.cfg.auth.access_secret, token)
+        if self.revocations.is_revoked(claims):
+            raise tokens.InvalidToken("the token was revoked")
+        return claims
 
     def has_room(self) -> bool:
         limit = self.cfg.web_socket.max_connections
@@ -76,6 +81,7 @@ class Gateway:
         session = Session(ws, claims.user_id, claims.expires_at, self)
         self.connections += 1
         self.sessions.add(session)
+        self.revocations.track(session, claims.gen)
         self.metrics.connections.inc()
         log.info("conn=%s user=%s connected", session.conn_id, session.user_id)
         session.writer = gevent.spawn(session.write_pump)
@@ -194,6 +200,7 @@ class Gateway:
 
     def start(self) -> None:
         self.hub.start()
+        self.revocations.start()
 
     def _friends_or_empty(self, user_id: int) -> list[int]:
         try:
@@ -307,6 +314,7 @@ class Gateway:
         if claims.user_id != session.user_id:
             raise FrameError("forbidden", "the token is for another user")
         session.refresh_token(claims.expires_at)
+        self.revocations.track(session, claims.gen)
 
     # -- delivery -----------------------------------------------------------------
 
