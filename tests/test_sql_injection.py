@@ -15,9 +15,7 @@ PostgreSQL (skipped without PostgreSQL unless SKYEIM_REQUIRE_SERVICES=1).
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections import Counter
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -198,23 +196,15 @@ def test_history_parameters_with_injection_strings_are_400(system, victims):
     assert system.history(alice, bob) == snapshot["history"]
 
 
-def sqlite_counts(path: Path, tables: list[str]) -> dict[str, int]:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        return {t: con.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
-    finally:
-        con.close()
-
-
 def test_after_it_all_the_tables_are_intact_and_hold_exactly_what_was_accepted(system, victims,
                                                                               ledger):
     """(The module's last test: the ledger counts what the tests before it stored.)"""
     alice, bob, snapshot = victims
     assert system.history(alice, bob) == snapshot["history"]
     assert friends(system, alice) == snapshot["friends_a"]
-    counts = {**sqlite_counts(system.tmp / "auth.db", ["users"]),
-              **sqlite_counts(system.tmp / "friend.db", ["friendships"]),
-              **sqlite_counts(system.tmp / "message.db", ["messages", "conversations"])}
+    counts = {**db_counts(f"sqlite:///{system.tmp / 'auth.db'}", ["users"]),
+              **db_counts(f"sqlite:///{system.tmp / 'friend.db'}", ["friendships"]),
+              **db_counts(f"sqlite:///{system.tmp / 'message.db'}", ["messages", "conversations"])}
     assert counts == {t: ledger.count[t] for t in counts}, f"tables hold {counts}, expected " \
         f"{dict(ledger.count)}"
 
