@@ -247,8 +247,8 @@ def db_counts(url: str, tables: list[str]) -> dict[str, int]:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            return {t: conn.execute(sa.select(sa.func.count()).select_from(sa.table(t))).scalar_one()
-                    for t in tables}
+            return {t: conn.execute(sa.select(sa.func.count()).select_from(sa.table(t)))
+                    .scalar_one() for t in tables}
     finally:
         engine.dispose()
 
