@@ -232,6 +232,19 @@ def test_auth_with_invalid_token_is_unauthorized(system, pair):
         ca.assert_open()
 
 
+@pytest.mark.parametrize("token", ["\\ud800", "a.b.\\udfff", "\\ud83d.\\ude00x"],
+                         ids=["lone-high", "lone-low-in-jwt", "split-pair"])
+def test_auth_token_with_a_lone_surrogate_is_unauthorized(system, pair, token):
+    """A JSON \\ud800 escape makes a string that is no UTF-8, so no JWT: unauthorized,
+    not internal (found by test_fuzz_frames.py), and nothing is logged as a crash."""
+    alice, bob, ca, cb = pair
+    log_before = len(system.log_text())
+    ca.send_raw('{"type":"auth","data":{"token":"%s"}}' % token)
+    ca.expect_error("unauthorized", None)
+    ca.assert_open()
+    assert "Traceback" not in system.log_text()[log_before:]
+
+
 def test_auth_with_another_users_token_is_forbidden(system, pair):
     alice, bob, ca, cb = pair
     ca.send("auth", {"token": bob.token})

@@ -309,7 +309,8 @@ class Gateway:
     def _handle_auth(self, session: Session, auth: frames.Auth) -> None:
         try:
             claims = self.verify_token(auth.token)
-        except tokens.InvalidToken:
+        except (tokens.InvalidToken, UnicodeEncodeError):
+            # a lone surrogate (a JSON "\ud800" escape) is no UTF-8, so no JWT either
             raise FrameError("unauthorized", "the token is invalid or expired")
         if claims.user_id != session.user_id:
             raise FrameError("forbidden", "the token is for another user")
