@@ -89,6 +89,11 @@ class MessageService(ServiceProcess):
         assert r.status_code == 200, r.text
         return r.json()
 
+    def conversation(self, user: int, peer: int, **params) -> dict:
+        r = self.get("/v1/messages/conversation", userId=user, peerId=peer, **params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
 
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory):
@@ -696,6 +701,64 @@ def test_history_refuses_invalid_query(svc, params):
     assert r.json()["code"] == "bad_request"
 
 
+# -- conversation (sync) ---------------------------------------------------------
+
+def test_conversation_pages_oldest_first_after_a_seq_with_status(svc):
+    a, b = users(2)
+    sent = [svc.send(*((a, b) if i % 2 else (b, a)), f"c{i}", msg_id=f"c{i}") for i in range(7)]
+    svc.delivered(a, [(b, "c0")])          # seq 1: delivered
+    svc.read(b, a, ["c1"])                 # seq 2: read
+    page = svc.conversation(a, b)
+    assert page["hasMore"] is False
+    assert [m["seq"] for m in page["messages"]] == [1, 2, 3, 4, 5, 6, 7]
+    assert [m["status"] for m in page["messages"]] == ["delivered", "read"] + ["sent"] * 5
+    assert page["messages"][0] == {**{k: sent[0][k] for k in CHAT_KEYS}, "status": "delivered"}
+    assert svc.conversation(b, a) == page                  # one conversation, both ways
+
+    def seqs(**params):
+        p = svc.conversation(a, b, **params)
+        return [m["seq"] for m in p["messages"]], p["hasMore"]
+
+    assert seqs(afterSeq=0, limit=3) == ([1, 2, 3], True)
+    assert seqs(afterSeq=3, limit=3) == ([4, 5, 6], True)
+    assert seqs(afterSeq=6, limit=3) == ([7], False)
+    assert seqs(afterSeq=7) == ([], False)
+    assert seqs(afterSeq=100) == ([], False)
+    assert seqs(afterSeq=2, beforeSeq=6) == ([3, 4, 5], False)           # a gap's range
+    assert seqs(afterSeq=2, beforeSeq=6, limit=2) == ([3, 4], True)
+    assert seqs(afterSeq=4, beforeSeq=6, limit=2) == ([5], False)
+    assert seqs(afterSeq=4, beforeSeq=5) == ([], False)
+
+
+def test_conversation_limit_defaults_to_50_and_is_capped_at_200(svc):
+    a, b = users(2)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: svc.send(a, b, f"n{i}"), range(205)))
+    page = svc.conversation(a, b)
+    assert [m["seq"] for m in page["messages"]] == list(range(1, 51)) and page["hasMore"] is True
+    page = svc.conversation(a, b, afterSeq=1, limit=1000)
+    assert [m["seq"] for m in page["messages"]] == list(range(2, 202)) and page["hasMore"] is True
+
+
+def test_conversation_of_strangers_is_empty(svc):
+    a, b = users(2)
+    assert svc.conversation(a, b, afterSeq=0) == {"messages": [], "hasMore": False}
+
+
+@pytest.mark.parametrize("params", [
+    {"afterSeq": "-1"}, {"afterSeq": "abc"}, {"afterSeq": "1.5"}, {"afterSeq": str(2**63)},
+    {"beforeSeq": "0"}, {"beforeSeq": "x"}, {"afterSeq": "5", "beforeSeq": "5"},
+    {"afterSeq": "6", "beforeSeq": "5"}, {"peerId": None}, {"peerId": "1"}, {"userId": None},
+    {"limit": "0"}, {"limit": "abc"},
+], ids=repr)
+def test_conversation_refuses_invalid_query(svc, params):
+    query = {"userId": 1, "peerId": 2, **params}
+    query = {k: v for k, v in query.items() if v is not None}
+    r = svc.session.get(svc.url + "/v1/messages/conversation", params=query, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "bad_request"
+
+
 # -- the service around the routes ---------------------------------------------
 
 @pytest.mark.parametrize("headers", [{}, {"X-Internal-Secret": "wrong"}, {"X-Internal-Secret": ""}],
@@ -885,6 +948,12 @@ _QUERIES = {
                "ix_messages_unread_by_recipient (to_user_id=? AND id>?)"),
     "history": (store.history_page, (7, 8, 100, 50), {"uq_messages_conversation_seq"},
                 "INDEX sqlite_autoindex_messages_2 (user_lo=? AND user_hi=? AND seq<?)"),
+    "conversation": (store.conversation_page, (7, 8, 100, None, 50),
+                     {"uq_messages_conversation_seq"},
+                     "INDEX sqlite_autoindex_messages_2 (user_lo=? AND user_hi=? AND seq>?)"),
+    "conversation range": (store.conversation_page, (7, 8, 100, 200, 50),
+                           {"uq_messages_conversation_seq"},
+                           "INDEX sqlite_autoindex_messages_2 (user_lo=? AND user_hi=? AND seq>? AND seq<?)"),
     "read all": (store.mark_read, (7, 8, None), {"ix_messages_unread_by_pair"},
                  "ix_messages_unread_by_pair (to_user_id=? AND from_user_id=?)"),
     "read by id": (store.mark_read, (7, 8, ["a", "b"]),

@@ -125,6 +125,24 @@ def create_app(config: ServiceConfig) -> Flask:
         return {"messages": [{**store.chat_message(r), "status": store.status(r)} for r in rows],
                 "hasMore": has_more}
 
+    @app.get("/v1/messages/conversation")
+    def conversation():
+        """Sync: the messages after ``afterSeq`` (0 = from the first), oldest first,
+        optionally only those before ``beforeSeq`` (a gap's range)."""
+        user_id = _query_int("userId")
+        peer_id = _query_int("peerId")
+        if user_id == peer_id:
+            raise bad_request("peerId must differ from userId")
+        after_seq = _query_int("afterSeq", required=False, minimum=0) or 0
+        before_seq = _query_int("beforeSeq", required=False)
+        if before_seq is not None and before_seq <= after_seq:
+            raise bad_request("beforeSeq must be greater than afterSeq")
+        limit = limit_arg(request.args.get("limit"))
+        rows, has_more = db.run(store.conversation_page, user_id, peer_id, after_seq,
+                                before_seq, limit)
+        return {"messages": [{**store.chat_message(r), "status": store.status(r)} for r in rows],
+                "hasMore": has_more}
+
     return app
 
 
@@ -201,16 +219,16 @@ def _content_type(value: Any) -> int:
     return value
 
 
-def _query_int(key: str, required: bool = True) -> int | None:
-    """A query parameter holding an integer from 1 to 2^63-1 (user ids, seqs)."""
+def _query_int(key: str, required: bool = True, minimum: int = 1) -> int | None:
+    """A query parameter holding an integer from ``minimum`` (1) to 2^63-1 (user ids, seqs)."""
     raw = request.args.get(key)
     if raw is None or raw == "":
         if required:
             raise bad_request(f"{key} is required")
         return None
-    value = int(raw) if _DIGITS.fullmatch(raw) else 0
-    if not 1 <= value <= MAX_USER_ID:
-        raise bad_request(f"{key} must be an integer from 1 to 2^63-1")
+    value = int(raw) if _DIGITS.fullmatch(raw) else -1
+    if not minimum <= value <= MAX_USER_ID:
+        raise bad_request(f"{key} must be an integer from {minimum} to 2^63-1")
     return value
 
 

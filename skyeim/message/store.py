@@ -286,6 +286,20 @@ def history_page(conn: Connection, user_id: int, peer_id: int, before_seq: int |
     return rows[:limit], len(rows) > limit
 
 
+def conversation_page(conn: Connection, user_id: int, peer_id: int, after_seq: int,
+                      before_seq: int | None, limit: int) -> tuple[list[Row], bool]:
+    """The conversation of the two users, oldest first, ``after_seq`` < seq <
+    ``before_seq`` (both exclusive; no ``before_seq``: to the newest): what a
+    client that holds everything up to ``after_seq`` lacks (sync, gap repair)."""
+    lo, hi = sorted((user_id, peer_id))
+    query = select(*_CHAT_COLUMNS).where(messages.c.user_lo == lo, messages.c.user_hi == hi,
+                                         messages.c.seq > after_seq)
+    if before_seq is not None:
+        query = query.where(messages.c.seq < before_seq)
+    rows = conn.execute(query.order_by(messages.c.seq).limit(limit + 1)).all()
+    return rows[:limit], len(rows) > limit
+
+
 # -- state changes -------------------------------------------------------------
 
 def mark_delivered(conn: Connection, user_id: int,
