@@ -227,6 +227,15 @@ class MessageService(ServiceClient):
             params["beforeSeq"] = before_seq
         return self.call("GET", "/v1/messages/history", params=params)
 
+    def conversation(self, user_id: int, peer_id: int, after_seq: int, before_seq: int | None,
+                     limit: int) -> dict:
+        """Sync: the conversation's messages after ``after_seq``, oldest first."""
+        params: dict[str, Any] = {"userId": user_id, "peerId": peer_id, "afterSeq": after_seq,
+                                  "limit": limit}
+        if before_seq is not None:
+            params["beforeSeq"] = before_seq
+        return self.call("GET", "/v1/messages/conversation", params=params)
+
 
 class FriendService(ServiceClient):
     LISTS_BATCH = 200               # users whose friend lists one call fetches

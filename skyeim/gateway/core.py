@@ -25,6 +25,7 @@ from skyeim.gateway.hub import Hub
 from skyeim.gateway.revocation import Revocations
 from skyeim.gateway.session import (CLOSE_REPLACED, CLOSE_TOO_SLOW, SLOW_CLIENT_GRACE, Outgoing,
                                      Session)
+from skyeim.gateway.sync import Sync, Syncer
 from skyeim.gateway.transport import CLOSE_GOING_AWAY, WebSocket
 from skyeim.metrics import GatewayMetrics
 
@@ -61,6 +62,7 @@ class Gateway:
         self.stopping = False
         self.recorder = DeliveryRecorder(self)
         self.revocations = Revocations(self)
+        self.syncer = Syncer(self)
 
     # -- admission -------------------------------------------------------------------
 
@@ -226,14 +228,16 @@ class Gateway:
         metrics = self.metrics
         if not session.take_token():
             metrics.frame_in("rate_limited")
-            msg_id = None
+            msg_id = request_id = None
             if isinstance(message, str):
                 try:
                     frame = frames.parse(message, session.user_id, self.cfg.chat.max_content_length)
                     msg_id = frame.given_msg_id if isinstance(frame, frames.Chat) else None
+                    request_id = frame.request_id if isinstance(frame, Sync) else None
                 except FrameError as e:
-                    msg_id = e.msg_id
-            session.reply(frames.encode_error("rate_limited", "too many frames; slow down", msg_id))
+                    msg_id, request_id = e.msg_id, e.request_id
+            session.reply(frames.encode_error("rate_limited", "too many frames; slow down", msg_id,
+                                             request_id))
             return
         if isinstance(message, bytes):
             metrics.frame_in("binary")
@@ -258,13 +262,16 @@ class Gateway:
                 self._handle_read(session, frame)
             elif isinstance(frame, frames.Auth):
                 self._handle_auth(session, frame)
+            elif isinstance(frame, Sync):
+                self.syncer.handle(session, frame)
         except FrameError as e:
             log.debug("conn=%s user=%s error %s: %s", session.conn_id, session.user_id, e.code, e.message)
-            session.reply(frames.encode_error(e.code, e.message, e.msg_id))
+            session.reply(frames.encode_error(e.code, e.message, e.msg_id, e.request_id))
         except Exception:
             log.exception("conn=%s user=%s frame handling failed", session.conn_id, session.user_id)
             msg_id = frame.given_msg_id if isinstance(frame, frames.Chat) else None
-            session.reply(frames.encode_error("internal", "internal error", msg_id))
+            session.reply(frames.encode_error("internal", "internal error", msg_id,
+                                             frame.request_id if isinstance(frame, Sync) else None))
 
     def _handle_chat(self, session: Session, chat: frames.Chat) -> None:
         uid, msg_id, err_id = session.user_id, chat.msg_id, chat.given_msg_id

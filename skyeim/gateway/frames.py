@@ -17,15 +17,17 @@ MSG_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CONTENT_TYPES = (1, 2, 3, 4)      # text, image, file, voice
 MAX_READ_IDS = 1000               # msgIds in one read receipt
 SERVER_TYPES = frozenset({"connected", "pong", "ack", "online", "offline", "error",
-                          "token_expiring"})
+                          "token_expiring", "sync_messages", "sync_complete"})
 
 
 class FrameError(Exception):
     """A client frame the gateway refuses; answered with an ``error`` frame."""
 
-    def __init__(self, code: str, message: str, msg_id: str | None = None):
+    def __init__(self, code: str, message: str, msg_id: str | None = None,
+                 request_id: str | None = None):
         super().__init__(message)
         self.code, self.message, self.msg_id = code, message, msg_id
+        self.request_id = request_id      # a sync frame's, echoed in the error
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,9 @@ def parse(text: str, sender_id: int, max_content_length: int) -> ClientFrame:
         if not isinstance(data, dict) or not isinstance(data.get("token"), str):
             raise FrameError("bad_request", 'auth needs data {"token": "<JWT>"}')
         return Auth(data["token"])
+    if kind == "sync":
+        from skyeim.gateway import sync     # (which builds on this module)
+        return sync.parse(data, sender_id)
     if kind in SERVER_TYPES:
         raise FrameError("unknown_type", f"{kind!r} is sent by the server only")
     raise FrameError("unknown_type", f"unknown frame type {kind[:64]!r}")
@@ -181,8 +186,12 @@ def encode_ack(msg_id: str, status: str, timestamp: int, seq: int,
     return encode("ack", data)
 
 
-def encode_error(code: str, message: str, msg_id: str | None = None) -> str:
-    return encode("error", {"msgId": msg_id, "code": code, "message": message})
+def encode_error(code: str, message: str, msg_id: str | None = None,
+                 request_id: str | None = None) -> str:
+    data = {"msgId": msg_id, "code": code, "message": message}
+    if request_id is not None:            # extension: the sync frame's requestId
+        data["requestId"] = request_id
+    return encode("error", data)
 
 
 PONG = encode("pong", None)

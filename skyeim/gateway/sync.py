@@ -1,0 +1,143 @@
+"""Sync: a client catches up on conversations exactly, by seq (docs/protocol.md, "Sync").
+
+A ``sync`` frame names, per conversation, the last seq the client holds
+(``afterSeq``) and optionally where a gap ends (``beforeSeq``). The answer is
+``sync_messages`` pages in seq order, then one ``sync_complete``. The work of
+one frame is bounded (conversations, messages per page, messages in all); a
+conversation cut short by the bound says ``hasMore`` and the client asks again.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import gevent
+
+from skyeim.gateway import frames
+from skyeim.gateway.backends import BackendRejected, BackendUnavailable
+from skyeim.gateway.frames import FrameError
+from skyeim.gateway.session import Outgoing
+from skyeim.tokens import MAX_USER_ID, is_user_id
+
+if TYPE_CHECKING:
+    from skyeim.gateway.core import Gateway
+    from skyeim.gateway.session import Session
+
+log = logging.getLogger(__name__)
+
+MAX_CONVERSATIONS = 100       # conversations in one sync frame
+DEFAULT_PAGE = 50             # messages per sync_messages page (the contract's paging rule)
+MAX_PAGE = 200
+MAX_MESSAGES = 1000           # messages in all in the answer to one sync frame
+LIVE_WAIT = 30.0              # s a sync sent before `connected` waits for it (answers follow it)
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    peer_id: int
+    after_seq: int                # the client holds everything up to it (0: nothing)
+    before_seq: int | None        # exclusive end of a gap; None: to the newest
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    kind = "sync"
+    request_id: str | None        # echoed in every answer (and in an error)
+    ranges: tuple[Range, ...]
+    limit: int                    # messages per page
+
+
+def parse(data, sender_id: int) -> Sync:
+    if not isinstance(data, dict):
+        raise FrameError("bad_request", "sync needs a data object")
+    request_id = data.get("requestId")
+    if request_id is not None and not frames.is_msg_id(request_id):
+        raise FrameError("bad_request", "requestId must be 1 to 64 characters of A-Z a-z 0-9 _ -")
+
+    def bad(message: str) -> FrameError:
+        return FrameError("bad_request", message, request_id=request_id)
+
+    limit = data.get("limit")
+    if limit is None:
+        limit = DEFAULT_PAGE
+    elif type(limit) is not int or limit < 1:
+        raise bad("limit must be a positive integer")
+    convs = data.get("conversations")
+    if not isinstance(convs, list) or not 1 <= len(convs) <= MAX_CONVERSATIONS:
+        raise bad(f"conversations must be a list of 1 to {MAX_CONVERSATIONS} objects")
+    ranges, seen = [], set()
+    for i, c in enumerate(convs):
+        if not isinstance(c, dict):
+            raise bad(f"conversations[{i}] must be an object")
+        peer = c.get("peerId")
+        if not is_user_id(peer) or peer == sender_id:
+            raise bad(f"conversations[{i}].peerId must be the user id of the other user")
+        if peer in seen:
+            raise bad(f"conversations[{i}].peerId appears twice")
+        seen.add(peer)
+        after = c.get("afterSeq")
+        if after is None:
+            after = 0
+        elif type(after) is not int or not 0 <= after <= MAX_USER_ID:
+            raise bad(f"conversations[{i}].afterSeq must be an integer seq (0 = from the first)")
+        before = c.get("beforeSeq")
+        if before is not None and (type(before) is not int or not after < before <= MAX_USER_ID):
+            raise bad(f"conversations[{i}].beforeSeq must be an integer seq above afterSeq")
+        ranges.append(Range(peer, after, before))
+    return Sync(request_id, tuple(ranges), min(limit, MAX_PAGE))
+
+
+class Syncer:
+    """Answers sync frames from the Message service's conversation pages."""
+
+    def __init__(self, gateway: "Gateway"):
+        self.gateway = gateway
+
+    def handle(self, session: "Session", sync: Sync) -> None:
+        # Answers sent before `connected` would be held, and a long one would
+        # overflow the hold (4002): wait until the connection is live (bounded).
+        deadline = time.monotonic() + LIVE_WAIT
+        while session.held is not None and not session.closing and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        uid, rid = session.user_id, sync.request_id
+        budget = MAX_MESSAGES
+        done = []
+        for r in sync.ranges:
+            last, has_more = r.after_seq, True
+            while budget > 0 and has_more:        # bounded by the budget: each page takes >= 1
+                page = self._page(uid, r.peer_id, last, r.before_seq, min(sync.limit, budget), rid)
+                messages = page.get("messages") or []
+                has_more = bool(page.get("hasMore")) and bool(messages)
+                if messages:
+                    budget -= len(messages)
+                    last = messages[-1]["seq"]
+                    if not session.reply(frames.encode("sync_messages", {
+                            "requestId": rid, "peerId": r.peer_id,
+                            "messages": [{**frames.chat_data(m), "status": m.get("status")}
+                                         for m in messages],
+                            "hasMore": has_more})):
+                        return                    # the connection is going away
+                    self._record_delivery(uid, messages)
+            done.append({"peerId": r.peer_id, "lastSeq": last, "hasMore": has_more})
+        session.reply(frames.encode("sync_complete", {"requestId": rid, "conversations": done}))
+
+    def _page(self, uid: int, peer: int, after: int, before: int | None, limit: int,
+              rid: str | None) -> dict:
+        try:
+            return self.gateway.backends.message.conversation(uid, peer, after, before, limit)
+        except BackendUnavailable:
+            raise FrameError("unavailable", "the message service is unavailable; retry the sync",
+                             request_id=rid) from None
+        except BackendRejected as e:
+            raise FrameError("bad_request" if e.status == 400 else "internal", e.message,
+                             request_id=rid) from None
+
+    def _record_delivery(self, uid: int, messages: list[dict]) -> None:
+        """Messages to this user not yet delivered count as delivered now (their
+        senders get `ack delivered`), as at an unread push."""
+        recorder = self.gateway.recorder
+        for m in messages:
+            if m.get("toUserId") == uid and m.get("status") == "sent":
+                recorder.add(uid, Outgoing("", (m["fromUserId"], m["msgId"]), m["seq"]))
