@@ -38,7 +38,7 @@ class ChatMessage:
     content_type: int = 1
     created_at: int | None = None        # ms since the epoch
     seq: int | None = None
-    status: str | None = None            # only in history: sent, delivered or read
+    status: str | None = None            # only in history and sync: sent, delivered or read
     raw: dict = field(default_factory=dict, repr=False, compare=False)
     type: ClassVar[str] = "chat"
 
@@ -102,6 +102,22 @@ class ErrorFrame:
     raw: dict = field(default_factory=dict, repr=False, compare=False)
     type: ClassVar[str] = "error"
 
+    @property
+    def request_id(self) -> str | None:
+        """The requestId of the sync frame this error answers (extension)."""
+        d = self.raw.get("data")
+        return _str(d.get("requestId")) if isinstance(d, dict) else None
+
+
+@dataclass(frozen=True)
+class SyncComplete:
+    """The end of the answer to a sync frame (extension): per conversation
+    ``{peerId, lastSeq, hasMore}``."""
+    request_id: str | None
+    conversations: tuple[dict, ...] = ()
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "sync_complete"
+
 
 @dataclass(frozen=True)
 class TokenExpiring:
@@ -117,7 +133,7 @@ class Pong:
 
 
 AnyFrame = Frame | ChatMessage | Ack | ReadReceipt | Presence | Connected | ErrorFrame \
-    | TokenExpiring | Pong
+    | TokenExpiring | Pong | SyncComplete
 
 
 def parse_frame(obj: dict) -> AnyFrame:
@@ -150,4 +166,8 @@ def parse_frame(obj: dict) -> AnyFrame:
         return ErrorFrame(_str(d.get("msgId")), _str(d.get("code")), _str(d.get("message")), obj)
     if kind == "token_expiring":
         return TokenExpiring(_int(d.get("expiresAt")), obj)
+    if kind == "sync_complete":
+        convs = d.get("conversations")
+        convs = tuple(c for c in convs if isinstance(c, dict)) if isinstance(convs, list) else ()
+        return SyncComplete(_str(d.get("requestId")), convs, obj)
     return Frame(kind, d, obj)

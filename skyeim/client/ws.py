@@ -40,7 +40,9 @@ from .errors import (AckTimeout, ChatError, ClientClosed, ConnectFailed, Connect
                      ReconnectFailed, Replaced, SkyeIMError, TokenExpired, TokenRefused,
                      Unauthorized,
                      handshake_refused)
-from .frames import Ack, AnyFrame, Connected, ErrorFrame, Pong, TokenExpiring, parse_frame
+from .frames import (Ack, AnyFrame, ChatMessage, Connected, ErrorFrame, Pong, SyncComplete,
+                     TokenExpiring, parse_frame)
+from .sync import Conversations
 
 log = logging.getLogger("skyeim.client")
 
@@ -81,11 +83,11 @@ class SendResult:
 
 
 class _Pending:
-    __slots__ = ("msg_id", "payload", "sent_gen", "not_before", "retries", "sent",
+    __slots__ = ("msg_id", "payload", "to", "sent_gen", "not_before", "retries", "sent",
                  "delivered", "error", "waiters")
 
-    def __init__(self, msg_id: str, payload: str):
-        self.msg_id, self.payload = msg_id, payload
+    def __init__(self, msg_id: str, payload: str, to: int = 0):
+        self.msg_id, self.payload, self.to = msg_id, payload, to
         self.sent_gen = -1              # the connection it was last written to
         self.not_before = 0.0           # monotonic time before which it is not (re)sent
         self.retries = 0
@@ -117,6 +119,14 @@ class Client:
     frames (the oldest are dropped and counted in ``dropped_frames``;
     ``max_queue=0`` turns the queue off). A callback must not block on an ack
     (``send_chat(wait=...)``) -- that would stop the reader it runs in.
+
+    With ``sync`` (the default) the client keeps, per conversation, the last
+    seq it holds (``conversations``; ``track`` seeds it), sends a ``sync``
+    frame after every ``connected`` and asks for the range when a gap in seq
+    shows up; the missed messages reach callbacks and the iterator as
+    ``ChatMessage`` frames, in seq order, and every message (by fromUserId
+    and msgId) is yielded once, whether it came live, as backlog or by sync.
+    ``SyncComplete`` frames say when a sync has been answered.
     """
 
     def __init__(self, url: str, token: str | None = None, *, use_header: bool = False,
@@ -126,7 +136,7 @@ class Client:
                  io_timeout: float = 30.0, keepalive: float | None = 20.0,
                  close_timeout: float = 1.0, max_outbox: int = 1000, max_queue: int = 10000,
                  max_message_size: int = 65536, rate_limit: tuple[float, int] | None = (40, 80),
-                 max_retries: int = 5):
+                 max_retries: int = 5, sync: bool = True):
         self.url = ws_url(url)
         self._token = token
         self.use_header = use_header
@@ -143,6 +153,8 @@ class Client:
         self.max_message_size = max_message_size
         self.max_retries = max_retries
         self._limiter = RateLimiter(*rate_limit) if rate_limit else None
+        self.sync_enabled = sync
+        self._conversations = Conversations()
 
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)          # acks, connected, pongs
@@ -326,7 +338,7 @@ class Client:
                     raise OutboxFull(f"{len(self._outbox)} chats are waiting for their ack")
                 self._cond.wait(remaining)
                 self._check_usable()
-            p = _Pending(msg_id, payload)
+            p = _Pending(msg_id, payload, to_user_id)
             self._recent.pop(msg_id, None)
             self._outbox[msg_id] = p
             if wait:
@@ -340,6 +352,30 @@ class Client:
         finally:
             with self._lock:
                 p.waiters -= 1
+
+    @property
+    def conversations(self) -> dict[int, int]:
+        """peer id -> the seq up to which this client holds the conversation (no gaps)."""
+        with self._lock:
+            return dict(self._conversations.marks)
+
+    def track(self, peer_id: int, last_seq: int = 0) -> None:
+        """Hold ``peer_id``'s conversation as known up to ``last_seq`` (0: nothing yet);
+        it is synced after every ``connected`` (now too, if live)."""
+        if type(peer_id) is not int or peer_id < 1 or type(last_seq) is not int or last_seq < 0:
+            raise ValueError("peer_id must be a user id and last_seq an integer >= 0")
+        with self._lock:
+            self._conversations.track(peer_id, last_seq)
+            live = self._live
+        if live and self.sync_enabled:
+            self.sync([peer_id])
+
+    def sync(self, peers: list[int] | None = None) -> None:
+        """Send a sync for the known conversations (or ``peers``) now; the missed
+        messages arrive as ``ChatMessage`` frames, then a ``SyncComplete``."""
+        with self._lock:
+            frames = self._conversations.catch_up(peers)
+        self._send_sync(frames)
 
     def wait_ack(self, msg_id: str, status: str = "sent",
                  timeout: float | None = 10.0) -> SendResult:
@@ -736,14 +772,72 @@ class Client:
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
             log.warning("%s: ignoring a frame without a string type", self._name)
             return
+        if obj["type"] == "sync_messages" and self.sync_enabled:
+            self._on_sync_page(obj.get("data"))
+            return
         frame = parse_frame(obj)
+        if isinstance(frame, ChatMessage) and self.sync_enabled and not self._is_new(frame):
+            return                    # seen already (a backlog pushed again, a sync overlap)
         self._apply(frame, gen)
         self._dispatch(frame)
+        if self.sync_enabled:
+            self._after_frame(frame)
         if isinstance(frame, TokenExpiring) and self.token_provider is not None:
             try:
                 self.refresh_token(self.token_provider())
             except Exception as e:  # noqa: BLE001
                 log.warning("%s: token refresh failed: %r", self._name, e)
+
+    # -- internals: sync (skyeim/client/sync.py keeps the state) ---------------------------
+    def _is_new(self, m: ChatMessage) -> bool:
+        with self._lock:
+            me = self.user_id
+            if m.from_user_id == me and m.msg_id and (
+                    m.msg_id in self._outbox or m.msg_id in self._recent):
+                new = False           # our own, sent from this client
+                self._conversations.own(me, m.to_user_id or 0, m.msg_id, m.seq)
+            else:
+                new = self._conversations.message(me, m.from_user_id, m.to_user_id,
+                                                  m.msg_id, m.seq)
+        return new
+
+    def _on_sync_page(self, data: Any) -> None:
+        """A sync_messages page: its new messages go out as chat frames, in seq order."""
+        if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
+            return
+        msgs = [m for m in data["messages"] if isinstance(m, dict)]
+        for m in sorted(msgs, key=lambda m: m.get("seq") if type(m.get("seq")) is int else 0):
+            frame = ChatMessage.from_data(m)
+            if self._is_new(frame):
+                self._dispatch(frame)
+
+    def _after_frame(self, frame: AnyFrame) -> None:
+        """Sync frames to send after ``frame``: a catch-up after `connected`, the next
+        round after `sync_complete`, a range request after a chat beyond a gap."""
+        with self._lock:
+            if not self._live:
+                return                # the catch-up after `connected` covers any gap
+            if isinstance(frame, Connected):
+                frames = self._conversations.catch_up()
+            elif isinstance(frame, SyncComplete):
+                frames = self._conversations.complete(frame.request_id, frame.conversations)
+            elif isinstance(frame, ErrorFrame) and frame.request_id:
+                self._conversations.failed(frame.request_id)
+                frames = []
+            elif isinstance(frame, (ChatMessage, Ack)):
+                frames = self._conversations.gaps()
+            else:
+                frames = []
+        self._send_sync(frames)
+
+    def _send_sync(self, frames: list[dict]) -> None:
+        for f in frames:
+            try:
+                self._send_frame(f)
+            except (NotConnected, SkyeIMError) as e:
+                # the next `connected` syncs again from what is held
+                log.debug("%s: sync not sent: %s", self._name, e)
+                return
 
     def _apply(self, frame: AnyFrame, gen: int) -> None:
         """Update the client's state from a frame (before callbacks see it)."""
@@ -762,6 +856,8 @@ class Client:
                     return
                 if frame.status == "sent":
                     p.sent = frame
+                    if p.to:
+                        self._conversations.own(self.user_id, p.to, p.msg_id, frame.seq)
                 elif frame.status == "delivered":
                     p.delivered = frame
                 if self._outbox.pop(p.msg_id, None) is not None:
