@@ -487,6 +487,46 @@ def test_replaced_by_another_tab_does_not_reconnect(browser, system):
     first.close()
 
 
+def test_messages_missed_while_away_arrive_by_sync_once(browser, system):
+    alice, bob = api_user(system, "alice"), api_user(system, "bob")
+    system.befriend(alice, bob)
+    a = Tab(browser, system)
+    a.sign_in(alice.username)
+    cb = system.connect(bob)
+    hi = cb.chat(alice, "hi alice")
+    expect(a.friend(bob.id).locator(".friend-sub")).to_have_text("hi alice")   # seq 1, known
+    # alice opens SkyeIM on her phone: this tab is replaced and stays away
+    phone = system.connect(alice)
+    expect(a.q("#banner")).to_have_attribute("data-kind", "replaced")
+    own = phone.chat(bob, "from the phone")
+    reply = None
+    for _ in range(20):                      # bounded: acks and bob's reply, in any order
+        frame = phone.recv_frame()
+        if frame["type"] == "ack" and frame["data"]["msgId"] == own and reply is None:
+            reply = cb.chat(alice, "bob's reply")
+        if frame["type"] == "chat" and frame["data"]["msgId"] == reply:
+            break
+    phone.read(bob)                          # read on the phone: never pushed to the tab
+    wait_until(lambda: all(m["status"] == "read" for m in system.history(alice, bob)["messages"]
+                           if m["fromUserId"] == bob.id), message="read on the phone")
+    phone.close()
+    received_before = len(a.received)
+    a.q("#banner-action").click()            # "Use it here"
+    expect(a.q("#banner")).to_be_hidden()
+    # the conversation was not open: only sync can have brought these
+    expect(a.friend(bob.id).locator(".friend-sub")).to_have_text("bob's reply")
+    since = [t for _, t in a.received[received_before:]]
+    assert "sync_messages" in since and "sync_complete" in since and "chat" not in since, since
+    assert "sync" in [t for _, t in a.sent]
+    a.open_chat(bob.id)
+    for mid in (hi, own, reply):
+        expect(a.message(mid)).to_have_count(1)
+    assert a.seqs() == [1, 2, 3]
+    expect(a.message(own)).to_have_class("msg mine")
+    a.assert_clean()
+    a.close()
+
+
 def test_expired_token_returns_to_sign_in(browser, system_factory):
     system = system_factory(ws={"Auth": {"EnforceExpiry": True, "ExpiryWarning": 2}},
                             auth={"AccessExpire": 4})

@@ -761,6 +761,8 @@
       case "online": return onPresence(data || {}, true);
       case "offline": return onPresence(data || {}, false);
       case "error": return onError(data || {});
+      case "sync_messages": return onSyncMessages(data || {});
+      case "sync_complete": return onSyncComplete(data || {});
       case "token_expiring":
         return showBanner("Your session expires soon. Sign in again to keep chatting.",
           "Sign in again", () => signOut(""), "expiring");
@@ -785,6 +787,7 @@
     refreshFriends();
     pumpOutbox();
     flushReads();
+    syncConversations();
     if (state.current != null) {
       const conv = getConv(state.current);
       if (conv.stale || !conv.historyLoaded) loadHistory(conv, null);   // catch up on ticks missed
@@ -833,6 +836,57 @@
     if (!online && Number.isInteger(d.timestamp)) f.lastSeen = d.timestamp;
     renderFriends();
     renderConvHead();
+  }
+
+  // Sync (docs/protocol.md, "Sync"): after every `connected`, ask for what came
+  // after the newest seq held in each known conversation; the answers merge by
+  // (fromUserId, msgId), so nothing shows twice however it arrived.
+  const SYNC_MAX_CONVERSATIONS = 100;   // the gateway's limit per sync frame
+  const SYNC_ROUNDS = 50;               // follow-up frames per connection (each brings up to 1000)
+
+  function newestSeq(conv) {
+    let top = null;
+    for (const m of conv.msgs.values()) if (m.seq != null && (top == null || m.seq > top)) top = m.seq;
+    return top;
+  }
+
+  function syncConversations() {
+    state.syncRounds = 0;
+    const ranges = [];
+    for (const conv of state.convs.values()) {
+      const top = newestSeq(conv);
+      if (top != null) ranges.push({ peerId: conv.peerId, afterSeq: top });
+    }
+    sendSync(ranges);
+  }
+
+  function sendSync(ranges) {
+    for (let i = 0; i < ranges.length; i += SYNC_MAX_CONVERSATIONS) {
+      wsSend("sync", { requestId: `web-${state.connId}-${(state.syncIds = (state.syncIds || 0) + 1)}`,
+        conversations: ranges.slice(i, i + SYNC_MAX_CONVERSATIONS), limit: 200 });
+    }
+  }
+
+  function onSyncMessages(d) {
+    if (!Number.isInteger(d.peerId) || !Array.isArray(d.messages)) return;
+    const me = state.session.userId;
+    const conv = getConv(d.peerId);
+    for (const m of d.messages) {
+      if (!m || typeof m.msgId !== "string" || !Number.isInteger(m.fromUserId)) continue;
+      const mm = mergeMessage(conv, m);
+      if (mm.fromUserId === me && state.outbox.delete(mm.msgId)) saveOutbox();
+      if (m.fromUserId !== me && m.status !== "read") conv.unread.add(m.msgId);
+    }
+    flushReads();
+    renderFriends();
+    if (state.current === d.peerId) renderMessages("auto");
+  }
+
+  function onSyncComplete(d) {
+    const more = (d.conversations || []).filter((c) => c && c.hasMore && Number.isInteger(c.lastSeq));
+    if (more.length && (state.syncRounds = (state.syncRounds || 0) + 1) <= SYNC_ROUNDS) {
+      sendSync(more.map((c) => ({ peerId: c.peerId, afterSeq: c.lastSeq })));
+    }
   }
 
   function onError(d) {
