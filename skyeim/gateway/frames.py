@@ -56,7 +56,14 @@ class Auth:
     token: str
 
 
-ClientFrame = Ping | Chat | Read | Auth
+@dataclass(frozen=True, slots=True)
+class Typing:
+    kind = "typing"               # an extension: skyeim/gateway/devices.py
+    to_user_id: int
+    state: str
+
+
+ClientFrame = Ping | Chat | Read | Auth | Typing
 
 
 def _bounded_int(digits: str):
@@ -92,6 +99,9 @@ def parse(text: str, sender_id: int, max_content_length: int) -> ClientFrame:
         if not isinstance(data, dict) or not isinstance(data.get("token"), str):
             raise FrameError("bad_request", 'auth needs data {"token": "<JWT>"}')
         return Auth(data["token"])
+    if kind == "typing":
+        from skyeim.gateway.devices import parse_typing
+        return parse_typing(data, sender_id)
     if kind in SERVER_TYPES:
         raise FrameError("unknown_type", f"{kind!r} is sent by the server only")
     raise FrameError("unknown_type", f"unknown frame type {kind[:64]!r}")
