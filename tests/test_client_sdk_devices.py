@@ -114,3 +114,14 @@ def test_too_many_devices_is_final_and_not_retried(allow, clients):
         third.connect()
     assert e.value.status == 409 and e.value.code == "too_many_devices"
     assert third.reconnect_attempts == 0
+
+
+def test_typing_and_own_read_frames_parse_to_their_classes():
+    from skyeim.client import parse_frame
+    t = parse_frame({"type": "typing", "data": {"fromUserId": 3, "state": "paused", "timestamp": 5}})
+    assert t == Typing(3, "paused", 5) and t.type == "typing"
+    own = parse_frame({"type": "read", "data": {"peerId": 2, "msgIds": ["m"], "timestamp": 1,
+                                                "own": True}})
+    assert isinstance(own, ReadReceipt) and own.own is True and own.peer_id == 2
+    receipt = parse_frame({"type": "read", "data": {"peerId": 2, "msgIds": ["m"], "timestamp": 1}})
+    assert receipt.own is False
