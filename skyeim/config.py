@@ -85,13 +85,18 @@ class WebSocketConfig:
     pong_timeout: int = 60       # s of silence before close 4004
     max_message_size: int = 65536  # bytes of a whole, reassembled message
     send_queue_size: int = 256   # frames per connection before close 4002
-    multi_login: Literal["kick"] = "kick"
+    # kick: one connection per user; allow: every device live; one-per-platform: one per
+    # `platform` query parameter (docs/protocol.md "Several devices per user")
+    multi_login: Literal["kick", "allow", "one-per-platform"] = "kick"
+    max_devices_per_user: int = 5   # live connections of one user with MultiLogin allow; 0 = no limit
     allowed_origins: tuple[str, ...] = ()
     max_connections: int = 0     # 0 = no limit
     max_connections_per_ip: int = 0    # sockets of one client address; 0 = no limit
     max_connections_per_user: int = 0  # sockets (and handshakes) of one user; 0 = no limit
     trusted_proxies: tuple[str, ...] = ()   # addresses/CIDRs whose X-Forwarded-For is believed
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    # `typing` frames per connection, on top of RateLimit; over it they are dropped silently
+    typing_rate: RateLimitConfig = field(default_factory=lambda: RateLimitConfig(2.0, 4))
     handshake_timeout: int = 10  # s to send a complete upgrade request
     close_timeout: float = 1.0   # s a close frame may take before the TCP drop
     unread_page_size: int = 200  # backlog messages fetched per page
@@ -105,7 +110,8 @@ class WebSocketConfig:
                      "send_queue_size", "handshake_timeout", "close_timeout",
                      "unread_page_size", "shutdown_timeout"):
             _positive(f"{key}.{_camel(name)}", getattr(self, name))
-        for name in ("max_connections", "max_connections_per_ip", "max_connections_per_user"):
+        for name in ("max_connections", "max_connections_per_ip", "max_connections_per_user",
+                     "max_devices_per_user"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{key}.{_camel(name)}: must be 0 (no limit) or more")
         for proxy in self.trusted_proxies:
@@ -116,6 +122,7 @@ class WebSocketConfig:
         if self.unread_page_size > 200:
             raise ConfigError(f"{key}.UnreadPageSize: at most 200 (the services' page cap)")
         self.rate_limit.validate(f"{key}.RateLimit")
+        self.typing_rate.validate(f"{key}.TypingRate")
         if self.echo_path:
             if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", self.echo_path):
                 raise ConfigError(f"{key}.EchoPath: {self.echo_path!r} is not a path like /echo")

@@ -67,7 +67,8 @@ class GatewayMetrics:
                                   ["generation"], buckets=LATENCY_BUCKETS, registry=r)
         # label children looked up once: the hot path must not build label tuples per frame
         self._in = {t: self.frames_in.labels(t) for t in
-                    ("ping", "chat", "read", "auth", "sync", "invalid", "binary", "rate_limited")}
+                    ("ping", "chat", "read", "auth", "sync", "typing", "typing_dropped", "invalid",
+                     "binary", "rate_limited")}
         self._out: dict[str, Counter] = {}
         self.sent_latency = self.ack_latency.labels("sent")
         self.delivered_latency = self.ack_latency.labels("delivered")

@@ -202,13 +202,17 @@ class Node:
         return [int(u) for u in re.findall(r"conn=\S+ user=(\d+) connected\b", self.log_text())]
 
     # -- clients ------------------------------------------------------------------
-    def open_ws(self, token: str, timeout: float = DEFAULT_TIMEOUT) -> websocket.WebSocket:
-        return websocket.create_connection(f"{self.ws_url}?token={token}", timeout=timeout,
-                                           suppress_origin=True, enable_multithread=True)
+    def open_ws(self, token: str, timeout: float = DEFAULT_TIMEOUT,
+                query: str = "") -> websocket.WebSocket:
+        """``query``: more query parameters, e.g. "platform=ios"."""
+        return websocket.create_connection(f"{self.ws_url}?token={token}" + (f"&{query}" if query else ""),
+                                           timeout=timeout, suppress_origin=True,
+                                           enable_multithread=True)
 
     def connect(self, user: User, *, wait_connected: bool = True,
-                connected_timeout: float = 10.0) -> Client:
-        client = Client(self.open_ws(user.token), user.id, label=f"{user.username}@{self.node_id}")
+                connected_timeout: float = 10.0, query: str = "") -> Client:
+        client = Client(self.open_ws(user.token, query=query), user.id,
+                        label=f"{user.username}@{self.node_id}")
         OPEN_CLIENTS.append(client)
         if wait_connected:
             data = client.wait_connected(connected_timeout)

@@ -146,6 +146,13 @@ def answer_to(obj, me: Identity) -> tuple:
         if data["token"] == me.token:
             return None
         return error("forbidden" if data["token"] == me.other_token else "unauthorized")
+    if kind == "typing":          # extension (docs/protocol.md): relayed or dropped, never answered
+        if not isinstance(data, dict):
+            return error("bad_request")
+        to, state = data.get("toUserId"), data.get("state")
+        if not is_user_id(to) or to == me.user_id or state not in (None, "typing", "paused"):
+            return error("bad_request")
+        return None
     return error("unknown_type")                     # server-only types included
 
 

@@ -540,3 +540,32 @@ def test_expired_token_returns_to_sign_in(browser, system_factory):
     assert a.page.evaluate("sessionStorage.getItem('skyeim.session')") is None
     a.assert_clean()
     a.close()
+
+
+def test_typing_indicator_shows_while_the_friend_types(browser, system):
+    alice, bob = api_user(system, "alice"), api_user(system, "bob")
+    system.befriend(alice, bob)
+    a, b = Tab(browser, system), Tab(browser, system)
+    a.sign_in(alice.username)
+    b.sign_in(bob.username)
+    a.open_chat(bob.id)
+    b.open_chat(alice.id)
+    expect(b.q("#conv-typing")).to_be_hidden()
+    a.q("#composer-input").press_sequentially("hello the", delay=20)
+    expect(b.q("#conv-typing")).to_be_visible()
+    expect(b.q("#conv-typing")).to_have_text(f"{alice.username} is typing…")
+    expect(b.q("#conv-presence")).to_be_hidden()
+    # nine keystrokes, one signal: the page throttles (one per 3 s at most)
+    assert [t for _, t in a.sent].count("typing") == 1
+    a.q("#composer-input").press("Enter")                  # the message ends the indicator
+    expect(b.q("#conv-typing")).to_be_hidden()
+    expect(b.q("#conv-presence")).to_be_visible()
+    a.q("#composer-input").press_sequentially("x")
+    expect(b.q("#conv-typing")).to_be_visible()
+    # no further signal: it goes by itself a few seconds later (5 s)
+    expect(b.q("#conv-typing")).to_be_hidden(timeout=10_000)
+    assert [t for _, t in a.sent].count("typing") == 2
+    a.assert_clean()
+    b.assert_clean()
+    a.close()
+    b.close()

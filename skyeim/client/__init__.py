@@ -16,17 +16,18 @@ from .errors import (AckTimeout, ApiError, AuthError, BadRequest, ChatError, Cli
                      ConnectFailed, ConnectionClosed, Conflict, ForbiddenOrigin,
                      HandshakeRefused, NotConnected, NotFound, OutboxFull, Overloaded,
                      ReconnectFailed, Replaced, ServiceUnavailable, SkyeIMError, TokenExpired,
-                     TokenRefused, Unauthorized)
+                     TokenRefused, TooManyDevices, Unauthorized)
 from .frames import (Ack, AnyFrame, ChatMessage, Connected, ErrorFrame, Frame, Pong, Presence,
-                     ReadReceipt, SyncComplete, TokenExpiring, parse_frame)
+                     ReadReceipt, SyncComplete, TokenExpiring, Typing, parse_frame)
 from .ws import Client, SendResult, ws_url
 
 __all__ = [
     "Api", "Friend", "HistoryPage", "Login", "Backoff", "RateLimiter", "Client", "SendResult",
     "ws_url", "Ack", "AnyFrame", "ChatMessage", "Connected", "ErrorFrame", "Frame", "Pong",
-    "Presence", "ReadReceipt", "SyncComplete", "TokenExpiring", "parse_frame", "AckTimeout", "ApiError",
+    "Presence", "ReadReceipt", "SyncComplete", "TokenExpiring", "Typing", "parse_frame", "AckTimeout",
+    "ApiError",
     "AuthError", "BadRequest", "ChatError", "ClientClosed", "ConnectFailed", "ConnectionClosed",
     "Conflict", "ForbiddenOrigin", "HandshakeRefused", "NotConnected", "NotFound", "OutboxFull",
     "Overloaded", "ReconnectFailed", "Replaced", "ServiceUnavailable", "SkyeIMError",
-    "TokenExpired", "TokenRefused", "Unauthorized",
+    "TokenExpired", "TokenRefused", "TooManyDevices", "Unauthorized",
 ]

@@ -31,7 +31,12 @@ class Overloaded(HandshakeRefused):
     """503 ``overloaded``: the gateway is full or shutting down (retry later)."""
 
 
-_REFUSALS = {401: Unauthorized, 403: ForbiddenOrigin, 503: Overloaded}
+class TooManyDevices(HandshakeRefused):
+    """409 ``too_many_devices``: the user has WebSocket.MaxDevicesPerUser live connections
+    (MultiLogin allow). Final: not retried by itself; close another device first."""
+
+
+_REFUSALS = {401: Unauthorized, 403: ForbiddenOrigin, 409: TooManyDevices, 503: Overloaded}
 _DEFAULT_CODES = {400: "not_websocket", 401: "unauthorized", 403: "forbidden_origin",
                   503: "overloaded"}
 

@@ -64,11 +64,23 @@ class Ack:
 
 @dataclass(frozen=True)
 class ReadReceipt:
-    peer_id: int | None                  # the user who read
+    peer_id: int | None                  # the user who read (own: the peer whose messages)
     msg_ids: tuple[str, ...] = ()
     timestamp: int | None = None
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+    # extension (several devices): True when this user read them on another device
+    own: bool = False
     type: ClassVar[str] = "read"
+
+
+@dataclass(frozen=True)
+class Typing:
+    """Extension: ``from_user_id`` is typing to this user ("typing") or stopped ("paused")."""
+    from_user_id: int | None
+    state: str | None = None
+    timestamp: int | None = None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "typing"
 
 
 @dataclass(frozen=True)
@@ -133,7 +145,7 @@ class Pong:
 
 
 AnyFrame = Frame | ChatMessage | Ack | ReadReceipt | Presence | Connected | ErrorFrame \
-    | TokenExpiring | Pong | SyncComplete
+    | TokenExpiring | Pong | SyncComplete | Typing
 
 
 def parse_frame(obj: dict) -> AnyFrame:
@@ -154,7 +166,10 @@ def parse_frame(obj: dict) -> AnyFrame:
     if kind == "read":
         ids = d.get("msgIds")
         ids = tuple(i for i in ids if isinstance(i, str)) if isinstance(ids, list) else ()
-        return ReadReceipt(_int(d.get("peerId")), ids, _int(d.get("timestamp")), obj)
+        return ReadReceipt(_int(d.get("peerId")), ids, _int(d.get("timestamp")), obj,
+                           own=d.get("own") is True)
+    if kind == "typing":
+        return Typing(_int(d.get("fromUserId")), _str(d.get("state")), _int(d.get("timestamp")), obj)
     if kind in ("online", "offline"):
         return Presence(_int(d.get("userId")), kind == "online", _int(d.get("timestamp")), obj)
     if kind == "connected":

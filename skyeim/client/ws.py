@@ -136,8 +136,14 @@ class Client:
                  io_timeout: float = 30.0, keepalive: float | None = 20.0,
                  close_timeout: float = 1.0, max_outbox: int = 1000, max_queue: int = 10000,
                  max_message_size: int = 65536, rate_limit: tuple[float, int] | None = (40, 80),
-                 max_retries: int = 5, sync: bool = True):
+                 max_retries: int = 5, sync: bool = True, platform: str | None = None,
+                 typing_interval: float = 1.0):
         self.url = ws_url(url)
+        # sent as the `platform` query parameter (web, ios, android, desktop): with
+        # MultiLogin one-per-platform a new login replaces only the same platform's
+        self.platform = platform
+        self.typing_interval = typing_interval    # s between repeated `typing` to one peer
+        self._typing_sent: dict[int, tuple[str, float]] = {}
         self._token = token
         self.use_header = use_header
         self.token_provider = token_provider
@@ -412,6 +418,27 @@ class Client:
             data["msgIds"] = list(msg_ids)
         self._send_frame({"type": "read", "data": data})
 
+    def send_typing(self, to_user_id: int, state: str = "typing") -> bool:
+        """Tell ``to_user_id`` that this user is typing ("typing") or stopped ("paused").
+        Never stored or acked. The same state to the same peer goes out at most every
+        ``typing_interval`` s (the gateway drops what is over WebSocket.TypingRate);
+        returns False when skipped for that."""
+        if type(to_user_id) is not int or to_user_id < 1:
+            raise ValueError("to_user_id must be a positive integer user id")
+        if state not in ("typing", "paused"):
+            raise ValueError('state must be "typing" or "paused"')
+        now = time.monotonic()
+        with self._lock:
+            last = self._typing_sent.get(to_user_id)
+            if last is not None and last[0] == state and now - last[1] < self.typing_interval:
+                return False
+            if len(self._typing_sent) >= 1024:      # bounded: forget the oldest peer
+                del self._typing_sent[next(iter(self._typing_sent))]
+            self._typing_sent.pop(to_user_id, None)
+            self._typing_sent[to_user_id] = (state, now)
+        self._send_frame({"type": "typing", "data": {"toUserId": to_user_id, "state": state}})
+        return True
+
     def ping(self, timeout: float | None = 5.0, wait: bool = True) -> float | None:
         """Send an application ``ping``; with ``wait``, return the seconds until its ``pong``."""
         if wait and threading.get_ident() == self._reader_ident:
@@ -497,6 +524,8 @@ class Client:
     # -- internals: connection ----------------------------------------------------------------
     def _open(self) -> websocket.WebSocket:
         url, headers, token = self.url, list(self.headers), self._token
+        if self.platform:
+            url += ("&" if "?" in url else "?") + "platform=" + quote(self.platform, safe="")
         if token:
             if self.use_header:
                 headers.append(f"Authorization: Bearer {token}")

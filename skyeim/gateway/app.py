@@ -12,6 +12,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from skyeim import tokens
 from skyeim.gateway.backends import BackendRejected, BackendUnavailable
 from skyeim.gateway.core import Gateway
+from skyeim.gateway.devices import parse_platform
 from skyeim.gateway.echo import serve_echo
 from skyeim.gateway.limits import ConnectionLimits
 from skyeim.metrics import add_metrics_route
@@ -89,6 +90,9 @@ def ws_handler():
         return _refuse(gateway, 400, "not_websocket", "this endpoint needs a WebSocket upgrade")
     if not _origin_allowed(gateway):
         return _refuse(gateway, 403, "forbidden_origin", "this Origin is not allowed")
+    platform = parse_platform(request.args.get("platform"))
+    if platform is None:
+        return _refuse(gateway, 400, "bad_request", "platform must be web, ios, android or desktop")
     bearer = _bearer()               # the header wins, even when it is empty
     token = bearer if bearer is not None else request.args.get("token", "")
     try:
@@ -97,6 +101,9 @@ def ws_handler():
         return _refuse(gateway, 401, "unauthorized", "a valid token is required")
     if not gateway.has_room():
         return _refuse(gateway, 503, "overloaded", "the gateway is full or shutting down")
+    if gateway.devices.too_many(claims.user_id):   # final, not retried: 409 (docs/protocol.md)
+        return _refuse(gateway, 409, "too_many_devices",
+                       "this user has reached WebSocket.MaxDevicesPerUser live connections")
     # per address and per user (docs/protocol.md): 503 too, so that clients retry later
     limits: ConnectionLimits = current_app.extensions["skyeim.limits"]
     ip = limits.client_ip(request.environ)
@@ -105,7 +112,7 @@ def ws_handler():
         return _refuse(gateway, 503, "too_many_connections", refused)
     try:
         ws.accept()
-        gateway.serve(ws, claims)
+        gateway.serve(ws, claims, platform)
     finally:
         limits.release(ip, claims.user_id)
     return ""

@@ -115,8 +115,8 @@ class ClusterHub(Hub):
 
     # -- the Hub interface ------------------------------------------------------------
 
-    def register(self, session: Sink, replace: bool = True) -> tuple[bool, list[Sink]]:
-        first, replaced = super().register(session, replace)
+    def register(self, session: Sink, mode: str = "kick") -> tuple[bool, list[Sink]]:
+        first, replaced = super().register(session, mode)
         uid = session.user_id
         if not self.redis_ok:
             return first, replaced          # the listener re-registers everyone on its return
@@ -124,13 +124,16 @@ class ClusterHub(Hub):
             if self._remote_nodes(uid):
                 first = False
             pipe = self.redis.pipeline(transaction=False)
-            if replace:
-                # MultiLogin kick: every node closes this user's *older* logins (4001).
+            if mode != "allow":
+                # MultiLogin kick: every node closes this user's *older* logins (4001);
+                # one-per-platform: only those of the same platform ("p").
                 # Told to all nodes, not only those listed now, so that two logins at
                 # the same moment on two nodes still end with one (the newer) alive.
                 session.gen = self.redis.incr(f"{self.prefix}gen:{uid}")
-                pipe.publish(f"{self.prefix}kick", json.dumps(
-                    {"kick": uid, "g": session.gen, "n": self.node_id}))
+                kick = {"kick": uid, "g": session.gen, "n": self.node_id}
+                if mode == "one-per-platform":
+                    kick["p"] = session.platform
+                pipe.publish(f"{self.prefix}kick", json.dumps(kick))
             pipe.hset(self._k_user(uid), self.node_id, self.local_count(uid))
             pipe.sadd(self._k_users(self.node_id), uid)
             pipe.execute()
@@ -160,8 +163,16 @@ class ClusterHub(Hub):
 
     def send_to_user(self, user_id: int, item, wait: float = 0.0) -> int:
         n = super().send_to_user(user_id, item, wait)
-        if n or not self.redis_ok:
+        if (n and not self.multi_device) or not self.redis_ok:
             return n
+        return n + self._publish(user_id, item, wait)
+
+    def send_to_others(self, user_id: int, item, exclude: Sink) -> int:
+        n = super().send_to_others(user_id, item, exclude)
+        return n + self._publish(user_id, item, 0.0) if self.redis_ok else n
+
+    def _publish(self, user_id: int, item, wait: float) -> int:
+        """Route ``item`` to the other nodes holding ``user_id``; how many there are."""
         try:
             nodes = self._remote_nodes(user_id)
             if nodes:
@@ -172,6 +183,17 @@ class ClusterHub(Hub):
         except redis.RedisError as e:
             self._failed("route", e)
             return 0
+
+    def device_count(self, user_id: int) -> int:
+        if not self.redis_ok:
+            return self.local_count(user_id)
+        try:
+            counts = self.redis.hgetall(self._k_user(user_id))
+            live = set(self._live([n for n in counts if n != self.node_id]))
+            return self.local_count(user_id) + sum(int(c) for n, c in counts.items() if n in live)
+        except redis.RedisError as e:
+            self._failed("devices", e)
+            return self.local_count(user_id)
 
     def is_online(self, user_id: int) -> bool:
         return bool(self.online_among([user_id]))
@@ -261,7 +283,7 @@ class ClusterHub(Hub):
             msg = json.loads(data)
             if "kick" in msg:
                 if msg["n"] != self.node_id:
-                    self._kick_local(int(msg["kick"]), int(msg["g"]))
+                    self._kick_local(int(msg["kick"]), int(msg["g"]), msg.get("p"))
                 return
             uid = msg["u"]
             if "k" in msg:
@@ -276,8 +298,8 @@ class ClusterHub(Hub):
         except (ValueError, KeyError, TypeError, IndexError):
             log.warning("cluster: dropped a malformed message on %s", self._k_chan(self.node_id))
 
-    def _kick_local(self, uid: int, gen: int) -> None:
-        sessions = self.take_older(uid, gen)
+    def _kick_local(self, uid: int, gen: int, platform: str | None = None) -> None:
+        sessions = self.take_older(uid, gen, platform)
         if not sessions:
             return
         try:

@@ -20,6 +20,7 @@ from skyeim import tokens
 from skyeim.config import GatewayConfig
 from skyeim.gateway import frames
 from skyeim.gateway.backends import Backends, BackendRejected, BackendUnavailable
+from skyeim.gateway.devices import UNKNOWN_PLATFORM, Devices
 from skyeim.gateway.frames import FrameError
 from skyeim.gateway.hub import Hub
 from skyeim.gateway.revocation import Revocations
@@ -52,6 +53,8 @@ class Gateway:
             self.hub: Hub = ClusterHub(cfg.cluster, self._users_gone, self._users_back)
         else:
             self.hub = Hub()
+        self.devices = Devices(self)
+        self.hub.multi_device = self.devices.multi
         self.presence = Pool(PRESENCE_CONCURRENCY)      # offline notifications in flight
         # user id -> its offline notification in flight: a quick reconnect's `online`
         # waits for it, so friends see offline then online, never online twice
@@ -78,9 +81,9 @@ class Gateway:
 
     # -- one connection --------------------------------------------------------------
 
-    def serve(self, ws: WebSocket, claims: tokens.Claims) -> None:
+    def serve(self, ws: WebSocket, claims: tokens.Claims, platform: str = UNKNOWN_PLATFORM) -> None:
         """Run one accepted connection until it closes (in the handler's greenlet)."""
-        session = Session(ws, claims.user_id, claims.expires_at, self)
+        session = Session(ws, claims.user_id, claims.expires_at, self, platform)
         self.connections += 1
         self.sessions.add(session)
         self.revocations.track(session, claims.gen)
@@ -129,7 +132,7 @@ class Gateway:
     def _bring_online(self, session: Session) -> None:
         """Steps 1-4 of PROTOCOL.md section 1: register, presence, unread push, connected."""
         uid = session.user_id
-        first, replaced = self.hub.register(session)
+        first, replaced = self.hub.register(session, self.devices.mode)
         self.metrics.users_online.set(self.hub.local_users())
         for old in replaced:
             log.info("conn=%s user=%s replaced by conn=%s: closing 4001",
@@ -264,6 +267,8 @@ class Gateway:
                 self._handle_auth(session, frame)
             elif isinstance(frame, Sync):
                 self.syncer.handle(session, frame)
+            elif isinstance(frame, frames.Typing):
+                self.devices.relay_typing(session, frame)
         except FrameError as e:
             log.debug("conn=%s user=%s error %s: %s", session.conn_id, session.user_id, e.code, e.message)
             session.reply(frames.encode_error(e.code, e.message, e.msg_id, e.request_id))
@@ -294,6 +299,8 @@ class Gateway:
         session.reply(frames.encode_ack(msg_id, "sent", stored["createdAt"], seq,
                                        duplicate=bool(stored.get("duplicate"))))
         self.metrics.sent_latency.observe(time.perf_counter() - t0)
+        if not stored.get("duplicate"):
+            self.devices.copy_sent(session, stored)
         if stored.get("duplicate") and stored.get("delivered"):
             session.reply(frames.encode_ack(msg_id, "delivered", stored["deliveredAt"], seq))
             return
@@ -312,6 +319,7 @@ class Gateway:
             self.hub.send_to_user(read.peer_id, frames.encode("read", {
                 "peerId": session.user_id, "msgIds": result["msgIds"],
                 "timestamp": result["readAt"]}))
+        self.devices.sync_read(session, read.peer_id, result)
 
     def _handle_auth(self, session: Session, auth: frames.Auth) -> None:
         try:

@@ -58,7 +58,14 @@ class Auth:
     token: str
 
 
-ClientFrame = Ping | Chat | Read | Auth
+@dataclass(frozen=True, slots=True)
+class Typing:
+    kind = "typing"               # an extension: skyeim/gateway/devices.py
+    to_user_id: int
+    state: str
+
+
+ClientFrame = Ping | Chat | Read | Auth | Typing
 
 
 def _bounded_int(digits: str):
@@ -97,6 +104,9 @@ def parse(text: str, sender_id: int, max_content_length: int) -> ClientFrame:
     if kind == "sync":
         from skyeim.gateway import sync     # (which builds on this module)
         return sync.parse(data, sender_id)
+    if kind == "typing":
+        from skyeim.gateway.devices import parse_typing
+        return parse_typing(data, sender_id)
     if kind in SERVER_TYPES:
         raise FrameError("unknown_type", f"{kind!r} is sent by the server only")
     raise FrameError("unknown_type", f"unknown frame type {kind[:64]!r}")

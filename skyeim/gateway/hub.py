@@ -9,10 +9,13 @@ from __future__ import annotations
 import threading
 from typing import Iterable, Protocol
 
+from skyeim.gateway.devices import replaces
+
 
 class Sink(Protocol):
     user_id: int
     gen: int
+    platform: str
 
     def send(self, item, wait: float = 0.0) -> bool: ...
 
@@ -22,21 +25,19 @@ class Hub:
         self._lock = threading.Lock()   # a gevent lock once monkey-patched
         self._sessions: dict[int, list[Sink]] = {}
 
-    def register(self, session: Sink, replace: bool = True) -> tuple[bool, list[Sink]]:
+    def register(self, session: Sink, mode: str = "kick") -> tuple[bool, list[Sink]]:
         """Add ``session``; returns (first connection of its user, sessions it replaced).
 
-        With ``replace`` (MultiLogin kick) the user's older sessions leave the
+        The older sessions that ``mode`` (WebSocket.MultiLogin) replaces leave the
         hub at once: they get no more frames, and their later ``unregister``
         says nothing, so friends never see the user go offline.
         """
         with self._lock:
             older = self._sessions.get(session.user_id, [])
             first = not older
-            if replace:
-                self._sessions[session.user_id] = [session]
-                return first, older
-            self._sessions[session.user_id] = older + [session]
-            return first, []
+            replaced = [s for s in older if replaces(mode, s, session)]
+            self._sessions[session.user_id] = [s for s in older if s not in replaced] + [session]
+            return first, replaced
 
     def unregister(self, session: Sink) -> bool:
         """Remove ``session``; True when it was its user's last one (the user went offline)."""
@@ -55,13 +56,14 @@ class Hub:
                 del self._sessions[session.user_id]
             return len(rest)
 
-    def take_older(self, user_id: int, gen: int) -> list[Sink]:
+    def take_older(self, user_id: int, gen: int, platform: str | None = None) -> list[Sink]:
         """Remove and return the sessions of ``user_id`` whose login ``gen`` is lower
-        (silently: no offline); a newer one stays."""
+        (silently: no offline), only those of ``platform`` if given; a newer one stays."""
         with self._lock:
             sessions = self._sessions.get(user_id, [])
-            older = [s for s in sessions if s.gen < gen]
-            rest = [s for s in sessions if s.gen >= gen]
+            older = [s for s in sessions
+                     if s.gen < gen and (platform is None or s.platform == platform)]
+            rest = [s for s in sessions if s not in older]
             if rest:
                 self._sessions[user_id] = rest
             else:
@@ -80,6 +82,17 @@ class Hub:
             sessions = list(sessions) if sessions else ()
         return sum(1 for s in sessions if s.send(item, wait))
 
+    def send_to_others(self, user_id: int, item, exclude: Sink) -> int:
+        """Queue ``item`` on every session of ``user_id`` but ``exclude`` (the user's other
+        devices); returns how many took it."""
+        with self._lock:
+            sessions = [s for s in self._sessions.get(user_id, ()) if s is not exclude]
+        return sum(1 for s in sessions if s.send(item))
+
+    def device_count(self, user_id: int) -> int:
+        """Live connections of ``user_id`` (on every node, in a cluster)."""
+        return self.local_count(user_id)
+
     def is_online(self, user_id: int) -> bool:
         return user_id in self._sessions
 
@@ -95,6 +108,9 @@ class Hub:
 
     # A lone gateway has nothing to start, stop or lose.
     clustered = False
+    # MultiLogin allow / one-per-platform: a user may have sessions here and on other
+    # nodes at once, so frames for a user go to every node that holds one
+    multi_device = False
 
     def start(self) -> None:
         pass

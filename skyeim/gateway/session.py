@@ -16,6 +16,7 @@ import gevent
 from gevent.queue import Empty, Full, Queue
 
 from skyeim.gateway import frames
+from skyeim.gateway.devices import UNKNOWN_PLATFORM, TypingBucket
 from skyeim.gateway.transport import CLOSE_GOING_AWAY, ConnectionClosed, WebSocket
 from skyeim.metrics import frame_type
 
@@ -62,9 +63,11 @@ _WAKE = object()    # a no-op that makes the writer re-plan its timers
 class Session:
     __slots__ = ("ws", "user_id", "conn_id", "gateway", "queue", "held", "closing",
                  "stop_reading", "busy", "token_exp", "warned", "next_ping_at",
-                 "tokens", "tokens_at", "sent_keys", "writer", "online", "gen", "__weakref__")
+                 "tokens", "tokens_at", "sent_keys", "writer", "online", "gen", "platform", "typing",
+                 "__weakref__")
 
-    def __init__(self, ws: WebSocket, user_id: int, token_exp: int, gateway: "Gateway"):
+    def __init__(self, ws: WebSocket, user_id: int, token_exp: int, gateway: "Gateway",
+                 platform: str = UNKNOWN_PLATFORM):
         ws_cfg = gateway.cfg.web_socket
         self.ws = ws
         self.user_id = user_id
@@ -84,6 +87,8 @@ class Session:
         self.writer: gevent.Greenlet | None = None
         self.online: gevent.Greenlet | None = None    # the online flow, while it runs
         self.gen = 0                     # cluster login order of this user (0 = unknown)
+        self.platform = platform         # the `platform` query parameter (MultiLogin)
+        self.typing = TypingBucket(ws_cfg.typing_rate.rate, ws_cfg.typing_rate.burst)
 
     def __repr__(self) -> str:
         return f"<Session conn={self.conn_id} user={self.user_id}>"

@@ -15,6 +15,8 @@
   const FRIENDS_REFRESH_MS = 30000;
   const STATUS_RANK = { pending: 0, failed: 0, sent: 1, delivered: 2, read: 3 };
   const TYPE_LABEL = { 2: "Image", 3: "File", 4: "Voice" };
+  const TYPING_SEND_MS = 3000;     // while typing, tell the peer at most this often
+  const TYPING_SHOW_MS = 5000;     // "… is typing" stays this long after the last signal
 
   const $ = (id) => document.getElementById(id);
 
@@ -35,6 +37,9 @@
     lastPingAt: 0,
     lastFrameAt: 0,
     timers: { reconnect: null, ping: null, countdown: null, pump: null, friends: null },
+    typingFrom: new Map(),   // peerId -> timer hiding its "is typing" (a signal, never stored)
+    typingSentAt: 0,         // when we last sent "typing" (throttle)
+    typingTo: null,          // peerId we last told "typing"
   };
 
   // ---------------------------------------------------------------------------
@@ -405,6 +410,10 @@
     $("conv-presence").textContent = f ? presenceText(f) : "not in your friends";
     $("conv-dot").className = `dot${f && f.online ? " online" : ""}`;
     $("conv-head").dataset.online = String(Boolean(f && f.online));
+    const typing = state.typingFrom.has(id);
+    $("conv-typing").textContent = typing ? `${friendName(id)} is typing…` : "";
+    show($("conv-typing"), typing);
+    show($("conv-presence"), !typing);
   }
 
   function renderConversation() {
@@ -655,7 +664,7 @@
     state.replaced = false;
     state.live = false;
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${proto}//${location.host}/ws?token=${encodeURIComponent(state.session.token)}`);
+    const ws = new WebSocket(`${proto}//${location.host}/ws?platform=web&token=${encodeURIComponent(state.session.token)}`);
     state.ws = ws;
     let opened = false;
     ws.onopen = () => {
@@ -758,6 +767,7 @@
       case "chat": return onChat(data || {});
       case "ack": return onAck(data || {});
       case "read": return onRead(data || {});
+      case "typing": return onTyping(data || {});
       case "online": return onPresence(data || {}, true);
       case "offline": return onPresence(data || {}, false);
       case "error": return onError(data || {});
@@ -796,8 +806,12 @@
 
   function onChat(d) {
     const me = state.session.userId;
+    if (d.fromUserId === me && Number.isInteger(d.toUserId) && typeof d.msgId === "string") {
+      return onOwnCopy(d);
+    }
     if (!Number.isInteger(d.fromUserId) || typeof d.msgId !== "string" || d.toUserId !== me) return;
     const peer = d.fromUserId;
+    stopTyping(peer);               // the message it was typing has arrived
     const conv = getConv(peer);
     mergeMessage(conv, { ...d, status: "delivered" });   // de-duplicated by (fromUserId, msgId)
     conv.unread.add(d.msgId);       // pushed again = still unread on the server
@@ -820,7 +834,48 @@
     renderFriends();
   }
 
+  // A chat this user sent from another device (several devices per user)
+  function onOwnCopy(d) {
+    const conv = getConv(d.toUserId);
+    mergeMessage(conv, { ...d, status: "sent" });
+    renderFriends();
+    if (state.current === d.toUserId) renderMessages("auto");
+  }
+
+  function onTyping(d) {
+    const peer = d.fromUserId;
+    if (!Number.isInteger(peer)) return;
+    if (d.state !== "typing") { stopTyping(peer); return; }
+    clearTimeout(state.typingFrom.get(peer));
+    state.typingFrom.set(peer, setTimeout(() => stopTyping(peer), TYPING_SHOW_MS));
+    if (state.current === peer) renderConvHead();
+  }
+
+  function stopTyping(peer) {
+    if (!state.typingFrom.has(peer)) return;
+    clearTimeout(state.typingFrom.get(peer));
+    state.typingFrom.delete(peer);
+    if (state.current === peer) renderConvHead();
+  }
+
+  // While the user types, tell the open conversation's peer, throttled
+  function sendTyping() {
+    const peer = state.current;
+    if (peer == null || !state.live || !$("composer-input").value.trim()) return;
+    const now = Date.now();
+    if (state.typingTo === peer && now - state.typingSentAt < TYPING_SEND_MS) return;
+    if (wsSend("typing", { toUserId: peer, state: "typing" })) {
+      state.typingTo = peer;
+      state.typingSentAt = now;
+    }
+  }
+
   function onRead(d) {
+    if (d.own === true) {           // read on another device of ours: not unread here either
+      const conv = state.convs.get(d.peerId);
+      if (conv) { for (const id of d.msgIds || []) conv.unread.delete(id); renderFriends(); }
+      return;
+    }
     let changed = false;
     for (const id of d.msgIds || []) {
       const m = state.mine.get(id);
@@ -947,6 +1002,7 @@
       input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
     };
     input.addEventListener("input", grow);
+    input.addEventListener("input", sendTyping);
     input.addEventListener("keydown", (e) => {
       if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
         e.preventDefault();
@@ -958,6 +1014,7 @@
       const text = input.value.replace(/\s+$/, "");
       if (!text.trim()) return;
       sendText(text);
+      state.typingTo = null;        // the next keystroke may signal at once
       input.value = "";
       grow();
       input.focus();
