@@ -12,12 +12,13 @@ Two tables:
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from sqlalchemy import (BigInteger, Column, Index, Integer, LargeBinary, MetaData, SmallInteger,
-                        String, Table, TypeDecorator, UniqueConstraint, and_, exc, func, or_, select,
-                        update)
+                        String, Table, TypeDecorator, UniqueConstraint, and_, bindparam, exc, func,
+                        or_, select, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
@@ -186,9 +187,7 @@ def _send_many(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row, bool
         for i in new:
             pair = _pair(msgs[i])
             counts[pair] = counts.get(pair, 0) + 1
-        next_seq = {}
-        for pair in sorted(counts):             # one global lock order: see send_messages
-            next_seq[pair] = _next_seq(conn, *pair, count=counts[pair]) - counts[pair] + 1
+        next_seq = _next_seqs(conn, counts)
         now = now_ms()
         rows = []
         for i in new:
@@ -222,19 +221,45 @@ def _chunks(keys: list, limit: int = _SHAPES[-1]):
         yield chunk + [chunk[-1]] * (size - len(chunk))
 
 
-def _find_many(conn: Connection, keys: list[tuple[int, str]]) -> list[Row]:
+@functools.lru_cache(maxsize=None)
+def _find_statement(size: int):
     # OR of (from_user_id, msg_id) equalities: both SQLite and PostgreSQL answer
-    # it from the unique index (a row-value IN would make SQLite scan the table)
+    # it from the unique index (a row-value IN would make SQLite scan the table).
+    # Built once per size: constructing a 256-term expression costs more than running it.
+    return select(*_CHAT_COLUMNS).where(or_(*[
+        and_(messages.c.from_user_id == bindparam(f"f{i}"), messages.c.msg_id == bindparam(f"m{i}"))
+        for i in range(size)]))
+
+
+def _find_many(conn: Connection, keys: list[tuple[int, str]]) -> list[Row]:
     found: list[Row] = []
     for chunk in _chunks(list(dict.fromkeys(keys))):
-        found += conn.execute(select(*_CHAT_COLUMNS).where(or_(*[
-            and_(messages.c.from_user_id == f, messages.c.msg_id == m) for f, m in chunk]))).all()
+        params = {}
+        for i, (f, m) in enumerate(chunk):
+            params[f"f{i}"], params[f"m{i}"] = f, m
+        found += conn.execute(_find_statement(len(chunk)), params).all()
     return found
 
 
 def find_message(conn: Connection, from_user_id: int, msg_id: str) -> Row | None:
     return conn.execute(select(*_CHAT_COLUMNS).where(
         messages.c.from_user_id == from_user_id, messages.c.msg_id == msg_id)).first()
+
+
+def _next_seqs(conn: Connection, counts: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+    """Allocate ``count`` seqs for each pair (lo, hi) with one multi-row upsert;
+    return each pair's first new seq. Pairs go in sorted order: one global lock
+    order, so concurrent batches cannot deadlock (see send_messages)."""
+    pairs = sorted(counts)
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(conversations)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[conversations.c.user_lo, conversations.c.user_hi],
+        set_={"last_seq": conversations.c.last_seq + stmt.excluded.last_seq},
+    ).returning(conversations.c.last_seq, sort_by_parameter_order=True)
+    last = conn.execute(stmt, [{"user_lo": lo, "user_hi": hi, "last_seq": counts[(lo, hi)]}
+                               for lo, hi in pairs]).scalars().all()
+    return {pair: end - counts[pair] + 1 for pair, end in zip(pairs, last)}
 
 
 def _next_seq(conn: Connection, lo: int, hi: int, count: int = 1) -> int:
@@ -326,6 +351,17 @@ def mark_delivered(conn: Connection, user_id: int,
     return [(f, m, now) for f, m in keys if (f, m) in newly]
 
 
+@functools.lru_cache(maxsize=None)
+def _delivered_statement(size: int):
+    return (update(messages)
+            .where(or_(*[and_(messages.c.from_user_id == bindparam(f"f{i}"),
+                              messages.c.msg_id == bindparam(f"m{i}"),
+                              messages.c.to_user_id == bindparam(f"t{i}")) for i in range(size)]),
+                   messages.c.delivered_at.is_(None))
+            .values(delivered_at=bindparam("now"))
+            .returning(messages.c.to_user_id, messages.c.from_user_id, messages.c.msg_id))
+
+
 def mark_delivered_many(conn: Connection, deliveries: list[tuple[int, list[tuple[int, str]]]]
                         ) -> list[list[tuple[int, str, int]]]:
     """mark_delivered for several recipients, with one UPDATE per chunk of keys."""
@@ -333,13 +369,10 @@ def mark_delivered_many(conn: Connection, deliveries: list[tuple[int, list[tuple
     wanted = list(dict.fromkeys((to, f, m) for to, keys in deliveries for f, m in keys))
     newly: set[tuple[int, int, str]] = set()
     for chunk in _chunks(wanted):
-        marked = conn.execute(
-            update(messages)
-            .where(or_(*[and_(messages.c.from_user_id == f, messages.c.msg_id == m,
-                              messages.c.to_user_id == to) for to, f, m in chunk]),
-                   messages.c.delivered_at.is_(None))
-            .values(delivered_at=now)
-            .returning(messages.c.to_user_id, messages.c.from_user_id, messages.c.msg_id)).all()
+        params: dict[str, Any] = {"now": now}
+        for i, (to, f, m) in enumerate(chunk):
+            params[f"t{i}"], params[f"f{i}"], params[f"m{i}"] = to, f, m
+        marked = conn.execute(_delivered_statement(len(chunk)), params).all()
         newly.update((r.to_user_id, r.from_user_id, r.msg_id) for r in marked)
     return [[(f, m, now) for f, m in dict.fromkeys(keys) if (to, f, m) in newly]
             for to, keys in deliveries]
