@@ -22,7 +22,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from harness import PASSWORD, unique
+from harness import PASSWORD, System, close_open_clients, unique
 from service_harness import INTERNAL_SECRET, database_url, running_service
 
 pytestmark = pytest.mark.timeout(240)
@@ -81,6 +81,20 @@ class Ledger:
 
     def __init__(self) -> None:
         self.count: Counter[str] = Counter()
+
+
+# Every injection string is tried as a wrong login: far more failures than the Auth
+# service's login limit (LoginLimit) allows, which would answer 429 instead of 401.
+NO_LOGIN_LIMIT = {"LoginLimit": {"MaxFailures": 100_000, "MaxAddressFailures": 100_000}}
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory):
+    sys_ = System(tmp_path_factory.mktemp("test_sql_injection"), auth=NO_LOGIN_LIMIT)
+    sys_.start()
+    yield sys_
+    close_open_clients()
+    sys_.stop()
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +247,8 @@ def services(request, tmp_path_factory):
             database_url(backend, workdir, "injmsg") as msg_url:
         base = {"InternalSecret": INTERNAL_SECRET}
         with running_service("skyeim.auth", {**base, "Name": "auth", "DataSource": auth_url,
-                                             "AccessSecret": "s" * 32, "AccessExpire": 3600},
+                                             "AccessSecret": "s" * 32, "AccessExpire": 3600,
+                                             **NO_LOGIN_LIMIT},
                              workdir) as auth, \
                 running_service("skyeim.friend", {**base, "Name": "friend",
                                                   "DataSource": friend_url}, workdir) as friend, \
