@@ -237,6 +237,34 @@ class MessageService(ServiceClient):
         return self.call("GET", "/v1/messages/conversation", params=params)
 
 
+    # -- groups (docs/protocol.md "Groups"); not batched: one call per group message
+
+    def group_send(self, group_id: int, from_user: int, msg_id: str, content: str,
+                   content_type: int) -> dict:
+        return self.call("POST", "/v1/groups/messages", json={
+            "groupId": group_id, "fromUserId": from_user, "msgId": msg_id, "content": content,
+            "contentType": content_type})
+
+    def group_page(self, group_id: int, after_seq: int, before_seq: int | None, limit: int) -> dict:
+        params: dict[str, Any] = {"groupId": group_id, "afterSeq": after_seq, "limit": limit}
+        if before_seq is not None:
+            params["beforeSeq"] = before_seq
+        return self.call("GET", "/v1/groups/messages", params=params)
+
+    def group_history(self, group_id: int, before_seq: int | None, limit: int) -> dict:
+        params: dict[str, Any] = {"groupId": group_id, "limit": limit}
+        if before_seq is not None:
+            params["beforeSeq"] = before_seq
+        return self.call("GET", "/v1/groups/history", params=params)
+
+    def group_last(self, group_ids: list[int]) -> dict[int, int]:
+        if not group_ids:
+            return {}
+        body = self.call("GET", "/v1/groups/last",
+                         params={"groupIds": ",".join(str(g) for g in group_ids)})
+        return {g["groupId"]: g["lastSeq"] for g in body.get("groups", [])}
+
+
 class FriendService(ServiceClient):
     LISTS_BATCH = 200               # users whose friend lists one call fetches
     BATCH_CONCURRENCY = 4
@@ -266,6 +294,41 @@ class FriendService(ServiceClient):
 
     def remove(self, user_id: int, friend_id: int) -> None:
         self.call("DELETE", f"/v1/friends/{user_id}/{friend_id}")
+
+    # -- groups (the relations side: skyeim/friend/groups_api.py)
+
+    MEMBER_PAGE = 10_000
+    MAX_MEMBER_PAGES = 4            # 40,000 > the service's MAX_MEMBERS
+
+    def create_group(self, owner: int, name: Any, member_ids: Any) -> dict:
+        return self.call("POST", "/v1/groups",
+                         json={"ownerId": owner, "name": name, "memberIds": member_ids})
+
+    def groups_of(self, user_id: int) -> list[dict]:
+        return self.call("GET", "/v1/groups", params={"userId": user_id}).get("groups", [])
+
+    def members(self, group_id: int) -> list[dict]:
+        """Every member of the group ({userId, role, readSeq}); BackendRejected 404 if none."""
+        found: list[dict] = []
+        after = 0
+        for _ in range(self.MAX_MEMBER_PAGES):
+            params = {"limit": self.MEMBER_PAGE, **({"afterUserId": after} if after else {})}
+            body = self.call("GET", f"/v1/groups/{group_id}/members", params=params)
+            found += body.get("members", [])
+            if not body.get("hasMore") or not found:
+                break
+            after = found[-1]["userId"]
+        return found
+
+    def invite(self, group_id: int, by_user: int, user_ids: Any) -> list[int]:
+        return self.call("POST", f"/v1/groups/{group_id}/members",
+                         json={"byUserId": by_user, "userIds": user_ids}).get("added", [])
+
+    def leave(self, group_id: int, user_id: int) -> dict:
+        return self.call("POST", f"/v1/groups/{group_id}/leave", json={"userId": user_id})
+
+    def group_read(self, group_id: int, user_id: int, seq: int) -> dict:
+        return self.call("POST", f"/v1/groups/{group_id}/read", json={"userId": user_id, "seq": seq})
 
 
 class AuthService(ServiceClient):
