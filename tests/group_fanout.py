@@ -46,6 +46,8 @@ class Reader:
         self.seen: dict[bytes, float] = {}
         self.tail = b""
         self.connected = gevent.event.Event()
+        self.group_unread = gevent.event.Event()    # the connect flow is over
+        self.errors = 0
 
     def run(self) -> None:
         for _ in range(10**9):          # until the socket closes
@@ -59,6 +61,9 @@ class Reader:
             buf = self.tail + data
             if not self.connected.is_set() and b'"type":"connected"' in buf:
                 self.connected.set()
+            if not self.group_unread.is_set() and b'"type":"group_unread"' in buf:
+                self.group_unread.set()
+            self.errors += data.count(b'"type":"error"')
             for m in MARK.finditer(buf):
                 self.seen.setdefault(m.group(0), now)
             self.tail = buf[-24:]
@@ -119,10 +124,13 @@ def run(system: System, args) -> None:
     online = pool.map(connect, member_ids[:args.online])      # the sender is online too
     for rd in online:
         assert rd.connected.wait(WAIT), "no connected"
+    connect_s = time.monotonic() - t0
+    settled = sum(1 for rd in online if rd.group_unread.wait(max(0.01, t0 + WAIT - time.monotonic())))
     sender, receivers = online[0], online[1:]
     probe_from, probe_to = connect(base - 1), connect(base - 2)
     assert probe_from.connected.wait(WAIT) and probe_to.connected.wait(WAIT)
-    print(f"{len(online)} members online in {time.monotonic() - t0:.1f}s")
+    print(f"{len(online)} members online in {connect_s:.1f}s; {settled} got group_unread "
+          f"after {time.monotonic() - t0:.1f}s")
 
     probes: list[tuple[float, bytes]] = []
     probing = [True]
@@ -186,6 +194,8 @@ def run(system: System, args) -> None:
     fan_mean = float(fan["sum"]) / float(fan["count"]) if fan.get("count") else float("nan")
     result = {
         "members": args.members, "online": len(online), "messages": args.messages,
+        "connect_storm": {"all_connected_s": round(connect_s, 2), "group_unread_received": settled},
+        "errors_to_sender": sender.errors,
         "one_at_a_time_ms": {
             "first_message_to_last_member": ms(last[0]),
             "to_first_member_p50": ms(statistics.median(first)),

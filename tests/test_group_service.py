@@ -183,3 +183,16 @@ def test_pages_after_a_seq_and_history_before_one(services):
     assert [m["content"] for m in body["messages"]] == ["c6", "c5"] and body["hasMore"] is True
     r = get(message, "/v1/groups/messages", groupId=gid, afterSeq=5, beforeSeq=5)
     assert r.status_code == 400
+
+
+def test_group_lists_of_many_users_in_one_call(services):
+    friend, _ = services
+    a, b, c = uid(), uid(), uid()
+    g1 = create(friend, a, "one", [b])["groupId"]
+    g2 = create(friend, b, "two")["groupId"]
+    r = post(friend, "/v1/groups/lists", {"userIds": [b, c, a, b]})
+    assert r.status_code == 200, r.text
+    lists = r.json()["groups"]
+    assert [[g["groupId"] for g in x] for x in lists] == [[g1, g2], [], [g1], [g1, g2]]
+    assert lists[0][1]["role"] == "owner" and lists[2][0]["role"] == "owner"
+    assert post(friend, "/v1/groups/lists", {"userIds": []}).status_code == 400

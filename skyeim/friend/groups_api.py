@@ -2,6 +2,7 @@
 
   POST /v1/groups                      {ownerId, name, memberIds?} -> the group + memberCount
   GET  /v1/groups?userId=              -> {groups: [{groupId, name, ownerId, createdAt, role, readSeq}]}
+  POST /v1/groups/lists                {userIds} -> {groups: [[...], ...]}, the same for many users
   GET  /v1/groups/<id>/members?afterUserId=&limit=   -> {members: [{userId, role, readSeq}], hasMore}
   POST /v1/groups/<id>/members         {byUserId, userIds} -> {added: [ids]}  (any member invites)
   POST /v1/groups/<id>/leave           {userId} -> {left, ownerId}
@@ -67,6 +68,12 @@ def add_routes(app: Flask, db: Database) -> None:
         if uid is None:
             raise bad_request("userId is required")
         return {"groups": _run(db, store.groups_of, path_user_id(str(uid), "userId"))}
+
+    @app.post("/v1/groups/lists")
+    def list_groups_of_many():
+        uids = list(dict.fromkeys(_ids(json_body(), "userIds", True)))
+        found = _run(db, store.groups_of_many, uids)
+        return {"groups": [found[u] for u in _ids(json_body(), "userIds", True)]}
 
     @app.get("/v1/groups/<group_id>/members")
     def list_members(group_id: str):

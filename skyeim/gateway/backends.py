@@ -161,6 +161,10 @@ class MessageService(ServiceClient):
         # first unread pages of connecting users (a reconnect storm), grouped by page size
         self._first_pages: dict[int, Batcher] = {}
         self._first_pages_timeout = bound
+        self._group_lasts = Batcher("group last seqs", self._group_last_batch,
+                                    max_batch=self.FIRST_PAGE_BATCH,
+                                    concurrency=self.BATCH_CONCURRENCY,
+                                    queue_size=self.BATCH_QUEUE, timeout=bound)
 
     def send(self, msg_id: str, from_user: int, to_user: int, content: str,
              content_type: int) -> dict:
@@ -184,6 +188,7 @@ class MessageService(ServiceClient):
 
     def close(self) -> None:
         self._sends.stop()
+        self._group_lasts.stop()
         for batcher in self._first_pages.values():
             batcher.stop()
 
@@ -258,11 +263,19 @@ class MessageService(ServiceClient):
         return self.call("GET", "/v1/groups/history", params=params)
 
     def group_last(self, group_ids: list[int]) -> dict[int, int]:
+        """Group id -> its last seq; concurrent callers (a connect storm) share calls."""
         if not group_ids:
             return {}
-        body = self.call("GET", "/v1/groups/last",
-                         params={"groupIds": ",".join(str(g) for g in group_ids)})
-        return {g["groupId"]: g["lastSeq"] for g in body.get("groups", [])}
+        return _batched(self._group_lasts, tuple(group_ids))
+
+    def _group_last_batch(self, wanted: list[tuple[int, ...]]) -> list[dict[int, int]]:
+        ids = list(dict.fromkeys(g for gids in wanted for g in gids))
+        last: dict[int, int] = {}
+        for i in range(0, len(ids), 1000):          # the service's cap per call
+            body = self.call("GET", "/v1/groups/last",
+                             params={"groupIds": ",".join(str(g) for g in ids[i:i + 1000])})
+            last.update({g["groupId"]: g["lastSeq"] for g in body.get("groups", [])})
+        return [{g: last.get(g, 0) for g in gids} for gids in wanted]
 
 
 class FriendService(ServiceClient):
@@ -276,6 +289,9 @@ class FriendService(ServiceClient):
         self._lists = Batcher("friend lists", self._lists_batch, max_batch=self.LISTS_BATCH,
                               concurrency=self.BATCH_CONCURRENCY, queue_size=self.BATCH_QUEUE,
                               timeout=self.timeout * 2 + 1.0)
+        self._group_lists = Batcher("group lists", self._group_lists_batch,
+                                    max_batch=self.LISTS_BATCH, concurrency=self.BATCH_CONCURRENCY,
+                                    queue_size=self.BATCH_QUEUE, timeout=self.timeout * 2 + 1.0)
 
     def friends(self, user_id: int) -> list[int]:
         return _batched(self._lists, user_id)
@@ -288,6 +304,7 @@ class FriendService(ServiceClient):
 
     def close(self) -> None:
         self._lists.stop()
+        self._group_lists.stop()
 
     def add(self, user_id: int, friend_id: int) -> None:
         self.call("POST", "/v1/friends", json={"userId": user_id, "friendId": friend_id})
@@ -305,7 +322,14 @@ class FriendService(ServiceClient):
                          json={"ownerId": owner, "name": name, "memberIds": member_ids})
 
     def groups_of(self, user_id: int) -> list[dict]:
-        return self.call("GET", "/v1/groups", params={"userId": user_id}).get("groups", [])
+        """The user's groups; concurrent callers (a connect storm) share calls."""
+        return _batched(self._group_lists, user_id)
+
+    def _group_lists_batch(self, user_ids: list[int]) -> list[list[dict]]:
+        lists = self.call("POST", "/v1/groups/lists", json={"userIds": user_ids}).get("groups")
+        if not isinstance(lists, list):
+            raise BackendUnavailable(f"{self.name} service: a batch answer without groups")
+        return lists
 
     def members(self, group_id: int) -> list[dict]:
         """Every member of the group ({userId, role, readSeq}); BackendRejected 404 if none."""
