@@ -87,18 +87,35 @@ def main() -> None:
     ap.add_argument("--online", type=int, default=1_000)
     ap.add_argument("--messages", type=int, default=20)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--cluster", action="store_true",
+                    help="two gateway nodes (redis-server, PostgreSQL); members alternate between them")
     args = ap.parse_args()
 
-    system = System(Path(tempfile.mkdtemp(prefix="group-fanout-")),
-                    ws={"WebSocket": {"SendQueueSize": 1024, "RateLimit": {"Rate": 1000, "Burst": 1000}}})
-    system.start()
-    try:
-        run(system, args)
-    finally:
-        system.stop()
+    tmp = Path(tempfile.mkdtemp(prefix="group-fanout-"))
+    ws = {"WebSocket": {"SendQueueSize": 1024, "RateLimit": {"Rate": 1000, "Burst": 1000}}}
+    if not args.cluster:
+        system = System(tmp, ws=ws)
+        system.start()
+        try:
+            run(system, args, [system])
+        finally:
+            system.stop()
+        return
+    import shutil
+    from cluster_harness import ClusterSystem, RedisServer
+    from service_harness import database_url
+    with database_url("postgresql", tmp, "fanout") as url:
+        redis_server = RedisServer(tmp, shutil.which("redis-server")).start()
+        system = ClusterSystem(tmp, redis_server, url, nodes=2, ws=ws)
+        try:
+            system.start()
+            run(system, args, [system[1], system[2]])
+        finally:
+            system.stop()
+            redis_server.stop()
 
 
-def run(system: System, args) -> None:
+def run(system: System, args, nodes: list) -> None:
     base = 10**12 + int(time.time()) % 10**6 * 10**5
     member_ids = [base + i for i in range(args.members)]
     owner = member_ids[0]
@@ -114,7 +131,8 @@ def run(system: System, args) -> None:
     print(f"group {gid}: {args.members} members created in {time.monotonic() - t0:.1f}s")
 
     def connect(uid: int) -> Reader:
-        ws = system.open_ws(system.token_for(uid), timeout=30)
+        node = nodes[uid % len(nodes)]          # in a cluster: members alternate between nodes
+        ws = node.open_ws(system.token_for(uid), timeout=30)
         rd = Reader(ws)
         gevent.spawn(rd.run)
         return rd
@@ -189,11 +207,13 @@ def run(system: System, args) -> None:
     probing[0] = False
     prober.join(timeout=5)
 
-    metrics = system.session.get(system.url + "/metrics", timeout=10).text
+    node_url = getattr(nodes[0], "url", system.url)
+    metrics = system.session.get(node_url + "/metrics", timeout=10).text
     fan = dict(re.findall(r"^skyeim_group_fanout_seconds_(sum|count) (\S+)$", metrics, re.M))
     fan_mean = float(fan["sum"]) / float(fan["count"]) if fan.get("count") else float("nan")
     result = {
         "members": args.members, "online": len(online), "messages": args.messages,
+        "gateway_nodes": len(nodes),
         "connect_storm": {"all_connected_s": round(connect_s, 2), "group_unread_received": settled},
         "errors_to_sender": sender.errors,
         "one_at_a_time_ms": {
