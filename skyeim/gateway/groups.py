@@ -234,6 +234,9 @@ class Groups:
         except (BackendUnavailable, BackendRejected) as e:
             log.warning("user=%s group_unread skipped: %s", session.user_id, e)
             return
+        except Exception:           # a malformed answer must not cost the live connection
+            log.exception("user=%s group_unread failed", session.user_id)
+            return
         session.send(frames.encode("group_unread", {"groups": [
             {"groupId": g["groupId"], "name": g["name"], "lastSeq": last.get(g["groupId"], 0),
              "readSeq": g["readSeq"]} for g in mine]}))
