@@ -240,3 +240,38 @@ def test_the_senders_other_devices_get_the_message_and_the_sending_one_does_not(
     for c in (phone, b1, b2):
         assert c.expect("group_read", skip=SKIP) == {"groupId": gid, "userId": ann.id, "seq": 1}
     laptop.assert_no_frame(0.3, skip=SKIP)
+
+
+def test_a_big_group_reaches_each_online_member_exactly_once(system):
+    """3,000 members (fetched in one member list), 40 online: each online member gets
+    one copy per message, the same text for all; offline members cost nothing."""
+    owner = system.minted_user("big_owner")
+    online = [system.minted_user(f"big{i}") for i in range(40)]
+    offline_ids = [owner.id + 1_000_000 + i for i in range(3000 - 41)]
+    r = system.service("friend", "POST", "/v1/groups",
+                       json_body={"ownerId": owner.id, "name": "big",
+                                  "memberIds": [u.id for u in online] + offline_ids[:900]})
+    assert r.status_code == 200, r.text
+    gid = r.json()["groupId"]
+    for i in range(900, len(offline_ids), 1000):
+        r = system.service("friend", "POST", f"/v1/groups/{gid}/members",
+                           json_body={"byUserId": owner.id, "userIds": offline_ids[i:i + 1000]})
+        assert r.status_code == 200, r.text
+    co = system.connect(owner)
+    clients = [system.connect(u) for u in online]
+    before = fanouts(system)
+    mids = [group_send(co, gid, f"to all {i}") for i in range(3)]
+    for mid in mids:
+        sent_ack(co, mid)
+    for c in clients:
+        got = [c.expect("groupchat", skip=SKIP) for _ in mids]
+        assert [g["msgId"] for g in got] == mids and [g["seq"] for g in got] == [1, 2, 3]
+    for c in clients[:5]:
+        c.assert_no_frame(0.3, skip=SKIP)
+    assert fanouts(system) - before == 3          # one fan-out per message, not per member
+
+
+def fanouts(system) -> float:
+    metrics = system.api("GET", "/metrics").text
+    return next(float(line.split()[1]) for line in metrics.splitlines()
+                if line.startswith("skyeim_group_fanout_seconds_count"))
