@@ -145,6 +145,21 @@ class ChatConfig:
 
 
 @dataclass(frozen=True)
+class GroupsConfig:
+    """Group chat (docs/protocol.md "Groups")."""
+    members_cache_size: int = 1024      # groups whose member lists a gateway keeps (LRU)
+    members_cache_ttl_ms: int = 5000    # how long a cached list is trusted (other nodes' changes)
+    read_receipt_max_members: int = 100  # larger groups relay `group_read` to own devices only
+
+    def validate(self, key: str) -> None:
+        _positive(f"{key}.MembersCacheSize", self.members_cache_size)
+        if self.members_cache_ttl_ms < 0:
+            raise ConfigError(f"{key}.MembersCacheTtlMs: must be 0 (no cache) or more")
+        if self.read_receipt_max_members < 0:
+            raise ConfigError(f"{key}.ReadReceiptMaxMembers: must be 0 or more")
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """PROTOCOL.md section 8. An empty Redis URL means: run alone."""
     redis: str = ""              # redis://HOST:6379/0 (or rediss://, unix://)
@@ -187,6 +202,7 @@ class GatewayConfig:
     internal_secret: str = ""
     web_socket: WebSocketConfig = field(default_factory=WebSocketConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
+    groups: GroupsConfig = field(default_factory=GroupsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
@@ -199,6 +215,7 @@ class GatewayConfig:
         self.auth_rpc.validate("AuthRpc")
         self.web_socket.validate("WebSocket")
         self.chat.validate("Chat")
+        self.groups.validate("Groups")
         for origin in self.web_socket.allowed_origins:
             if origin != "*" and not re.fullmatch(r"[a-z][a-z0-9+.-]*://[^/\s]+", origin):
                 raise ConfigError(f"WebSocket.AllowedOrigins: {origin!r} is not scheme://host[:port] or \"*\"")

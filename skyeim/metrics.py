@@ -68,8 +68,12 @@ class GatewayMetrics:
         # label children looked up once: the hot path must not build label tuples per frame
         self._in = {t: self.frames_in.labels(t) for t in
                     ("ping", "chat", "read", "auth", "sync", "typing", "typing_dropped", "invalid",
-                     "binary", "rate_limited")}
+                     "binary", "rate_limited", "groupchat", "group_read")}
         self._out: dict[str, Counter] = {}
+        self.group_fanout = Histogram("skyeim_group_fanout_seconds",
+                                      "Queueing one group frame to this node's online members "
+                                      "(and publishing it to the other nodes).",
+                                      buckets=LATENCY_BUCKETS, registry=r)
         self.sent_latency = self.ack_latency.labels("sent")
         self.delivered_latency = self.ack_latency.labels("delivered")
 

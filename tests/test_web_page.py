@@ -569,3 +569,51 @@ def test_typing_indicator_shows_while_the_friend_types(browser, system):
     b.assert_clean()
     a.close()
     b.close()
+
+
+def test_group_chat_create_invite_send_and_catch_up(browser, system):
+    """Groups (docs/protocol.md "Groups"): a group is created and a friend invited on
+    the page; messages go both ways; one sent while the friend's tab was closed shows
+    up after it signs in again (group_unread, then sync by groupId)."""
+    a_name, b_name = unique("gwa"), unique("gwb")
+    a, b = Tab(browser, system), Tab(browser, system)
+    a.sign_in(a_name, register=True)
+    b_id = b.sign_in(b_name, register=True)
+    a.add_friend(b_name)
+    a.q("#new-group-name").fill("Hikers <b>")
+    a.q("#new-group-button").click()
+    expect(a.q("#group-conversation")).to_be_visible()
+    expect(a.q("#group-name")).to_have_text("Hikers <b>")
+    gid = int(a.q("#group-list .group.active").get_attribute("data-group-id"))
+    a.q("#group-invite-input").fill(b_name)
+    a.q("#group-invite-input").press("Enter")
+    expect(a.q("#group-status")).to_have_text(f"{b_name} was added.")
+    a.q("#group-input").fill("Saturday at 8?")
+    a.q("#group-input").press("Enter")
+    expect(a.q("#group-message-list .msg.mine .bubble")).to_have_text("Saturday at 8?")
+    expect(a.q("#group-message-list .msg.mine .tick")).to_have_text("✓")      # acked sent
+    # bob's page learns of the group from the live frame, with a badge
+    group_b = b.q(f'#group-list .group[data-group-id="{gid}"]')
+    expect(group_b.locator(".badge")).to_have_text("1")
+    group_b.click()
+    expect(b.q("#group-message-list .msg.theirs .bubble")).to_have_text("Saturday at 8?")
+    b.q("#group-input").fill("Yes!")
+    b.q("#group-input").press("Enter")
+    expect(a.q("#group-message-list .msg.theirs .bubble")).to_have_text("Yes!")
+    b.close()
+    a.q("#group-input").fill("Bring water")
+    a.q("#group-input").press("Enter")
+    expect(a.q("#group-message-list .msg.mine")).to_have_count(2)
+    b2 = Tab(browser, system)
+    b2.sign_in(b_name)
+    group_b2 = b2.q(f'#group-list .group[data-group-id="{gid}"]')
+    expect(group_b2.locator(".badge")).to_have_text("1")      # read up to 2 (his own reply) of 3
+    group_b2.click()
+    expect(b2.q("#group-message-list .msg .bubble")).to_have_text(
+        ["Saturday at 8?", "Yes!", "Bring water"])
+    a_token = a.page.evaluate("JSON.parse(sessionStorage.getItem('skyeim.session')).token")
+    wait_until(lambda: {m["userId"]: m["readSeq"] for m in system.api(
+        "GET", f"/api/groups/{gid}/members", a_token).json()["members"]}[b_id] == 3,
+        message="bob's read cursor did not reach 3 after he opened the group")
+    a.assert_clean()
+    b2.assert_clean()

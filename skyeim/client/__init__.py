@@ -17,13 +17,15 @@ from .errors import (AckTimeout, ApiError, AuthError, BadRequest, ChatError, Cli
                      HandshakeRefused, NotConnected, NotFound, OutboxFull, Overloaded,
                      ReconnectFailed, Replaced, ServiceUnavailable, SkyeIMError, TokenExpired,
                      TokenRefused, TooManyDevices, Unauthorized)
-from .frames import (Ack, AnyFrame, ChatMessage, Connected, ErrorFrame, Frame, Pong, Presence,
+from .frames import (Ack, AnyFrame, ChatMessage, Connected, ErrorFrame, Frame, GroupMessage,
+                     GroupRead, GroupUnread, Pong, Presence,
                      ReadReceipt, SyncComplete, TokenExpiring, Typing, parse_frame)
 from .ws import Client, SendResult, ws_url
 
 __all__ = [
     "Api", "Friend", "HistoryPage", "Login", "Backoff", "RateLimiter", "Client", "SendResult",
     "ws_url", "Ack", "AnyFrame", "ChatMessage", "Connected", "ErrorFrame", "Frame", "Pong",
+    "GroupMessage", "GroupRead", "GroupUnread",
     "Presence", "ReadReceipt", "SyncComplete", "TokenExpiring", "Typing", "parse_frame", "AckTimeout",
     "ApiError",
     "AuthError", "BadRequest", "ChatError", "ClientClosed", "ConnectFailed", "ConnectionClosed",

@@ -12,7 +12,7 @@ from typing import Any
 import requests
 
 from .errors import ApiError, api_error
-from .frames import ChatMessage
+from .frames import ChatMessage, GroupMessage
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,47 @@ class Api:
         b = self._call("GET", "/api/messages", params=params)
         return HistoryPage([ChatMessage.from_data(m) for m in b.get("messages", [])
                             if isinstance(m, dict)], bool(b.get("hasMore")))
+
+    # -- groups (extension: docs/protocol.md "Groups") -----------------------------------------
+    def groups(self) -> list[dict]:
+        """My groups: ``{groupId, name, ownerId, createdAt, role, readSeq, lastSeq}`` each."""
+        return self._call("GET", "/api/groups").get("groups", [])
+
+    def create_group(self, name: str, member_ids: list[int] = ()) -> int:
+        """A new group owned by me; returns its id (``NotFound`` for an unknown member)."""
+        return self._call("POST", "/api/groups",
+                          json={"name": name, "memberIds": list(member_ids)})["groupId"]
+
+    def invite(self, group_id: int, user_ids: list[int]) -> list[int]:
+        """Add users (I must be a member); returns those newly added."""
+        return self._call("POST", f"/api/groups/{int(group_id)}/members",
+                          json={"userIds": list(user_ids)}).get("added", [])
+
+    def leave_group(self, group_id: int) -> None:
+        self._call("POST", f"/api/groups/{int(group_id)}/leave")
+
+    def group_members(self, group_id: int, limit: int | None = None,
+                      after_user_id: int | None = None) -> tuple[list[dict], bool]:
+        """A page of ``{userId, username, role, readSeq, online}``, and whether more follow."""
+        params: dict[str, Any] = {}
+        if limit is not None:
+            params["limit"] = limit
+        if after_user_id is not None:
+            params["afterUserId"] = after_user_id
+        b = self._call("GET", f"/api/groups/{int(group_id)}/members", params=params)
+        return b.get("members", []), bool(b.get("hasMore"))
+
+    def group_history(self, group_id: int, limit: int | None = None,
+                      before_seq: int | None = None) -> tuple[list[GroupMessage], bool]:
+        """The group's messages, newest first (``before_seq`` exclusive), and hasMore."""
+        params: dict[str, Any] = {}
+        if limit is not None:
+            params["limit"] = limit
+        if before_seq is not None:
+            params["beforeSeq"] = before_seq
+        b = self._call("GET", f"/api/groups/{int(group_id)}/messages", params=params)
+        return ([GroupMessage.from_data(m) for m in b.get("messages", []) if isinstance(m, dict)],
+                bool(b.get("hasMore")))
 
     # -- health --------------------------------------------------------------------------------
     def ready(self) -> bool:

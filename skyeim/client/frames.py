@@ -59,6 +59,7 @@ class Ack:
     seq: int | None = None
     duplicate: bool = False
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+    group_id: int | None = None          # extension: the ack of a groupchat
     type: ClassVar[str] = "ack"
 
 
@@ -81,6 +82,45 @@ class Typing:
     timestamp: int | None = None
     raw: dict = field(default_factory=dict, repr=False, compare=False)
     type: ClassVar[str] = "typing"
+
+
+@dataclass(frozen=True)
+class GroupMessage:
+    """Extension (docs/protocol.md "Groups"): a message in a group, live or from a sync page."""
+    group_id: int | None
+    msg_id: str | None
+    from_user_id: int | None
+    content: str | None
+    content_type: int = 1
+    created_at: int | None = None
+    seq: int | None = None               # per group
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "groupchat"
+
+    @classmethod
+    def from_data(cls, d: dict, raw: dict | None = None) -> "GroupMessage":
+        ct = d.get("contentType")
+        return cls(_int(d.get("groupId")), _str(d.get("msgId")), _int(d.get("fromUserId")),
+                   _str(d.get("content")), ct if type(ct) is int else 1, _int(d.get("createdAt")),
+                   _int(d.get("seq")), raw if raw is not None else {"type": "groupchat", "data": d})
+
+
+@dataclass(frozen=True)
+class GroupRead:
+    """Extension: ``user_id`` read group ``group_id`` up to ``seq``."""
+    group_id: int | None
+    user_id: int | None
+    seq: int | None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "group_read"
+
+
+@dataclass(frozen=True)
+class GroupUnread:
+    """Extension, after `connected`: per group ``{groupId, name, lastSeq, readSeq}``."""
+    groups: tuple[dict, ...] = ()
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "group_unread"
 
 
 @dataclass(frozen=True)
@@ -145,7 +185,7 @@ class Pong:
 
 
 AnyFrame = Frame | ChatMessage | Ack | ReadReceipt | Presence | Connected | ErrorFrame \
-    | TokenExpiring | Pong | SyncComplete | Typing
+    | TokenExpiring | Pong | SyncComplete | Typing | GroupMessage | GroupRead | GroupUnread
 
 
 def parse_frame(obj: dict) -> AnyFrame:
@@ -162,7 +202,7 @@ def parse_frame(obj: dict) -> AnyFrame:
         return ChatMessage.from_data(d, obj)
     if kind == "ack":
         return Ack(_str(d.get("msgId")), _str(d.get("status")), _int(d.get("timestamp")),
-                   _int(d.get("seq")), d.get("duplicate") is True, obj)
+                   _int(d.get("seq")), d.get("duplicate") is True, obj, _int(d.get("groupId")))
     if kind == "read":
         ids = d.get("msgIds")
         ids = tuple(i for i in ids if isinstance(i, str)) if isinstance(ids, list) else ()
@@ -170,6 +210,14 @@ def parse_frame(obj: dict) -> AnyFrame:
                            own=d.get("own") is True)
     if kind == "typing":
         return Typing(_int(d.get("fromUserId")), _str(d.get("state")), _int(d.get("timestamp")), obj)
+    if kind == "groupchat":
+        return GroupMessage.from_data(d, obj)
+    if kind == "group_read":
+        return GroupRead(_int(d.get("groupId")), _int(d.get("userId")), _int(d.get("seq")), obj)
+    if kind == "group_unread":
+        groups = d.get("groups")
+        return GroupUnread(tuple(g for g in groups if isinstance(g, dict))
+                           if isinstance(groups, list) else (), obj)
     if kind in ("online", "offline"):
         return Presence(_int(d.get("userId")), kind == "online", _int(d.get("timestamp")), obj)
     if kind == "connected":

@@ -40,8 +40,9 @@ from .errors import (AckTimeout, ChatError, ClientClosed, ConnectFailed, Connect
                      ReconnectFailed, Replaced, SkyeIMError, TokenExpired, TokenRefused,
                      Unauthorized,
                      handshake_refused)
-from .frames import (Ack, AnyFrame, ChatMessage, Connected, ErrorFrame, Pong, SyncComplete,
-                     TokenExpiring, parse_frame)
+from .frames import (Ack, AnyFrame, ChatMessage, Connected, ErrorFrame, GroupMessage, GroupUnread,
+                     Pong, SyncComplete, TokenExpiring, parse_frame)
+from .groups import GroupSeqs
 from .sync import Conversations
 
 log = logging.getLogger("skyeim.client")
@@ -161,6 +162,7 @@ class Client:
         self._limiter = RateLimiter(*rate_limit) if rate_limit else None
         self.sync_enabled = sync
         self._conversations = Conversations()
+        self._groups = GroupSeqs()          # extension: group seqs (skyeim/client/groups.py)
 
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)          # acks, connected, pongs
@@ -331,6 +333,54 @@ class Client:
         payload = json.dumps({"type": "chat", "data": {
             "msgId": msg_id, "toUserId": to_user_id, "content": content,
             "contentType": content_type}}, ensure_ascii=False, separators=(",", ":"))
+        return self._enqueue(msg_id, payload, to_user_id, wait, timeout)
+
+    def send_groupchat(self, group_id: int, content: str, content_type: int = 1,
+                       msg_id: str | None = None, wait: str | None = "sent",
+                       timeout: float | None = 10.0) -> SendResult:
+        """Send a message to a group (extension: docs/protocol.md "Groups") through the
+        outbox, as ``send_chat``; ``wait`` is "sent" or None (groups have no delivered
+        acks). Not a member: ``ChatError`` with code ``forbidden``."""
+        if type(group_id) is not int or group_id < 1:
+            raise ValueError("group_id must be a positive integer group id")
+        if not isinstance(content, str) or not content:
+            raise ValueError("content must be a non-empty string")
+        if type(content_type) is not int:
+            raise ValueError("content_type must be an integer (1 text, 2 image, 3 file, 4 voice)")
+        if wait not in ("sent", None):
+            raise ValueError('wait must be "sent" or None for a group message')
+        msg_id = str(uuid.uuid4()) if msg_id is None else msg_id
+        if not isinstance(msg_id, str) or not MSG_ID.match(msg_id):
+            raise ValueError("msg_id must be 1 to 64 characters of [A-Za-z0-9_-]")
+        if wait and threading.get_ident() == self._reader_ident:
+            raise RuntimeError("cannot wait for an ack in a callback; use wait=None")
+        payload = json.dumps({"type": "groupchat", "data": {
+            "msgId": msg_id, "groupId": group_id, "content": content,
+            "contentType": content_type}}, ensure_ascii=False, separators=(",", ":"))
+        return self._enqueue(msg_id, payload, 0, wait, timeout)
+
+    def mark_group_read(self, group_id: int, seq: int) -> None:
+        """Move my read cursor of the group up to ``seq`` (extension)."""
+        if type(group_id) is not int or type(seq) is not int or group_id < 1 or seq < 1:
+            raise ValueError("group_id and seq must be positive integers")
+        self._send_frame({"type": "group_read", "data": {"groupId": group_id, "seq": seq}})
+
+    def sync_group(self, group_id: int, after_seq: int | None = None) -> None:
+        """Ask for the group's messages after ``after_seq`` (default: the seq held);
+        they arrive as GroupMessage frames, each once."""
+        with self._lock:
+            after = self._groups.held.get(group_id, 0) if after_seq is None else after_seq
+            frames = self._groups._frames([(group_id, after)])
+        self._send_sync(frames)
+
+    @property
+    def group_seqs(self) -> dict[int, int]:
+        """Group id -> the highest seq this client has yielded."""
+        with self._lock:
+            return dict(self._groups.held)
+
+    def _enqueue(self, msg_id: str, payload: str, to: int, wait: str | None,
+                 timeout: float | None) -> SendResult:
         if len(payload.encode("utf-8")) > self.max_message_size:
             raise ValueError(f"the chat frame is larger than {self.max_message_size} bytes")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -344,7 +394,7 @@ class Client:
                     raise OutboxFull(f"{len(self._outbox)} chats are waiting for their ack")
                 self._cond.wait(remaining)
                 self._check_usable()
-            p = _Pending(msg_id, payload, to_user_id)
+            p = _Pending(msg_id, payload, to)
             self._recent.pop(msg_id, None)
             self._outbox[msg_id] = p
             if wait:
@@ -801,12 +851,23 @@ class Client:
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
             log.warning("%s: ignoring a frame without a string type", self._name)
             return
+        data = obj.get("data")
+        if obj["type"] == "sync_messages" and isinstance(data, dict) and "groupId" in data:
+            self._on_group_page(data)
+            return
         if obj["type"] == "sync_messages" and self.sync_enabled:
-            self._on_sync_page(obj.get("data"))
+            self._on_sync_page(data)
             return
         frame = parse_frame(obj)
         if isinstance(frame, ChatMessage) and self.sync_enabled and not self._is_new(frame):
             return                    # seen already (a backlog pushed again, a sync overlap)
+        if isinstance(frame, GroupMessage):
+            with self._lock:
+                if not self._groups.message(frame.group_id, frame.seq):
+                    return            # had it from a sync page already
+        elif isinstance(frame, Ack) and frame.group_id is not None and frame.status == "sent":
+            with self._lock:          # my own: never yielded back from a sync page
+                self._groups.message(frame.group_id, frame.seq)
         self._apply(frame, gen)
         self._dispatch(frame)
         if self.sync_enabled:
@@ -840,6 +901,17 @@ class Client:
             if self._is_new(frame):
                 self._dispatch(frame)
 
+    def _on_group_page(self, data: dict) -> None:
+        """A group's sync_messages page: its new messages as GroupMessage frames, in seq order."""
+        msgs = data.get("messages")
+        msgs = [m for m in msgs if isinstance(m, dict)] if isinstance(msgs, list) else []
+        for m in sorted(msgs, key=lambda m: m.get("seq") if type(m.get("seq")) is int else 0):
+            frame = GroupMessage.from_data(m)
+            with self._lock:
+                new = self._groups.message(frame.group_id, frame.seq)
+            if new:
+                self._dispatch(frame)
+
     def _after_frame(self, frame: AnyFrame) -> None:
         """Sync frames to send after ``frame``: a catch-up after `connected`, the next
         round after `sync_complete`, a range request after a chat beyond a gap."""
@@ -850,8 +922,12 @@ class Client:
                 frames = self._conversations.catch_up()
             elif isinstance(frame, SyncComplete):
                 frames = self._conversations.complete(frame.request_id, frame.conversations)
+                frames += self._groups.complete(frame.request_id, frame.conversations)
+            elif isinstance(frame, GroupUnread):
+                frames = self._groups.on_unread(frame.groups)
             elif isinstance(frame, ErrorFrame) and frame.request_id:
                 self._conversations.failed(frame.request_id)
+                self._groups.failed(frame.request_id)
                 frames = []
             elif isinstance(frame, (ChatMessage, Ack)):
                 frames = self._conversations.gaps()

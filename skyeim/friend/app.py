@@ -5,7 +5,7 @@ from flask import Flask
 
 from skyeim.config import ServiceConfig
 from skyeim.db import Database
-from skyeim.friend import store
+from skyeim.friend import groups_api, store
 from skyeim.service import make_app, on_shutdown
 from skyeim.web import bad_request, body_user_id, json_body, path_user_id
 
@@ -51,4 +51,5 @@ def create_app(config: ServiceConfig) -> Flask:
         db.run(store.remove_friendship, uid, fid)
         return {"ok": True}
 
+    groups_api.add_routes(app, db)
     return app

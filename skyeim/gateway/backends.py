@@ -161,6 +161,10 @@ class MessageService(ServiceClient):
         # first unread pages of connecting users (a reconnect storm), grouped by page size
         self._first_pages: dict[int, Batcher] = {}
         self._first_pages_timeout = bound
+        self._group_lasts = Batcher("group last seqs", self._group_last_batch,
+                                    max_batch=self.FIRST_PAGE_BATCH,
+                                    concurrency=self.BATCH_CONCURRENCY,
+                                    queue_size=self.BATCH_QUEUE, timeout=bound)
 
     def send(self, msg_id: str, from_user: int, to_user: int, content: str,
              content_type: int) -> dict:
@@ -184,6 +188,7 @@ class MessageService(ServiceClient):
 
     def close(self) -> None:
         self._sends.stop()
+        self._group_lasts.stop()
         for batcher in self._first_pages.values():
             batcher.stop()
 
@@ -237,6 +242,42 @@ class MessageService(ServiceClient):
         return self.call("GET", "/v1/messages/conversation", params=params)
 
 
+    # -- groups (docs/protocol.md "Groups"); not batched: one call per group message
+
+    def group_send(self, group_id: int, from_user: int, msg_id: str, content: str,
+                   content_type: int) -> dict:
+        return self.call("POST", "/v1/groups/messages", json={
+            "groupId": group_id, "fromUserId": from_user, "msgId": msg_id, "content": content,
+            "contentType": content_type})
+
+    def group_page(self, group_id: int, after_seq: int, before_seq: int | None, limit: int) -> dict:
+        params: dict[str, Any] = {"groupId": group_id, "afterSeq": after_seq, "limit": limit}
+        if before_seq is not None:
+            params["beforeSeq"] = before_seq
+        return self.call("GET", "/v1/groups/messages", params=params)
+
+    def group_history(self, group_id: int, before_seq: int | None, limit: int) -> dict:
+        params: dict[str, Any] = {"groupId": group_id, "limit": limit}
+        if before_seq is not None:
+            params["beforeSeq"] = before_seq
+        return self.call("GET", "/v1/groups/history", params=params)
+
+    def group_last(self, group_ids: list[int]) -> dict[int, int]:
+        """Group id -> its last seq; concurrent callers (a connect storm) share calls."""
+        if not group_ids:
+            return {}
+        return _batched(self._group_lasts, tuple(group_ids))
+
+    def _group_last_batch(self, wanted: list[tuple[int, ...]]) -> list[dict[int, int]]:
+        ids = list(dict.fromkeys(g for gids in wanted for g in gids))
+        last: dict[int, int] = {}
+        for i in range(0, len(ids), 1000):          # the service's cap per call
+            body = self.call("GET", "/v1/groups/last",
+                             params={"groupIds": ",".join(str(g) for g in ids[i:i + 1000])})
+            last.update({g["groupId"]: g["lastSeq"] for g in body.get("groups", [])})
+        return [{g: last.get(g, 0) for g in gids} for gids in wanted]
+
+
 class FriendService(ServiceClient):
     LISTS_BATCH = 200               # users whose friend lists one call fetches
     BATCH_CONCURRENCY = 4
@@ -248,6 +289,9 @@ class FriendService(ServiceClient):
         self._lists = Batcher("friend lists", self._lists_batch, max_batch=self.LISTS_BATCH,
                               concurrency=self.BATCH_CONCURRENCY, queue_size=self.BATCH_QUEUE,
                               timeout=self.timeout * 2 + 1.0)
+        self._group_lists = Batcher("group lists", self._group_lists_batch,
+                                    max_batch=self.LISTS_BATCH, concurrency=self.BATCH_CONCURRENCY,
+                                    queue_size=self.BATCH_QUEUE, timeout=self.timeout * 2 + 1.0)
 
     def friends(self, user_id: int) -> list[int]:
         return _batched(self._lists, user_id)
@@ -260,12 +304,55 @@ class FriendService(ServiceClient):
 
     def close(self) -> None:
         self._lists.stop()
+        self._group_lists.stop()
 
     def add(self, user_id: int, friend_id: int) -> None:
         self.call("POST", "/v1/friends", json={"userId": user_id, "friendId": friend_id})
 
     def remove(self, user_id: int, friend_id: int) -> None:
         self.call("DELETE", f"/v1/friends/{user_id}/{friend_id}")
+
+    # -- groups (the relations side: skyeim/friend/groups_api.py)
+
+    MEMBER_PAGE = 10_000
+    MAX_MEMBER_PAGES = 4            # 40,000 > the service's MAX_MEMBERS
+
+    def create_group(self, owner: int, name: Any, member_ids: Any) -> dict:
+        return self.call("POST", "/v1/groups",
+                         json={"ownerId": owner, "name": name, "memberIds": member_ids})
+
+    def groups_of(self, user_id: int) -> list[dict]:
+        """The user's groups; concurrent callers (a connect storm) share calls."""
+        return _batched(self._group_lists, user_id)
+
+    def _group_lists_batch(self, user_ids: list[int]) -> list[list[dict]]:
+        lists = self.call("POST", "/v1/groups/lists", json={"userIds": user_ids}).get("groups")
+        if not isinstance(lists, list):
+            raise BackendUnavailable(f"{self.name} service: a batch answer without groups")
+        return lists
+
+    def members(self, group_id: int) -> list[dict]:
+        """Every member of the group ({userId, role, readSeq}); BackendRejected 404 if none."""
+        found: list[dict] = []
+        after = 0
+        for _ in range(self.MAX_MEMBER_PAGES):
+            params = {"limit": self.MEMBER_PAGE, **({"afterUserId": after} if after else {})}
+            body = self.call("GET", f"/v1/groups/{group_id}/members", params=params)
+            found += body.get("members", [])
+            if not body.get("hasMore") or not found:
+                break
+            after = found[-1]["userId"]
+        return found
+
+    def invite(self, group_id: int, by_user: int, user_ids: Any) -> list[int]:
+        return self.call("POST", f"/v1/groups/{group_id}/members",
+                         json={"byUserId": by_user, "userIds": user_ids}).get("added", [])
+
+    def leave(self, group_id: int, user_id: int) -> dict:
+        return self.call("POST", f"/v1/groups/{group_id}/leave", json={"userId": user_id})
+
+    def group_read(self, group_id: int, user_id: int, seq: int) -> dict:
+        return self.call("POST", f"/v1/groups/{group_id}/read", json={"userId": user_id, "seq": seq})
 
 
 class AuthService(ServiceClient):

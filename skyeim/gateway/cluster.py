@@ -13,6 +13,8 @@ Redis keys (all under ``Cluster.KeyPrefix``, ``P`` below):
   P forgotten:<id>  set when other nodes gave node <id> up (it stalled past NodeTTL)
   P chan:<id>    the Pub/Sub channel of node <id>
   P kick         the channel every node hears: "user U logged in anew (login number G)"
+  P group        the channel every node hears: a group frame to fan out to its local
+                 members, or "group G's member list changed" (skyeim/gateway/groups.py)
 
 Nothing is lost when Redis or a node fails: chats are stored before they are
 routed, so a lost publish only delays delivery to the recipient's next connect.
@@ -184,6 +186,15 @@ class ClusterHub(Hub):
             self._failed("route", e)
             return 0
 
+    def publish_group(self, message: dict) -> None:
+        """One publish for every node (each fans out to its own members), not one per user."""
+        if not self.redis_ok:
+            return                  # other nodes' members catch up by sync (docs/protocol.md)
+        try:
+            self.redis.publish(f"{self.prefix}group", json.dumps({**message, "n": self.node_id}))
+        except redis.RedisError as e:
+            self._failed("group", e)
+
     def device_count(self, user_id: int) -> int:
         if not self.redis_ok:
             return self.local_count(user_id)
@@ -253,7 +264,8 @@ class ClusterHub(Hub):
         while self._running:                      # ends with stop(); each pass bounded by timeouts
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(self._k_chan(self.node_id), f"{self.prefix}kick")
+                pubsub.subscribe(self._k_chan(self.node_id), f"{self.prefix}kick",
+                                 f"{self.prefix}group")
                 gone = self._resync()              # Redis may have restarted empty
                 self.redis_ok = True
                 if gone:                           # (reported once routing works again)
@@ -284,6 +296,10 @@ class ClusterHub(Hub):
             if "kick" in msg:
                 if msg["n"] != self.node_id:
                     self._kick_local(int(msg["kick"]), int(msg["g"]), msg.get("p"))
+                return
+            if "grp" in msg:                 # skyeim/gateway/groups.py
+                if msg["n"] != self.node_id and self.on_group is not None:
+                    gevent.spawn(self.on_group, msg)    # may fetch a member list: not here
                 return
             uid = msg["u"]
             if "k" in msg:

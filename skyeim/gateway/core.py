@@ -22,6 +22,7 @@ from skyeim.gateway import frames
 from skyeim.gateway.backends import Backends, BackendRejected, BackendUnavailable
 from skyeim.gateway.devices import UNKNOWN_PLATFORM, Devices
 from skyeim.gateway.frames import FrameError
+from skyeim.gateway.groups import GroupChat, GroupRead, Groups
 from skyeim.gateway.hub import Hub
 from skyeim.gateway.revocation import Revocations
 from skyeim.gateway.session import (CLOSE_REPLACED, CLOSE_TOO_SLOW, SLOW_CLIENT_GRACE, Outgoing,
@@ -66,6 +67,7 @@ class Gateway:
         self.recorder = DeliveryRecorder(self)
         self.revocations = Revocations(self)
         self.syncer = Syncer(self)
+        self.groups = Groups(self)
 
     # -- admission -------------------------------------------------------------------
 
@@ -159,6 +161,7 @@ class Gateway:
                 "userId": uid, "onlineCount": self.hub.online_count(),
                 "onlineFriends": online_friends, "unreadPushed": pushed,
                 "serverTime": now_ms()}), timeout=BACKLOG_WRITE_TIMEOUT)
+            self.groups.after_connected(session)
         except Full:
             log.warning("conn=%s user=%s did not read its backlog: closing 4002",
                         session.conn_id, uid)
@@ -235,7 +238,7 @@ class Gateway:
             if isinstance(message, str):
                 try:
                     frame = frames.parse(message, session.user_id, self.cfg.chat.max_content_length)
-                    msg_id = frame.given_msg_id if isinstance(frame, frames.Chat) else None
+                    msg_id = frame.given_msg_id if isinstance(frame, (frames.Chat, GroupChat)) else None
                     request_id = frame.request_id if isinstance(frame, Sync) else None
                 except FrameError as e:
                     msg_id, request_id = e.msg_id, e.request_id
@@ -269,12 +272,16 @@ class Gateway:
                 self.syncer.handle(session, frame)
             elif isinstance(frame, frames.Typing):
                 self.devices.relay_typing(session, frame)
+            elif isinstance(frame, GroupChat):
+                self.groups.handle_chat(session, frame)
+            elif isinstance(frame, GroupRead):
+                self.groups.handle_read(session, frame)
         except FrameError as e:
             log.debug("conn=%s user=%s error %s: %s", session.conn_id, session.user_id, e.code, e.message)
             session.reply(frames.encode_error(e.code, e.message, e.msg_id, e.request_id))
         except Exception:
             log.exception("conn=%s user=%s frame handling failed", session.conn_id, session.user_id)
-            msg_id = frame.given_msg_id if isinstance(frame, frames.Chat) else None
+            msg_id = frame.given_msg_id if isinstance(frame, (frames.Chat, GroupChat)) else None
             session.reply(frames.encode_error("internal", "internal error", msg_id,
                                              frame.request_id if isinstance(frame, Sync) else None))
 

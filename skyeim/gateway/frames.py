@@ -17,7 +17,7 @@ MSG_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CONTENT_TYPES = (1, 2, 3, 4)      # text, image, file, voice
 MAX_READ_IDS = 1000               # msgIds in one read receipt
 SERVER_TYPES = frozenset({"connected", "pong", "ack", "online", "offline", "error",
-                          "token_expiring", "sync_messages", "sync_complete"})
+                          "token_expiring", "sync_messages", "sync_complete", "group_unread"})
 
 
 class FrameError(Exception):
@@ -107,6 +107,12 @@ def parse(text: str, sender_id: int, max_content_length: int) -> ClientFrame:
     if kind == "typing":
         from skyeim.gateway.devices import parse_typing
         return parse_typing(data, sender_id)
+    if kind == "groupchat":
+        from skyeim.gateway import groups     # an extension: skyeim/gateway/groups.py
+        return groups.parse_groupchat(data, max_content_length)
+    if kind == "group_read":
+        from skyeim.gateway import groups
+        return groups.parse_group_read(data)
     if kind in SERVER_TYPES:
         raise FrameError("unknown_type", f"{kind!r} is sent by the server only")
     raise FrameError("unknown_type", f"unknown frame type {kind[:64]!r}")

@@ -89,6 +89,21 @@ class Hub:
             sessions = [s for s in self._sessions.get(user_id, ()) if s is not exclude]
         return sum(1 for s in sessions if s.send(item))
 
+    def send_among(self, user_ids: "frozenset[int]", item, exclude: Sink | None = None) -> int:
+        """Queue ``item`` (one str, encoded once) on every local session of the users in
+        ``user_ids`` but ``exclude``; walks the smaller of the group and the online users."""
+        with self._lock:
+            sessions = self._sessions
+            users = (u for u in sessions if u in user_ids) if len(sessions) < len(user_ids) \
+                else (u for u in user_ids if u in sessions)
+            targets = [s for u in users for s in sessions[u] if s is not exclude]
+        return sum(1 for s in targets if s.send(item))
+
+    def publish_group(self, message: dict) -> None:
+        """Tell the other nodes about a group (a frame to fan out, a changed member list)."""
+
+    on_group = None   # a cluster node calls it with what another node published
+
     def device_count(self, user_id: int) -> int:
         """Live connections of ``user_id`` (on every node, in a cluster)."""
         return self.local_count(user_id)

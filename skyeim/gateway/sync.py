@@ -36,9 +36,10 @@ LIVE_WAIT = 30.0              # s a sync sent before `connected` waits for it (a
 
 @dataclass(frozen=True, slots=True)
 class Range:
-    peer_id: int
+    peer_id: int                  # 0 for a group's range
     after_seq: int                # the client holds everything up to it (0: nothing)
     before_seq: int | None        # exclusive end of a gap; None: to the newest
+    group_id: int = 0             # extension: a group's messages (skyeim/gateway/groups.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +72,19 @@ def parse(data, sender_id: int) -> Sync:
     for i, c in enumerate(convs):
         if not isinstance(c, dict):
             raise bad(f"conversations[{i}] must be an object")
-        peer = c.get("peerId")
-        if not is_user_id(peer) or peer == sender_id:
-            raise bad(f"conversations[{i}].peerId must be the user id of the other user")
-        if peer in seen:
-            raise bad(f"conversations[{i}].peerId appears twice")
-        seen.add(peer)
+        peer, group = c.get("peerId"), c.get("groupId")
+        if group is not None and peer is None:       # a group's range
+            if not is_user_id(group):
+                raise bad(f"conversations[{i}].groupId must be an integer group id")
+            key, peer = ("g", group), 0
+        elif not is_user_id(peer) or peer == sender_id:
+            raise bad(f"conversations[{i}].peerId must be the user id of the other user "
+                      "(or give a groupId alone)")
+        else:
+            key, group = peer, 0
+        if key in seen:
+            raise bad(f"conversations[{i}] names its conversation twice")
+        seen.add(key)
         after = c.get("afterSeq")
         if after is None:
             after = 0
@@ -85,7 +93,7 @@ def parse(data, sender_id: int) -> Sync:
         before = c.get("beforeSeq")
         if before is not None and (type(before) is not int or not after < before <= MAX_USER_ID):
             raise bad(f"conversations[{i}].beforeSeq must be an integer seq above afterSeq")
-        ranges.append(Range(peer, after, before))
+        ranges.append(Range(peer, after, before, group))
     return Sync(request_id, tuple(ranges), min(limit, MAX_PAGE))
 
 
@@ -102,31 +110,38 @@ class Syncer:
         while session.held is not None and not session.closing and time.monotonic() < deadline:
             gevent.sleep(0.01)
         uid, rid = session.user_id, sync.request_id
+        for r in sync.ranges:         # every group named: a member's, before anything is answered
+            if r.group_id:
+                self.gateway.groups.member_ids(r.group_id, uid, request_id=rid)
         budget = MAX_MESSAGES
         done = []
         for r in sync.ranges:
             last, has_more = r.after_seq, True
+            name = {"groupId": r.group_id} if r.group_id else {"peerId": r.peer_id}
             while budget > 0 and has_more:        # bounded by the budget: each page takes >= 1
-                page = self._page(uid, r.peer_id, last, r.before_seq, min(sync.limit, budget), rid)
+                page = self._page(uid, r, last, min(sync.limit, budget), rid)
                 messages = page.get("messages") or []
                 has_more = bool(page.get("hasMore")) and bool(messages)
                 if messages:
                     budget -= len(messages)
                     last = messages[-1]["seq"]
                     if not session.reply(frames.encode("sync_messages", {
-                            "requestId": rid, "peerId": r.peer_id,
-                            "messages": [{**frames.chat_data(m), "status": m.get("status")}
-                                         for m in messages],
+                            "requestId": rid, **name,
+                            "messages": messages if r.group_id else
+                            [{**frames.chat_data(m), "status": m.get("status")} for m in messages],
                             "hasMore": has_more})):
                         return                    # the connection is going away
-                    self._record_delivery(uid, messages)
-            done.append({"peerId": r.peer_id, "lastSeq": last, "hasMore": has_more})
+                    if not r.group_id:
+                        self._record_delivery(uid, messages)
+            done.append({**name, "lastSeq": last, "hasMore": has_more})
         session.reply(frames.encode("sync_complete", {"requestId": rid, "conversations": done}))
 
-    def _page(self, uid: int, peer: int, after: int, before: int | None, limit: int,
-              rid: str | None) -> dict:
+    def _page(self, uid: int, r: Range, after: int, limit: int, rid: str | None) -> dict:
+        message = self.gateway.backends.message
         try:
-            return self.gateway.backends.message.conversation(uid, peer, after, before, limit)
+            if r.group_id:
+                return message.group_page(r.group_id, after, r.before_seq, limit)
+            return message.conversation(uid, r.peer_id, after, r.before_seq, limit)
         except BackendUnavailable:
             raise FrameError("unavailable", "the message service is unavailable; retry the sync",
                              request_id=rid) from None

@@ -9,7 +9,7 @@ from flask import Flask, request
 
 from skyeim.config import ServiceConfig
 from skyeim.db import Database
-from skyeim.message import store
+from skyeim.message import groups, store
 from skyeim.service import make_app, on_shutdown
 from skyeim.tokens import MAX_USER_ID
 from skyeim.web import ApiError, bad_request, body_user_id, json_body, limit_arg
@@ -143,6 +143,7 @@ def create_app(config: ServiceConfig) -> Flask:
         return {"messages": [{**store.chat_message(r), "status": store.status(r)} for r in rows],
                 "hasMore": has_more}
 
+    groups.add_routes(app, db, _query_int, _msg_id, _content, _content_type)
     return app
 
 

@@ -193,6 +193,7 @@
   // forget: the user signed out; otherwise (expired, refused) unsent messages stay in
   // sessionStorage and go out when the same user signs in again in this tab.
   function signOut(message, forget = false) {
+    if (groups) { groups.close(); groups.reset(); }
     const ws = state.ws;
     state.ws = null;
     state.live = false;
@@ -227,6 +228,7 @@
     renderFriends();
     renderConversation();
     refreshFriends();
+    if (groups) groups.refresh();
     connect();
     state.timers.friends = setInterval(() => { if (visible()) refreshFriends(); }, FRIENDS_REFRESH_MS);
   }
@@ -517,6 +519,7 @@
   }
 
   function openConversation(peerId) {
+    if (groups) groups.close();
     state.current = peerId;
     const conv = getConv(peerId);
     renderFriends();
@@ -762,6 +765,7 @@
   // Frames from the gateway
 
   function handleFrame(type, data) {
+    if (groups && groups.onFrame(type, data || {})) return undefined;   // groups.js
     switch (type) {
       case "connected": return onConnected(data || {});
       case "chat": return onChat(data || {});
@@ -938,7 +942,8 @@
   }
 
   function onSyncComplete(d) {
-    const more = (d.conversations || []).filter((c) => c && c.hasMore && Number.isInteger(c.lastSeq));
+    const more = (d.conversations || []).filter((c) => c && c.hasMore && Number.isInteger(c.lastSeq)
+      && Number.isInteger(c.peerId));      // a group's entries are groups.js's
     if (more.length && (state.syncRounds = (state.syncRounds || 0) + 1) <= SYNC_ROUNDS) {
       sendSync(more.map((c) => ({ peerId: c.peerId, afterSeq: c.lastSeq })));
     }
@@ -962,7 +967,21 @@
   // ---------------------------------------------------------------------------
   // Wiring
 
+  // groups.js (loaded first): what it shares with this page
+  const groups = window.SkyeGroups || null;
+
   function init() {
+    if (groups) {
+      groups.init({
+        api, wsSend, uuid4, closeConversation,
+        session: () => state.session,
+        name: (id) => friendName(id),
+        friendId: (lowerName) => {
+          const f = [...state.friends.values()].find((x) => (x.username || "").toLowerCase() === lowerName);
+          return f ? f.userId : null;
+        },
+      });
+    }
     $("login-form").addEventListener("submit", (e) => { e.preventDefault(); doLogin(false); });
     $("register-button").addEventListener("click", () => doLogin(true));
     $("logout-button").addEventListener("click", () => signOut("", true));

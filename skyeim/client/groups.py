@@ -1,0 +1,79 @@
+"""Group state of a Client (extension: docs/protocol.md "Groups"): per group the
+highest seq it holds, the messages it has yielded (each once, live or from a
+sync page), and the sync frames that fetch what `group_unread` says is missing.
+Not thread-safe by itself: the Client calls it under its lock."""
+from __future__ import annotations
+
+import collections
+import itertools
+
+MAX_GROUPS = 10_000          # groups whose seq is tracked
+MAX_SEEN = 10_000            # (groupId, seq) keys remembered to yield each message once
+MAX_PER_FRAME = 100          # conversations in one sync frame (the gateway's bound)
+MAX_PENDING = 64             # group sync requests awaiting their sync_complete
+
+_rids = itertools.count(1)
+
+
+class GroupSeqs:
+    def __init__(self) -> None:
+        self.held: dict[int, int] = {}
+        self._seen: collections.OrderedDict[tuple[int, int], None] = collections.OrderedDict()
+        self._pending: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def track(self, group_id: int, seq: int) -> None:
+        if seq > self.held.get(group_id, 0):
+            self.held[group_id] = seq
+            while len(self.held) > MAX_GROUPS:
+                del self.held[next(iter(self.held))]
+
+    def message(self, group_id: int | None, seq: int | None) -> bool:
+        """True the first time this message is seen (then it is yielded)."""
+        if group_id is None or seq is None:
+            return True
+        key = (group_id, seq)
+        if key in self._seen:
+            return False
+        self._seen[key] = None
+        while len(self._seen) > MAX_SEEN:
+            self._seen.popitem(last=False)
+        self.track(group_id, seq)
+        return True
+
+    def on_unread(self, groups) -> list[dict]:
+        """`group_unread`: sync frames for every group with messages beyond what is held
+        (from the read cursor when nothing is held)."""
+        ranges = []
+        for g in groups:
+            gid, last, read = g.get("groupId"), g.get("lastSeq"), g.get("readSeq")
+            if type(gid) is not int or type(last) is not int:
+                continue
+            after = self.held.get(gid, read if type(read) is int else 0)
+            if last > after:
+                ranges.append((gid, after))
+        return self._frames(ranges)
+
+    def complete(self, request_id: str | None, conversations) -> list[dict]:
+        """`sync_complete` of one of ours: follow-ups for groups cut short."""
+        if request_id is None or request_id not in self._pending:
+            return []
+        del self._pending[request_id]
+        more = [(c["groupId"], c["lastSeq"]) for c in conversations
+                if isinstance(c, dict) and c.get("hasMore") is True
+                and type(c.get("groupId")) is int and type(c.get("lastSeq")) is int]
+        return self._frames(more)
+
+    def failed(self, request_id: str | None) -> None:
+        if request_id is not None:
+            self._pending.pop(request_id, None)
+
+    def _frames(self, ranges: list[tuple[int, int]]) -> list[dict]:
+        frames = []
+        for i in range(0, len(ranges), MAX_PER_FRAME):
+            rid = f"sdk-g{next(_rids)}"
+            self._pending[rid] = None
+            while len(self._pending) > MAX_PENDING:
+                self._pending.popitem(last=False)
+            frames.append({"type": "sync", "data": {"requestId": rid, "conversations": [
+                {"groupId": gid, "afterSeq": after} for gid, after in ranges[i:i + MAX_PER_FRAME]]}})
+        return frames

@@ -1,0 +1,242 @@
+"""Group chat in the gateway (docs/protocol.md "Groups").
+
+- ``groupchat`` {groupId, msgId?, content, contentType?}: the sender must be a
+  member; the message is stored once (a per-group seq), the sender gets
+  ``ack sent`` (with ``groupId``), and one ``groupchat`` text, encoded once, is
+  queued to every live connection of every online member but the sending one
+  (the sender's other devices get it as their copy). No ``delivered`` acks.
+- ``group_read`` {groupId, seq}: moves the member's "read up to seq" cursor
+  (monotonic, capped at the group's last seq); the reader's other devices and,
+  in groups of at most ``Groups.ReadReceiptMaxMembers``, the online members get
+  ``group_read`` {groupId, userId, seq}.
+- After ``connected``, a member of any group gets one ``group_unread`` frame:
+  {groups: [{groupId, name, lastSeq, readSeq}]}; it fetches what it lacks with
+  ``sync`` conversations {groupId, afterSeq} (skyeim/gateway/sync.py).
+
+Member lists are cached (bounded LRU, short TTL, dropped on an invite or a
+leave through any node), so a message to a 10,000-member group fetches no ids.
+In a cluster, a group frame is published once on a channel every node hears;
+each node fans it out to its own members.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gevent.event import AsyncResult
+
+from skyeim.gateway import frames
+from skyeim.gateway.backends import BackendRejected, BackendUnavailable
+from skyeim.gateway.frames import FrameError
+from skyeim.tokens import MAX_USER_ID, is_user_id
+
+if TYPE_CHECKING:
+    from skyeim.gateway.core import Gateway
+    from skyeim.gateway.session import Session
+
+log = logging.getLogger(__name__)
+
+FETCH_WAIT = 10.0     # s a caller waits for another greenlet's fetch of the same member list
+
+
+@dataclass(frozen=True, slots=True)
+class GroupChat:
+    kind = "groupchat"
+    group_id: int
+    msg_id: str
+    content: str
+    content_type: int
+    given_msg_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRead:
+    kind = "group_read"
+    group_id: int
+    seq: int
+
+
+def parse_groupchat(data, max_content_length: int) -> GroupChat:
+    if not isinstance(data, dict):
+        raise FrameError("bad_request", "groupchat needs a data object")
+    msg_id = data.get("msgId")
+    if msg_id is not None and not frames.is_msg_id(msg_id):
+        raise FrameError("bad_request", "msgId must be 1 to 64 characters of A-Z a-z 0-9 _ -")
+    gid = data.get("groupId")
+    if not is_user_id(gid):
+        raise FrameError("bad_request", "groupId must be an integer group id", msg_id)
+    # the 1:1 chat's rules for content and contentType (toUserId aside)
+    chat = frames._parse_chat({**data, "toUserId": 1}, 0, max_content_length)
+    return GroupChat(gid, msg_id if msg_id is not None else str(uuid.uuid4()), chat.content,
+                     chat.content_type, msg_id)
+
+
+def parse_group_read(data) -> GroupRead:
+    if not isinstance(data, dict):
+        raise FrameError("bad_request", "group_read needs a data object")
+    gid, seq = data.get("groupId"), data.get("seq")
+    if not is_user_id(gid):
+        raise FrameError("bad_request", "groupId must be an integer group id")
+    if type(seq) is not int or not 1 <= seq <= MAX_USER_ID:
+        raise FrameError("bad_request", "seq must be an integer seq (1 or more)")
+    return GroupRead(gid, seq)
+
+
+class MemberCache:
+    """Group id -> frozenset of member ids: bounded LRU, short TTL, one fetch at a time per group."""
+
+    def __init__(self, fetch, size: int, ttl_ms: int):
+        self.fetch, self.size, self.ttl = fetch, size, ttl_ms / 1000.0
+        self._lists: OrderedDict[int, tuple[float, frozenset[int]]] = OrderedDict()
+        self._fetching: dict[int, AsyncResult] = {}
+
+    def get(self, group_id: int) -> frozenset[int]:
+        """Raises BackendUnavailable, or BackendRejected (404: no such group)."""
+        hit = self._lists.get(group_id)
+        if hit is not None and hit[0] > time.monotonic():
+            self._lists.move_to_end(group_id)
+            return hit[1]
+        pending = self._fetching.get(group_id)
+        if pending is not None:          # a burst of senders to a cold group: one fetch
+            return pending.get(timeout=FETCH_WAIT)
+        pending = self._fetching[group_id] = AsyncResult()
+        try:
+            members = frozenset(m["userId"] for m in self.fetch(group_id))
+            if self.ttl > 0:
+                self._lists[group_id] = (time.monotonic() + self.ttl, members)
+                self._lists.move_to_end(group_id)
+                while len(self._lists) > self.size:
+                    self._lists.popitem(last=False)
+            pending.set(members)
+            return members
+        except BaseException as e:
+            pending.set_exception(e)
+            raise
+        finally:
+            del self._fetching[group_id]
+
+    def drop(self, group_id: int) -> None:
+        self._lists.pop(group_id, None)
+
+
+class Groups:
+    """The gateway's group flows (called from Gateway and the REST API)."""
+
+    def __init__(self, gateway: "Gateway"):
+        self.gateway = gateway
+        cfg = gateway.cfg.groups
+        self.read_receipt_max = cfg.read_receipt_max_members
+        self.members = MemberCache(gateway.backends.friend.members, cfg.members_cache_size,
+                                   cfg.members_cache_ttl_ms)
+        gateway.hub.on_group = self._from_other_node
+
+    # -- membership ---------------------------------------------------------------------
+
+    def member_ids(self, group_id: int, user_id: int, msg_id: str | None = None,
+                   request_id: str | None = None) -> frozenset[int]:
+        """The group's members, when ``user_id`` is one; else FrameError forbidden."""
+        try:
+            members = self.members.get(group_id)
+        except BackendUnavailable:
+            raise FrameError("unavailable", "the friend service is unavailable; retry", msg_id,
+                             request_id) from None
+        except BackendRejected as e:
+            if e.status != 404:
+                raise FrameError("internal", e.message, msg_id, request_id) from None
+            members = frozenset()
+        if user_id not in members:
+            # an unknown group and someone else's group look alike
+            raise FrameError("forbidden", "you are not a member of this group", msg_id, request_id)
+        return members
+
+    def changed(self, group_id: int) -> None:
+        """An invite or a leave went through this gateway: every node re-reads the list."""
+        self.members.drop(group_id)
+        self.gateway.hub.publish_group({"grp": group_id, "changed": True})
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def handle_chat(self, session: "Session", chat: GroupChat) -> None:
+        uid, err_id = session.user_id, chat.given_msg_id
+        members = self.member_ids(chat.group_id, uid, err_id)
+        try:
+            stored = self.gateway.backends.message.group_send(
+                chat.group_id, uid, chat.msg_id, chat.content, chat.content_type)
+        except BackendUnavailable:
+            raise FrameError("unavailable", "the message service is unavailable; retry", err_id)
+        except BackendRejected as e:
+            raise FrameError("bad_request" if e.status == 400 else "internal", e.message, err_id)
+        ack = {"msgId": chat.msg_id, "status": "sent", "timestamp": stored["createdAt"],
+               "seq": stored["seq"], "groupId": chat.group_id}
+        if stored.get("duplicate"):
+            ack["duplicate"] = True
+        session.reply(frames.encode("ack", ack))
+        if stored.get("duplicate"):
+            return           # members who missed the first fan-out find it by sync
+        text = frames.encode("groupchat", {k: stored[k] for k in (
+            "groupId", "msgId", "fromUserId", "content", "contentType", "createdAt", "seq")})
+        self.fan_out(chat.group_id, members, text, exclude=session)
+
+    def fan_out(self, group_id: int, members: frozenset[int], text: str, exclude=None) -> int:
+        """The one encoded ``text`` to every local connection of a member, and one publish
+        for the other nodes; returns the local connections that took it."""
+        t0 = time.perf_counter()
+        n = self.gateway.hub.send_among(members, text, exclude)
+        self.gateway.hub.publish_group({"grp": group_id, "x": text})
+        self.gateway.metrics.group_fanout.observe(time.perf_counter() - t0)
+        return n
+
+    def _from_other_node(self, msg: dict) -> None:
+        gid = msg["grp"]
+        if msg.get("changed"):
+            self.members.drop(gid)
+            return
+        try:
+            members = self.members.get(gid)
+        except (BackendUnavailable, BackendRejected) as e:
+            log.warning("group=%s fan-out from another node skipped (%s): members sync", gid, e)
+            return
+        self.gateway.hub.send_among(members, msg["x"])
+
+    def handle_read(self, session: "Session", read: GroupRead) -> None:
+        uid, gid = session.user_id, read.group_id
+        members = self.member_ids(gid, uid)
+        backends = self.gateway.backends
+        try:
+            last = backends.message.group_last([gid]).get(gid, 0)
+            result = backends.friend.group_read(gid, uid, min(read.seq, last))
+        except BackendUnavailable:
+            raise FrameError("unavailable", "a backend service is unavailable; retry")
+        except BackendRejected as e:
+            if e.status == 403:
+                raise FrameError("forbidden", "you are not a member of this group")
+            raise FrameError("bad_request" if e.status == 400 else "internal", e.message)
+        if not result.get("moved"):
+            return
+        text = frames.encode("group_read", {"groupId": gid, "userId": uid, "seq": result["readSeq"]})
+        if len(members) <= self.read_receipt_max:
+            self.fan_out(gid, members, text, exclude=session)
+        else:       # a big group: n readers times n members would swamp it
+            self.gateway.hub.send_to_others(uid, text, session)
+
+    def after_connected(self, session: "Session") -> None:
+        """One `group_unread` frame for a member of any group (none for anyone else)."""
+        backends = self.gateway.backends
+        try:
+            mine = backends.friend.groups_of(session.user_id)
+            if not mine:
+                return
+            last = backends.message.group_last([g["groupId"] for g in mine])
+        except (BackendUnavailable, BackendRejected) as e:
+            log.warning("user=%s group_unread skipped: %s", session.user_id, e)
+            return
+        except Exception:           # a malformed answer must not cost the live connection
+            log.exception("user=%s group_unread failed", session.user_id)
+            return
+        session.send(frames.encode("group_unread", {"groups": [
+            {"groupId": g["groupId"], "name": g["name"], "lastSeq": last.get(g["groupId"], 0),
+             "readSeq": g["readSeq"]} for g in mine]}))

@@ -1,0 +1,122 @@
+"""The client REST API for groups (docs/protocol.md "Groups"), with the caller's token
+as for /api/friends:
+
+  GET  /api/groups                      -> {groups: [{groupId, name, ownerId, createdAt, role,
+                                                       readSeq, lastSeq}]}
+  POST /api/groups                      {name, memberIds?} -> {groupId, name, ownerId, createdAt,
+                                                               memberCount}
+  GET  /api/groups/<id>/members?afterUserId=&limit=  -> {members: [{userId, username, role,
+                                                       readSeq, online}], hasMore}
+  POST /api/groups/<id>/members         {userIds} -> {added: [ids]}
+  POST /api/groups/<id>/leave           -> {left, ownerId}
+  GET  /api/groups/<id>/messages?beforeSeq=&limit=   -> {messages, hasMore}, newest first
+"""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from skyeim import tokens
+from skyeim.gateway.frames import FrameError
+from skyeim.web import ApiError, bad_request, json_body, limit_arg, positive_int_arg
+
+MEMBERS_PAGE_MAX = 1000       # members (with names) in one /members page
+
+groups_api = Blueprint("groups_api", __name__, url_prefix="/api/groups")
+
+
+def _caller_and_gateway():
+    from skyeim.gateway.app import _caller, _gateway     # (app imports this module)
+    return _caller(), _gateway()
+
+
+def _group_id(raw: str) -> int:
+    gid = positive_int_arg(raw) if raw.isascii() else None
+    if not tokens.is_user_id(gid):
+        raise bad_request("the group id must be an integer")
+    return gid
+
+
+def _member(gateway, gid: int, uid: int) -> frozenset[int]:
+    try:
+        return gateway.groups.member_ids(gid, uid)
+    except FrameError as e:
+        if e.code == "forbidden":
+            raise ApiError(403, "forbidden", e.message) from None
+        raise ApiError(503, "unavailable", e.message) from None
+
+
+def _known_users(gateway, ids) -> list[int]:
+    if not isinstance(ids, list) or not all(tokens.is_user_id(i) for i in ids):
+        raise bad_request("userIds must be a list of integer user ids")
+    ids = list(dict.fromkeys(ids))
+    if len(ids) > 1000:
+        raise bad_request("at most 1000 user ids at once")
+    known = {u["userId"] for u in gateway.backends.auth.users_by_id(ids)}
+    if set(ids) - known:
+        raise ApiError(404, "not_found", "no such user")
+    return ids
+
+
+@groups_api.get("")
+def list_groups():
+    uid, gateway = _caller_and_gateway()
+    mine = gateway.backends.friend.groups_of(uid)
+    last = gateway.backends.message.group_last([g["groupId"] for g in mine])
+    return jsonify(groups=[{**g, "lastSeq": last.get(g["groupId"], 0)} for g in mine])
+
+
+@groups_api.post("")
+def create_group():
+    uid, gateway = _caller_and_gateway()
+    body = json_body()
+    members = _known_users(gateway, body.get("memberIds") or [])
+    return jsonify(gateway.backends.friend.create_group(uid, body.get("name"), members))
+
+
+@groups_api.get("/<group_id>/members")
+def list_members(group_id: str):
+    uid, gateway = _caller_and_gateway()
+    gid = _group_id(group_id)
+    _member(gateway, gid, uid)
+    params = {"limit": min(limit_arg(request.args.get("limit")), MEMBERS_PAGE_MAX)}
+    after = positive_int_arg(request.args.get("afterUserId"))
+    if after:
+        params["afterUserId"] = after
+    body = gateway.backends.friend.call("GET", f"/v1/groups/{gid}/members", params=params)
+    page = body.get("members", [])
+    ids = [m["userId"] for m in page]
+    names = {u["userId"]: u["username"] for u in gateway.backends.auth.users_by_id(ids)}
+    online = set(gateway.hub.online_among(ids))
+    return jsonify(members=[{**m, "username": names.get(m["userId"]), "online": m["userId"] in online}
+                            for m in page], hasMore=bool(body.get("hasMore")))
+
+
+@groups_api.post("/<group_id>/members")
+def invite(group_id: str):
+    uid, gateway = _caller_and_gateway()
+    gid = _group_id(group_id)
+    ids = _known_users(gateway, json_body().get("userIds"))
+    if not ids:
+        raise bad_request("userIds must name at least one user")
+    added = gateway.backends.friend.invite(gid, uid, ids)
+    gateway.groups.changed(gid)
+    return jsonify(added=added)
+
+
+@groups_api.post("/<group_id>/leave")
+def leave(group_id: str):
+    uid, gateway = _caller_and_gateway()
+    gid = _group_id(group_id)
+    result = gateway.backends.friend.leave(gid, uid)
+    gateway.groups.changed(gid)
+    return jsonify(result)
+
+
+@groups_api.get("/<group_id>/messages")
+def history(group_id: str):
+    uid, gateway = _caller_and_gateway()
+    gid = _group_id(group_id)
+    _member(gateway, gid, uid)
+    body = gateway.backends.message.group_history(
+        gid, positive_int_arg(request.args.get("beforeSeq")), limit_arg(request.args.get("limit")))
+    return jsonify(messages=body.get("messages", []), hasMore=bool(body.get("hasMore")))

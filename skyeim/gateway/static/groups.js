@@ -1,0 +1,296 @@
+// SkyeIM web page: group chat (docs/protocol.md "Groups"). Plain JavaScript, loaded
+// before app.js, which calls SkyeGroups.init({...}) with what it shares (the REST
+// helper, the socket sender, the session) and hands it the group frames.
+// Every piece of user content reaches the DOM through textContent, never as HTML.
+"use strict";
+
+window.SkyeGroups = (() => {
+  const PAGE_SIZE = 50;
+  const SYNC_ROUNDS = 20;          // follow-ups of a sync cut short, per connection
+  const $ = (id) => document.getElementById(id);
+  let app = null;                  // {api, wsSend, session(), uuid4, closeConversation, live()}
+  const groups = new Map();        // groupId -> {groupId, name, lastSeq, readSeq, msgs: Map, unread}
+  const pending = new Map();       // msgId -> my message awaiting its ack
+  let current = null;              // open groupId
+  let syncRounds = 0;
+
+  function group(gid) {
+    let g = groups.get(gid);
+    if (!g) {
+      g = { groupId: gid, name: `Group #${gid}`, lastSeq: 0, readSeq: 0, msgs: new Map(), unread: 0 };
+      groups.set(gid, g);
+    }
+    return g;
+  }
+
+  function held(g) {               // the newest seq held
+    let s = 0;
+    for (const m of g.msgs.values()) if (m.seq > s) s = m.seq;
+    return s;
+  }
+
+  function merge(g, m) {
+    const key = `${m.fromUserId}:${m.msgId}`;
+    const had = g.msgs.get(key);
+    g.msgs.set(key, { ...had, ...m });
+    if (Number.isInteger(m.seq) && m.seq > g.lastSeq) g.lastSeq = m.seq;
+    return !had;
+  }
+
+  async function refresh() {
+    try {
+      const d = await app.api("GET", "/api/groups");
+      for (const x of d.groups || []) {
+        const g = group(x.groupId);
+        g.name = x.name; g.lastSeq = Math.max(g.lastSeq, x.lastSeq || 0);
+        g.readSeq = Math.max(g.readSeq, x.readSeq || 0);
+        g.unread = Math.max(0, g.lastSeq - g.readSeq);
+      }
+      render();
+    } catch (e) { console.warn("groups", e); }
+  }
+
+  function render() {
+    const list = $("group-list");
+    list.textContent = "";
+    for (const g of groups.values()) {
+      const li = document.createElement("li");
+      li.className = "friend group" + (g.groupId === current ? " active" : "");
+      li.dataset.groupId = String(g.groupId);
+      const name = document.createElement("span");
+      name.className = "friend-name";
+      name.textContent = g.name;
+      li.appendChild(name);
+      if (g.unread > 0 && g.groupId !== current) {
+        const badge = document.createElement("span");
+        badge.className = "badge";
+        badge.textContent = String(g.unread);
+        li.appendChild(badge);
+      }
+      li.addEventListener("click", () => open(g.groupId));
+      list.appendChild(li);
+    }
+    show($("no-groups"), groups.size === 0);
+    if (current != null) renderMessages();
+  }
+
+  function renderMessages() {
+    const g = group(current);
+    $("group-name").textContent = g.name;
+    const ol = $("group-message-list");
+    ol.textContent = "";
+    const me = app.session().userId;
+    const msgs = [...g.msgs.values()].sort((a, b) =>
+      (a.seq || Infinity) - (b.seq || Infinity) || (a.localAt || 0) - (b.localAt || 0));
+    for (const m of msgs) {
+      const li = document.createElement("li");
+      li.className = "msg " + (m.fromUserId === me ? "mine" : "theirs");
+      li.dataset.msgId = m.msgId;
+      if (m.fromUserId !== me) {
+        const who = document.createElement("div");
+        who.className = "msg-from muted";
+        who.textContent = app.name(m.fromUserId);
+        li.appendChild(who);
+      }
+      const body = document.createElement("div");
+      body.className = "bubble";
+      body.textContent = m.content;
+      li.appendChild(body);
+      if (m.fromUserId === me) {
+        const tick = document.createElement("span");
+        tick.className = "tick";
+        tick.textContent = m.status === "failed" ? `failed: ${m.error}` : m.status === "pending" ? "…" : "✓";
+        li.appendChild(tick);
+      }
+      ol.appendChild(li);
+    }
+    const box = $("group-messages");
+    box.scrollTop = box.scrollHeight;
+  }
+
+  function show(node, visible) { node.hidden = !visible; }
+
+  async function open(gid) {
+    app.closeConversation();
+    current = gid;
+    show($("group-conversation"), true);
+    show($("conversation"), false);
+    document.body.classList.add("conv-open");
+    const g = group(gid);
+    render();
+    try {
+      const d = await app.api("GET", `/api/groups/${gid}/messages?limit=${PAGE_SIZE}`);
+      for (const m of d.messages || []) merge(g, m);
+    } catch (e) { console.warn("group history", e); }
+    markRead(g);
+    render();
+  }
+
+  function close() {
+    if (current == null) return;
+    current = null;
+    show($("group-conversation"), false);
+    show($("conversation"), true);
+    render();
+  }
+
+  function markRead(g) {
+    const seq = Math.max(held(g), g.lastSeq);
+    if (seq > g.readSeq && app.wsSend("group_read", { groupId: g.groupId, seq })) g.readSeq = seq;
+    g.unread = 0;
+  }
+
+  function send(text) {
+    const g = group(current);
+    const msgId = app.uuid4();
+    const m = { msgId, fromUserId: app.session().userId, groupId: g.groupId, content: text,
+      status: "pending", localAt: Date.now() };
+    merge(g, m);
+    pending.set(msgId, m);
+    if (!app.wsSend("groupchat", { groupId: g.groupId, msgId, content: text })) {
+      failed(msgId, "not connected");
+    }
+    renderMessages();
+  }
+
+  function failed(msgId, why) {
+    const m = pending.get(msgId);
+    if (!m) return false;
+    pending.delete(msgId);
+    const g = group(m.groupId);
+    merge(g, { ...m, status: "failed", error: why });
+    if (current === m.groupId) renderMessages();
+    return true;
+  }
+
+  function sendSync(ranges) {
+    if (ranges.length) app.wsSend("sync", { conversations: ranges.slice(0, 100) });
+  }
+
+  // the frames app.js hands over; true when handled
+  function onFrame(type, d) {
+    const me = app.session().userId;
+    if (type === "groupchat" && Number.isInteger(d.groupId)) {
+      const g = group(d.groupId);
+      if (merge(g, d) && d.fromUserId !== me) {
+        if (current === d.groupId && document.visibilityState === "visible") markRead(g);
+        else g.unread += 1;
+      }
+      if (!groups.has(d.groupId) || g.name.startsWith("Group #")) refresh();
+      render();
+      return true;
+    }
+    if (type === "ack" && Number.isInteger(d.groupId)) {
+      const m = pending.get(d.msgId);
+      if (m) {
+        pending.delete(d.msgId);
+        const g = group(d.groupId);
+        merge(g, { ...m, status: "sent", seq: d.seq, createdAt: d.timestamp });
+        if (current === d.groupId) { markRead(g); renderMessages(); }   // my own is read
+      }
+      return true;
+    }
+    if (type === "group_read" && Number.isInteger(d.groupId)) {
+      if (d.userId === me) { const g = group(d.groupId); g.readSeq = Math.max(g.readSeq, d.seq); g.unread = 0; render(); }
+      return true;
+    }
+    if (type === "group_unread" && Array.isArray(d.groups)) {
+      syncRounds = 0;
+      const ranges = [];
+      for (const x of d.groups) {
+        const g = group(x.groupId);
+        g.name = x.name || g.name;
+        g.lastSeq = Math.max(g.lastSeq, x.lastSeq || 0);
+        g.readSeq = Math.max(g.readSeq, x.readSeq || 0);
+        const from = Math.max(held(g), g.readSeq);
+        if (g.lastSeq > from) ranges.push({ groupId: g.groupId, afterSeq: from });
+        g.unread = Math.max(0, g.lastSeq - g.readSeq);
+      }
+      sendSync(ranges);
+      render();
+      return true;
+    }
+    if (type === "sync_messages" && Number.isInteger(d.groupId)) {
+      const g = group(d.groupId);
+      for (const m of d.messages || []) merge(g, m);
+      if (current === d.groupId) markRead(g);
+      render();
+      return true;
+    }
+    if (type === "sync_complete") {
+      const more = (d.conversations || []).filter((c) => c && c.hasMore && Number.isInteger(c.groupId));
+      if (more.length && ++syncRounds <= SYNC_ROUNDS) {
+        sendSync(more.map((c) => ({ groupId: c.groupId, afterSeq: c.lastSeq })));
+      }
+      return false;                // app.js looks at the peers' entries
+    }
+    if (type === "error" && d.msgId != null) {
+      return failed(d.msgId, d.code === "forbidden" ? "you are not in this group" : (d.message || d.code));
+    }
+    return false;
+  }
+
+  function init(shared) {
+    app = shared;
+    $("new-group-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const input = $("new-group-name");
+      const name = input.value.trim();
+      if (!name) return;
+      try {
+        const g = await app.api("POST", "/api/groups", { name });
+        input.value = "";
+        group(g.groupId).name = g.name;
+        render();
+        open(g.groupId);
+      } catch (err) { status(err.message, true); }
+    });
+    $("group-invite-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const input = $("group-invite-input");
+      const name = input.value.trim().toLowerCase();
+      const id = app.friendId(name);
+      if (id == null) { status(`Invite a friend: “${input.value.trim()}” is not one.`, true); return; }
+      try {
+        await app.api("POST", `/api/groups/${current}/members`, { userIds: [id] });
+        input.value = "";
+        status(`${app.name(id)} was added.`, false);
+      } catch (err) { status(err.message, true); }
+    });
+    $("group-leave").addEventListener("click", async () => {
+      const gid = current;
+      try {
+        await app.api("POST", `/api/groups/${gid}/leave`);
+        close();
+        groups.delete(gid);
+        render();
+      } catch (err) { status(err.message, true); }
+    });
+    $("group-back").addEventListener("click", () => { close(); document.body.classList.remove("conv-open"); });
+    const input = $("group-input");
+    input.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        $("group-composer").requestSubmit();
+      }
+    });
+    $("group-composer").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const text = input.value.replace(/\s+$/, "");
+      if (!text.trim() || current == null) return;
+      send(text);
+      input.value = "";
+      input.focus();
+    });
+  }
+
+  function status(text, error) {
+    const s = $("group-status");
+    s.textContent = text;
+    s.className = "add-friend-status " + (error ? "error" : "ok");
+    show(s, true);
+    setTimeout(() => show(s, false), 6000);
+  }
+
+  return { init, onFrame, refresh, close, reset: () => { groups.clear(); pending.clear(); current = null; } };
+})();
