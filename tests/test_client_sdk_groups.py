@@ -8,7 +8,7 @@ import time
 import pytest
 
 from skyeim.client import (Api, Backoff, ChatError, Client, GroupMessage, GroupRead, GroupUnread,
-                           NotFound)
+                           NotFound, Typing)
 
 
 @pytest.fixture
@@ -80,6 +80,20 @@ def test_send_groupchat_reaches_members_as_group_messages(system, clients):
     with pytest.raises(ChatError) as e:
         co.send_groupchat(gid, "let me in")
     assert e.value.code == "forbidden"
+
+
+def test_send_typing_to_a_group_reaches_the_members_as_typing_frames(system, clients):
+    ann, bob = system.users("sg4_ann", "sg4_bob")
+    gid = Api(system.url, ann.token).create_group("typists", [bob.id])
+    ca, cb = clients(system.url, ann.token), clients(system.url, bob.token)
+    assert ca.send_typing(group_id=gid) is True
+    t = next_of(cb, Typing)
+    assert (t.from_user_id, t.group_id, t.state) == (ann.id, gid, "typing")
+    assert ca.send_typing(group_id=gid) is False          # the same state again: throttled
+    assert ca.send_typing(group_id=gid, state="paused") is True
+    assert next_of(cb, Typing).state == "paused"
+    with pytest.raises(ValueError):
+        ca.send_typing(bob.id, group_id=gid)               # one target per signal
 
 
 def test_what_a_member_missed_arrives_once_by_sync_after_group_unread(system, clients):

@@ -88,3 +88,35 @@ def test_typing_only_to_friends_when_friendship_is_required(system_factory):
     cc.assert_no_frame(0.5)
     ca.send("typing", {"toUserId": bob.id})
     assert cb.expect("typing")["fromUserId"] == alice.id
+
+
+def test_typing_in_a_group_reaches_the_other_members_devices_and_no_one_else(typing_system):
+    s = typing_system
+    ann, bob, cat, outsider = s.users("gt_ann", "gt_bob", "gt_cat", "gt_out")
+    r = s.api("POST", "/api/groups", ann, json_body={"name": "typists",
+                                                     "memberIds": [bob.id, cat.id]})
+    assert r.status_code == 200, r.text
+    gid = r.json()["groupId"]
+    a_phone, a_laptop = s.connect(ann), s.connect(ann)
+    b_phone, b_laptop = s.connect(bob), s.connect(bob)
+    out = s.connect(outsider)
+    for member in (a_phone, a_laptop, b_phone, b_laptop):
+        member.expect("group_unread")                 # members hear of their groups first
+    before = now_ms()
+    a_phone.send("typing", {"groupId": gid, "state": "typing"})
+    for device in (b_phone, b_laptop):
+        frame = device.expect("typing")
+        assert (frame["fromUserId"], frame["groupId"], frame["state"]) == (ann.id, gid, "typing")
+        assert_ms_timestamp(frame["timestamp"], before, slack_ms=5000)
+    for silent in (a_phone, a_laptop, out):           # not the typist's devices, not strangers
+        silent.assert_no_frame(0.5)
+    # never stored: a member who connects later hears nothing of it
+    c = s.connect(cat)
+    c.expect("group_unread")
+    c.assert_no_frame(0.5)
+    # a stranger may not signal into the group; one frame names one target
+    out.send("typing", {"groupId": gid})
+    out.expect_error("forbidden")
+    for data in ({"groupId": gid, "toUserId": bob.id}, {"groupId": "1"}, {"groupId": 0}):
+        a_phone.send("typing", data)
+        a_phone.expect_error("bad_request")

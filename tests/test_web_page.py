@@ -598,8 +598,10 @@ def test_group_chat_create_invite_send_and_catch_up(browser, system):
     group_b.click()
     expect(b.q("#group-message-list .msg.theirs .bubble")).to_have_text("Saturday at 8?")
     b.q("#group-input").fill("Yes!")
+    expect(a.q("#group-typing")).to_have_text(f"{b_name} is typing…")    # a typing signal
     b.q("#group-input").press("Enter")
     expect(a.q("#group-message-list .msg.theirs .bubble")).to_have_text("Yes!")
+    expect(a.q("#group-typing")).to_be_hidden()          # the message it announced arrived
     b.close()
     a.q("#group-input").fill("Bring water")
     a.q("#group-input").press("Enter")

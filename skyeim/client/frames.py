@@ -76,11 +76,13 @@ class ReadReceipt:
 
 @dataclass(frozen=True)
 class Typing:
-    """Extension: ``from_user_id`` is typing to this user ("typing") or stopped ("paused")."""
+    """Extension: ``from_user_id`` is typing to this user, or in group ``group_id``
+    ("typing"), or stopped ("paused")."""
     from_user_id: int | None
     state: str | None = None
     timestamp: int | None = None
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+    group_id: int | None = None
     type: ClassVar[str] = "typing"
 
 
@@ -209,7 +211,8 @@ def parse_frame(obj: dict) -> AnyFrame:
         return ReadReceipt(_int(d.get("peerId")), ids, _int(d.get("timestamp")), obj,
                            own=d.get("own") is True)
     if kind == "typing":
-        return Typing(_int(d.get("fromUserId")), _str(d.get("state")), _int(d.get("timestamp")), obj)
+        return Typing(_int(d.get("fromUserId")), _str(d.get("state")), _int(d.get("timestamp")), obj,
+                      group_id=_int(d.get("groupId")))
     if kind == "groupchat":
         return GroupMessage.from_data(d, obj)
     if kind == "group_read":

@@ -144,7 +144,7 @@ class Client:
         # MultiLogin one-per-platform a new login replaces only the same platform's
         self.platform = platform
         self.typing_interval = typing_interval    # s between repeated `typing` to one peer
-        self._typing_sent: dict[int, tuple[str, float]] = {}
+        self._typing_sent: dict[tuple[str, int], tuple[str, float]] = {}
         self._token = token
         self.use_header = use_header
         self.token_provider = token_provider
@@ -468,25 +468,31 @@ class Client:
             data["msgIds"] = list(msg_ids)
         self._send_frame({"type": "read", "data": data})
 
-    def send_typing(self, to_user_id: int, state: str = "typing") -> bool:
-        """Tell ``to_user_id`` that this user is typing ("typing") or stopped ("paused").
-        Never stored or acked. The same state to the same peer goes out at most every
-        ``typing_interval`` s (the gateway drops what is over WebSocket.TypingRate);
-        returns False when skipped for that."""
-        if type(to_user_id) is not int or to_user_id < 1:
-            raise ValueError("to_user_id must be a positive integer user id")
+    def send_typing(self, to_user_id: int | None = None, state: str = "typing", *,
+                    group_id: int | None = None) -> bool:
+        """Tell ``to_user_id`` (or the members of ``group_id``) that this user is typing
+        ("typing") or stopped ("paused"). Never stored or acked. The same state to the
+        same peer or group goes out at most every ``typing_interval`` s (the gateway
+        drops what is over WebSocket.TypingRate); returns False when skipped for that."""
+        if (to_user_id is None) == (group_id is None):
+            raise ValueError("give either to_user_id or group_id")
+        target = to_user_id if group_id is None else group_id
+        if type(target) is not int or target < 1:
+            raise ValueError("to_user_id / group_id must be a positive integer id")
         if state not in ("typing", "paused"):
             raise ValueError('state must be "typing" or "paused"')
+        key = ("user", target) if group_id is None else ("group", target)
         now = time.monotonic()
         with self._lock:
-            last = self._typing_sent.get(to_user_id)
+            last = self._typing_sent.get(key)
             if last is not None and last[0] == state and now - last[1] < self.typing_interval:
                 return False
             if len(self._typing_sent) >= 1024:      # bounded: forget the oldest peer
                 del self._typing_sent[next(iter(self._typing_sent))]
-            self._typing_sent.pop(to_user_id, None)
-            self._typing_sent[to_user_id] = (state, now)
-        self._send_frame({"type": "typing", "data": {"toUserId": to_user_id, "state": state}})
+            self._typing_sent.pop(key, None)
+            self._typing_sent[key] = (state, now)
+        data = {"toUserId": to_user_id} if group_id is None else {"groupId": group_id}
+        self._send_frame({"type": "typing", "data": {**data, "state": state}})
         return True
 
     def ping(self, timeout: float | None = 5.0, wait: bool = True) -> float | None:

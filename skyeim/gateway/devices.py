@@ -60,15 +60,19 @@ class TypingBucket:
 def parse_typing(data, sender_id: int) -> "frames.Typing":
     if not isinstance(data, dict):
         raise frames.FrameError("bad_request", "typing needs a data object")
-    to = data.get("toUserId")
-    if not frames.is_user_id(to) or to == sender_id:
+    to, group = data.get("toUserId"), data.get("groupId")
+    if group is not None:
+        if to is not None or not frames.is_user_id(group):
+            raise frames.FrameError("bad_request",
+                                    "typing needs either toUserId or groupId (a positive integer)")
+    elif not frames.is_user_id(to) or to == sender_id:
         raise frames.FrameError("bad_request", "toUserId must be the user id of another user")
     state = data.get("state")
     if state is None:
         state = "typing"
     if state not in TYPING_STATES:
         raise frames.FrameError("bad_request", 'state must be "typing" or "paused"')
-    return frames.Typing(to, state)
+    return frames.Typing(to, state, group)
 
 
 def own_read(peer_id: int, msg_ids: list[str], timestamp: int) -> str:
@@ -110,6 +114,9 @@ class Devices:
         if not session.typing.take():
             gateway.metrics.frame_in("typing_dropped")
             return                                  # ephemeral: over the rate it is just dropped
+        if typing.group_id is not None:             # to the group's other online members
+            gateway.groups.relay_typing(session, typing.group_id, typing.state)
+            return
         if gateway.cfg.chat.require_friendship:
             try:
                 friends = gateway.backends.friend.friends(session.user_id)

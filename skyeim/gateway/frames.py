@@ -61,8 +61,9 @@ class Auth:
 @dataclass(frozen=True, slots=True)
 class Typing:
     kind = "typing"               # an extension: skyeim/gateway/devices.py
-    to_user_id: int
+    to_user_id: int | None        # a peer, or
     state: str
+    group_id: int | None = None   # a group (exactly one of the two)
 
 
 ClientFrame = Ping | Chat | Read | Auth | Typing

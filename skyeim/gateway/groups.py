@@ -181,14 +181,29 @@ class Groups:
             "groupId", "msgId", "fromUserId", "content", "contentType", "createdAt", "seq")})
         self.fan_out(chat.group_id, members, text, exclude=session)
 
-    def fan_out(self, group_id: int, members: frozenset[int], text: str, exclude=None) -> int:
+    def fan_out(self, group_id: int, members: frozenset[int], text: str, exclude=None,
+                not_user: int | None = None) -> int:
         """The one encoded ``text`` to every local connection of a member, and one publish
-        for the other nodes; returns the local connections that took it."""
+        for the other nodes; returns the local connections that took it. ``not_user``:
+        a member left out on every node (a typing signal skips its sender's devices)."""
         t0 = time.perf_counter()
+        if not_user is not None:
+            members = members - {not_user}
         n = self.gateway.hub.send_among(members, text, exclude)
-        self.gateway.hub.publish_group({"grp": group_id, "x": text})
+        msg = {"grp": group_id, "x": text}
+        if not_user is not None:
+            msg["not"] = not_user
+        self.gateway.hub.publish_group(msg)
         self.gateway.metrics.group_fanout.observe(time.perf_counter() - t0)
         return n
+
+    def relay_typing(self, session: "Session", group_id: int, state: str) -> None:
+        """A member is typing in the group: every other member's live connections hear it
+        (never stored; a non-member gets forbidden)."""
+        members = self.member_ids(group_id, session.user_id)
+        self.fan_out(group_id, members, frames.encode("typing", {
+            "fromUserId": session.user_id, "groupId": group_id, "state": state,
+            "timestamp": time.time_ns() // 1_000_000}), not_user=session.user_id)
 
     def _from_other_node(self, msg: dict) -> None:
         gid = msg["grp"]
@@ -200,6 +215,8 @@ class Groups:
         except (BackendUnavailable, BackendRejected) as e:
             log.warning("group=%s fan-out from another node skipped (%s): members sync", gid, e)
             return
+        if "not" in msg:
+            members = members - {msg["not"]}
         self.gateway.hub.send_among(members, msg["x"])
 
     def handle_read(self, session: "Session", read: GroupRead) -> None:

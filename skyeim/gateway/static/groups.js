@@ -7,12 +7,16 @@
 window.SkyeGroups = (() => {
   const PAGE_SIZE = 50;
   const SYNC_ROUNDS = 20;          // follow-ups of a sync cut short, per connection
+  const TYPING_SEND_MS = 3000;     // while typing, tell the group at most this often
+  const TYPING_SHOW_MS = 5000;     // "… is typing" stays this long after the last signal
   const $ = (id) => document.getElementById(id);
   let app = null;                  // {api, wsSend, session(), uuid4, closeConversation, live()}
   const groups = new Map();        // groupId -> {groupId, name, lastSeq, readSeq, msgs: Map, unread}
   const pending = new Map();       // msgId -> my message awaiting its ack
   let current = null;              // open groupId
   let syncRounds = 0;
+  const typers = new Map();        // groupId -> Map(userId -> timer hiding its "is typing")
+  let typingSentAt = 0, typingGroup = null;
 
   function group(gid) {
     let g = groups.get(gid);
@@ -118,6 +122,7 @@ window.SkyeGroups = (() => {
     document.body.classList.add("conv-open");
     const g = group(gid);
     render();
+    renderTyping();
     try {
       const d = await app.api("GET", `/api/groups/${gid}/messages?limit=${PAGE_SIZE}`);
       for (const m of d.messages || []) merge(g, m);
@@ -167,10 +172,52 @@ window.SkyeGroups = (() => {
     if (ranges.length) app.wsSend("sync", { conversations: ranges.slice(0, 100) });
   }
 
+  // Typing in a group: a signal, never stored (docs/protocol.md "Typing")
+  function renderTyping() {
+    const who = current == null ? [] : [...(typers.get(current) || new Map()).keys()];
+    const el = $("group-typing");
+    el.textContent = who.length
+      ? `${who.map((id) => app.name(id)).join(", ")} ${who.length > 1 ? "are" : "is"} typing…` : "";
+    show(el, who.length > 0);
+  }
+
+  function stopTyping(gid, uid) {
+    const t = typers.get(gid);
+    if (!t || !t.has(uid)) return;
+    clearTimeout(t.get(uid));
+    t.delete(uid);
+    if (gid === current) renderTyping();
+  }
+
+  function onTyping(d) {
+    if (!Number.isInteger(d.fromUserId)) return;
+    if (d.state !== "typing") { stopTyping(d.groupId, d.fromUserId); return; }
+    let t = typers.get(d.groupId);
+    if (!t) { t = new Map(); typers.set(d.groupId, t); }
+    clearTimeout(t.get(d.fromUserId));
+    t.set(d.fromUserId, setTimeout(() => stopTyping(d.groupId, d.fromUserId), TYPING_SHOW_MS));
+    if (d.groupId === current) renderTyping();
+  }
+
+  function sendTyping() {
+    if (current == null || !$("group-input").value.trim()) return;   // wsSend is false when offline
+    const now = Date.now();
+    if (typingGroup === current && now - typingSentAt < TYPING_SEND_MS) return;
+    if (app.wsSend("typing", { groupId: current, state: "typing" })) {
+      typingGroup = current;
+      typingSentAt = now;
+    }
+  }
+
   // the frames app.js hands over; true when handled
   function onFrame(type, d) {
     const me = app.session().userId;
+    if (type === "typing" && Number.isInteger(d.groupId)) {
+      onTyping(d);
+      return true;
+    }
     if (type === "groupchat" && Number.isInteger(d.groupId)) {
+      stopTyping(d.groupId, d.fromUserId);   // the message it was typing has arrived
       const g = group(d.groupId);
       if (merge(g, d) && d.fromUserId !== me) {
         if (current === d.groupId && document.visibilityState === "visible") markRead(g);
@@ -268,6 +315,7 @@ window.SkyeGroups = (() => {
     });
     $("group-back").addEventListener("click", () => { close(); document.body.classList.remove("conv-open"); });
     const input = $("group-input");
+    input.addEventListener("input", sendTyping);
     input.addEventListener("keydown", (e) => {
       if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
         e.preventDefault();
