@@ -4,6 +4,7 @@
   tests keep independent by registering fresh, uniquely named users.
 - ``system_factory(ws=..., message=..., friend=..., auth=..., standalone=...)``:
   a system with config overrides for one test, stopped after it.
+- ``clients``: SDK clients, closed after the test (helpers in sdk_harness.py).
 - Every client a test opens is closed after the test.
 - When a test fails, the tail of each involved system's log is attached to
   the report.
@@ -47,6 +48,27 @@ def system_factory(tmp_path_factory, request):
     close_open_clients()
     for s in made:
         s.stop()
+
+
+@pytest.fixture
+def clients():
+    """SDK clients (skyeim.client.Client), closed after the test:
+    ``clients(url, token, connect=True, **Client kwargs)``."""
+    from sdk_harness import FAST
+    from skyeim.client import Backoff, Client
+    made: list = []
+
+    def make(url: str, token: str | None, connect: bool = True, **kw):
+        kw.setdefault("backoff", Backoff(**FAST))
+        c = Client(url, token, **kw)
+        made.append(c)
+        if connect:
+            c.connect()
+        return c
+
+    yield make
+    for c in made:
+        c.close(timeout=3)
 
 
 @pytest.fixture(autouse=True)

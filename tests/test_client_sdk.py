@@ -19,7 +19,8 @@ import time
 import pytest
 
 from harness import PYTHON, REPO, new_msg_id, running_system, wait_until
-from skyeim.client import (Ack, Api, AuthError, Backoff, ChatError, ChatMessage, Client,
+from sdk_harness import drain, frames_until, next_of
+from skyeim.client import (Ack, Api, AuthError, Backoff, ChatError, ChatMessage,
                            ClientClosed, Conflict, ConnectFailed, Connected, ErrorFrame,
                            ForbiddenOrigin, Frame, NotFound, OutboxFull, Overloaded, Pong,
                            Presence, ReadReceipt, ReconnectFailed, Replaced,
@@ -28,52 +29,6 @@ from skyeim.client import (Ack, Api, AuthError, Backoff, ChatError, ChatMessage,
                            parse_frame, ws_url)
 from skyeim.client.backoff import RateLimiter
 
-FAST = dict(base=0.05, cap=0.5)
-
-
-@pytest.fixture
-def clients():
-    """Make SDK clients that are closed after the test."""
-    made: list[Client] = []
-
-    def make(url: str, token: str | None, connect: bool = True, **kw) -> Client:
-        kw.setdefault("backoff", Backoff(**FAST))
-        c = Client(url, token, **kw)
-        made.append(c)
-        if connect:
-            c.connect()
-        return c
-
-    yield make
-    for c in made:
-        c.close(timeout=3)
-
-
-def frames_until(client: Client, pred, timeout: float = 5.0) -> list:
-    """Frames from the iterator up to and including the first one matching ``pred``."""
-    out, deadline = [], time.monotonic() + timeout
-    while True:
-        f = client.next_frame(max(deadline - time.monotonic(), 0.001))
-        out.append(f)
-        if pred(f):
-            return out
-
-
-def next_of(client: Client, kind: type, timeout: float = 5.0, **match):
-    """The next frame of class ``kind`` (with the given attribute values), skipping others."""
-    frames = frames_until(client, lambda f: isinstance(f, kind) and all(
-        getattr(f, k) == v for k, v in match.items()), timeout)
-    return frames[-1]
-
-
-def drain(client: Client, duration: float) -> list:
-    out, deadline = [], time.monotonic() + duration
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            out.append(client.next_frame(remaining))
-        except TimeoutError:
-            break
-    return out
 
 
 class Proxy:

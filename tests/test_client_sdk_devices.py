@@ -8,10 +8,10 @@ import threading
 import pytest
 
 from harness import System, close_open_clients, new_msg_id
-from skyeim.client import (Backoff, ChatMessage, Client, ReadReceipt, Replaced, TooManyDevices,
+from sdk_harness import next_of
+from skyeim.client import (ChatMessage, ReadReceipt, Replaced, TooManyDevices,
                            Typing)
 
-FAST = {"base": 0.05, "cap": 0.2}
 
 
 def _system(tmp_path_factory, name: str, ws: dict):
@@ -30,30 +30,6 @@ def allow(tmp_path_factory):
 @pytest.fixture(scope="module")
 def per_platform(tmp_path_factory):
     yield from _system(tmp_path_factory, "sdk_platform", {"MultiLogin": "one-per-platform"})
-
-
-@pytest.fixture
-def clients():
-    made: list[Client] = []
-
-    def make(url: str, token: str, connect: bool = True, **kw) -> Client:
-        kw.setdefault("backoff", Backoff(**FAST))
-        c = Client(url, token, **kw)
-        made.append(c)
-        if connect:
-            c.connect()
-        return c
-
-    yield make
-    for c in made:
-        c.close(timeout=3)
-
-
-def next_of(client: Client, kind: type, timeout: float = 5.0):
-    for f in client.frames(timeout=timeout):
-        if isinstance(f, kind):
-            return f
-    raise AssertionError(f"no {kind.__name__} within {timeout}s")
 
 
 def test_platform_parameter_makes_a_same_platform_login_replace_only_its_own(per_platform, clients):

@@ -3,46 +3,11 @@ leave / members / history, Client.send_groupchat, GroupMessage frames (each once
 live or from the sync after `group_unread`), mark_group_read and GroupRead."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from skyeim.client import (Api, Backoff, ChatError, Client, GroupMessage, GroupRead, GroupUnread,
+from skyeim.client import (Api, ChatError, GroupMessage, GroupRead, GroupUnread,
                            NotFound, Typing)
-
-
-@pytest.fixture
-def clients():
-    made: list[Client] = []
-
-    def make(url: str, token: str, **kw) -> Client:
-        c = Client(url, token, backoff=Backoff(base=0.05, cap=0.5), **kw)
-        made.append(c)
-        c.connect()
-        return c
-
-    yield make
-    for c in made:
-        c.close(timeout=3)
-
-
-def next_of(client: Client, kind: type, timeout: float = 10.0, **match):
-    deadline = time.monotonic() + timeout
-    for _ in range(10_000):               # bounded
-        f = client.next_frame(max(deadline - time.monotonic(), 0.001))
-        if isinstance(f, kind) and all(getattr(f, k) == v for k, v in match.items()):
-            return f
-    raise AssertionError(f"no {kind.__name__}")
-
-
-def frames_for(client: Client, duration: float) -> list:
-    out, deadline = [], time.monotonic() + duration
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            out.append(client.next_frame(remaining))
-        except TimeoutError:
-            break
-    return out
+from sdk_harness import drain, next_of
 
 
 def test_the_api_manages_groups(system):
@@ -109,5 +74,5 @@ def test_what_a_member_missed_arrives_once_by_sync_after_group_unread(system, cl
     assert cb.group_seqs[gid] == 60
     cb.sync_group(gid, after_seq=55)              # asked again: nothing is yielded twice
     live = ca.send_groupchat(gid, "after").msg_id
-    rest = [f for f in frames_for(cb, 1.0) if isinstance(f, GroupMessage)]
+    rest = [f for f in drain(cb, 1.0) if isinstance(f, GroupMessage)]
     assert [m.msg_id for m in rest] == [live]

@@ -11,23 +11,8 @@ import pytest
 from harness import wait_until
 from skyeim.client import Backoff, ChatMessage, Client, SyncComplete
 from skyeim.client.sync import Conversations
-from test_client_sdk import FAST, Proxy
-
-
-@pytest.fixture
-def clients():
-    made: list[Client] = []
-
-    def make(url: str, token: str, **kw) -> Client:
-        kw.setdefault("backoff", Backoff(**FAST))
-        c = Client(url, token, **kw)
-        made.append(c)
-        c.connect()
-        return c
-
-    yield make
-    for c in made:
-        c.close(timeout=3)
+from sdk_harness import FAST
+from test_client_sdk import Proxy
 
 
 def chats_until_synced(client: Client, timeout: float = 10.0) -> list[ChatMessage]:

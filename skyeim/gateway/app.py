@@ -84,14 +84,22 @@ def _gateway() -> Gateway:
     return current_app.extensions["skyeim.gateway"]
 
 
-def ws_handler():
-    """WsHandler: refuse before the upgrade (PROTOCOL.md section 1), or serve the socket."""
-    gateway = _gateway()
-    ws = request.environ.get("wsgi.websocket")
-    if ws is None:
+def _not_a_websocket_for_us(gateway: Gateway):
+    """The first refusals of every WebSocket route: no upgrade (400), a foreign Origin (403)."""
+    if request.environ.get("wsgi.websocket") is None:
         return _refuse(gateway, 400, "not_websocket", "this endpoint needs a WebSocket upgrade")
     if not _origin_allowed(gateway):
         return _refuse(gateway, 403, "forbidden_origin", "this Origin is not allowed")
+    return None
+
+
+def ws_handler():
+    """WsHandler: refuse before the upgrade (PROTOCOL.md section 1), or serve the socket."""
+    gateway = _gateway()
+    refused = _not_a_websocket_for_us(gateway)
+    if refused is not None:
+        return refused
+    ws = request.environ["wsgi.websocket"]
     platform = parse_platform(request.args.get("platform"))
     if platform is None:
         return _refuse(gateway, 400, "bad_request", "platform must be web, ios, android or desktop")
@@ -123,11 +131,10 @@ def ws_handler():
 def echo_handler():
     """The echo WebSocket (WebSocket.EchoPath): /ws's handshake rules but the token."""
     gateway = _gateway()
-    ws = request.environ.get("wsgi.websocket")
-    if ws is None:
-        return _refuse(gateway, 400, "not_websocket", "this endpoint needs a WebSocket upgrade")
-    if not _origin_allowed(gateway):
-        return _refuse(gateway, 403, "forbidden_origin", "this Origin is not allowed")
+    refused = _not_a_websocket_for_us(gateway)
+    if refused is not None:
+        return refused
+    ws = request.environ["wsgi.websocket"]
     if not gateway.has_room():
         return _refuse(gateway, 503, "overloaded", "the gateway is full or shutting down")
     ws.accept()
