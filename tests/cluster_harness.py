@@ -317,3 +317,33 @@ class ClusterSystem(System):
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
         for node in self.nodes:
             node.wait_up("/readyz", timeout)
+
+
+@contextlib.contextmanager
+def running_cluster(tmp: Path, name: str, *, nodes: int = 2, **system_kwargs: Any):
+    """A started ClusterSystem of ``nodes`` gateways on a private redis-server and a
+    fresh PostgreSQL database (named after ``name``), with a key prefix of its own;
+    stopped, with every client closed, on exit. Without redis-server the test is
+    skipped with the reason (a failure with SKYEIM_REQUIRE_SERVICES=1)."""
+    import pytest
+    import secrets
+
+    from harness import REQUIRE_SERVICES, close_open_clients
+    from service_harness import database_url
+    redis_bin = shutil.which("redis-server")
+    if redis_bin is None:
+        reason = "redis-server is not installed (apt-get install redis-server)"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"SKYEIM_REQUIRE_SERVICES=1 but {reason}")
+        pytest.skip(f"{reason}; the cluster tests need redis-server and PostgreSQL")
+    with database_url("postgresql", tmp, name) as url:
+        redis_server = RedisServer(tmp, redis_bin).start()
+        system = ClusterSystem(tmp, redis_server, url, nodes=nodes,
+                               key_prefix=f"skyeim-test-{secrets.token_hex(3)}:", **system_kwargs)
+        try:
+            system.start()
+            yield system
+        finally:
+            close_open_clients()
+            system.stop()
+            redis_server.stop()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import threading
 import time
@@ -23,9 +22,8 @@ import time
 import pytest
 import requests
 
-from cluster_harness import ClusterSystem, Node, RedisServer
+from cluster_harness import ClusterSystem, Node, running_cluster
 from harness import Client, NoFrame, User, close_open_clients, free_port, wait_until
-from service_harness import database_url
 
 HEARTBEAT = 1          # Cluster.HeartbeatInterval of every node here (s)
 NODE_TTL = 3           # Cluster.NodeTTL (s)
@@ -42,22 +40,9 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="module")
 def _cluster(tmp_path_factory):
-    redis_bin = shutil.which("redis-server")
-    if redis_bin is None:
-        _unavailable("redis-server is not installed (apt-get install redis-server)")
-    tmp = tmp_path_factory.mktemp("cluster")
-    with database_url("postgresql", tmp, "cluster") as url:
-        redis_server = RedisServer(tmp, redis_bin).start()
-        system = ClusterSystem(tmp, redis_server, url, nodes=3,
-                               key_prefix=f"skyeim-test-{secrets.token_hex(3)}:",
-                               heartbeat_interval=HEARTBEAT, node_ttl=NODE_TTL)
-        try:
-            system.start()
-            yield system
-        finally:
-            close_open_clients()
-            system.stop()
-            redis_server.stop()
+    with running_cluster(tmp_path_factory.mktemp("cluster"), "cluster", nodes=3,
+                         heartbeat_interval=HEARTBEAT, node_ttl=NODE_TTL) as system:
+        yield system
 
 
 @pytest.fixture

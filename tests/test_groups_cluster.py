@@ -8,14 +8,11 @@ SKYEIM_REQUIRE_SERVICES=1, which makes that a failure.
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 
 import pytest
 
-from cluster_harness import ClusterSystem, RedisServer
-from harness import close_open_clients, new_msg_id
-from service_harness import database_url
+from cluster_harness import running_cluster
+from harness import new_msg_id
 
 REQUIRE_SERVICES = os.environ.get("SKYEIM_REQUIRE_SERVICES") == "1"
 SKIP = ("pong", "group_unread")
@@ -23,27 +20,11 @@ SKIP = ("pong", "group_unread")
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    redis_bin = shutil.which("redis-server")
-    if redis_bin is None:
-        reason = "redis-server is not installed (apt-get install redis-server)"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"SKYEIM_REQUIRE_SERVICES=1 but {reason}")
-        pytest.skip(f"{reason}; the cluster tests need redis-server and PostgreSQL")
-    tmp = tmp_path_factory.mktemp("groups_cluster")
-    with database_url("postgresql", tmp, "groups_cluster") as url:
-        redis_server = RedisServer(tmp, redis_bin).start()
-        # a long cache TTL: only the invalidation can make the other node see a change
-        system = ClusterSystem(tmp, redis_server, url, nodes=2,
-                               key_prefix=f"skyeim-test-{secrets.token_hex(3)}:",
-                               ws={"WebSocket": {"MultiLogin": "allow"},
-                                   "Groups": {"MembersCacheTtlMs": 600_000}})
-        try:
-            system.start()
-            yield system
-        finally:
-            close_open_clients()
-            system.stop()
-            redis_server.stop()
+    # a long cache TTL: only the invalidation can make the other node see a change
+    with running_cluster(tmp_path_factory.mktemp("groups_cluster"), "groups_cluster",
+                         ws={"WebSocket": {"MultiLogin": "allow"},
+                             "Groups": {"MembersCacheTtlMs": 600_000}}) as system:
+        yield system
 
 
 def send(client, gid, content):

@@ -8,39 +8,20 @@ SKYEIM_REQUIRE_SERVICES=1, which makes that a failure.
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 
 import pytest
 import websocket
 
-from cluster_harness import ClusterSystem, RedisServer
-from harness import close_open_clients, new_msg_id
-from service_harness import database_url
+from cluster_harness import ClusterSystem, running_cluster
+from harness import new_msg_id
 
 REQUIRE_SERVICES = os.environ.get("SKYEIM_REQUIRE_SERVICES") == "1"
 KICK_WITHIN = 2.0 + 1.5      # section 8's 2 s, plus slack for a loaded machine
 
 
 def _cluster(tmp_path_factory, name: str, ws: dict):
-    redis_bin = shutil.which("redis-server")
-    if redis_bin is None:
-        reason = "redis-server is not installed (apt-get install redis-server)"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"SKYEIM_REQUIRE_SERVICES=1 but {reason}")
-        pytest.skip(f"{reason}; the cluster tests need redis-server and PostgreSQL")
-    tmp = tmp_path_factory.mktemp(name)
-    with database_url("postgresql", tmp, name) as url:
-        redis_server = RedisServer(tmp, redis_bin).start()
-        system = ClusterSystem(tmp, redis_server, url, nodes=2,
-                               key_prefix=f"skyeim-test-{secrets.token_hex(3)}:", ws=ws)
-        try:
-            system.start()
-            yield system
-        finally:
-            close_open_clients()
-            system.stop()
-            redis_server.stop()
+    with running_cluster(tmp_path_factory.mktemp(name), name, ws=ws) as system:
+        yield system
 
 
 @pytest.fixture(scope="module")

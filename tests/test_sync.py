@@ -4,9 +4,6 @@ pages, then `sync_complete`; a gap's range is asked for with `beforeSeq`.
 Against a live system, standalone and in cluster mode."""
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
 
 import pytest
 
@@ -306,35 +303,21 @@ def test_sync_while_the_message_service_is_down_is_unavailable(system_factory):
 # -- cluster mode --------------------------------------------------------------
 
 def test_sync_catches_up_across_cluster_nodes(tmp_path):
-    from cluster_harness import ClusterSystem, RedisServer
-    from service_harness import database_url
-    redis_bin = shutil.which("redis-server")
-    if redis_bin is None:
-        if os.environ.get("SKYEIM_REQUIRE_SERVICES") == "1":
-            pytest.fail("SKYEIM_REQUIRE_SERVICES=1 but redis-server is not installed")
-        pytest.skip("redis-server is not installed; the cluster test needs it and PostgreSQL")
-    with database_url("postgresql", tmp_path, "sync_cluster") as url:
-        redis_server = RedisServer(tmp_path, redis_bin).start()
-        cluster = ClusterSystem(tmp_path, redis_server, url, nodes=2,
-                                key_prefix=f"skyeim-sync-{secrets.token_hex(3)}:")
-        try:
-            cluster.start()
-            alice, bob = cluster.users("cs_a", "cs_b")
-            ca = cluster[1].connect(alice)
-            cb = cluster[2].connect(bob)
-            first = send_acked(ca, bob, "live across nodes")
-            assert cb.expect("chat")["msgId"] == first["msgId"]
-            cb.close()
-            later = [send_acked(ca, bob, f"while away {i}") for i in range(3)]
-            reply = send_acked(cluster[2].connect(alice), bob, "from alice's second device")
-            # bob comes back on the other node, holding seq 1
-            cb = cluster[1].connect(bob)
-            sync(cb, [{"peerId": alice.id, "afterSeq": first["seq"]}], limit=2)
-            pages, done = read_sync(cb)
-            assert seqs(pages) == [2, 3, 4, 5]
-            assert [m["msgId"] for p in pages for m in p["messages"]] == \
-                [a["msgId"] for a in later] + [reply["msgId"]]
-            assert done["conversations"] == [{"peerId": alice.id, "lastSeq": 5, "hasMore": False}]
-        finally:
-            cluster.stop()
-            redis_server.stop()
+    from cluster_harness import running_cluster
+    with running_cluster(tmp_path, "sync_cluster") as cluster:
+        alice, bob = cluster.users("cs_a", "cs_b")
+        ca = cluster[1].connect(alice)
+        cb = cluster[2].connect(bob)
+        first = send_acked(ca, bob, "live across nodes")
+        assert cb.expect("chat")["msgId"] == first["msgId"]
+        cb.close()
+        later = [send_acked(ca, bob, f"while away {i}") for i in range(3)]
+        reply = send_acked(cluster[2].connect(alice), bob, "from alice's second device")
+        # bob comes back on the other node, holding seq 1
+        cb = cluster[1].connect(bob)
+        sync(cb, [{"peerId": alice.id, "afterSeq": first["seq"]}], limit=2)
+        pages, done = read_sync(cb)
+        assert seqs(pages) == [2, 3, 4, 5]
+        assert [m["msgId"] for p in pages for m in p["messages"]] == \
+            [a["msgId"] for a in later] + [reply["msgId"]]
+        assert done["conversations"] == [{"peerId": alice.id, "lastSeq": 5, "hasMore": False}]

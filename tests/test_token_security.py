@@ -13,8 +13,7 @@ import pytest
 import requests
 import yaml
 
-from harness import (DELETE, PASSWORD, PYTHON, REPO, close_open_clients, free_port,
-                     require_external_services, unique, wait_until)
+from harness import DELETE, PASSWORD, PYTHON, REPO, free_port, unique, wait_until
 from skyeim import tokens
 
 POLL = 1            # Auth.RevocationPollInterval of these systems, s
@@ -238,35 +237,19 @@ def test_with_the_auth_service_down_the_gateway_serves_warns_once_and_catches_up
 @pytest.mark.timeout(180)
 def test_in_a_cluster_every_node_refuses_and_closes_on_its_own(tmp_path):
     """PROTOCOL.md section 8: each node polls the Auth service itself."""
-    import secrets
-    import shutil
-
-    from cluster_harness import ClusterSystem, RedisServer
-    from service_harness import database_url
-    redis_bin = shutil.which("redis-server")
-    if redis_bin is None:
-        require_external_services("redis-server")
-    with database_url("postgresql", tmp_path, "revoke_cluster") as url:
-        redis_server = RedisServer(tmp_path, redis_bin).start()
-        cluster = ClusterSystem(tmp_path, redis_server, url, nodes=2,
-                                key_prefix=f"skyeim-test-{secrets.token_hex(3)}:",
-                                ws={"Auth": {"RevocationPollInterval": POLL}})
-        try:
-            cluster.start()
-            alice, bob = cluster.users("cl_a", "cl_b")
-            ca, cb = cluster[2].connect(alice), cluster[1].connect(bob)
-            revoke(cluster, alice)
-            assert ca.expect_close(timeout=REVOKED_WITHIN) == 4003
-            for node in cluster.nodes:
-                wait_until(lambda: node.api("GET", "/api/friends", alice).status_code == 401,
-                           timeout=REVOKED_WITHIN, interval=0.2, message=f"{node} took the old token")
-            fresh = cluster.login(alice.username)
-            cluster[1].connect(fresh)
-            cb.assert_open()
-        finally:
-            close_open_clients()
-            cluster.stop()
-            redis_server.stop()
+    from cluster_harness import running_cluster
+    with running_cluster(tmp_path, "revoke_cluster",
+                         ws={"Auth": {"RevocationPollInterval": POLL}}) as cluster:
+        alice, bob = cluster.users("cl_a", "cl_b")
+        ca, cb = cluster[2].connect(alice), cluster[1].connect(bob)
+        revoke(cluster, alice)
+        assert ca.expect_close(timeout=REVOKED_WITHIN) == 4003
+        for node in cluster.nodes:
+            wait_until(lambda: node.api("GET", "/api/friends", alice).status_code == 401,
+                       timeout=REVOKED_WITHIN, interval=0.2, message=f"{node} took the old token")
+        fresh = cluster.login(alice.username)
+        cluster[1].connect(fresh)
+        cb.assert_open()
 
 
 def test_with_polling_off_a_revoked_token_still_connects(system_factory):
