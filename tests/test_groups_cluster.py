@@ -63,3 +63,10 @@ def test_a_groupchat_reaches_members_and_other_devices_on_both_nodes(cluster):
     # dan may send from node 2 at once: node 2's cache knows he is a member
     mid, _ = send(d2, gid, "thanks")
     assert c1.expect("groupchat", skip=SKIP)["msgId"] == mid
+    # typing in the group: the other members on both nodes hear it, the typist's devices not
+    a1.send("typing", {"groupId": gid})
+    for c in (d2, c1):
+        t = c.expect("typing", skip=SKIP + ("groupchat",))
+        assert (t["fromUserId"], t["groupId"], t["state"]) == (ann.id, gid, "typing")
+    for c in (a1, a2):
+        c.assert_no_frame(0.5, skip=SKIP + ("groupchat",))
