@@ -131,6 +131,12 @@ def _json(resp: requests.Response) -> dict:
     return body if isinstance(body, dict) else {}
 
 
+# A connecting user's friend list, group list and first unread page may wait this long
+# (s) in a reconnect storm, when the event loop is busy with thousands of handshakes:
+# skipping them would leave friends without `online` and the backlog for the next connect.
+CONNECT_FLOW_WAIT = 15.0
+
+
 def _batched(batcher: Batcher, item: Any) -> Any:
     """One caller's share of a batch call, with the errors a single call would raise."""
     try:
@@ -148,7 +154,7 @@ class MessageService(ServiceClient):
     # (one HTTP request and one transaction for many chats): see batching.py.
     SEND_BATCH = 256
     DELIVERED_BATCH = 1000          # the service's cap on keys per call
-    FIRST_PAGE_BATCH = 100          # users whose first unread page one call fetches
+    FIRST_PAGE_BATCH = 500          # users whose first unread page one call fetches (a storm)
     BATCH_CONCURRENCY = 4           # batch calls in flight per kind
     BATCH_QUEUE = 20_000
 
@@ -160,11 +166,12 @@ class MessageService(ServiceClient):
                               queue_size=self.BATCH_QUEUE, timeout=bound)
         # first unread pages of connecting users (a reconnect storm), grouped by page size
         self._first_pages: dict[int, Batcher] = {}
-        self._first_pages_timeout = bound
+        self._first_pages_timeout = max(bound, CONNECT_FLOW_WAIT)
         self._group_lasts = Batcher("group last seqs", self._group_last_batch,
                                     max_batch=self.FIRST_PAGE_BATCH,
                                     concurrency=self.BATCH_CONCURRENCY,
-                                    queue_size=self.BATCH_QUEUE, timeout=bound)
+                                    queue_size=self.BATCH_QUEUE,
+                                    timeout=max(bound, CONNECT_FLOW_WAIT))
 
     def send(self, msg_id: str, from_user: int, to_user: int, content: str,
              content_type: int) -> dict:
@@ -279,19 +286,20 @@ class MessageService(ServiceClient):
 
 
 class FriendService(ServiceClient):
-    LISTS_BATCH = 200               # users whose friend lists one call fetches
+    LISTS_BATCH = 1000              # users whose friend lists one call fetches (the cap)
     BATCH_CONCURRENCY = 4
     BATCH_QUEUE = 20_000
 
     def __init__(self, name: str, rpc: RpcConfig, internal_secret: str = ""):
         super().__init__(name, rpc, internal_secret)
         # every connect and disconnect asks for a friend list: coalesced (batching.py)
+        wait = max(self.timeout * 2 + 1.0, CONNECT_FLOW_WAIT)
         self._lists = Batcher("friend lists", self._lists_batch, max_batch=self.LISTS_BATCH,
                               concurrency=self.BATCH_CONCURRENCY, queue_size=self.BATCH_QUEUE,
-                              timeout=self.timeout * 2 + 1.0)
+                              timeout=wait)
         self._group_lists = Batcher("group lists", self._group_lists_batch,
                                     max_batch=self.LISTS_BATCH, concurrency=self.BATCH_CONCURRENCY,
-                                    queue_size=self.BATCH_QUEUE, timeout=self.timeout * 2 + 1.0)
+                                    queue_size=self.BATCH_QUEUE, timeout=wait)
 
     def friends(self, user_id: int) -> list[int]:
         return _batched(self._lists, user_id)
