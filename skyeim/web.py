@@ -91,6 +91,17 @@ def body_user_id(body: dict, key: str, where: str = "") -> int:
     return value
 
 
+def user_id_list(body: dict, key: str, max_len: int, required: bool = True) -> list[int]:
+    """``body[key]`` as a list of user ids (1 to ``max_len`` of them; 0 allowed, and a
+    missing key is [], when not ``required``), else 400."""
+    raw = body.get(key)
+    if raw is None and not required:
+        return []
+    if not isinstance(raw, list) or len(raw) > max_len or (required and not raw):
+        raise bad_request(f"{key} must be a list of {1 if required else 0} to {max_len} user ids")
+    return [body_user_id({"id": v}, "id", f"{key}[{i}].") for i, v in enumerate(raw)]
+
+
 def path_user_id(raw: str, key: str) -> int:
     """A user id from a URL path segment (ASCII digits only), else 400."""
     value = int(raw) if _DIGITS.fullmatch(raw) else 0

@@ -7,7 +7,7 @@ from skyeim.config import ServiceConfig
 from skyeim.db import Database
 from skyeim.friend import groups_api, store
 from skyeim.service import make_app, on_shutdown
-from skyeim.web import bad_request, body_user_id, json_body, path_user_id
+from skyeim.web import bad_request, body_user_id, json_body, path_user_id, user_id_list
 
 
 MAX_USERS_PER_CALL = 1000     # users in one /v1/friends/lists call
@@ -27,10 +27,7 @@ def create_app(config: ServiceConfig) -> Flask:
     def get_friend_lists():
         """Several users' friend lists in one request: {"userIds": [...]} ->
         {"friends": [[...], ...]} in the same order."""
-        raw = json_body().get("userIds")
-        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_USERS_PER_CALL:
-            raise bad_request(f"userIds must be a list of 1 to {MAX_USERS_PER_CALL} user ids")
-        uids = [body_user_id({"userId": v}, "userId", f"userIds[{i}].") for i, v in enumerate(raw)]
+        uids = user_id_list(json_body(), "userIds", MAX_USERS_PER_CALL)
         lists = db.run(store.list_friends_of_many, uids)
         return {"friends": [lists[uid] for uid in uids]}
 

@@ -14,21 +14,12 @@ from flask import Flask, request
 
 from skyeim.db import Database
 from skyeim.friend import groups as store
-from skyeim.web import ApiError, bad_request, body_user_id, json_body, path_user_id, positive_int_arg
+from skyeim.web import (ApiError, bad_request, body_user_id, json_body, path_user_id,
+                        positive_int_arg, user_id_list)
 
 MAX_NAME = 64
 MAX_IDS_PER_CALL = 1000       # userIds / memberIds in one call
 MAX_MEMBERS_PAGE = 10_000     # members in one page: the gateway's fan-out list of a big group
-
-
-def _ids(body: dict, key: str, required: bool) -> list[int]:
-    raw = body.get(key)
-    if raw is None and not required:
-        return []
-    if not isinstance(raw, list) or len(raw) > MAX_IDS_PER_CALL or (required and not raw):
-        raise bad_request(f"{key} must be a list of {1 if required else 0} to "
-                          f"{MAX_IDS_PER_CALL} user ids")
-    return [body_user_id({"id": v}, "id", f"{key}[{i}].") for i, v in enumerate(raw)]
 
 
 def _name(value) -> str:
@@ -60,7 +51,7 @@ def add_routes(app: Flask, db: Database) -> None:
         body = json_body()
         owner = body_user_id(body, "ownerId")
         name = _name(body.get("name"))
-        return _run(db, store.create_group, owner, name, _ids(body, "memberIds", False))
+        return _run(db, store.create_group, owner, name, user_id_list(body, "memberIds", MAX_IDS_PER_CALL, required=False))
 
     @app.get("/v1/groups")
     def list_groups():
@@ -71,9 +62,9 @@ def add_routes(app: Flask, db: Database) -> None:
 
     @app.post("/v1/groups/lists")
     def list_groups_of_many():
-        uids = list(dict.fromkeys(_ids(json_body(), "userIds", True)))
+        uids = list(dict.fromkeys(user_id_list(json_body(), "userIds", MAX_IDS_PER_CALL)))
         found = _run(db, store.groups_of_many, uids)
-        return {"groups": [found[u] for u in _ids(json_body(), "userIds", True)]}
+        return {"groups": [found[u] for u in user_id_list(json_body(), "userIds", MAX_IDS_PER_CALL)]}
 
     @app.get("/v1/groups/<group_id>/members")
     def list_members(group_id: str):
@@ -87,7 +78,7 @@ def add_routes(app: Flask, db: Database) -> None:
     def invite(group_id: str):
         gid, body = path_user_id(group_id, "groupId"), json_body()
         by = body_user_id(body, "byUserId")
-        return {"added": _run(db, store.invite, gid, by, _ids(body, "userIds", True))}
+        return {"added": _run(db, store.invite, gid, by, user_id_list(body, "userIds", MAX_IDS_PER_CALL))}
 
     @app.post("/v1/groups/<group_id>/leave")
     def leave(group_id: str):

@@ -12,7 +12,7 @@ from skyeim.db import Database
 from skyeim.message import groups, store
 from skyeim.service import make_app, on_shutdown
 from skyeim.tokens import MAX_USER_ID
-from skyeim.web import ApiError, bad_request, body_user_id, json_body, limit_arg
+from skyeim.web import ApiError, bad_request, body_user_id, json_body, limit_arg, user_id_list
 
 MSG_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DIGITS = re.compile(r"[0-9]{1,19}")   # ASCII only: str.isdigit() would take "²"
@@ -67,10 +67,7 @@ def create_app(config: ServiceConfig) -> Flask:
         """The first unread page of several users in one request:
         {"userIds": [...], "limit": n} -> {"pages": [<unread answer>, ...]}."""
         body = json_body()
-        raw = body.get("userIds")
-        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH:
-            raise bad_request(f"userIds must be a list of 1 to {MAX_BATCH} user ids")
-        uids = [body_user_id({"userId": v}, "userId", f"userIds[{i}].") for i, v in enumerate(raw)]
+        uids = user_id_list(body, "userIds", MAX_BATCH)
         limit = limit_arg(None if body.get("limit") is None else str(body.get("limit")))
         pages = db.run(store.first_unread_pages, uids, limit)
         return {"pages": [_unread_answer(*pages[uid]) for uid in uids]}

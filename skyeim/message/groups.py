@@ -22,22 +22,20 @@ import uuid
 from typing import Any
 
 from flask import Flask, request
-from sqlalchemy import (BigInteger, Column, Integer, SmallInteger, String, Table,
+from sqlalchemy import (BigInteger, Column, SmallInteger, String, Table,
                         UniqueConstraint, exc, select)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
 from skyeim.db import Database, now_ms
-from skyeim.message.store import Utf8Text, metadata
+from skyeim.message.store import ROW_ID, Utf8Text, metadata
 from skyeim.web import bad_request, body_user_id, json_body, limit_arg
 
 MAX_GROUPS_PER_CALL = 1000     # groupIds in one /v1/groups/last call
 
-_ID = BigInteger().with_variant(Integer, "sqlite")
-
 group_messages = Table(
     "group_messages", metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
     Column("group_id", BigInteger, nullable=False),
     Column("seq", BigInteger, nullable=False),
     Column("from_user_id", BigInteger, nullable=False),

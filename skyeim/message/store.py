@@ -41,11 +41,11 @@ class Utf8Text(TypeDecorator):
 metadata = MetaData()
 
 # SQLite: an INTEGER PRIMARY KEY is the rowid, which autoincrements; BIGINT would not.
-_ID = BigInteger().with_variant(Integer, "sqlite")
+ROW_ID = BigInteger().with_variant(Integer, "sqlite")
 
 messages = Table(
     "messages", metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
     Column("from_user_id", BigInteger, nullable=False),
     Column("to_user_id", BigInteger, nullable=False),
     # the pair, smaller id first, so one index serves a conversation both ways
