@@ -27,7 +27,7 @@ import requests
 import websocket
 import yaml
 
-from harness import (DEFAULT_TIMEOUT, OPEN_CLIENTS, PYTHON, REPO, START_TIMEOUT, Client, System,
+from harness import (reap, DEFAULT_TIMEOUT, OPEN_CLIENTS, PYTHON, REPO, START_TIMEOUT, Client, System,
                      User, deep_merge, free_port)
 
 REDIS_START_TIMEOUT = 10.0
@@ -96,11 +96,7 @@ class RedisServer:
         if self.running:
             self.proc.send_signal(signal.SIGCONT)      # in case a test left it frozen
             self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            reap(self.proc, 5)
 
 
 class Node:
@@ -177,11 +173,7 @@ class Node:
         if not self.running:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
+        return reap(self.proc, timeout)
 
     def log_text(self) -> str:
         for f in self.system._log_files:
@@ -307,11 +299,7 @@ class ClusterSystem(System):
                 proc.send_signal(signal.SIGTERM)
         for name, proc in list(self.procs.items()):
             if name.startswith("node-"):
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+                reap(proc, 15)
         return super().stop(timeout)
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:

@@ -70,6 +70,15 @@ def require_external_services(what: str) -> None:
         pytest.skip(f"needs {what}; set SKYEIM_REQUIRE_SERVICES=1 to run it")
 
 
+def reap(proc: subprocess.Popen, timeout: float) -> int:
+    """Wait ``timeout`` s for ``proc`` to exit, else SIGKILL it; its exit code."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -657,11 +666,7 @@ class System:
         if proc is None or proc.poll() is not None:
             return proc.returncode if proc else 0
         proc.send_signal(sig)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait(5)
+        return reap(proc, timeout)
 
     def stop(self, timeout: float | None = None) -> int | None:
         """SIGTERM every process (gateway first); the gateway's exit code."""

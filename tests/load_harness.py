@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from harness import Client, ConnectionClosed, NoFrame, System, User
+from harness import Client, ConnectionClosed, NoFrame, System, User, reap
 
 # ---------------------------------------------------------------------------
 # /metrics
@@ -178,11 +178,7 @@ def sqlite_write_lock(db_path: Path, timeout: float = 10.0) -> Iterator[subproce
         with contextlib.suppress(Exception):
             proc.stdin.write("\n")
             proc.stdin.flush()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        reap(proc, 5)
 
 
 @contextlib.contextmanager

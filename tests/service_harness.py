@@ -21,6 +21,8 @@ import requests
 import sqlalchemy as sa
 import yaml
 
+from harness import reap
+
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("SKYEIM_TEST_POSTGRES_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -80,11 +82,7 @@ class ServiceProcess:
         """SIGTERM, then the exit code (killing it if it does not stop in time)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            reap(self.proc, STOP_TIMEOUT)
         return self.proc.returncode
 
     def stop(self) -> int:

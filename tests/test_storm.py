@@ -21,7 +21,7 @@ import time
 import pytest
 import requests
 
-from harness import REPO, wait_until
+from harness import REPO, reap, wait_until
 from load_harness import process_figures, scrape
 
 CLIENTS = int(os.environ.get("SKYEIM_STORM_CLIENTS", "2000"))
@@ -76,11 +76,7 @@ def test_reconnect_storm_beyond_max_connections(system_factory, tmp_path):
         if storm.poll() is None:
             storm.stdin.write("done\n")
             storm.stdin.flush()
-        try:
-            storm.wait(30)
-        except subprocess.TimeoutExpired:
-            storm.kill()
-            storm.wait(5)
+        reap(storm, 30)
     print(f"\nstorm of {CLIENTS} with MaxConnections {LIMIT}: {result}; "
           f"held {held:.0f}; gateway {figures}; /healthz during it: "
           f"{len(health)} probes, slowest {max((t for _, t in health), default=0):.2f}s")
