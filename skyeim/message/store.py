@@ -198,10 +198,14 @@ def _send_many(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row, bool
                          "content": m.content, "content_type": m.content_type,
                          "created_at": now, "seq": next_seq[pair]})
             next_seq[pair] += 1
-        stored = conn.execute(messages.insert().returning(*_CHAT_COLUMNS, sort_by_parameter_order=True),
-                              rows).all()
-        for i, row in zip(new, stored):
-            results[i] = (row, False)
+        # A plain executemany (no RETURNING): with RETURNING and parameter
+        # order, SQLAlchemy runs one INSERT per row on SQLite. The stored rows
+        # (with their storage ids) are then read back with one lookup.
+        conn.execute(messages.insert(), rows)
+        stored = {(r.from_user_id, r.msg_id): r
+                  for r in _find_many(conn, [(msgs[i].from_user_id, msgs[i].msg_id) for i in new])}
+        for i in new:
+            results[i] = (stored[(msgs[i].from_user_id, msgs[i].msg_id)], False)
     for i, first in repeats:                    # the same chat twice in one batch (a resend)
         results[i] = (results[first][0], True)  # type: ignore[index]
     return results  # type: ignore[return-value]
@@ -247,19 +251,38 @@ def find_message(conn: Connection, from_user_id: int, msg_id: str) -> Row | None
 
 
 def _next_seqs(conn: Connection, counts: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
-    """Allocate ``count`` seqs for each pair (lo, hi) with one multi-row upsert;
-    return each pair's first new seq. Pairs go in sorted order: one global lock
-    order, so concurrent batches cannot deadlock (see send_messages)."""
+    """Allocate ``count`` seqs for each pair (lo, hi); return each pair's first
+    new seq. One executemany upsert (pairs in sorted order: one global lock
+    order, so concurrent batches cannot deadlock, see send_messages), then one
+    read of the pairs' new last_seq, which the upsert has locked until commit.
+    (An upsert with RETURNING in parameter order would run row by row on SQLite.)"""
     pairs = sorted(counts)
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(_seq_upsert(conn.dialect.name),
+                 [{"user_lo": lo, "user_hi": hi, "last_seq": counts[(lo, hi)]} for lo, hi in pairs])
+    last: dict[tuple[int, int], int] = {}
+    for chunk in _chunks(pairs):
+        params = {}
+        for i, (lo, hi) in enumerate(chunk):
+            params[f"l{i}"], params[f"h{i}"] = lo, hi
+        for r in conn.execute(_seq_statement(len(chunk)), params):
+            last[(r.user_lo, r.user_hi)] = r.last_seq
+    return {pair: last[pair] - counts[pair] + 1 for pair in pairs}
+
+
+@functools.lru_cache(maxsize=None)
+def _seq_upsert(dialect: str):
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(conversations)
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[conversations.c.user_lo, conversations.c.user_hi],
-        set_={"last_seq": conversations.c.last_seq + stmt.excluded.last_seq},
-    ).returning(conversations.c.last_seq, sort_by_parameter_order=True)
-    last = conn.execute(stmt, [{"user_lo": lo, "user_hi": hi, "last_seq": counts[(lo, hi)]}
-                               for lo, hi in pairs]).scalars().all()
-    return {pair: end - counts[pair] + 1 for pair, end in zip(pairs, last)}
+        set_={"last_seq": conversations.c.last_seq + stmt.excluded.last_seq})
+
+
+@functools.lru_cache(maxsize=None)
+def _seq_statement(size: int):
+    return select(conversations).where(or_(*[
+        and_(conversations.c.user_lo == bindparam(f"l{i}"), conversations.c.user_hi == bindparam(f"h{i}"))
+        for i in range(size)]))
 
 
 def _next_seq(conn: Connection, lo: int, hi: int, count: int = 1) -> int:
