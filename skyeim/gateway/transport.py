@@ -234,8 +234,15 @@ class WebSocket(_UpstreamWebSocket):
             if self.closed:                   # closed while we waited for the lock
                 raise ConnectionClosed(self.close_code or CLOSE_ABNORMAL)
             try:
-                with gevent.Timeout(self.write_timeout, _WriteStalled):
-                    self.raw_write(data)
+                # Most writes fit in the kernel's buffer at once: try that first,
+                # without the timer and the SO_SNDBUF lookup of a full sendall.
+                try:
+                    sent = self._sock.send(data, 0, timeout=0.0)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(data):
+                    with gevent.Timeout(self.write_timeout, _WriteStalled):
+                        self.raw_write(memoryview(data)[sent:])
             except _WriteStalled:
                 # the peer has not taken data for write_timeout s: a frame is half
                 # written, so no close frame can follow; drop TCP (PROTOCOL.md 4: best effort)
