@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 from sqlalchemy import (BigInteger, Column, Index, Integer, LargeBinary, MetaData, SmallInteger,
                         String, Table, TypeDecorator, UniqueConstraint, and_, bindparam, exc, func,
@@ -92,7 +92,21 @@ class NewMessage:
     content_type: int
 
 
-def chat_message(row: Row) -> dict[str, Any]:
+class NewRow(NamedTuple):
+    """A message just stored by send_messages: the columns of a Row of
+    _CHAT_COLUMNS but the storage id; not delivered or read yet."""
+    msg_id: str
+    from_user_id: int
+    to_user_id: int
+    content: str
+    content_type: int
+    created_at: int
+    seq: int
+    delivered_at: None = None
+    read_at: None = None
+
+
+def chat_message(row: Row | NewRow) -> dict[str, Any]:
     """The protocol's ChatMessage for a stored row."""
     return {"msgId": row.msg_id, "fromUserId": row.from_user_id, "toUserId": row.to_user_id,
             "content": row.content, "contentType": row.content_type,
@@ -134,7 +148,7 @@ def send_message(conn: Connection, msg: NewMessage) -> tuple[Row, bool]:
     return stored, False
 
 
-def send_messages(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row, bool]]:
+def send_messages(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row | NewRow, bool]]:
     """send_message for each of ``msgs`` in one transaction; results in the order of ``msgs``.
 
     The common case costs a few statements for the whole batch: one lookup of
@@ -199,13 +213,13 @@ def _send_many(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row, bool
                          "created_at": now, "seq": next_seq[pair]})
             next_seq[pair] += 1
         # A plain executemany (no RETURNING): with RETURNING and parameter
-        # order, SQLAlchemy runs one INSERT per row on SQLite. The stored rows
-        # (with their storage ids) are then read back with one lookup.
+        # order, SQLAlchemy runs one INSERT per row on SQLite. Nothing needs to
+        # be read back: every column of a new row is known here but its storage
+        # id, which only unread paging uses.
         conn.execute(messages.insert(), rows)
-        stored = {(r.from_user_id, r.msg_id): r
-                  for r in _find_many(conn, [(msgs[i].from_user_id, msgs[i].msg_id) for i in new])}
-        for i in new:
-            results[i] = (stored[(msgs[i].from_user_id, msgs[i].msg_id)], False)
+        for i, row in zip(new, rows):
+            results[i] = (NewRow(row["msg_id"], row["from_user_id"], row["to_user_id"],
+                                 msgs[i].content, row["content_type"], now, row["seq"]), False)
     for i, first in repeats:                    # the same chat twice in one batch (a resend)
         results[i] = (results[first][0], True)  # type: ignore[index]
     return results  # type: ignore[return-value]
@@ -213,7 +227,7 @@ def _send_many(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row, bool
 
 # Statements whose shape depends on a count are padded to one of a few sizes,
 # so that SQLAlchemy's compiled-statement cache holds a handful of shapes.
-_SHAPES = (1, 4, 16, 64, 256)
+_SHAPES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 def _chunks(keys: list, limit: int = _SHAPES[-1]):
