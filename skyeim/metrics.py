@@ -13,6 +13,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 
 disable_created_metrics()   # no *_created series: they double the output and help no dashboard
 
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -41,6 +42,9 @@ class GatewayMetrics:
         self.backend_errors = Counter("skyeim_backend_errors_total",
                                       "Failed backend calls, by service and kind (unavailable, rejected).",
                                       ["service", "kind"], registry=r)
+        self.batch_size = Histogram("skyeim_backend_batch_size",
+                                    "Calls coalesced into one batch call to a service, by kind.",
+                                    ["batch"], buckets=BATCH_BUCKETS, registry=r)
         self.breaker_state = Gauge("skyeim_backend_breaker_state",
                                    "Circuit breaker per backend endpoint: 0 closed, 1 open, 2 half-open.",
                                    ["service", "endpoint"], registry=r)

@@ -2,8 +2,11 @@
 ChatMessage fields, server-made msgIds, seq per conversation, ordering."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
+import rawws
 from harness import CHAT_FIELDS, UUID4, assert_ms_timestamp, new_msg_id, now_ms
 
 
@@ -218,3 +221,40 @@ def test_same_msg_id_sent_three_times_back_to_back(pair):
     assert 1 <= len(delivered) <= 3
     chats = cb.frames_for(1.0)
     assert [(c["type"], c["data"]["content"]) for c in chats] == [("chat", "first")]
+
+
+@pytest.mark.timeout(60)
+def test_a_burst_in_one_write_is_answered_in_order(system):
+    """Frames that arrive together are read in one pass of the read loop (their
+    chats stored in one batch): every answer still comes in the frames' order,
+    and the recipient gets the chats in order with seqs 1, 2, 3, ..."""
+    alice, bob = system.users("burst_a", "burst_b")
+    cb = system.connect(bob)
+    ws = rawws.connect(system, alice)
+    m = [new_msg_id() for _ in range(5)]
+
+    def chat(mid, text):
+        return rawws.frame_bytes(rawws.OP_TEXT, json.dumps(
+            {"type": "chat", "data": {"msgId": mid, "toUserId": bob.id, "content": text}}))
+
+    ws.send_raw(chat(m[0], "one") + chat(m[1], "two") + rawws.frame_bytes(rawws.OP_TEXT, rawws.PING_JSON)
+                + rawws.frame_bytes(rawws.OP_TEXT, "not json") + chat(m[2], "three")
+                + chat(m[0], "one again") + chat(m[3], "") + chat(m[4], "five"))
+    answers = []
+    while len(answers) < 8:       # the `delivered` acks come when bob has the chats
+        frame = ws.recv_json()
+        if not (frame["type"] == "ack" and frame["data"]["status"] == "delivered"):
+            answers.append(frame)
+    summary = [(f["type"], f["data"].get("msgId") if f["data"] else None,
+                f["data"].get("status") or f["data"].get("code") if f["data"] else None)
+               for f in answers]
+    assert summary == [("ack", m[0], "sent"), ("ack", m[1], "sent"), ("pong", None, None),
+                       ("error", None, "bad_json"), ("ack", m[2], "sent"), ("ack", m[0], "sent"),
+                       ("error", m[3], "bad_request"), ("ack", m[4], "sent")], summary
+    assert [a["data"]["seq"] for a in answers if a["type"] == "ack"] == [1, 2, 3, 1, 4]
+    assert answers[5]["data"].get("duplicate") is True
+    chats = cb.collect("chat", 4, timeout=10)
+    assert [(c["msgId"], c["seq"], c["content"]) for c in chats] == [
+        (m[0], 1, "one"), (m[1], 2, "two"), (m[2], 3, "three"), (m[4], 4, "five")]
+    cb.assert_no_frame(0.3)
+    rawws.close_raw_sockets()

@@ -1,11 +1,14 @@
 """/metrics: Prometheus text on the gateway and on every service, and the counters move under traffic."""
 from __future__ import annotations
 
+import json
 import re
 import time
 
 import pytest
 import requests
+
+import rawws
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -63,6 +66,27 @@ def test_gateway_counters_move_under_traffic(system):
     eventually(lambda: scrape(system.url)["skyeim_ws_connections"] == before["skyeim_ws_connections"])
     after = scrape(system.url)
     assert delta(before, after, 'skyeim_ws_closes_total{code="1000"}') == 2
+
+
+def test_chats_that_arrive_together_share_one_batch_call(system):
+    """A client's burst (one TCP write) is read in one pass and stored with one
+    call: skyeim_backend_batch_size shows fewer batches than chats."""
+    alice, bob = system.users("met_burst_a", "met_burst_b")
+    before = scrape(system.url)
+    ws = rawws.connect(system, alice)
+    ids = [f"burst-{i}" for i in range(6)]
+    ws.send_raw(b"".join(rawws.frame_bytes(rawws.OP_TEXT, json.dumps(
+        {"type": "chat", "data": {"msgId": mid, "toUserId": bob.id, "content": "x"}})) for mid in ids))
+    sent = []
+    while len(sent) < len(ids):
+        ack = ws.expect("ack")
+        if ack["status"] == "sent":
+            sent.append(ack["msgId"])
+    assert sent == ids
+    after = scrape(system.url)
+    rawws.close_raw_sockets()
+    assert delta(before, after, 'skyeim_backend_batch_size_sum{batch="message sends"}') == 6
+    assert delta(before, after, 'skyeim_backend_batch_size_count{batch="message sends"}') == 1
 
 
 def test_refused_handshakes_are_counted(system):

@@ -56,6 +56,20 @@ class ServiceClient:
         if internal_secret:
             self.session.headers["X-Internal-Secret"] = internal_secret
 
+    # batch calls (batching.py): how many of one kind may be in flight, and queue
+    BATCH_CONCURRENCY = 4
+    BATCH_QUEUE = 20_000
+
+    def _batcher(self, name: str, send_batch, max_batch: int, timeout: float,
+                 linger: float = 0.0) -> Batcher:
+        return Batcher(name, send_batch, max_batch=max_batch, concurrency=self.BATCH_CONCURRENCY,
+                       queue_size=self.BATCH_QUEUE, timeout=timeout, on_batch=self._batch_sent,
+                       linger=linger)
+
+    def _batch_sent(self, name: str, size: int) -> None:
+        if self.metrics:
+            self.metrics.batch_size.labels(name).observe(size)
+
     def call(self, method: str, path: str, *, json: Any = None,
              params: dict | None = None, headers: dict | None = None,
              quiet: bool = False) -> dict:
@@ -139,14 +153,27 @@ CONNECT_FLOW_WAIT = 15.0
 
 def _batched(batcher: Batcher, item: Any) -> Any:
     """One caller's share of a batch call, with the errors a single call would raise."""
+    result = _batched_many(batcher, [item])[0]
+    if isinstance(result, BackendRejected):
+        raise result
+    return result
+
+
+def _batched_many(batcher: Batcher, items: list) -> list:
+    """Several items in one batch: each one's result, or the BackendRejected it
+    got; raises BackendUnavailable (or the batch's error) for all of them."""
     try:
-        result = batcher.call(item)
+        results = batcher.call_many(items)
     except (BatchOverflow, BatchTimeout) as e:
         raise BackendUnavailable(str(e)) from None
-    error = result.get("error") if isinstance(result, dict) else None
-    if error is not None:
-        raise BackendRejected(400, str(error.get("code", "bad_request")), str(error.get("message", "")))
-    return result
+    out = []
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+        error = result.get("error") if isinstance(result, dict) else None
+        out.append(BackendRejected(400, str(error.get("code", "bad_request")),
+                                   str(error.get("message", ""))) if error is not None else result)
+    return out
 
 
 class MessageService(ServiceClient):
@@ -155,30 +182,26 @@ class MessageService(ServiceClient):
     SEND_BATCH = 256
     DELIVERED_BATCH = 1000          # the service's cap on keys per call
     FIRST_PAGE_BATCH = 500          # users whose first unread page one call fetches (a storm)
-    BATCH_CONCURRENCY = 4           # batch calls in flight per kind
-    BATCH_QUEUE = 20_000
+    BATCH_CONCURRENCY = 2           # batch calls in flight per kind
+    SEND_LINGER = 0.002             # s a chat may wait for others to share its commit (batching.py)
 
     def __init__(self, name: str, rpc: RpcConfig, internal_secret: str = ""):
         super().__init__(name, rpc, internal_secret)
         bound = self.timeout * 2 + 1.0      # queueing behind a full batch, then the call
-        self._sends = Batcher("message sends", self._send_batch, max_batch=self.SEND_BATCH,
-                              concurrency=self.BATCH_CONCURRENCY,
-                              queue_size=self.BATCH_QUEUE, timeout=bound)
+        self._sends = self._batcher("message sends", self._send_batch, self.SEND_BATCH, bound,
+                                    linger=self.SEND_LINGER)
         # first unread pages of connecting users (a reconnect storm), grouped by page size
         self._first_pages: dict[int, Batcher] = {}
         self._first_pages_timeout = max(bound, CONNECT_FLOW_WAIT)
-        self._group_lasts = Batcher("group last seqs", self._group_last_batch,
-                                    max_batch=self.FIRST_PAGE_BATCH,
-                                    concurrency=self.BATCH_CONCURRENCY,
-                                    queue_size=self.BATCH_QUEUE,
-                                    timeout=max(bound, CONNECT_FLOW_WAIT))
+        self._group_lasts = self._batcher("group last seqs", self._group_last_batch,
+                                          self.FIRST_PAGE_BATCH, max(bound, CONNECT_FLOW_WAIT))
 
-    def send(self, msg_id: str, from_user: int, to_user: int, content: str,
-             content_type: int) -> dict:
-        """SendMessage: the stored ChatMessage plus {duplicate, delivered, deliveredAt}."""
-        return _batched(self._sends, {
-            "msgId": msg_id, "fromUserId": from_user, "toUserId": to_user,
-            "content": content, "contentType": content_type})
+    def send_many(self, messages: list[dict]) -> list:
+        """SendMessage for several bodies ({msgId, fromUserId, toUserId, content,
+        contentType}), stored in one batch in their order. Each one's answer (the
+        stored ChatMessage plus {duplicate, delivered, deliveredAt}), or the
+        BackendRejected it got (see _batched_many)."""
+        return _batched_many(self._sends, messages)
 
     def _send_batch(self, messages: list[dict]) -> list[dict]:
         results = self.call("POST", "/v1/messages/batch", json={"messages": messages}).get("results")
@@ -203,10 +226,9 @@ class MessageService(ServiceClient):
         if cursor is None:                  # a first page: coalesced with other users'
             batcher = self._first_pages.get(limit)
             if batcher is None:
-                batcher = self._first_pages[limit] = Batcher(
+                batcher = self._first_pages[limit] = self._batcher(
                     "unread first pages", lambda uids: self._first_page_batch(limit, uids),
-                    max_batch=self.FIRST_PAGE_BATCH, concurrency=self.BATCH_CONCURRENCY,
-                    queue_size=self.BATCH_QUEUE, timeout=self._first_pages_timeout)
+                    self.FIRST_PAGE_BATCH, self._first_pages_timeout)
             return _batched(batcher, user_id)
         params = {"userId": user_id, "limit": limit}
         if cursor is not None:
@@ -287,19 +309,14 @@ class MessageService(ServiceClient):
 
 class FriendService(ServiceClient):
     LISTS_BATCH = 1000              # users whose friend lists one call fetches (the cap)
-    BATCH_CONCURRENCY = 4
-    BATCH_QUEUE = 20_000
 
     def __init__(self, name: str, rpc: RpcConfig, internal_secret: str = ""):
         super().__init__(name, rpc, internal_secret)
         # every connect and disconnect asks for a friend list: coalesced (batching.py)
         wait = max(self.timeout * 2 + 1.0, CONNECT_FLOW_WAIT)
-        self._lists = Batcher("friend lists", self._lists_batch, max_batch=self.LISTS_BATCH,
-                              concurrency=self.BATCH_CONCURRENCY, queue_size=self.BATCH_QUEUE,
-                              timeout=wait)
-        self._group_lists = Batcher("group lists", self._group_lists_batch,
-                                    max_batch=self.LISTS_BATCH, concurrency=self.BATCH_CONCURRENCY,
-                                    queue_size=self.BATCH_QUEUE, timeout=wait)
+        self._lists = self._batcher("friend lists", self._lists_batch, self.LISTS_BATCH, wait)
+        self._group_lists = self._batcher("group lists", self._group_lists_batch,
+                                          self.LISTS_BATCH, wait)
 
     def friends(self, user_id: int) -> list[int]:
         return _batched(self._lists, user_id)

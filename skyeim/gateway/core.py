@@ -2,7 +2,7 @@
 
 - ``serve(ws, claims)``: one connection's life: the online flow (register,
   presence, unread push, `connected`), the read pump, and the offline flow.
-- ``handle_message``: one client frame (ping, chat, read, auth).
+- ``handle_messages``: client frames (ping, chat, read, auth), a burst at a time.
 - ``chat_written``: a chat reached a socket; the DeliveryRecorder records it
   as delivered and acks the sender.
 - ``shutdown``: the graceful stop.
@@ -20,8 +20,9 @@ from skyeim import tokens
 from skyeim.config import GatewayConfig
 from skyeim.gateway import frames
 from skyeim.gateway.backends import Backends, BackendRejected, BackendUnavailable
+from skyeim.gateway.batching import BUSY_WINDOW, collect
 from skyeim.gateway.devices import UNKNOWN_PLATFORM, Devices
-from skyeim.gateway.frames import FrameError
+from skyeim.gateway.frames import ClientFrame, FrameError
 from skyeim.gateway.groups import GroupChat, GroupRead, Groups
 from skyeim.gateway.hub import Hub
 from skyeim.gateway.revocation import Revocations
@@ -230,7 +231,22 @@ class Gateway:
 
     # -- client frames ---------------------------------------------------------------
 
-    def handle_message(self, session: Session, message: str | bytes) -> None:
+    def handle_messages(self, session: Session, messages: list[str | bytes]) -> None:
+        """Client frames of one connection, in the order they came. Consecutive chats
+        (a client's burst, read in one pass) are stored in one batch, in order."""
+        chats: list[frames.Chat] = []
+        for message in messages:
+            frame = self._accept(session, message, flush=chats)
+            if isinstance(frame, frames.Chat):
+                chats.append(frame)
+            elif frame is not None:
+                self._dispatch(session, frame)
+        if chats:
+            self._handle_chats(session, chats)
+
+    def _accept(self, session: Session, message: str | bytes, flush: list) -> ClientFrame | None:
+        """The parsed frame; or None once a refused frame has been answered (after the
+        chats in ``flush`` ahead of it, so that answers keep the frames' order)."""
         metrics = self.metrics
         if not session.take_token():
             metrics.frame_in("rate_limited")
@@ -242,27 +258,38 @@ class Gateway:
                     request_id = frame.request_id if isinstance(frame, Sync) else None
                 except FrameError as e:
                     msg_id, request_id = e.msg_id, e.request_id
-            session.reply(frames.encode_error("rate_limited", "too many frames; slow down", msg_id,
-                                             request_id))
-            return
-        if isinstance(message, bytes):
+            error = frames.encode_error("rate_limited", "too many frames; slow down", msg_id,
+                                        request_id)
+        elif isinstance(message, bytes):
             metrics.frame_in("binary")
-            session.reply(frames.encode_error("unsupported_frame",
-                                             "binary frames are not supported; send JSON text"))
-            return
-        frame = None
-        try:
+            error = frames.encode_error("unsupported_frame",
+                                        "binary frames are not supported; send JSON text")
+        else:
             try:
                 frame = frames.parse(message, session.user_id, self.cfg.chat.max_content_length)
-            except FrameError:
+            except FrameError as e:
                 metrics.frame_in("invalid")
-                raise
-            metrics.frame_in(frame.kind)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("conn=%s user=%s frame %s", session.conn_id, session.user_id, frame.kind)
-            if isinstance(frame, frames.Chat):
-                self._handle_chat(session, frame)
-            elif isinstance(frame, frames.Ping):
+                log.debug("conn=%s user=%s error %s: %s", session.conn_id, session.user_id,
+                          e.code, e.message)
+                error = frames.encode_error(e.code, e.message, e.msg_id, e.request_id)
+            else:
+                metrics.frame_in(frame.kind)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("conn=%s user=%s frame %s", session.conn_id, session.user_id,
+                              frame.kind)
+                if flush and not isinstance(frame, frames.Chat):
+                    self._handle_chats(session, flush)
+                    flush.clear()
+                return frame
+        if flush:
+            self._handle_chats(session, flush)
+            flush.clear()
+        session.reply(error)
+        return None
+
+    def _dispatch(self, session: Session, frame: ClientFrame) -> None:
+        try:
+            if isinstance(frame, frames.Ping):
                 session.reply(frames.PONG)
             elif isinstance(frame, frames.Read):
                 self._handle_read(session, frame)
@@ -281,27 +308,66 @@ class Gateway:
             session.reply(frames.encode_error(e.code, e.message, e.msg_id, e.request_id))
         except Exception:
             log.exception("conn=%s user=%s frame handling failed", session.conn_id, session.user_id)
-            msg_id = frame.given_msg_id if isinstance(frame, (frames.Chat, GroupChat)) else None
+            msg_id = frame.given_msg_id if isinstance(frame, GroupChat) else None
             session.reply(frames.encode_error("internal", "internal error", msg_id,
                                              frame.request_id if isinstance(frame, Sync) else None))
 
-    def _handle_chat(self, session: Session, chat: frames.Chat) -> None:
-        uid, msg_id, err_id = session.user_id, chat.msg_id, chat.given_msg_id
+    def _handle_chats(self, session: Session, chats: list[frames.Chat]) -> None:
+        """Store ``chats`` (one connection's, in order) in one batch, then for each in
+        order: its `sent` ack and the delivery, or its error frame."""
+        uid = session.user_id
         t0 = time.perf_counter()
+        outcomes: list = [None] * len(chats)    # a stored answer, or the FrameError to send
         if self.cfg.chat.require_friendship:
             try:
                 friends = self.backends.friend.friends(uid)
             except (BackendUnavailable, BackendRejected):
-                raise FrameError("unavailable", "the friend service is unavailable", err_id)
-            if chat.to_user_id not in friends:
-                raise FrameError("not_friends", "you can only chat with friends", err_id)
-        try:
-            stored = self.backends.message.send(msg_id, uid, chat.to_user_id, chat.content,
-                                                chat.content_type)
-        except BackendUnavailable:
-            raise FrameError("unavailable", "the message service is unavailable; retry", err_id)
-        except BackendRejected as e:
-            raise FrameError("bad_request" if e.status == 400 else "internal", e.message, err_id)
+                friends = None
+            for i, chat in enumerate(chats):
+                if friends is None:
+                    outcomes[i] = FrameError("unavailable", "the friend service is unavailable",
+                                             chat.given_msg_id)
+                elif chat.to_user_id not in friends:
+                    outcomes[i] = FrameError("not_friends", "you can only chat with friends",
+                                             chat.given_msg_id)
+        wanted = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        if wanted:
+            try:
+                stored = self.backends.message.send_many([
+                    {"msgId": chats[i].msg_id, "fromUserId": uid, "toUserId": chats[i].to_user_id,
+                     "content": chats[i].content, "contentType": chats[i].content_type}
+                    for i in wanted])
+            except BackendUnavailable:
+                stored = [BackendUnavailable("") for _ in wanted]
+            except Exception:
+                log.exception("conn=%s user=%s storing chats failed", session.conn_id, uid)
+                stored = [FrameError("internal", "internal error") for _ in wanted]
+            for i, answer in zip(wanted, stored):
+                err_id = chats[i].given_msg_id
+                if isinstance(answer, BackendUnavailable):
+                    answer = FrameError("unavailable", "the message service is unavailable; retry",
+                                        err_id)
+                elif isinstance(answer, BackendRejected):
+                    answer = FrameError("bad_request" if answer.status == 400 else "internal",
+                                        answer.message, err_id)
+                elif isinstance(answer, FrameError):
+                    answer = FrameError(answer.code, answer.message, err_id)
+                outcomes[i] = answer
+        for chat, outcome in zip(chats, outcomes):
+            if isinstance(outcome, FrameError):
+                log.debug("conn=%s user=%s error %s: %s", session.conn_id, uid, outcome.code,
+                          outcome.message)
+                session.reply(frames.encode_error(outcome.code, outcome.message, outcome.msg_id))
+                continue
+            try:
+                self._chat_stored(session, chat, outcome, t0)
+            except Exception:
+                log.exception("conn=%s user=%s chat handling failed", session.conn_id, uid)
+                session.reply(frames.encode_error("internal", "internal error", chat.given_msg_id))
+
+    def _chat_stored(self, session: Session, chat: frames.Chat, stored: dict, t0: float) -> None:
+        """The `sent` ack of a stored chat, then its delivery to the recipient."""
+        uid, msg_id = session.user_id, chat.msg_id
         seq = stored["seq"]
         session.reply(frames.encode_ack(msg_id, "sent", stored["createdAt"], seq,
                                        duplicate=bool(stored.get("duplicate"))))
@@ -374,8 +440,9 @@ class DeliveryRecorder:
     """
 
     QUEUE_SIZE = 10_000
-    WORKERS = 4
+    WORKERS = 2
     BATCH = 500
+    LINGER = 0.002           # s a record may wait for others to share its call (batching.py)
     CONCURRENT_CALLS = 64    # senders being sent their `delivered` acks at once
 
     def __init__(self, gateway: Gateway):
@@ -395,10 +462,12 @@ class DeliveryRecorder:
             log.warning("delivery recorder full: %s stays undelivered", item.key)
 
     def _work(self) -> None:
+        last = 0.0
         while True:                       # runs for the life of the process
-            batch = [self.queue.get()]
-            while len(batch) < self.BATCH and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
+            first = self.queue.get()
+            busy = time.monotonic() - last < BUSY_WINDOW
+            batch = collect(self.queue, first, self.BATCH, self.LINGER if busy else 0.0)
+            last = time.monotonic()
             try:
                 self._record(batch)
             except Exception:
@@ -407,6 +476,7 @@ class DeliveryRecorder:
                 self.pending -= len(batch)
 
     def _record(self, batch: list[tuple[int, Outgoing]]) -> None:
+        self.gateway.metrics.batch_size.labels("deliveries").observe(len(batch))
         by_recipient: dict[int, dict[tuple[int, str], Outgoing]] = {}
         for recipient, item in batch:
             by_recipient.setdefault(recipient, {})[item.key] = item

@@ -33,6 +33,7 @@ CLOSE_HEARTBEAT = 4004
 MAX_SENT_KEYS = 4096      # chat keys remembered per connection to never send one twice
 SLOW_CLIENT_GRACE = 2.0   # s a producer that may wait gives a full queue before 4002
 WRITE_BATCH = 64          # queued frames written with one system call
+READ_AHEAD = 16          # frames already arrived that one pass of the read loop takes
 
 _conn_ids = itertools.count(1)
 
@@ -301,20 +302,32 @@ class Session:
     # -- the read pump --------------------------------------------------------------
 
     def read_pump(self) -> int:
-        """Read and handle frames until the connection closes; returns the close code."""
-        gateway = self.gateway
+        """Read and handle frames until the connection closes; returns the close code.
+
+        Frames that have already arrived behind the first (a client that keeps
+        several chats in flight) are taken in the same pass, up to READ_AHEAD:
+        their chats are stored in one batch instead of one round trip each."""
+        gateway, ws = self.gateway, self.ws
         while True:                      # bounded: the heartbeat closes a silent connection
             try:
-                message = self.ws.receive()
+                messages = [ws.receive()]
             except ConnectionClosed as e:
                 return e.code
-            if self.closing or self.stop_reading:
-                continue                  # draining until the peer's close frame or EOF
-            self.busy = True
-            try:
-                gateway.handle_message(self, message)
-            finally:
-                self.busy = False
+            closed = None
+            while len(messages) < READ_AHEAD and ws.frame_ready():
+                try:
+                    messages.append(ws.receive())
+                except ConnectionClosed as e:
+                    closed = e.code
+                    break
+            if not (self.closing or self.stop_reading):   # else: draining until close or EOF
+                self.busy = True
+                try:
+                    gateway.handle_messages(self, messages)
+                finally:
+                    self.busy = False
+            if closed is not None:
+                return closed
 
     def take_token(self) -> bool:
         """The per-connection rate limit: a token bucket of client frames."""

@@ -138,6 +138,33 @@ class WebSocket(_UpstreamWebSocket):
             self.closed = True
             raise ConnectionClosed(code) from None
 
+    def frame_ready(self) -> bool:
+        """True if a whole unfragmented text frame can be read without waiting: it
+        is in this connection's read buffer already, or the kernel has it. Lets the
+        read loop take a client's burst of chats at once (Session.read_pump)."""
+        rfile = self.handler.rfile
+        sock = self._sock
+        try:
+            # timeout 0: a buffer that is empty is refilled by one recv that
+            # does not wait; then peek returns what is buffered, perhaps b""
+            sock.settimeout(0.0)
+            try:
+                data = rfile.peek(1)
+            finally:
+                sock.settimeout(None)
+        except (OSError, ValueError, AttributeError):   # closed, or dropped under us
+            return False
+        if len(data) < 2 or data[0] != 0x80 | OP_TEXT or not data[1] & 0x80:
+            return False
+        length, need = data[1] & 0x7F, 2 + 4           # masked: 4 bytes of key
+        if length == 126:
+            if len(data) < 4:
+                return False
+            length, need = struct.unpack_from("!H", data, 2)[0], need + 2
+        elif length == 127:                            # never a small chat
+            return False
+        return len(data) >= need + length
+
     def read_frame(self, budget: int):
         header = Header.decode_header(self.stream)
         if header.flags:
