@@ -182,7 +182,10 @@ class MessageService(ServiceClient):
     SEND_BATCH = 256
     DELIVERED_BATCH = 1000          # the service's cap on keys per call
     FIRST_PAGE_BATCH = 500          # users whose first unread page one call fetches (a storm)
-    BATCH_CONCURRENCY = 2           # batch calls in flight per kind
+    # One batch of each kind in flight: the SQLite store has one writer, and a
+    # second batch only waits behind the first (measured: same rate, 15% more CPU);
+    # what arrives meanwhile joins the next batch.
+    BATCH_CONCURRENCY = 1
     SEND_LINGER = 0.002             # s a chat may wait for others to share its commit (batching.py)
 
     def __init__(self, name: str, rpc: RpcConfig, internal_secret: str = ""):

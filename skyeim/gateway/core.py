@@ -236,12 +236,14 @@ class Gateway:
         (a client's burst, read in one pass) are stored in one batch, in order."""
         chats: list[frames.Chat] = []
         for message in messages:
+            if session.closing or session.stop_reading:
+                return                    # closing (4001/4002/4003...): the rest is not acted on
             frame = self._accept(session, message, flush=chats)
             if isinstance(frame, frames.Chat):
                 chats.append(frame)
             elif frame is not None:
                 self._dispatch(session, frame)
-        if chats:
+        if chats and not (session.closing or session.stop_reading):
             self._handle_chats(session, chats)
 
     def _accept(self, session: Session, message: str | bytes, flush: list) -> ClientFrame | None:
@@ -319,14 +321,17 @@ class Gateway:
         t0 = time.perf_counter()
         outcomes: list = [None] * len(chats)    # a stored answer, or the FrameError to send
         if self.cfg.chat.require_friendship:
+            failed = None
             try:
-                friends = self.backends.friend.friends(uid)
+                friends = set(self.backends.friend.friends(uid))
             except (BackendUnavailable, BackendRejected):
-                friends = None
+                failed = ("unavailable", "the friend service is unavailable")
+            except Exception:
+                log.exception("conn=%s user=%s friend check failed", session.conn_id, uid)
+                failed = ("internal", "internal error")
             for i, chat in enumerate(chats):
-                if friends is None:
-                    outcomes[i] = FrameError("unavailable", "the friend service is unavailable",
-                                             chat.given_msg_id)
+                if failed is not None:
+                    outcomes[i] = FrameError(*failed, chat.given_msg_id)
                 elif chat.to_user_id not in friends:
                     outcomes[i] = FrameError("not_friends", "you can only chat with friends",
                                              chat.given_msg_id)
@@ -337,8 +342,8 @@ class Gateway:
                     {"msgId": chats[i].msg_id, "fromUserId": uid, "toUserId": chats[i].to_user_id,
                      "content": chats[i].content, "contentType": chats[i].content_type}
                     for i in wanted])
-            except BackendUnavailable:
-                stored = [BackendUnavailable("") for _ in wanted]
+            except (BackendUnavailable, BackendRejected) as e:   # the whole batch
+                stored = [e] * len(wanted)
             except Exception:
                 log.exception("conn=%s user=%s storing chats failed", session.conn_id, uid)
                 stored = [FrameError("internal", "internal error") for _ in wanted]
@@ -440,7 +445,7 @@ class DeliveryRecorder:
     """
 
     QUEUE_SIZE = 10_000
-    WORKERS = 2
+    WORKERS = 1              # one call in flight (see MessageService.BATCH_CONCURRENCY)
     BATCH = 500
     LINGER = 0.002           # s a record may wait for others to share its call (batching.py)
     CONCURRENT_CALLS = 64    # senders being sent their `delivered` acks at once
