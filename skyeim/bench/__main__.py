@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--chat-window", type=int, help=f"chat: messages in flight per sender ({d.chat_window})")
     g.add_argument("--chat-duration", type=float, help=f"chat: seconds measured per step ({d.chat_duration:g})")
     g.add_argument("--chat-size", type=int, help=f"chat: characters of content ({d.chat_size})")
+    g.add_argument("--open-loop-rates", help="chat: comma-separated rates (msg/s) of extra open-loop "
+                                             "steps after the one at half the peak (none)")
     g.add_argument("--storm-clients", type=int, help=f"storm: clients at once ({d.storm_clients})")
     g.add_argument("--backlog-messages", type=int, help=f"backlog: unread messages ({d.backlog_messages})")
     g.add_argument("--presence-friends", type=int, help=f"presence: online friends ({d.presence_friends})")
@@ -75,6 +77,10 @@ def sizes_from(args: argparse.Namespace):
             if v <= 0:
                 raise SystemExit(f"error: --{name.replace('_', '-')} must be positive")
             setattr(s, name, v)
+    if args.open_loop_rates:
+        s.open_loop_rates = [float(x) for x in args.open_loop_rates.split(",") if x.strip()]
+        if any(r <= 0 for r in s.open_loop_rates):
+            raise SystemExit("error: --open-loop-rates must be positive")
     if args.chat_levels:
         s.chat_levels = sorted({int(x) for x in args.chat_levels.split(",") if x.strip()})
     elif args.chat_pairs is not None:

@@ -117,6 +117,19 @@ def rows(results: dict) -> list[dict]:
             "sent_ack_ms", "p99")
         add("chat", "load side's send lag p99 at half the peak rate (must be small)", "ms", "chat",
             "half_rate", "send_lag_ms", "p99")
+        rates = sorted({step["target_rate"] for c in columns(results)
+                        for step in (_get(sc, "chat", c, "open_loops") or [])})
+        for rate in rates:
+            def at(c: str, q: str, rate=rate) -> float | None:
+                step = next((x for x in _get(sc, "chat", c, "open_loops") or []
+                             if x["target_rate"] == rate), None)
+                if step is None:
+                    return None
+                basis = "receive_ms" if c == "relay" else "delivered_ack_ms"
+                return (step.get(basis) or {}).get(q)
+            for q in ("p50", "p99"):
+                add_value("chat", f"delivered latency {q}, open loop at {rate:,.0f} msg/s", "ms",
+                          lambda c, q=q: at(c, q))
     if "storm" in sc:
         n = _get(sc, "storm", first, "clients")
         add("storm", f"connect storm: clients connected (of {n:,})" if n else "storm: connected", "",
@@ -276,6 +289,10 @@ def render_chart(results: dict, path: str | Path) -> None:
         if (half.get(basis) or {}).get("p99") is not None:
             ax_curve.plot([half["throughput"]], [half[basis]["p99"]], "s", color=color, markersize=9,
                           label=f"{label} p99, open loop at half the peak rate")
+        steps = [x for x in data.get("open_loops") or [] if (x.get(basis) or {}).get("p99") is not None]
+        if steps:
+            ax_curve.plot([x["throughput"] for x in steps], [x[basis]["p99"] for x in steps], "^:",
+                          color=color, markersize=8, label=f"{label} p99, open loop at given rates")
     ax_tp.set(title="1:1 chat throughput", xlabel="messages in flight (2 x pairs x window)",
               ylabel="messages / s (log)", xscale="log", yscale="log")
     ax_lat.set(title="latency against load\n(gateway: delivered ack; relay: receipt)",

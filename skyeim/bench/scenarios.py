@@ -45,6 +45,7 @@ class Sizes:
     chat_duration: float = 15.0
     chat_warmup: float = 2.0
     chat_size: int = 100
+    open_loop_rates: list[float] = field(default_factory=list)   # msg/s, extra open-loop steps
     storm_clients: int = 5_000
     backlog_messages: int = 10_000
     presence_friends: int = 1_000
@@ -353,6 +354,7 @@ class Runner:
         system.start()
         levels: list[dict] = []
         half: dict = {}
+        open_loops: list[dict] = []
         try:
             ids = self.new_ids(2 * s.chat_pairs)
             pairs = [(i, ids[2 * i], ids[2 * i + 1]) for i in range(s.chat_pairs)]
@@ -373,6 +375,12 @@ class Runner:
                 half = self._chat_step(system, step_id, s.chat_pairs, 1000, per_sender, complete_on,
                                        f"open loop at {target:,.0f} msg/s (half the peak)")
                 half["target_rate"] = round(target, 1)
+            for rate in s.open_loop_rates:       # latency at given rates (comparable across runs)
+                step_id += 1
+                step = self._chat_step(system, step_id, s.chat_pairs, 1000, rate / (2 * s.chat_pairs),
+                                       complete_on, f"open loop at {rate:,.0f} msg/s")
+                step["target_rate"] = rate
+                open_loops.append(step)
             mark = system.warning_mark()
             self.progress.status("closing")
             self.close(system, "chat")
@@ -381,7 +389,7 @@ class Runner:
             system.stop()
         peak = max(levels, key=lambda x: x["throughput"]) if levels else {}
         return {"complete_on": complete_on, "window": s.chat_window, "content_chars": s.chat_size,
-                "levels": levels, "peak": peak, "half_rate": half,
+                "levels": levels, "peak": peak, "half_rate": half, "open_loops": open_loops,
                 "log_warnings": logs}
 
     def _chat_step(self, system, step_id: int, pairs: int, window: int, rate: float | None,
