@@ -42,32 +42,33 @@ def test_a_lone_call_goes_out_at_once_and_alone():
     b.stop()
 
 
+def behind_a_held_batch(service: Service, b: Batcher, make_calls) -> tuple:
+    """Call 0 and hold its batch in the service; ``make_calls()`` spawns calls that
+    queue behind it; then release and wait. Returns (call 0, the others)."""
+    service.gate.clear()
+    holder = gevent.spawn(b.call, 0)
+    gevent.sleep(0.01)                  # batch [0] is in flight, held
+    calls = make_calls()
+    gevent.sleep(0.01)
+    service.gate.set()
+    gevent.joinall([holder, *calls], timeout=5)
+    return holder, calls
+
+
 def test_calls_made_while_a_batch_is_in_flight_share_the_next_batch():
     service = Service()
     b = batcher(service)
-    service.gate.clear()
-    first = gevent.spawn(b.call, 1)
-    gevent.sleep(0.01)                  # batch [1] is in flight, held
-    rest = [gevent.spawn(b.call, i) for i in range(2, 7)]
-    gevent.sleep(0.01)
-    service.gate.set()
-    gevent.joinall([first, *rest], timeout=5)
-    assert [g.value for g in [first, *rest]] == [2, 4, 6, 8, 10, 12]
-    assert service.batches == [[1], [2, 3, 4, 5, 6]]
+    holder, rest = behind_a_held_batch(service, b, lambda: [gevent.spawn(b.call, i) for i in range(1, 6)])
+    assert [g.value for g in [holder, *rest]] == [0, 2, 4, 6, 8, 10]
+    assert service.batches == [[0], [1, 2, 3, 4, 5]]
     b.stop()
 
 
 def test_call_many_keeps_its_items_together_and_in_order():
     service = Service()
     b = batcher(service, max_batch=8)
-    service.gate.clear()
-    holder = gevent.spawn(b.call, 0)
-    gevent.sleep(0.01)
     groups = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]      # 9 items: cannot all fit in 8
-    calls = [gevent.spawn(b.call_many, g) for g in groups]
-    gevent.sleep(0.01)
-    service.gate.set()
-    gevent.joinall([holder, *calls], timeout=5)
+    _, calls = behind_a_held_batch(service, b, lambda: [gevent.spawn(b.call_many, g) for g in groups])
     assert [c.value for c in calls] == [[2, 4, 6], [8, 10, 12], [14, 16, 18]]
     # no group is split: the third waits for the next batch
     assert service.batches == [[0], [1, 2, 3, 4, 5, 6], [7, 8, 9]]
@@ -88,13 +89,8 @@ def test_an_items_error_reaches_only_its_caller():
 def test_a_failed_batch_fails_every_caller_in_it():
     service = Service()
     b = batcher(service)
-    service.gate.clear()
-    holder = gevent.spawn(b.call, 0)
-    gevent.sleep(0.01)
-    calls = [gevent.spawn(b.call, 5), gevent.spawn(b.call, "fail batch")]
-    gevent.sleep(0.01)
-    service.gate.set()
-    gevent.joinall([holder, *calls], timeout=5)
+    holder, calls = behind_a_held_batch(
+        service, b, lambda: [gevent.spawn(b.call, 5), gevent.spawn(b.call, "fail batch")])
     assert holder.value == 0
     assert all(isinstance(c.exception, RuntimeError) for c in calls), [c.exception for c in calls]
     b.stop()
