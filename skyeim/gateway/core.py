@@ -233,22 +233,28 @@ class Gateway:
 
     def handle_messages(self, session: Session, messages: list[str | bytes]) -> None:
         """Client frames of one connection, in the order they came. Consecutive chats
-        (a client's burst, read in one pass) are stored in one batch, in order."""
+        (a client's burst, read in one pass) are stored in one batch, in order; the
+        chats ahead of any other frame are handled first, so answers keep the order."""
         chats: list[frames.Chat] = []
         for message in messages:
             if session.closing or session.stop_reading:
                 return                    # closing (4001/4002/4003...): the rest is not acted on
-            frame = self._accept(session, message, flush=chats)
+            frame = self._accept(session, message)
             if isinstance(frame, frames.Chat):
                 chats.append(frame)
-            elif frame is not None:
+                continue
+            if chats:
+                self._handle_chats(session, chats)
+                chats = []
+            if isinstance(frame, str):    # refused: its error frame
+                session.reply(frame)
+            else:
                 self._dispatch(session, frame)
         if chats and not (session.closing or session.stop_reading):
             self._handle_chats(session, chats)
 
-    def _accept(self, session: Session, message: str | bytes, flush: list) -> ClientFrame | None:
-        """The parsed frame; or None once a refused frame has been answered (after the
-        chats in ``flush`` ahead of it, so that answers keep the frames' order)."""
+    def _accept(self, session: Session, message: str | bytes) -> ClientFrame | str:
+        """The parsed frame, or the error frame (text) that refuses it."""
         metrics = self.metrics
         if not session.take_token():
             metrics.frame_in("rate_limited")
@@ -260,34 +266,23 @@ class Gateway:
                     request_id = frame.request_id if isinstance(frame, Sync) else None
                 except FrameError as e:
                     msg_id, request_id = e.msg_id, e.request_id
-            error = frames.encode_error("rate_limited", "too many frames; slow down", msg_id,
-                                        request_id)
-        elif isinstance(message, bytes):
+            return frames.encode_error("rate_limited", "too many frames; slow down", msg_id,
+                                       request_id)
+        if isinstance(message, bytes):
             metrics.frame_in("binary")
-            error = frames.encode_error("unsupported_frame",
-                                        "binary frames are not supported; send JSON text")
-        else:
-            try:
-                frame = frames.parse(message, session.user_id, self.cfg.chat.max_content_length)
-            except FrameError as e:
-                metrics.frame_in("invalid")
-                log.debug("conn=%s user=%s error %s: %s", session.conn_id, session.user_id,
-                          e.code, e.message)
-                error = frames.encode_error(e.code, e.message, e.msg_id, e.request_id)
-            else:
-                metrics.frame_in(frame.kind)
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("conn=%s user=%s frame %s", session.conn_id, session.user_id,
-                              frame.kind)
-                if flush and not isinstance(frame, frames.Chat):
-                    self._handle_chats(session, flush)
-                    flush.clear()
-                return frame
-        if flush:
-            self._handle_chats(session, flush)
-            flush.clear()
-        session.reply(error)
-        return None
+            return frames.encode_error("unsupported_frame",
+                                       "binary frames are not supported; send JSON text")
+        try:
+            frame = frames.parse(message, session.user_id, self.cfg.chat.max_content_length)
+        except FrameError as e:
+            metrics.frame_in("invalid")
+            log.debug("conn=%s user=%s error %s: %s", session.conn_id, session.user_id,
+                      e.code, e.message)
+            return frames.encode_error(e.code, e.message, e.msg_id, e.request_id)
+        metrics.frame_in(frame.kind)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("conn=%s user=%s frame %s", session.conn_id, session.user_id, frame.kind)
+        return frame
 
     def _dispatch(self, session: Session, frame: ClientFrame) -> None:
         try:
