@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from harness import REQUIRE_SERVICES, SYSTEMS, System, close_open_clients  # noqa: F401
+from harness import REQUIRE_SERVICES, SYSTEMS, System, close_open_clients, running_system  # noqa: F401
 from harness import require_external_services  # noqa: F401  (re-exported)
 
 _current_test_started = [0.0]
@@ -26,11 +26,8 @@ _current_test_started = [0.0]
 @pytest.fixture(scope="module")
 def system(tmp_path_factory, request):
     name = request.module.__name__.rsplit(".", 1)[-1]
-    sys_ = System(tmp_path_factory.mktemp(name))
-    sys_.start()
-    yield sys_
-    close_open_clients()
-    sys_.stop()
+    with running_system(tmp_path_factory.mktemp(name)) as s:
+        yield s
 
 
 @pytest.fixture

@@ -7,29 +7,25 @@ import threading
 
 import pytest
 
-from harness import System, close_open_clients, new_msg_id
+from harness import new_msg_id, running_system
 from sdk_harness import next_of
 from skyeim.client import (ChatMessage, ReadReceipt, Replaced, TooManyDevices,
                            Typing)
 
 
 
-def _system(tmp_path_factory, name: str, ws: dict):
-    s = System(tmp_path_factory.mktemp(name), ws={"WebSocket": ws})
-    s.start()
-    yield s
-    close_open_clients()
-    s.stop()
-
-
 @pytest.fixture(scope="module")
 def allow(tmp_path_factory):
-    yield from _system(tmp_path_factory, "sdk_allow", {"MultiLogin": "allow", "MaxDevicesPerUser": 2})
+    with running_system(tmp_path_factory.mktemp("sdk_allow"),
+                        ws={"WebSocket": {"MultiLogin": "allow", "MaxDevicesPerUser": 2}}) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
 def per_platform(tmp_path_factory):
-    yield from _system(tmp_path_factory, "sdk_platform", {"MultiLogin": "one-per-platform"})
+    with running_system(tmp_path_factory.mktemp("sdk_platform"),
+                        ws={"WebSocket": {"MultiLogin": "one-per-platform"}}) as s:
+        yield s
 
 
 def test_platform_parameter_makes_a_same_platform_login_replace_only_its_own(per_platform, clients):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import websocket
 
-from harness import System, close_open_clients, new_msg_id, wait_until
+from harness import System, new_msg_id, running_system, wait_until
 
 
 def befriend(system: System, a, b) -> None:
@@ -19,22 +19,16 @@ def befriend(system: System, a, b) -> None:
 
 @pytest.fixture(scope="module")
 def allow(tmp_path_factory):
-    s = System(tmp_path_factory.mktemp("md_allow"),
-               ws={"WebSocket": {"MultiLogin": "allow", "MaxDevicesPerUser": 3}})
-    s.start()
-    yield s
-    close_open_clients()
-    s.stop()
+    with running_system(tmp_path_factory.mktemp("md_allow"),
+                        ws={"WebSocket": {"MultiLogin": "allow", "MaxDevicesPerUser": 3}}) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
 def per_platform(tmp_path_factory):
-    s = System(tmp_path_factory.mktemp("md_platform"),
-               ws={"WebSocket": {"MultiLogin": "one-per-platform"}})
-    s.start()
-    yield s
-    close_open_clients()
-    s.stop()
+    with running_system(tmp_path_factory.mktemp("md_platform"),
+                        ws={"WebSocket": {"MultiLogin": "one-per-platform"}}) as s:
+        yield s
 
 
 def on(system: System, user, platform: str | None = None, **kw):

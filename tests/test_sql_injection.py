@@ -22,7 +22,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from harness import PASSWORD, System, close_open_clients, unique
+from harness import PASSWORD, running_system, unique
 from service_harness import INTERNAL_SECRET, database_url, running_service
 
 pytestmark = pytest.mark.timeout(240)
@@ -90,11 +90,8 @@ NO_LOGIN_LIMIT = {"LoginLimit": {"MaxFailures": 100_000, "MaxAddressFailures": 1
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    sys_ = System(tmp_path_factory.mktemp("test_sql_injection"), auth=NO_LOGIN_LIMIT)
-    sys_.start()
-    yield sys_
-    close_open_clients()
-    sys_.stop()
+    with running_system(tmp_path_factory.mktemp("test_sql_injection"), auth=NO_LOGIN_LIMIT) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

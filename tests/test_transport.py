@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from harness import System, close_open_clients
+from harness import running_system
 from rawws import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, OPEN_RAW, PING_JSON,
                    TIMEOUT, HttpResponse, RawWS, accept_for, assert_open,
                    close_payload, close_raw_sockets, connect, frame_bytes, handshake, new_key,
@@ -52,11 +52,8 @@ def _close_raw_sockets():
 
 @pytest.fixture(scope="module")
 def tsys(tmp_path_factory):
-    s = System(tmp_path_factory.mktemp("transport"), ws=WS_CONFIG)
-    s.start()
-    yield s
-    close_open_clients()
-    s.stop()
+    with running_system(tmp_path_factory.mktemp("transport"), ws=WS_CONFIG) as s:
+        yield s
 
 
 @pytest.fixture
@@ -522,11 +519,9 @@ def test_close_frame_arrives_although_the_client_sent_unread_data(tsys, user):
 @pytest.fixture(scope="module")
 def quick_sys(tmp_path_factory):
     """A gateway that gives a client 1 s to send its whole upgrade request."""
-    s = System(tmp_path_factory.mktemp("transport_hs"), ws={"WebSocket": {"HandshakeTimeout": 1}})
-    s.start()
-    yield s
-    close_open_clients()
-    s.stop()
+    with running_system(tmp_path_factory.mktemp("transport_hs"),
+                        ws={"WebSocket": {"HandshakeTimeout": 1}}) as s:
+        yield s
 
 
 @pytest.mark.timeout(30)

@@ -7,17 +7,14 @@ import time
 
 import pytest
 
-from harness import System, assert_ms_timestamp, close_open_clients, now_ms
+from harness import assert_ms_timestamp, now_ms, running_system
 
 
 @pytest.fixture(scope="module")
 def typing_system(tmp_path_factory):
-    s = System(tmp_path_factory.mktemp("typing"),
-               ws={"WebSocket": {"MultiLogin": "allow", "TypingRate": {"Rate": 2, "Burst": 3}}})
-    s.start()
-    yield s
-    close_open_clients()
-    s.stop()
+    ws = {"WebSocket": {"MultiLogin": "allow", "TypingRate": {"Rate": 2, "Burst": 3}}}
+    with running_system(tmp_path_factory.mktemp("typing"), ws=ws) as s:
+        yield s
 
 
 def test_typing_reaches_every_device_of_the_peer(typing_system):
