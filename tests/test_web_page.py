@@ -173,6 +173,19 @@ def api_user(system, name: str):
     return system.register_user(name)
 
 
+def friends_chatting(browser, system):
+    """alice and bob, friends, each signed in in a tab of their own with the other's
+    chat open: (alice, bob, alice's tab, bob's tab)."""
+    alice, bob = api_user(system, "alice"), api_user(system, "bob")
+    system.befriend(alice, bob)
+    a, b = Tab(browser, system), Tab(browser, system)
+    a.sign_in(alice.username)
+    b.sign_in(bob.username)
+    a.open_chat(bob.id)
+    b.open_chat(alice.id)
+    return alice, bob, a, b
+
+
 # ---------------------------------------------------------------------------
 
 def test_page_and_assets_are_served(system):
@@ -263,13 +276,7 @@ def test_register_befriend_chat_ticks_and_presence(browser, system):
 
 
 def test_user_content_is_shown_as_text(browser, system):
-    alice, bob = api_user(system, "alice"), api_user(system, "bob")
-    system.befriend(alice, bob)
-    a, b = Tab(browser, system), Tab(browser, system)
-    a.sign_in(alice.username)
-    b.sign_in(bob.username)
-    a.open_chat(bob.id)
-    b.open_chat(alice.id)
+    alice, bob, a, b = friends_chatting(browser, system)
     tricky = [XSS, '<script>alert("x")</script>', "&lt;b&gt;not bold&lt;/b&gt; <b>nor this</b>",
               "line one\n  line two"]
     ids = [a.send(text) for text in tricky]
@@ -296,13 +303,7 @@ def test_user_content_is_shown_as_text(browser, system):
 
 
 def test_read_receipts_wait_until_the_page_is_visible(browser, system):
-    alice, bob = api_user(system, "alice"), api_user(system, "bob")
-    system.befriend(alice, bob)
-    a, b = Tab(browser, system), Tab(browser, system)
-    a.sign_in(alice.username)
-    b.sign_in(bob.username)
-    a.open_chat(bob.id)
-    b.open_chat(alice.id)
+    alice, bob, a, b = friends_chatting(browser, system)
     # bob's tab goes to the background (another tab in front, window minimized)
     b.page.evaluate("""() => {
         Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "hidden"});
@@ -406,13 +407,7 @@ def test_history_pages_load_as_you_scroll_up(browser, system):
 
 def test_reconnect_banner_and_resend_after_restart(browser, system_factory):
     system = system_factory()
-    alice, bob = api_user(system, "alice"), api_user(system, "bob")
-    system.befriend(alice, bob)
-    a, b = Tab(browser, system), Tab(browser, system)
-    a.sign_in(alice.username)
-    b.sign_in(bob.username)
-    a.open_chat(bob.id)
-    b.open_chat(alice.id)
+    alice, bob, a, b = friends_chatting(browser, system)
     m0 = a.send("before the restart")
     expect(a.message(m0)).to_have_attribute("data-status", "read")
     expect(a.q("#banner")).to_be_hidden()
@@ -543,13 +538,7 @@ def test_expired_token_returns_to_sign_in(browser, system_factory):
 
 
 def test_typing_indicator_shows_while_the_friend_types(browser, system):
-    alice, bob = api_user(system, "alice"), api_user(system, "bob")
-    system.befriend(alice, bob)
-    a, b = Tab(browser, system), Tab(browser, system)
-    a.sign_in(alice.username)
-    b.sign_in(bob.username)
-    a.open_chat(bob.id)
-    b.open_chat(alice.id)
+    alice, bob, a, b = friends_chatting(browser, system)
     expect(b.q("#conv-typing")).to_be_hidden()
     a.q("#composer-input").press_sequentially("hello the", delay=20)
     expect(b.q("#conv-typing")).to_be_visible()
