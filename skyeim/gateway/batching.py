@@ -44,12 +44,15 @@ class BatchTimeout(Exception):
     """No answer within the caller's bound (the batch may still complete later)."""
 
 
-def collect(queue: Queue, first: Any, max_batch: int, linger: float = 0.0,
+def collect(queue: Queue, first: Any, max_batch: int, linger: float = 0.0, last_batch: float = 0.0,
             weight: Callable[[Any], int] = lambda entry: 1) -> list:
     """``first`` and the entries queued behind it while their total ``weight``
-    stays within ``max_batch``; with ``linger`` (s), wait that long once for
-    more if there is room. A stop marker met in the queue is put back (its
+    stays within ``max_batch``. If the previous batch went out (``last_batch``,
+    monotonic s) less than BUSY_WINDOW ago, wait ``linger`` s once for more
+    while there is room. A stop marker met in the queue stays there (its
     worker ends after this batch)."""
+    if time.monotonic() - last_batch >= BUSY_WINDOW:
+        linger = 0.0                    # calls are not flowing: go out at once
     batch, total = [first], weight(first)
     for wait in (0.0, linger):
         if wait:
@@ -124,8 +127,7 @@ class Batcher(Generic[T]):
             first = self.queue.get()
             if first is _STOP:
                 return
-            busy = time.monotonic() - self._last_batch < BUSY_WINDOW
-            batch = collect(self.queue, first, self.max_batch, self.linger if busy else 0.0,
+            batch = collect(self.queue, first, self.max_batch, self.linger, self._last_batch,
                             weight=lambda entry: len(entry[0]))
             self._last_batch = time.monotonic()
             self._send(batch)

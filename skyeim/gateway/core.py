@@ -20,7 +20,7 @@ from skyeim import tokens
 from skyeim.config import GatewayConfig
 from skyeim.gateway import frames
 from skyeim.gateway.backends import Backends, BackendRejected, BackendUnavailable
-from skyeim.gateway.batching import BUSY_WINDOW, collect
+from skyeim.gateway.batching import collect
 from skyeim.gateway.devices import UNKNOWN_PLATFORM, Devices
 from skyeim.gateway.frames import ClientFrame, FrameError
 from skyeim.gateway.groups import GroupChat, GroupRead, Groups
@@ -465,8 +465,7 @@ class DeliveryRecorder:
         last = 0.0
         while True:                       # runs for the life of the process
             first = self.queue.get()
-            busy = time.monotonic() - last < BUSY_WINDOW
-            batch = collect(self.queue, first, self.BATCH, self.LINGER if busy else 0.0)
+            batch = collect(self.queue, first, self.BATCH, self.LINGER, last)
             last = time.monotonic()
             try:
                 self._record(batch)
