@@ -299,16 +299,10 @@ def _seq_statement(size: int):
         for i in range(size)]))
 
 
-def _next_seq(conn: Connection, lo: int, hi: int, count: int = 1) -> int:
-    """Allocate the pair's next ``count`` seqs and return the last of them;
-    the row stays locked until commit."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(conversations).values(user_lo=lo, user_hi=hi, last_seq=count)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[conversations.c.user_lo, conversations.c.user_hi],
-        set_={"last_seq": conversations.c.last_seq + count},
-    ).returning(conversations.c.last_seq)
-    return conn.execute(stmt).scalar_one()
+def _next_seq(conn: Connection, lo: int, hi: int) -> int:
+    """Allocate the pair's next seq and return it; the row stays locked until commit."""
+    stmt = _seq_upsert(conn.dialect.name).returning(conversations.c.last_seq)
+    return conn.execute(stmt, {"user_lo": lo, "user_hi": hi, "last_seq": 1}).scalar_one()
 
 
 # -- reading -------------------------------------------------------------------
