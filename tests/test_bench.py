@@ -28,7 +28,7 @@ def test_quick_benchmark_runs_every_scenario_with_the_baseline(tmp_path):
     out, chart = tmp_path / "results.json", tmp_path / "chart.png"
     proc = subprocess.run(
         [sys.executable, "-m", "skyeim.bench", "--quick", "--scenario", "all", "--baseline",
-         "--out", str(out), "--chart", str(chart)],
+         "--open-loop-rates", "40", "--out", str(out), "--chart", str(chart)],
         cwd=REPO, capture_output=True, text=True, timeout=220)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     results = json.loads(out.read_text())
@@ -50,6 +50,9 @@ def test_quick_benchmark_runs_every_scenario_with_the_baseline(tmp_path):
             assert level["failed"] == 0 and level["incomplete"] == 0 and not level["errors"], level
             assert 0 < level[basis]["p50"] <= level[basis]["p99"] <= level[basis]["p999"], level
         assert positive(chat["half_rate"]["throughput"]), chat["half_rate"]
+        [fixed] = chat["open_loops"]                 # --open-loop-rates 40
+        assert fixed["target_rate"] == 40 and positive(fixed["throughput"]), fixed
+        assert fixed["failed"] == 0 and 0 < fixed[basis]["p50"] <= fixed[basis]["p99"], fixed
     gw_peak = sc["chat"]["gateway"]["peak"]
     assert 0 < gw_peak["sent_ack_ms"]["p50"] <= gw_peak["delivered_ack_ms"]["p50"]
 
@@ -73,6 +76,7 @@ def test_quick_benchmark_runs_every_scenario_with_the_baseline(tmp_path):
 
     assert chart.exists() and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
     assert "gateway/relay" in proc.stdout        # the table, with ratios
+    assert "delivered latency p99, open loop at 40 msg/s" in proc.stdout
 
 
 def _cluster_unavailable() -> str | None:
