@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 import jwt
 
+from skyeim.protocol.ids import MAX_USER_ID, is_user_id  # noqa: F401  (re-exported)
+
 # PyJWT warns on every call with a short key; we say it once at start-up instead
 # (see weak_secret_warning), not once per connection.
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
 ALGORITHMS = ["HS256"]        # pinned: "none" and every other algorithm are refused
-MAX_USER_ID = 2**63 - 1
 LEEWAY = 5                    # s past exp a token still verifies: clock skew between hosts
 DEFAULT_SECRET = "change-me"  # the shipped etc/*.yaml fallback: never for a public listener
 
@@ -93,8 +94,3 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def is_user_id(v: object) -> bool:
-    """A JSON integer from 1 to 2**63-1 (never a bool, float or string)."""
-    return type(v) is int and 1 <= v <= MAX_USER_ID

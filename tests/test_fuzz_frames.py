@@ -1,7 +1,7 @@
 """Property-based fuzzing of a live gateway's socket (PROTOCOL.md sections 2 and 4).
 
 Hypothesis throws client frames at one real gateway process over raw RFC 6455
-sockets (tests/rawws.py: websocket-client refuses to send most of these), one
+sockets (tests/support/rawws.py: websocket-client refuses to send most of these), one
 family per test: arbitrary JSON, valid frame types with wrong types in every
 field, deep nesting, very long strings, invalid UTF-8, fragmented messages with
 control frames in between, control frames with payloads, binary frames, and

@@ -1,5 +1,5 @@
 """A reconnect storm after a restart: far more clients than WebSocket.MaxConnections
-hand-shake at the same instant (from a separate process, tests/storm_client.py).
+hand-shake at the same instant (from a separate process, tests/support/storm_client.py).
 
 The gateway stays up and answers /healthz throughout, upgrades exactly up to
 the limit, refuses every other handshake with 503 `overloaded` (none hangs,
@@ -63,7 +63,7 @@ def test_reconnect_storm_beyond_max_connections(system_factory, tmp_path):
 
     probe = HealthProbe(s.url)
     probe.start()
-    storm = subprocess.Popen([sys.executable, str(REPO / "tests" / "storm_client.py"),
+    storm = subprocess.Popen([sys.executable, str(REPO / "tests" / "support" / "storm_client.py"),
                               s.host, str(s.port), str(tokens)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:

@@ -1,6 +1,6 @@
 """A reconnect storm, as a separate process: N WebSocket handshakes at once.
 
-    python tests/storm_client.py HOST PORT TOKENS_FILE
+    python tests/support/storm_client.py HOST PORT TOKENS_FILE
 
 TOKENS_FILE holds one JWT a line. Every handshake starts at the same moment
 (gevent, one raw socket each). When all are answered (or timed out) it prints

@@ -1,6 +1,6 @@
 """Make docs/screenshot.png: the web chat page with a real conversation.
 
-    .venv/bin/python tests/web_screenshot.py [OUT.png]
+    .venv/bin/python tests/support/web_screenshot.py [OUT.png]
 
 Starts a throwaway standalone system (harness.System), four users chat through
 the page and a plain WebSocket client, and alice's page is captured at 1280x800.

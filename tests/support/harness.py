@@ -42,7 +42,7 @@ import websocket
 import yaml
 from websocket import ABNF
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 START_TIMEOUT = 40.0          # s for /readyz to answer 200 after start
 DEFAULT_TIMEOUT = 5.0         # s a frame may take to arrive

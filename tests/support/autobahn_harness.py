@@ -2,7 +2,7 @@
 
 ``autobahntestsuite`` runs only on Python 2.7. ``find_python27`` looks for
 pyenv's 2.7.18; ``autobahn_venv`` builds a virtualenv from it with the pinned
-set in tests/autobahn/requirements-py27.txt, cached outside the repository
+set in tests/support/autobahn/requirements-py27.txt, cached outside the repository
 (~/.cache/skyeim/autobahn-py27-<hash>) and rebuilt when that file changes.
 ``run_fuzzingclient`` runs ``wstest -m fuzzingclient`` against one URL and
 returns the reports' index (case id -> result).
