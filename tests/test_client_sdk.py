@@ -13,13 +13,12 @@ import os
 import random
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
 
 from harness import PYTHON, REPO, new_msg_id, running_system, wait_until
-from sdk_harness import drain, frames_until, next_of
+from sdk_harness import Proxy, drain, frames_until, next_of
 from skyeim.client import (Ack, Api, AuthError, Backoff, ChatError, ChatMessage,
                            ClientClosed, Conflict, ConnectFailed, Connected, ErrorFrame,
                            ForbiddenOrigin, Frame, NotFound, OutboxFull, Overloaded, Pong,
@@ -29,92 +28,6 @@ from skyeim.client import (Ack, Api, AuthError, Backoff, ChatError, ChatMessage,
                            parse_frame, ws_url)
 from skyeim.client.backoff import RateLimiter
 
-
-
-class Proxy:
-    """A TCP proxy to the gateway. ``blackhole(up=, down=)`` makes the current
-    connections swallow bytes in a direction (client->gateway is up);
-    ``cut()`` drops them; new connections always pass through."""
-
-    def __init__(self, target_port: int):
-        self.target = ("127.0.0.1", target_port)
-        self.lsock = socket.socket()
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(16)
-        self.port = self.lsock.getsockname()[1]
-        self.conns: list[dict] = []
-        self.accepted = 0
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            try:
-                u = socket.create_connection(self.target, timeout=5)
-                u.settimeout(None)
-            except OSError:
-                c.close()
-                continue
-            conn = {"c": c, "u": u, "up": False, "down": False}
-            with self.lock:
-                self.conns.append(conn)
-                self.accepted += 1
-            threading.Thread(target=self._pump, args=(conn, "c", "u", "up"), daemon=True).start()
-            threading.Thread(target=self._pump, args=(conn, "u", "c", "down"), daemon=True).start()
-
-    @staticmethod
-    def _pump(conn: dict, src: str, dst: str, direction: str) -> None:
-        while True:
-            try:
-                data = conn[src].recv(65536)
-            except OSError:
-                break
-            if not data:
-                break
-            if conn[direction]:
-                continue
-            try:
-                conn[dst].sendall(data)
-            except OSError:
-                break
-        for k in ("c", "u"):
-            try:
-                conn[k].shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def blackhole(self, up: bool = False, down: bool = False) -> None:
-        with self.lock:
-            for conn in self.conns:
-                conn["up"], conn["down"] = up, down
-
-    def cut(self) -> None:
-        with self.lock:
-            conns, self.conns = self.conns, []
-        for conn in conns:
-            for k in ("c", "u"):
-                try:
-                    conn[k].shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                conn[k].close()
-
-    def close(self) -> None:
-        try:
-            self.lsock.shutdown(socket.SHUT_RDWR)   # wakes the accept() (close alone does not)
-        except OSError:
-            pass
-        self.lsock.close()
-        self.cut()
 
 
 @pytest.fixture

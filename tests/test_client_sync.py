@@ -11,8 +11,7 @@ import pytest
 from harness import wait_until
 from skyeim.client import Backoff, ChatMessage, Client, SyncComplete
 from skyeim.client.sync import Conversations
-from sdk_harness import FAST
-from test_client_sdk import Proxy
+from sdk_harness import FAST, Proxy
 
 
 def chats_until_synced(client: Client, timeout: float = 10.0) -> list[ChatMessage]:

@@ -1,6 +1,7 @@
 """The SkyeIM Python client SDK: a blocking WebSocket ``Client`` (reconnects and
 resends by itself), the REST ``Api``, typed frames and exceptions. The CLI is
-``python -m skyeim.client``. Needs ``websocket-client`` and ``requests``.
+``python -m skyeim.client``. Needs ``websocket-client`` and ``requests``, and of the
+rest of skyeim only ``skyeim.protocol`` (the codes and id rules of the contract).
 
     from skyeim.client import Api, Client
     api = Api("http://127.0.0.1:10300")
@@ -17,15 +18,15 @@ from .errors import (AckTimeout, ApiError, AuthError, BadRequest, ChatError, Cli
                      HandshakeRefused, NotConnected, NotFound, OutboxFull, Overloaded,
                      ReconnectFailed, Replaced, ServiceUnavailable, SkyeIMError, TokenExpired,
                      TokenRefused, TooManyDevices, Unauthorized)
-from .frames import (Ack, AnyFrame, ChatMessage, Connected, ErrorFrame, Frame, GroupMessage,
-                     GroupRead, GroupUnread, Pong, Presence,
+from .frames import (Ack, AnyFrame, ChatMessage, Connected, ErrorFrame, Frame, FriendAdded,
+                     FriendRemoved, GroupMessage, GroupRead, GroupUnread, Notice, Pong, Presence,
                      ReadReceipt, SyncComplete, TokenExpiring, Typing, parse_frame)
 from .ws import Client, SendResult, ws_url
 
 __all__ = [
     "Api", "Friend", "HistoryPage", "Login", "Backoff", "RateLimiter", "Client", "SendResult",
     "ws_url", "Ack", "AnyFrame", "ChatMessage", "Connected", "ErrorFrame", "Frame", "Pong",
-    "GroupMessage", "GroupRead", "GroupUnread",
+    "GroupMessage", "GroupRead", "GroupUnread", "Notice", "FriendAdded", "FriendRemoved",
     "Presence", "ReadReceipt", "SyncComplete", "TokenExpiring", "Typing", "parse_frame", "AckTimeout",
     "ApiError",
     "AuthError", "BadRequest", "ChatError", "ClientClosed", "ConnectFailed", "ConnectionClosed",

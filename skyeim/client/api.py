@@ -11,6 +11,8 @@ from typing import Any
 
 import requests
 
+from skyeim.protocol import ErrorCode
+
 from .errors import ApiError, api_error
 from .frames import ChatMessage, GroupMessage
 
@@ -60,7 +62,7 @@ class Api:
         headers = {}
         if auth:
             if not self.token:
-                raise api_error(401, "unauthorized", "log in first (no token)")
+                raise api_error(401, ErrorCode.UNAUTHORIZED, "log in first (no token)")
             headers["Authorization"] = f"Bearer {self.token}"
         try:
             r = self.session.request(method, self.base_url + path, json=json, params=params,

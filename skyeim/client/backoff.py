@@ -1,9 +1,13 @@
-"""Reconnect backoff (exponential with full jitter) and a client-side token bucket."""
+"""Pacing: the reconnect backoff (exponential with full jitter), the client-side
+token bucket, and the typing throttle."""
 from __future__ import annotations
 
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Any
+
+from skyeim.protocol import TokenBucket
 
 
 @dataclass
@@ -35,29 +39,38 @@ class Backoff:
         return self.rng.uniform(0.0, self.ceiling(attempt))
 
 
-class RateLimiter:
-    """A token bucket (``rate`` frames per second, ``burst`` at once) that keeps the
-    client under the gateway's per-connection limit (50/s, burst 100 by default)."""
+class RateLimiter(TokenBucket):
+    """The client's pacing (skyeim.protocol's token bucket, the one the gateway
+    enforces): ``rate`` frames per second, ``burst`` at once, so that the client
+    stays under the gateway's per-connection limit (50/s, burst 100 by default)."""
+
+    __slots__ = ()
 
     def __init__(self, rate: float, burst: int, clock=time.monotonic):
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
-        self.rate, self.burst, self._clock = float(rate), float(burst), clock
-        self._tokens, self._at = float(burst), clock()
-
-    def _refill(self) -> None:
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
+        super().__init__(rate, burst, clock)
 
     def try_take(self) -> bool:
-        self._refill()
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
+        return self.take()
 
-    def wait_time(self) -> float:
-        """Seconds until a token is available (0 if one is)."""
-        self._refill()
-        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.rate
+
+class TypingThrottle:
+    """The same typing state to the same target goes out at most every ``interval``
+    seconds; a change of state always goes. Remembers at most ``size`` targets."""
+
+    def __init__(self, interval: float, size: int = 1024, clock=time.monotonic):
+        self.interval, self.size, self.clock = interval, size, clock
+        self._last: dict[Any, tuple[str, float]] = {}
+
+    def allow(self, target: Any, state: str) -> bool:
+        """True when ``state`` to ``target`` may go now (and is counted as sent)."""
+        now = self.clock()
+        last = self._last.get(target)
+        if last is not None and last[0] == state and now - last[1] < self.interval:
+            return False
+        if len(self._last) >= self.size:          # bounded: forget the oldest target
+            del self._last[next(iter(self._last))]
+        self._last.pop(target, None)
+        self._last[target] = (state, now)
+        return True

@@ -1,73 +1,53 @@
-"""``python -m skyeim.client``: a small command line client, for trying and debugging a gateway.
+"""``python -m skyeim.client``: a small command line client, for chatting from a
+terminal and for trying and debugging a gateway.
 
     python -m skyeim.client register alice            # asks for the password
-    python -m skyeim.client login alice               # saves the token
+    python -m skyeim.client login alice               # saves alice's token; alice is the default
     python -m skyeim.client friends add bob
-    python -m skyeim.client send 2 "hello" --wait delivered
-    python -m skyeim.client listen                    # one JSON frame per line, until Ctrl-C
-    python -m skyeim.client history 2 --limit 20
+    python -m skyeim.client send bob "hello" --wait delivered   # a username or a user id
+    python -m skyeim.client --user bob listen --pretty          # one line per frame, until Ctrl-C
+    python -m skyeim.client --user bob read alice               # mark alice's messages read
+    python -m skyeim.client history bob --limit 20
+    python -m skyeim.client chat bob                  # type lines to send them; Ctrl-D ends
 
-The token is kept in ``~/.config/skyeim/token.json`` (``$XDG_CONFIG_HOME``,
-``--token-file`` or ``$SKYEIM_TOKEN_FILE``), readable by its owner only; the
-password is taken from ``--password``, ``$SKYEIM_PASSWORD`` or a prompt, and
-never printed. Errors print one line to stderr and exit 1 (2 for usage).
+Each login is kept in ``~/.config/skyeim/tokens/<username>.json`` (mode 600;
+``$XDG_CONFIG_HOME``), the last one is the default user, and ``--user NAME``
+(before or after the command, or ``$SKYEIM_USER``) picks another (see
+logins.py); ``--token-file`` or ``$SKYEIM_TOKEN_FILE`` uses one file instead.
+The password is taken from ``--password``, ``$SKYEIM_PASSWORD`` or a prompt,
+and never printed. Errors print one line to stderr and exit 1 (2 for usage).
 """
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import getpass
 import json
 import logging
 import os
+import queue
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from skyeim.protocol import is_msg_id
+
 from .api import Api
-from .errors import SkyeIMError
-from .frames import (Ack, ChatMessage, Connected, ErrorFrame, Frame, Pong, Presence,
-                     ReadReceipt, TokenExpiring)
+from .errors import ChatError, SkyeIMError
+from .frames import AnyFrame, ChatMessage, ErrorFrame
+from .logins import NAME, LoginError, Logins, read_record, write_private
+from .pretty import chat_line, describe, fmt_ms
 from .ws import Client
 
 DEFAULT_URL = "http://127.0.0.1:10300"
 PROG = "python -m skyeim.client"
+HISTORY_SHOWN = 10        # messages of history `chat` shows first
+POLL = 0.5                # s between looks at the connection while `chat` waits for a line
 
 
 class CliError(Exception):
     """A one-line error for the user."""
-
-
-def default_token_file() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "skyeim" / "token.json"
-
-
-def save_token(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-    os.replace(tmp, path)
-
-
-def load_token(path: Path) -> dict:
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CliError(f"not logged in (no {path}); run: {PROG} login USER") from None
-    except (OSError, ValueError) as e:
-        raise CliError(f"cannot read {path}: {e}") from None
-    if not isinstance(record, dict) or not isinstance(record.get("token"), str):
-        raise CliError(f"{path} holds no token; run: {PROG} login USER")
-    return record
-
-
-def fmt_ms(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return _dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def read_password(args: argparse.Namespace, confirm: bool = False) -> str:
@@ -84,56 +64,75 @@ def read_password(args: argparse.Namespace, confirm: bool = False) -> str:
     return pw
 
 
-def describe(frame: Any) -> str:
-    """A human-readable line for a frame (``listen --pretty``)."""
-    if isinstance(frame, ChatMessage):
-        return (f"chat   #{frame.seq} from {frame.from_user_id} to {frame.to_user_id} "
-                f"[{frame.msg_id}] {frame.content}")
-    if isinstance(frame, Ack):
-        dup = " (duplicate)" if frame.duplicate else ""
-        return f"ack    {frame.status} {frame.msg_id} seq={frame.seq}{dup}"
-    if isinstance(frame, ReadReceipt):
-        return f"read   by {frame.peer_id}: {', '.join(frame.msg_ids)}"
-    if isinstance(frame, Presence):
-        return f"{frame.type:<6} user {frame.user_id}"
-    if isinstance(frame, Connected):
-        return (f"connected as {frame.user_id}; {frame.online_count} online; friends online: "
-                f"{list(frame.online_friends)}; {frame.unread_pushed} unread pushed")
-    if isinstance(frame, ErrorFrame):
-        return f"error  {frame.code} {frame.msg_id or ''}: {frame.message}"
-    if isinstance(frame, TokenExpiring):
-        return f"token expires at {fmt_ms(frame.expires_at)}"
-    if isinstance(frame, Pong):
-        return "pong"
-    assert isinstance(frame, Frame)
-    return f"{frame.type} {json.dumps(frame.data, ensure_ascii=False)}"
+def _api(args: argparse.Namespace) -> Api:
+    return Api(args.url, token=args.token, timeout=args.timeout)
+
+
+def _client(args: argparse.Namespace, **kw: Any) -> Client:
+    return Client(args.url, args.token, connect_timeout=args.timeout, **kw)
+
+
+def resolve_peer(args: argparse.Namespace, who: str) -> tuple[int, str | None]:
+    """(user id, username if known) for a user id or a friend's username. Only friends
+    can be found by name: the gateway's /api looks up no other user by name."""
+    if who.isascii() and who.isdigit() and not getattr(args, "name", False):
+        uid = int(who)
+        if uid < 1:
+            raise CliError(f"not a user id: {who}")
+        return uid, None
+    for f in _api(args).friends():
+        if f.username is not None and f.username.lower() == who.lower():
+            return f.user_id, f.username
+    raise CliError(f"{who} is not among your friends: befriend them first "
+                   f"({PROG} friends add {who}) or give their user id")
 
 
 # -- commands ------------------------------------------------------------------------------------
 
 def cmd_register(args: argparse.Namespace) -> None:
-    user_id = Api(args.url, timeout=args.timeout).register(args.user, read_password(args, True))
-    print(f"registered {args.user} (user id {user_id})")
+    user_id = Api(args.url, timeout=args.timeout).register(args.username,
+                                                           read_password(args, True))
+    print(f"registered {args.username} (user id {user_id})")
 
 
 def cmd_login(args: argparse.Namespace) -> None:
-    login = Api(args.url, timeout=args.timeout).login(args.user, read_password(args))
-    save_token(args.token_file, {"url": args.url, "username": args.user, "userId": login.user_id,
-                                 "token": login.token, "expiresAt": login.expires_at})
-    print(f"logged in as {args.user} (user id {login.user_id}); token saved to {args.token_file}"
+    login = Api(args.url, timeout=args.timeout).login(args.username, read_password(args))
+    record = {"url": args.url, "username": args.username, "userId": login.user_id,
+              "token": login.token, "expiresAt": login.expires_at}
+    if args.token_file is not None:
+        write_private(args.token_file, json.dumps(record))
+        path = args.token_file
+    else:
+        path = Logins().save(record)
+    print(f"logged in as {args.username} (user id {login.user_id}); token saved to {path}"
           f" (expires {fmt_ms(login.expires_at)})")
 
 
 def cmd_logout(args: argparse.Namespace) -> None:
-    try:
-        args.token_file.unlink()
-    except FileNotFoundError:
-        pass
-    print(f"removed {args.token_file}")
+    if args.token_file is not None:
+        args.token_file.unlink(missing_ok=True)
+        path = args.token_file
+    else:
+        path = Logins().remove(args.user)
+    print(f"removed {path}")
+
+
+def cmd_accounts(args: argparse.Namespace) -> None:
+    logins = Logins()
+    default = logins.default()
+    for name in logins.names():
+        mark = " (default)" if name == default else ""
+        try:
+            r = read_record(logins.path(name), "")
+        except LoginError as e:
+            print(f"{name}\t?\t?\t{e}{mark}")
+            continue
+        print(f"{r.get('username', name)}\t{r.get('userId')}\t{r.get('url')}"
+              f"\texpires {fmt_ms(r.get('expiresAt'))}{mark}")
 
 
 def cmd_friends(args: argparse.Namespace) -> None:
-    api = Api(args.url, token=args.token, timeout=args.timeout)
+    api = _api(args)
     if args.action == "list":
         for f in api.friends():
             print(f"{f.user_id}\t{f.username or '?'}\t{'online' if f.online else 'offline'}")
@@ -144,28 +143,42 @@ def cmd_friends(args: argparse.Namespace) -> None:
         api.add_friend(target)
         print(f"added {'user ' if isinstance(target, int) else ''}{target}")
     else:
-        if not (args.target.isascii() and args.target.isdigit()):
-            raise CliError("friends remove takes a user id (see: friends list)")
-        api.remove_friend(int(args.target))
-        print(f"removed user {args.target}")
-
-
-def _client(args: argparse.Namespace, **kw: Any) -> Client:
-    return Client(args.url, args.token, connect_timeout=args.timeout, **kw)
+        uid, _ = resolve_peer(args, args.target)
+        api.remove_friend(uid)
+        print(f"removed user {uid}")
 
 
 def cmd_send(args: argparse.Namespace) -> None:
+    to, _ = resolve_peer(args, args.to)
     wait = None if args.wait == "none" else args.wait
     client = _client(args, reconnect=True)
     try:
         client.connect()
-        r = client.send_chat(args.to, args.text, content_type=args.content_type,
+        r = client.send_chat(to, args.text, content_type=args.content_type,
                              msg_id=args.msg_id, wait=wait, timeout=args.timeout)
     finally:
         client.close()
     extra = f" seq={r.seq}" if r.seq is not None else ""
     extra += " (duplicate)" if r.duplicate else ""
     print(f"{r.status} {r.msg_id}{extra}")
+
+
+def cmd_read(args: argparse.Namespace) -> None:
+    peer, name = resolve_peer(args, args.peer)
+    refused: list[ErrorFrame] = []
+    client = _client(args, reconnect=False, sync=False)
+    client.on(ErrorFrame, lambda e: refused.append(e) if e.msg_id is None else None)
+    try:
+        client.connect()
+        client.mark_read(peer, args.msg_ids or None)
+        client.ping(timeout=args.timeout)         # the gateway has handled the read by its pong
+    finally:
+        client.close()
+    if refused:
+        raise CliError(f"{refused[0].code}: {refused[0].message}")
+    what = f"{len(args.msg_ids)} message(s)" if args.msg_ids else "every unread message"
+    who = f"{name} (user {peer})" if name else f"user {peer}"
+    print(f"sent a read receipt for {what} from {who}")
 
 
 def cmd_listen(args: argparse.Namespace) -> None:
@@ -189,8 +202,8 @@ def cmd_listen(args: argparse.Namespace) -> None:
 
 
 def cmd_history(args: argparse.Namespace) -> None:
-    api = Api(args.url, token=args.token, timeout=args.timeout)
-    page = api.history(args.peer, limit=args.limit, before_seq=args.before)
+    peer, _ = resolve_peer(args, args.peer)
+    page = _api(args).history(peer, limit=args.limit, before_seq=args.before)
     if args.json:
         print(json.dumps({"messages": [m.raw["data"] for m in page.messages],
                           "hasMore": page.has_more}, ensure_ascii=False))
@@ -202,12 +215,84 @@ def cmd_history(args: argparse.Namespace) -> None:
         print(f"(older messages: --before {page.next_before})", file=sys.stderr)
 
 
+def cmd_chat(args: argparse.Namespace) -> None:
+    """One conversation on one connection: its last messages, then what comes in, while
+    every line typed is sent; the peer's messages are marked read as they are shown."""
+    peer, name = resolve_peer(args, args.peer)
+    names = {peer: name or f"user {peer}"}
+    past = list(reversed(_api(args).history(peer, limit=HISTORY_SHOWN).messages))
+    shown = {(m.from_user_id, m.msg_id) for m in past}      # backlog may repeat them
+    client = _client(args)
+
+    def show(frame: AnyFrame) -> None:
+        if isinstance(frame, ChatMessage) and (frame.from_user_id, frame.msg_id) in shown:
+            return
+        line = chat_line(frame, peer, names)
+        if line is not None:
+            print(line, flush=True)
+        if isinstance(frame, ChatMessage) and frame.from_user_id == peer and client.live:
+            try:
+                client.mark_read(peer, [frame.msg_id] if frame.msg_id else None)
+            except SkyeIMError:
+                pass                # the connection is down: it stays unread, shown again later
+
+    for m in past:
+        print(chat_line(m, peer, names), flush=True)
+    if past and past[-1].seq is not None:
+        client.track(peer, past[-1].seq)     # anything newer comes by sync after `connected`
+    client.on("*", show)
+    sent: list[str] = []
+    try:
+        me = client.connect(timeout=args.timeout).user_id
+        client.mark_read(peer)               # what was shown before `connected`
+        print(f"* chatting with {names[peer]} as user {me}; Ctrl-D ends", flush=True)
+        typed = _typed_lines(sys.stdin)
+        while True:                          # until the end of input (Ctrl-D) or of the client
+            try:
+                line = typed.get(timeout=POLL)
+            except queue.Empty:
+                if client.error is not None:
+                    raise client.error from None     # e.g. replaced by another login
+                continue
+            if line is None:
+                break
+            text = line.rstrip("\r\n")
+            if text:
+                sent.append(client.send_chat(peer, text, wait=None).msg_id)
+        _wait_sent(client, sent, args.timeout)
+    finally:
+        client.close()
+
+
+def _typed_lines(stream) -> queue.Queue:
+    """The lines of ``stream``, read by a daemon thread; None at its end."""
+    lines: queue.Queue[str | None] = queue.Queue(maxsize=1000)
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, name="skyeim-stdin", daemon=True).start()
+    return lines
+
+
+def _wait_sent(client: Client, msg_ids: list[str], timeout: float) -> None:
+    """Wait until each chat is acked sent (or refused: its error line was shown)."""
+    deadline = time.monotonic() + timeout
+    for mid in msg_ids:
+        try:
+            client.wait_ack(mid, "sent", timeout=max(deadline - time.monotonic(), 0.0))
+        except ChatError:
+            pass
+
+
 # -- parsing -------------------------------------------------------------------------------------
 
-def _user_id(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"not a user id: {text!r}")
-    return int(text)
+def _peer(text: str) -> str:
+    if text.isascii() and text.isdigit() and int(text) < 1 or not NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a user id or username: {text!r}")
+    return text
 
 
 def _positive(text: str) -> int:
@@ -216,93 +301,143 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="SkyeIM command line client.")
-    p.add_argument("--url", default=None,
-                   help=f"the gateway's base URL (default: $SKYEIM_URL, the URL of the last "
+def _msg_id(text: str) -> str:
+    if not is_msg_id(text):
+        raise argparse.ArgumentTypeError(f"not a msgId: {text!r}")
+    return text
+
+
+def _common(suppress: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name."""
+    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--url", default=d(None),
+                   help=f"the gateway's base URL (default: $SKYEIM_URL, the URL of the user's "
                         f"login, or {DEFAULT_URL}); the socket is at ws://.../ws")
-    p.add_argument("--token-file", type=Path, default=None,
-                   help="where login keeps the token (default: $SKYEIM_TOKEN_FILE or "
-                        "~/.config/skyeim/token.json)")
-    p.add_argument("--token", default=None, help="use this token instead of the saved one")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per request or ack")
-    p.add_argument("-v", "--verbose", action="store_true", help="log connection events")
+    p.add_argument("--user", default=d(None), metavar="NAME",
+                   help="act as this logged-in user (default: $SKYEIM_USER or the last login)")
+    p.add_argument("--token-file", type=Path, default=d(None),
+                   help="keep the token in this one file instead (default: $SKYEIM_TOKEN_FILE; "
+                        "else ~/.config/skyeim/tokens/NAME.json)")
+    p.add_argument("--token", default=d(None), help="use this token instead of a saved one")
+    p.add_argument("--timeout", type=float, default=d(10.0), help="seconds per request or ack")
+    p.add_argument("-v", "--verbose", action="store_true", default=d(False),
+                   help="log connection events")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="SkyeIM command line client.",
+                                parents=[_common(False)])
+    common = [_common(True)]
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("register", help="create a user")
-    s.add_argument("user")
-    s.add_argument("--password", help="(default: $SKYEIM_PASSWORD or a prompt)")
-    s.set_defaults(func=cmd_register, needs_token=False)
+    def command(name: str, func, needs_token: bool, **kw) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, parents=common, **kw)
+        s.set_defaults(func=func, needs_token=needs_token)
+        return s
 
-    s = sub.add_parser("login", help="log in and save the token")
-    s.add_argument("user")
-    s.add_argument("--password", help="(default: $SKYEIM_PASSWORD or a prompt)")
-    s.set_defaults(func=cmd_login, needs_token=False)
+    for name, func, help_ in (("register", cmd_register, "create a user"),
+                              ("login", cmd_login, "log in and keep the token")):
+        s = command(name, func, False, help=help_)
+        s.add_argument("username", metavar="USER")
+        s.add_argument("--password", help="(default: $SKYEIM_PASSWORD or a prompt)")
 
-    s = sub.add_parser("logout", help="forget the saved token")
-    s.set_defaults(func=cmd_logout, needs_token=False)
+    command("logout", cmd_logout, False, help="forget the user's saved token")
+    command("accounts", cmd_accounts, False, help="the saved logins (and the default user)")
 
-    s = sub.add_parser("friends", help="list, add or remove friends")
+    s = command("friends", cmd_friends, True, help="list, add or remove friends")
     fsub = s.add_subparsers(dest="action", required=True, metavar="ACTION")
-    fsub.add_parser("list", help="your friends, with their presence")
-    a = fsub.add_parser("add", help="befriend a user by username or id")
-    a.add_argument("target", metavar="NAME_OR_ID")
-    a.add_argument("--name", action="store_true", help="NAME_OR_ID is a username even if all digits")
-    r = fsub.add_parser("remove", help="unfriend a user by id")
-    r.add_argument("target", metavar="ID")
-    s.set_defaults(func=cmd_friends, needs_token=True)
+    fsub.add_parser("list", parents=common, help="your friends, with their presence")
+    for action, help_ in (("add", "befriend a user by username or id"),
+                          ("remove", "unfriend a friend by username or id")):
+        a = fsub.add_parser(action, parents=common, help=help_)
+        a.add_argument("target", metavar="NAME_OR_ID")
+        a.add_argument("--name", action="store_true",
+                       help="NAME_OR_ID is a username even if all digits")
 
-    s = sub.add_parser("send", help="send a chat (opens a connection, which replaces "
-                                    "any other connection of the same user)")
-    s.add_argument("to", type=_user_id, metavar="TO_ID")
+    s = command("send", cmd_send, True, help="send a chat (opens a connection, which replaces "
+                                             "any other connection of the same user)")
+    s.add_argument("to", type=_peer, metavar="TO", help="a user id, or a friend's username")
     s.add_argument("text")
+    s.add_argument("--name", action="store_true", help="TO is a username even if all digits")
     s.add_argument("--wait", choices=("sent", "delivered", "none"), default="sent",
                    help="the ack to wait for (default: sent)")
     s.add_argument("--content-type", type=int, default=1, choices=(1, 2, 3, 4))
     s.add_argument("--msg-id", default=None, help="(default: a new UUID)")
-    s.set_defaults(func=cmd_send, needs_token=True)
 
-    s = sub.add_parser("listen", help="print frames as they arrive (one JSON object per "
-                                      "line) until Ctrl-C")
+    s = command("read", cmd_read, True, help="mark a user's messages to you read (the peer "
+                                             "gets a read receipt)")
+    s.add_argument("peer", type=_peer, metavar="PEER", help="a user id, or a friend's username")
+    s.add_argument("msg_ids", type=_msg_id, nargs="*", metavar="MSGID",
+                   help="only these messages (default: every unread one from PEER)")
+    s.add_argument("--name", action="store_true", help="PEER is a username even if all digits")
+
+    s = command("listen", cmd_listen, True, help="print frames as they arrive (one JSON object "
+                                                 "per line) until Ctrl-C")
     s.add_argument("--pretty", action="store_true", help="human-readable lines instead of JSON")
     s.add_argument("--count", type=_positive, default=None, help="exit after N frames")
     s.add_argument("--idle", type=float, default=None,
                    help="fail when no frame comes for this many seconds")
-    s.set_defaults(func=cmd_listen, needs_token=True)
 
-    s = sub.add_parser("history", help="the conversation with a user, oldest first")
-    s.add_argument("peer", type=_user_id, metavar="PEER_ID")
+    s = command("history", cmd_history, True, help="the conversation with a user, oldest first")
+    s.add_argument("peer", type=_peer, metavar="PEER", help="a user id, or a friend's username")
+    s.add_argument("--name", action="store_true", help="PEER is a username even if all digits")
     s.add_argument("--limit", type=_positive, default=None, help="messages (default 50, max 200)")
     s.add_argument("--before", type=_positive, default=None, metavar="SEQ",
                    help="only messages older than this seq")
     s.add_argument("--json", action="store_true", help="print the API's JSON answer")
-    s.set_defaults(func=cmd_history, needs_token=True)
+
+    s = command("chat", cmd_chat, True, help="chat with a user: shows the conversation and what "
+                                             "comes in, sends each line typed; Ctrl-D ends")
+    s.add_argument("peer", type=_peer, metavar="PEER", help="a user id, or a friend's username")
+    s.add_argument("--name", action="store_true", help="PEER is a username even if all digits")
     return p
+
+
+def _token(args: argparse.Namespace) -> dict:
+    """Fill ``args.token`` for a command that needs one; the saved login's record."""
+    if args.token is not None:
+        return {}
+    if os.environ.get("SKYEIM_TOKEN"):
+        args.token = os.environ["SKYEIM_TOKEN"]
+        return {}
+    if args.token_file is not None:
+        record = read_record(args.token_file, f"run: {PROG} login USER")
+    else:
+        record = Logins().load(args.user)
+    exp = record.get("expiresAt")
+    if type(exp) is int and exp < time.time() * 1000:
+        name = record.get("username", "USER")
+        raise CliError(f"the saved token of {name} expired at {fmt_ms(exp)}; run: "
+                       f"{PROG} login {name}")
+    args.token = record["token"]
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+    # without -v only the one error line: what ended a connection is that line
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if args.token_file is None:
-        env = os.environ.get("SKYEIM_TOKEN_FILE")
-        args.token_file = Path(env) if env else default_token_file()
+    if args.token_file is None and os.environ.get("SKYEIM_TOKEN_FILE"):
+        args.token_file = Path(os.environ["SKYEIM_TOKEN_FILE"])
+    args.user = args.user or os.environ.get("SKYEIM_USER") or None
     try:
-        record: dict = {}
-        if args.needs_token and args.token is None:
-            args.token = os.environ.get("SKYEIM_TOKEN") or None
-            if args.token is None:
-                record = load_token(args.token_file)
-                args.token = record["token"]
+        if args.token_file is None:
+            note = Logins().migrate()
+            if note:
+                print(f"skyeim: {note}", file=sys.stderr)
+        record = _token(args) if args.needs_token else {}
         args.url = (args.url or os.environ.get("SKYEIM_URL") or record.get("url")
                     or DEFAULT_URL).rstrip("/")
         args.func(args)
         return 0
-    except (SkyeIMError, CliError, ValueError, OSError) as e:
+    except (SkyeIMError, CliError, LoginError, ValueError, OSError) as e:
         print(f"skyeim: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        if args.command == "listen":
+        if args.command in ("listen", "chat"):
             return 0
         print("skyeim: interrupted", file=sys.stderr)
         return 130

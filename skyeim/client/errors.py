@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from skyeim.protocol import CloseCode, ErrorCode
+
 
 class SkyeIMError(Exception):
     """Base class of every error the SDK raises on purpose."""
@@ -37,8 +39,9 @@ class TooManyDevices(HandshakeRefused):
 
 
 _REFUSALS = {401: Unauthorized, 403: ForbiddenOrigin, 409: TooManyDevices, 503: Overloaded}
-_DEFAULT_CODES = {400: "not_websocket", 401: "unauthorized", 403: "forbidden_origin",
-                  503: "overloaded"}
+_DEFAULT_CODES = {400: ErrorCode.NOT_WEBSOCKET, 401: ErrorCode.UNAUTHORIZED,
+                  403: ErrorCode.FORBIDDEN_ORIGIN, 409: ErrorCode.TOO_MANY_DEVICES,
+                  503: ErrorCode.OVERLOADED}
 
 
 def handshake_refused(status: int, body: bytes | None) -> HandshakeRefused:
@@ -82,7 +85,8 @@ class ReconnectFailed(ConnectionClosed):
     """Reconnecting gave up after ``attempts`` attempts; ``last_error`` is the last failure."""
 
     def __init__(self, attempts: int, last_error: BaseException | None):
-        super().__init__(1006, "", f"reconnect failed after {attempts} attempts: {last_error}")
+        super().__init__(CloseCode.ABNORMAL, "",
+                         f"reconnect failed after {attempts} attempts: {last_error}")
         self.attempts, self.last_error = attempts, last_error
 
 
@@ -90,7 +94,7 @@ class ClientClosed(ConnectionClosed):
     """The client was closed by its owner (``Client.close()``)."""
 
     def __init__(self) -> None:
-        super().__init__(1000, "", "the client is closed")
+        super().__init__(CloseCode.NORMAL, "", "the client is closed")
 
 
 class NotConnected(SkyeIMError):

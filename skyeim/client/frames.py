@@ -9,8 +9,9 @@ server adds frame types or fields. Every frame keeps the original dict in
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 
 def _int(v: Any) -> int | None:
@@ -186,8 +187,89 @@ class Pong:
     type: ClassVar[str] = "pong"
 
 
+@dataclass(frozen=True)
+class Notice:
+    """v1.1 (PROTOCOL.md 9.2): a transient notice from the team's backend, never
+    stored: ``event`` names it, ``data`` is any JSON value."""
+    event: str | None
+    data: Any = None
+    timestamp: int | None = None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "notice"
+
+
+@dataclass(frozen=True)
+class FriendAdded:
+    """v1.1 (PROTOCOL.md 9.5): a friendship with ``user_id`` was made (``username``
+    None when the Auth service could not say)."""
+    user_id: int | None
+    username: str | None = None
+    online: bool = False
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "friend_added"
+
+
+@dataclass(frozen=True)
+class FriendRemoved:
+    """v1.1 (PROTOCOL.md 9.5): the friendship with ``user_id`` was removed."""
+    user_id: int | None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "friend_removed"
+
+
 AnyFrame = Frame | ChatMessage | Ack | ReadReceipt | Presence | Connected | ErrorFrame \
-    | TokenExpiring | Pong | SyncComplete | Typing | GroupMessage | GroupRead | GroupUnread
+    | TokenExpiring | Pong | SyncComplete | Typing | GroupMessage | GroupRead | GroupUnread \
+    | Notice | FriendAdded | FriendRemoved
+
+
+def _dicts(v: Any) -> tuple[dict, ...]:
+    return tuple(x for x in v if isinstance(x, dict)) if isinstance(v, list) else ()
+
+
+def _ack(d: dict, raw: dict) -> Ack:
+    return Ack(_str(d.get("msgId")), _str(d.get("status")), _int(d.get("timestamp")),
+               _int(d.get("seq")), d.get("duplicate") is True, raw, _int(d.get("groupId")))
+
+
+def _read(d: dict, raw: dict) -> ReadReceipt:
+    ids = d.get("msgIds")
+    ids = tuple(i for i in ids if isinstance(i, str)) if isinstance(ids, list) else ()
+    return ReadReceipt(_int(d.get("peerId")), ids, _int(d.get("timestamp")), raw,
+                       own=d.get("own") is True)
+
+
+def _connected(d: dict, raw: dict) -> Connected:
+    friends = d.get("onlineFriends")
+    friends = tuple(f for f in friends if type(f) is int) if isinstance(friends, list) else ()
+    return Connected(_int(d.get("userId")), _int(d.get("onlineCount")), friends,
+                     _int(d.get("unreadPushed")), _int(d.get("serverTime")), raw)
+
+
+# type -> parser of a dict ``data``: the one table a new server frame type is added to
+_PARSERS: dict[str, Callable[[dict, dict], AnyFrame]] = {
+    "chat": ChatMessage.from_data,
+    "ack": _ack,
+    "read": _read,
+    "typing": lambda d, raw: Typing(_int(d.get("fromUserId")), _str(d.get("state")),
+                                    _int(d.get("timestamp")), raw, group_id=_int(d.get("groupId"))),
+    "groupchat": GroupMessage.from_data,
+    "group_read": lambda d, raw: GroupRead(_int(d.get("groupId")), _int(d.get("userId")),
+                                           _int(d.get("seq")), raw),
+    "group_unread": lambda d, raw: GroupUnread(_dicts(d.get("groups")), raw),
+    "online": lambda d, raw: Presence(_int(d.get("userId")), True, _int(d.get("timestamp")), raw),
+    "offline": lambda d, raw: Presence(_int(d.get("userId")), False, _int(d.get("timestamp")), raw),
+    "connected": _connected,
+    "error": lambda d, raw: ErrorFrame(_str(d.get("msgId")), _str(d.get("code")),
+                                       _str(d.get("message")), raw),
+    "token_expiring": lambda d, raw: TokenExpiring(_int(d.get("expiresAt")), raw),
+    "sync_complete": lambda d, raw: SyncComplete(_str(d.get("requestId")),
+                                                 _dicts(d.get("conversations")), raw),
+    "notice": lambda d, raw: Notice(_str(d.get("event")), d.get("data"),
+                                    _int(d.get("timestamp")), raw),
+    "friend_added": lambda d, raw: FriendAdded(_int(d.get("userId")), _str(d.get("username")),
+                                               d.get("online") is True, raw),
+    "friend_removed": lambda d, raw: FriendRemoved(_int(d.get("userId")), raw),
+}
 
 
 def parse_frame(obj: dict) -> AnyFrame:
@@ -198,42 +280,16 @@ def parse_frame(obj: dict) -> AnyFrame:
     d = obj.get("data")
     if kind == "pong":
         return Pong(obj)
-    if not isinstance(d, dict):
+    parser = _PARSERS.get(kind)
+    if parser is None or not isinstance(d, dict):
         return Frame(kind, d, obj)
-    if kind == "chat":
-        return ChatMessage.from_data(d, obj)
-    if kind == "ack":
-        return Ack(_str(d.get("msgId")), _str(d.get("status")), _int(d.get("timestamp")),
-                   _int(d.get("seq")), d.get("duplicate") is True, obj, _int(d.get("groupId")))
-    if kind == "read":
-        ids = d.get("msgIds")
-        ids = tuple(i for i in ids if isinstance(i, str)) if isinstance(ids, list) else ()
-        return ReadReceipt(_int(d.get("peerId")), ids, _int(d.get("timestamp")), obj,
-                           own=d.get("own") is True)
-    if kind == "typing":
-        return Typing(_int(d.get("fromUserId")), _str(d.get("state")), _int(d.get("timestamp")), obj,
-                      group_id=_int(d.get("groupId")))
-    if kind == "groupchat":
-        return GroupMessage.from_data(d, obj)
-    if kind == "group_read":
-        return GroupRead(_int(d.get("groupId")), _int(d.get("userId")), _int(d.get("seq")), obj)
-    if kind == "group_unread":
-        groups = d.get("groups")
-        return GroupUnread(tuple(g for g in groups if isinstance(g, dict))
-                           if isinstance(groups, list) else (), obj)
-    if kind in ("online", "offline"):
-        return Presence(_int(d.get("userId")), kind == "online", _int(d.get("timestamp")), obj)
-    if kind == "connected":
-        friends = d.get("onlineFriends")
-        friends = tuple(f for f in friends if type(f) is int) if isinstance(friends, list) else ()
-        return Connected(_int(d.get("userId")), _int(d.get("onlineCount")), friends,
-                         _int(d.get("unreadPushed")), _int(d.get("serverTime")), obj)
-    if kind == "error":
-        return ErrorFrame(_str(d.get("msgId")), _str(d.get("code")), _str(d.get("message")), obj)
-    if kind == "token_expiring":
-        return TokenExpiring(_int(d.get("expiresAt")), obj)
-    if kind == "sync_complete":
-        convs = d.get("conversations")
-        convs = tuple(c for c in convs if isinstance(c, dict)) if isinstance(convs, list) else ()
-        return SyncComplete(_str(d.get("requestId")), convs, obj)
-    return Frame(kind, d, obj)
+    return parser(d, obj)
+
+
+def decode(payload: bytes | str) -> dict | None:
+    """A server text message as ``{"type": str, ...}``, or None when it is not one."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) and isinstance(obj.get("type"), str) else None

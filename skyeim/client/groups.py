@@ -1,7 +1,7 @@
 """Group state of a Client (extension: docs/protocol.md "Groups"): per group the
 highest seq it holds, the messages it has yielded (each once, live or from a
 sync page), and the sync frames that fetch what `group_unread` says is missing.
-Not thread-safe by itself: the Client calls it under its lock."""
+Not thread-safe by itself: the Client calls it (through inbox.py) under its lock."""
 from __future__ import annotations
 
 import collections
@@ -62,6 +62,11 @@ class GroupSeqs:
                 if isinstance(c, dict) and c.get("hasMore") is True
                 and type(c.get("groupId")) is int and type(c.get("lastSeq")) is int]
         return self._frames(more)
+
+    def sync_from(self, group_id: int, after_seq: int | None = None) -> list[dict]:
+        """The sync frame for one group's messages after ``after_seq`` (default: the seq held)."""
+        after = self.held.get(group_id, 0) if after_seq is None else after_seq
+        return self._frames([(group_id, after)])
 
     def failed(self, request_id: str | None) -> None:
         if request_id is not None:
