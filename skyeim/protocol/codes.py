@@ -28,8 +28,15 @@ class CloseCode(enum.IntEnum):
 
     @property
     def reconnect(self) -> bool:
-        """Whether a client should reconnect by itself after this close."""
-        return self not in (CloseCode.REPLACED, CloseCode.TOKEN_EXPIRED)
+        """Whether a client should reconnect by itself after this close: a shutdown,
+        a dropped connection, a server error, a full send queue or a missed
+        heartbeat. Not after 4001 (another login took over), 4003 (a new token
+        first) or a close the same frames would earn again (1000, 1002, 1007, 1009)."""
+        return self in _RECONNECT
+
+
+_RECONNECT = frozenset({CloseCode.GOING_AWAY, CloseCode.ABNORMAL, CloseCode.INTERNAL,
+                        CloseCode.TOO_SLOW, CloseCode.HEARTBEAT_TIMEOUT})
 
 
 class ErrorCode(enum.StrEnum):

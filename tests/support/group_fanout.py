@@ -1,7 +1,7 @@
 """Measure the group fan-out (docs/performance.md "Group fan-out"): a group of
 10,000 members with 1,000 of them online on one standalone gateway.
 
-    /work/main/.venv/bin/python tests/support/group_fanout.py [--members 10000] [--online 1000]
+    .venv/bin/python tests/support/group_fanout.py [--members 10000] [--online 1000]
                                                        [--messages 20] [--json out.json]
 
 It reports, per `groupchat`, the time from the send to the first and to the
