@@ -134,48 +134,67 @@ def test_without_an_internal_secret_the_secret_is_not_checked(tmp_path):
 
 # -- a broken service: the failures are named ------------------------------------------------
 
+SHAPES = "answers in the contract's shapes and types"
+NOT_JSON = "a body that is not a JSON object"
 BROKEN = {
-    # bug: (service, {failing endpoint: [words of a failing check's line]})
+    # bugs: (service, {failing endpoint: [[words of one failing check's line], ...]})
     "history-oldest-first": ("message", {
-        "GET /v1/messages/history": ["lists both directions newest first",
-                                     "expected newest first [5, 4, 3, 2, 1]"]}),
+        "GET /v1/messages/history": [["lists both directions newest first",
+                                      "expected newest first [5, 4, 3, 2, 1]"],
+                                     ["beforeSeq is exclusive"],
+                                     ["limit defaults to 50 and is capped at 200", "the newest seq was"]]}),
     "no-idempotency": ("message", {
-        "POST /v1/messages": ["idempotent on (fromUserId, msgId)", "duplicate must be true, got false"],
-        "POST /v1/messages/delivered": ["a delivered message shows it"]}),
+        "POST /v1/messages": [["idempotent on (fromUserId, msgId)", "duplicate must be true, got false"]],
+        "POST /v1/messages/delivered": [["a delivered message shows it"],
+                                        ["delivered messages stay unread until read"]]}),
     "string-ids": ("friend", {
-        "GET /v1/friends/<userId>": ["lists every friend as a JSON integer", "must be a JSON integer"],
-        "POST /v1/friends": ["befriends in both directions"],
-        "DELETE /v1/friends/<userId>/<friendId>": ["removes both directions"]}),
+        "GET /v1/friends/<userId>": [[SHAPES, 'friends[0] must be a JSON integer', 'got "']]}),
     "bad-json-500": ("auth", {
-        "POST /v1/users": ["a body that is not a JSON object", "answered 500"],
-        "POST /v1/tokens": ["a body that is not a JSON object", "answered 500"]}),
+        "POST /v1/users": [[NOT_JSON, "answered 500"]],
+        "POST /v1/tokens": [[NOT_JSON, "answered 500"]]}),
     "seconds-timestamps": ("message", {
-        e: ["createdAt must be milliseconds since the epoch"] for e in MESSAGE_ENDPOINTS[1:]}),
-    "one-way-friends": ("friend", {"POST /v1/friends": ["befriends in both directions", "appears 0 times"]}),
+        e: [[SHAPES, "createdAt must be milliseconds since the epoch"]]
+        for e in ("POST /v1/messages", "GET /v1/messages/unread", "GET /v1/messages/history")}),
+    "one-way-friends": ("friend", {"POST /v1/friends": [["befriends in both directions", "appears 0 times"],
+                                                        ["the largest user id, 2^63-1, works"],
+                                                        ["friends can be added again after a removal"]]}),
     "case-sensitive-usernames": ("auth", {
-        "POST /v1/users": ["a taken username is 409 conflict, also in another case"],
-        "POST /v1/tokens": ["the username matches without regard to case"],
-        "GET /v1/users": ["?username= finds the user in any case"]}),
+        "POST /v1/users": [["a taken username is 409 conflict, also in another case"]],
+        "POST /v1/tokens": [["the username matches without regard to case"]],
+        "GET /v1/users": [["?username= finds the user in any case"]]}),
     "ignore-secret": ("friend", {
-        e: ["refuses a call without X-Internal-Secret", "expected 401"] for e in FRIEND_ENDPOINTS[1:]}),
+        e: [["refuses a call without X-Internal-Secret", "expected 401"]] for e in FRIEND_ENDPOINTS[1:]}),
+    # several at once: each is named, none hides another
+    "string-ids,no-idempotency,history-oldest-first,bad-json-500": ("message", {
+        "POST /v1/messages": [[SHAPES, "fromUserId must be a JSON integer"],
+                              ["idempotent on (fromUserId, msgId)"], [NOT_JSON, "answered 500"]],
+        "GET /v1/messages/unread": [[SHAPES]],
+        "POST /v1/messages/delivered": [[SHAPES], [NOT_JSON, "answered 500"],
+                                        ["a delivered message shows it"],
+                                        ["delivered messages stay unread until read"]],
+        "POST /v1/messages/read": [[NOT_JSON, "answered 500"]],
+        "GET /v1/messages/history": [["lists both directions newest first"], ["beforeSeq is exclusive"],
+                                     ["limit defaults to 50", "the newest seq was"], [SHAPES]]}),
 }
 
 
-@pytest.mark.parametrize("bug", sorted(BROKEN))
-def test_a_broken_standin_fails_where_it_breaks_the_contract(bug, tmp_path):
-    service, expected = BROKEN[bug]
+@pytest.mark.parametrize("bugs", sorted(BROKEN))
+def test_a_broken_standin_fails_where_it_breaks_the_contract(bugs, tmp_path):
+    service, expected = BROKEN[bugs]
     with running_standin(service, tmp_path, internal_secret=SECRET, access_secret=ACCESS_SECRET,
-                         bugs=(bug,)) as svc:
+                         bugs=tuple(bugs.split(","))) as svc:
         rc, out = run_check(f"--{service}", svc.url, "--internal-secret", SECRET)
     assert rc == 1, out
     results = endpoint_results(out)
     assert set(results) == {(service, e) for e in ENDPOINTS[service]}, out
     failed = {e for (_, e), (verdict, _) in results.items() if verdict == "FAIL"}
     assert failed == set(expected), out
-    for endpoint, words in expected.items():
-        lines = results[(service, endpoint)][1]
-        assert any(line.startswith("FAIL") and all(w in line for w in words) for line in lines), \
-            f"{endpoint}: no failing check with {words}:\n{out}"
+    for endpoint, checks in expected.items():
+        lines = [line for line in results[(service, endpoint)][1] if line.startswith("FAIL")]
+        for words in checks:
+            assert any(all(w in line for w in words) for line in lines), \
+                f"{endpoint}: no failing check with {words}:\n{out}"
+        assert len(lines) == len(checks), f"{endpoint}: more failures than expected:\n{out}"
 
 
 # -- a service that is not there, or hangs ---------------------------------------------------
@@ -207,7 +226,8 @@ def test_a_service_that_hangs_fails_within_a_few_timeouts(tmp_path):
     assert results[("friend", "GET /healthz")][0] == "PASS"
     for endpoint in FRIEND_ENDPOINTS[1:]:
         verdict, lines = results[("friend", endpoint)]
-        assert verdict == "FAIL" and all("no answer within 1 s" in line for line in lines), out
+        rules = [line for line in lines if SHAPES not in line]
+        assert verdict == "FAIL" and all("no answer within 1 s" in line for line in rules), out
 
 
 def test_usage_errors_exit_2():

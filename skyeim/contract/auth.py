@@ -15,8 +15,9 @@ import secrets
 import string
 from typing import Any
 
-from skyeim.contract.runner import (CheckFailed, NotRun, Suite, bad_request, json_list,
-                                    ms_timestamp, ok, refused, require, short, user_id, without)
+from skyeim.contract.runner import (CheckFailed, NotRun, Suite, bad_request, json_list, lenient,
+                                    lenient_id, ms_timestamp, ok, refused, require, short, user_id,
+                                    without)
 
 REGISTER = "POST /v1/users"
 LOGIN = "POST /v1/tokens"
@@ -30,8 +31,15 @@ class AuthChecks(Suite):
     endpoints = (REGISTER, LOGIN, LOOKUP)
 
     def register(self, username: str, password: str) -> int:
-        answer = ok(self.svc.post("/v1/users", {"username": username, "password": password}))
-        return user_id(answer.get("userId"), "userId")
+        return self.registered(self.svc.post("/v1/users", {"username": username, "password": password}))
+
+    def registered(self, answer) -> int:
+        """The userId of a 200 answer to POST /v1/users."""
+        user = ok(answer).get("userId")
+        self.shaped(REGISTER, user_id, user, "userId")
+        user = lenient_id(user)
+        require(isinstance(user, int), f"userId must be a user id, got {short(user)}")
+        return user
 
     def register_fresh(self, make_name, password: str) -> tuple[str, int]:
         """A name from ``make_name()`` that is still free (short ones may be taken)."""
@@ -39,20 +47,26 @@ class AuthChecks(Suite):
             name = make_name()
             answer = self.svc.post("/v1/users", {"username": name, "password": password})
             if answer.status != 409:
-                return name, user_id(ok(answer).get("userId"), "userId")
+                return name, self.registered(answer)
         raise CheckFailed("five random names in a row were taken (409)")
 
     def login(self, username: str, password: str):
         return self.svc.post("/v1/tokens", {"username": username, "password": password})
 
+    def logged_in(self, answer) -> dict:
+        """A 200 answer to POST /v1/tokens, read leniently."""
+        body = ok(answer)
+        self.shaped(LOGIN, token_shape, body)
+        return lenient(body)
+
     def lookup(self, **params: str) -> list[dict]:
         answer = ok(self.svc.get("/v1/users", params=params))
         users = json_list(answer.get("users"), "users")
+        require(all(isinstance(u, dict) for u in users), f"users must be objects: {short(users)}")
         for i, u in enumerate(users):
-            require(isinstance(u, dict), f"users[{i}] must be an object")
-            user_id(u.get("userId"), f"users[{i}].userId")
+            self.shaped(LOOKUP, user_id, u.get("userId"), f"users[{i}].userId")
             require(isinstance(u.get("username"), str), f"users[{i}].username must be a string")
-        return users
+        return lenient(users)
 
     def checks(self) -> None:
         mixed = _mixed_case(self.data.username("Ct"))
@@ -101,31 +115,29 @@ class AuthChecks(Suite):
             if "mixed" not in users:
                 raise NotRun("registering failed")
             for name, uid, password in users.values():
-                answer = ok(self.login(name, password))
-                require(isinstance(answer.get("token"), str) and answer["token"],
-                        f"token must be a non-empty string: {short(answer)}")
+                answer = self.logged_in(self.login(name, password))
                 require(answer.get("userId") == uid, f"userId is {short(answer.get('userId'))}, "
                                                      f"registered as {uid}")
-                ms_timestamp(answer.get("expiresAt"), "expiresAt", future=True)
         with self.check(LOGIN, "the token is an HS256 JWT with userId and exp (seconds) = expiresAt"
                                + (", signed with --access-secret" if self.access_secret else "")):
             if "mixed" not in users:
                 raise NotRun("registering failed")
             name, uid, password = users["mixed"]
-            answer = ok(self.login(name, password))
+            answer = self.logged_in(self.login(name, password))
             header, claims = self.jwt_parts(answer.get("token"))
             require(header.get("alg") == "HS256", f"the token's alg is {short(header.get('alg'))}")
             require(claims.get("userId") == uid and type(claims.get("userId")) is int,
                     f"the token's userId claim is {short(claims.get('userId'))}, expected {uid}")
             exp = claims.get("exp")
-            require(type(exp) is int and abs(exp * 1000 - answer["expiresAt"]) <= 1000,
-                    f"exp {short(exp)} (seconds) does not match expiresAt {answer['expiresAt']} (ms)")
+            expires = answer.get("expiresAt")
+            require(type(exp) is int and type(expires) is int and abs(exp * 1000 - expires) <= 1000,
+                    f"exp {short(exp)} (seconds) does not match expiresAt {short(expires)} (ms)")
         with self.check(LOGIN, "the username matches without regard to case"):
             if "mixed" not in users:
                 raise NotRun("registering failed")
             name, uid, password = users["mixed"]
             for variant in (name.lower(), name.upper()):
-                answer = ok(self.login(variant, password))
+                answer = self.logged_in(self.login(variant, password))
                 require(answer.get("userId") == uid, f"{variant} logged in as {short(answer.get('userId'))}")
         with self.check(LOGIN, "a wrong password and an unknown user are both 401 unauthorized, alike"):
             if "mixed" not in users:
@@ -196,6 +208,14 @@ class AuthChecks(Suite):
             expected = base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
             require(hmac.compare_digest(expected, signature), "the token is not signed with --access-secret")
         return header, claims
+
+
+def token_shape(answer: dict) -> None:
+    """A login's answer: {token, userId, expiresAt}."""
+    require(isinstance(answer.get("token"), str) and answer["token"],
+            f"token must be a non-empty string: {short(answer)}")
+    user_id(answer.get("userId"), "userId")
+    ms_timestamp(answer.get("expiresAt"), "expiresAt", future=True)
 
 
 def _mixed_case(name: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 
 from skyeim.contract.runner import (NOT_USER_IDS, CheckFailed, Suite, bad_request, json_list,
-                                    nested, ok, require, short, user_id, without)
+                                    lenient_id, nested, ok, require, short, user_id, without)
 from skyeim.protocol import MAX_USER_ID
 
 LIST = "GET /v1/friends/<userId>"
@@ -21,16 +21,16 @@ class FriendChecks(Suite):
         answer = ok(self.svc.get(f"/v1/friends/{uid}"))
         friends = json_list(answer.get("friends"), "friends")
         for i, f in enumerate(friends):
-            user_id(f, f"friends[{i}]")
-        return friends
+            self.shaped(LIST, user_id, f, f"friends[{i}]")
+        return [lenient_id(f) for f in friends]
 
     def add(self, uid: int, fid: int) -> None:
         answer = ok(self.svc.post("/v1/friends", {"userId": uid, "friendId": fid}))
-        require(answer.get("ok") is True, f"expected {{ok: true}}, got {short(answer)}")
+        self.shaped(ADD, ok_true, answer)
 
     def remove(self, uid: int, fid: int) -> None:
         answer = ok(self.svc.delete(f"/v1/friends/{uid}/{fid}"))
-        require(answer.get("ok") is True, f"expected {{ok: true}}, got {short(answer)}")
+        self.shaped(REMOVE, ok_true, answer)
 
     def both_ways(self, uid: int, fid: int, friends: bool) -> None:
         for a, b in ((uid, fid), (fid, uid)):
@@ -94,3 +94,7 @@ class FriendChecks(Suite):
         with contextlib.suppress(CheckFailed):      # tidy up: a live service keeps no test friendships
             for other in (f, g):
                 self.svc.delete(f"/v1/friends/{u}/{other}")
+
+
+def ok_true(answer: dict) -> None:
+    require(answer.get("ok") is True, f"expected {{ok: true}}, got {short(answer)}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from skyeim.protocol import MAX_USER_ID
-from skyeim.contract.runner import (NOT_USER_IDS, NotRun, Suite, bad_request,
-                                    chat_message, json_list, ms_timestamp, nested, ok, require,
+from skyeim.contract.runner import (NOT_USER_IDS, NotRun, Suite, bad_request, chat_message,
+                                    json_list, lenient, ms_timestamp, nested, ok, require, same,
                                     short, user_id, without)
 
 SEND = "POST /v1/messages"
@@ -29,21 +29,28 @@ class MessageChecks(Suite):
         self.check_read()
         self.check_history()
 
-    # -- calls -----------------------------------------------------------------------
+    # -- calls: each checks its answer's shape (once per endpoint, see Suite.shaped) and
+    # returns it read leniently, for the rules ---------------------------------------
     def send(self, sender: int, recipient: int, content: str = "hello", msg_id: str | None = None,
              **extra: Any) -> dict:
         body = {"msgId": msg_id or self.data.msg_id(), "fromUserId": sender,
                 "toUserId": recipient, "content": content, **extra}
-        answer = ok(self.svc.post("/v1/messages", body))
+        answer = self.send_body(body)
         expect = {k: v for k, v in body.items() if k != "contentType" or v is not None}
         expect.setdefault("contentType", 1)
-        return chat_message(answer, "the answer", expect)
+        same(answer, expect, "the answer")
+        return answer
+
+    def send_body(self, body: dict) -> dict:
+        answer = ok(self.svc.post("/v1/messages", body))
+        self.shaped(SEND, sent_shape, answer)
+        return lenient(answer)
 
     def unread(self, uid: int, **params: Any) -> dict:
         answer = ok(self.svc.get("/v1/messages/unread", params={"userId": uid, **params}))
         messages = json_list(answer.get("messages"), "messages")
         for i, m in enumerate(messages):
-            chat_message(m, f"messages[{i}]", {"toUserId": uid})
+            self.shaped(UNREAD, chat_message, m, f"messages[{i}]")
         require(isinstance(answer.get("hasMore"), bool), f"hasMore must be a boolean: {short(answer)}")
         require("nextCursor" in answer, f"the answer lacks nextCursor: {short(answer)}")
         if answer["hasMore"]:
@@ -52,6 +59,9 @@ class MessageChecks(Suite):
         else:
             require(answer["nextCursor"] is None,
                     f"nextCursor must be null on the last page: {short(answer)}")
+        answer = lenient(answer)
+        for i, m in enumerate(answer["messages"]):
+            same(m, {"toUserId": uid}, f"messages[{i}]")
         return answer
 
     def unread_ids(self, uid: int) -> list[str]:
@@ -60,14 +70,16 @@ class MessageChecks(Suite):
     def history(self, uid: int, peer: int, **params: Any) -> dict:
         answer = ok(self.svc.get("/v1/messages/history",
                                  params={"userId": uid, "peerId": peer, **params}))
-        messages = json_list(answer.get("messages"), "messages")
-        for i, m in enumerate(messages):
-            chat_message(m, f"messages[{i}]")
-            require({m["fromUserId"], m["toUserId"]} == {uid, peer},
+        json_list(answer.get("messages"), "messages")
+        for i, m in enumerate(answer["messages"]):
+            self.shaped(HISTORY, chat_message, m, f"messages[{i}]")
+        require(isinstance(answer.get("hasMore"), bool), f"hasMore must be a boolean: {short(answer)}")
+        answer = lenient(answer)
+        for i, m in enumerate(answer["messages"]):
+            require(isinstance(m, dict) and {m.get("fromUserId"), m.get("toUserId")} == {uid, peer},
                     f"messages[{i}] is not between {uid} and {peer}: {short(m)}")
             require(m.get("status") in ("sent", "delivered", "read"),
                     f"messages[{i}].status must be sent, delivered or read, got {short(m.get('status'))}")
-        require(isinstance(answer.get("hasMore"), bool), f"hasMore must be a boolean: {short(answer)}")
         return answer
 
     def statuses(self, uid: int, peer: int) -> dict[str, str]:
@@ -77,12 +89,10 @@ class MessageChecks(Suite):
         answer = ok(self.svc.post("/v1/messages/delivered", {
             "userId": uid, "messages": [{"fromUserId": f, "msgId": m} for f, m in keys]}))
         marked = json_list(answer.get("messages"), "messages")
+        require(all(isinstance(m, dict) for m in marked), f"messages must be objects: {short(marked)}")
         for i, m in enumerate(marked):
-            require(isinstance(m, dict), f"messages[{i}] must be an object")
-            user_id(m.get("fromUserId"), f"messages[{i}].fromUserId")
-            require(isinstance(m.get("msgId"), str), f"messages[{i}].msgId must be a string")
-            ms_timestamp(m.get("deliveredAt"), f"messages[{i}].deliveredAt")
-        return marked
+            self.shaped(DELIVERED, marked_shape, m, f"messages[{i}]")
+        return lenient(marked)
 
     def read(self, uid: int, peer: int, msg_ids: Any = ..., **extra: Any) -> dict:
         body = {"userId": uid, "peerId": peer, **extra}
@@ -91,7 +101,7 @@ class MessageChecks(Suite):
         answer = ok(self.svc.post("/v1/messages/read", body))
         ids = json_list(answer.get("msgIds"), "msgIds")
         require(all(isinstance(m, str) for m in ids), f"msgIds must be strings: {short(ids)}")
-        ms_timestamp(answer.get("readAt"), "readAt")
+        self.shaped(READ, ms_timestamp, answer.get("readAt"), "readAt")
         return answer
 
     def bulk_conversation(self) -> tuple[int, int]:
@@ -133,9 +143,8 @@ class MessageChecks(Suite):
                               "duplicate true, and stores nothing"):
             if first is None:
                 raise NotRun("the first send failed")
-            again = ok(self.svc.post("/v1/messages", {
-                "msgId": first["msgId"], "fromUserId": a, "toUserId": b, "content": "changed"}))
-            chat_message(again, "the resend's answer")
+            again = self.send_body({"msgId": first["msgId"], "fromUserId": a, "toUserId": b,
+                                    "content": "changed"})
             require(again.get("duplicate") is True,
                     f"duplicate must be true, got {short(again.get('duplicate'))}")
             for key in ("content", "createdAt", "seq"):
@@ -262,8 +271,8 @@ class MessageChecks(Suite):
                 raise NotRun("marking failed")
             first = msgs[0]
             at = next(m["deliveredAt"] for m in marked if m["msgId"] == first["msgId"])
-            again = ok(self.svc.post("/v1/messages", {
-                "msgId": first["msgId"], "fromUserId": s, "toUserId": r, "content": "again"}))
+            again = self.send_body({"msgId": first["msgId"], "fromUserId": s, "toUserId": r,
+                                    "content": "again"})
             require(again.get("delivered") is True and again.get("deliveredAt") == at,
                     f"a resend answered delivered={short(again.get('delivered'))}, deliveredAt="
                     f"{short(again.get('deliveredAt'))}; expected true and {at}")
@@ -407,3 +416,20 @@ class MessageChecks(Suite):
         self.secret_required(HISTORY, "GET", "/v1/messages/history", params={"userId": u, "peerId": v})
 
 
+
+
+def sent_shape(answer: dict) -> None:
+    """SendMessage's answer: a ChatMessage plus duplicate, delivered, deliveredAt."""
+    chat_message(answer, "the answer")
+    for key in ("duplicate", "delivered"):
+        require(isinstance(answer.get(key), bool), f"the answer's {key} must be a boolean, "
+                                                   f"got {short(answer.get(key))}")
+    require("deliveredAt" in answer, "the answer lacks deliveredAt")
+    if answer["deliveredAt"] is not None:
+        ms_timestamp(answer["deliveredAt"], "the answer's deliveredAt")
+
+
+def marked_shape(m: dict, what: str) -> None:
+    user_id(m.get("fromUserId"), f"{what}.fromUserId")
+    require(isinstance(m.get("msgId"), str), f"{what}.msgId must be a string")
+    ms_timestamp(m.get("deliveredAt"), f"{what}.deliveredAt")
