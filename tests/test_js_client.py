@@ -71,12 +71,14 @@ def test_connect_chat_with_both_acks_and_typed_events(pages, system):
                        for s in ("sent", "delivered"))
     assert sent["seq"] == 1 and delivered["seq"] == 1
     chat = bob_ws.expect("chat")
-    assert (chat["msgId"], chat["content"], chat["fromUserId"]) == (msg_id, "hello from the browser", alice.id)
+    assert (chat["msgId"], chat["content"], chat["fromUserId"]) == \
+        (msg_id, "hello from the browser", alice.id)
     assert a.get("outbox") == [] and a.get("conversations") == {str(bob.id): 1}
 
     reply = bob_ws.chat(alice, "hello back")
     got = a.wait_event("chat", lambda d: d["msgId"] == reply)[0]
-    assert (got["fromUserId"], got["toUserId"], got["content"], got["seq"]) == (bob.id, alice.id, "hello back", 2)
+    assert (got["fromUserId"], got["toUserId"], got["content"], got["seq"]) == \
+        (bob.id, alice.id, "hello back", 2)
     assert a.call("markRead", bob.id, [reply]) is True
     receipt = bob_ws.expect("read", skip=("pong", "ack"))
     assert receipt["peerId"] == alice.id and receipt["msgIds"] == [reply]
