@@ -68,7 +68,10 @@ def install_json_errors(app: Flask) -> None:
 
 def json_body() -> dict[str, Any]:
     """The request's JSON object, or 400."""
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:     # nested deeper than the parser goes: bad input, not a 500
+        raise bad_request("the body is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise bad_request("the body must be a JSON object")
     return data

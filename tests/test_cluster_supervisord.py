@@ -252,21 +252,9 @@ class Supervisord:
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        unavailable("playwright is not installed (pip install -r tests/requirements.txt)")
-    from test_web_page import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
-    if not os.access(CHROMIUM, os.X_OK):
-        unavailable(f"no chromium at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import expect as pw_expect, sync_playwright
-    pw_expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
-        try:
-            yield b
-        finally:
-            b.close()
+    from browser_harness import chromium
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture

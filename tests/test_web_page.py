@@ -11,47 +11,21 @@ SKYEIM_REQUIRE_SERVICES=1 (as in CI), which makes that a failure.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 
 import pytest
 
+from browser_harness import TIMEOUT_MS, VIEWPORT, SocketTap, chromium
 from harness import PASSWORD, unique, wait_until
 
-CHROMIUM = os.environ.get("SKYEIM_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-VIEWPORT = {"width": 1280, "height": 800}
-TIMEOUT_MS = 15_000
 XSS = "<img src=x onerror=alert(1)>"
-
-
-def _missing() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install -r tests/requirements.txt)"
-    if not os.access(CHROMIUM, os.X_OK):
-        return f"no chromium at {CHROMIUM} (apt-get install chromium)"
-    return None
 
 
 @pytest.fixture(scope="module")
 def browser():
-    reason = _missing()
-    if reason:
-        if os.environ.get("SKYEIM_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"SKYEIM_REQUIRE_SERVICES=1 but {reason}")
-        pytest.skip(reason)
-    from playwright.sync_api import expect as pw_expect, sync_playwright
-    pw_expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def expect(locator_or_page):
@@ -193,8 +167,13 @@ def test_page_and_assets_are_served(system):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert "Content-Security-Policy" in r.headers
     assert "/static/app.js" in r.text and "/static/style.css" in r.text
+    assert '<script type="module" src="/static/app.js">' in r.text   # it imports the rest
     assert "http://" not in r.text and "https://" not in r.text      # nothing from outside
-    for path, kind in (("/static/app.js", "javascript"), ("/static/style.css", "text/css")):
+    csp = r.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "script-src" not in csp     # scripts: this origin only
+    assets = (("/static/app.js", "javascript"), ("/static/groups.js", "javascript"),
+              ("/static/skyeim-client.js", "javascript"), ("/static/style.css", "text/css"))
+    for path, kind in assets:
         r = system.api("GET", path)
         assert r.status_code == 200 and kind in r.headers["content-type"], (path, r.headers)
         assert "no-cache" in r.headers.get("cache-control", ""), r.headers
@@ -608,3 +587,56 @@ def test_group_chat_create_invite_send_and_catch_up(browser, system):
         message="bob's read cursor did not reach 3 after he opened the group")
     a.assert_clean()
     b2.assert_clean()
+
+
+def test_notices_and_friendship_changes_show_at_once(browser, system):
+    """PROTOCOL.md 9.2 and 9.5 frames (notice, friend_added, friend_removed): the
+    friendship changes for real at the Friend service, and the page gets the frame
+    the gateway sends for it (injected here: the gateway's side is built elsewhere).
+    The friend list follows at once, presence with it; a notice shows as text."""
+    alice, bob = api_user(system, "alice"), api_user(system, "bob")
+    a = Tab(browser, system)
+    tap = SocketTap(a.page)
+    a.sign_in(alice.username)
+    a.wait_for(lambda: "connected" in tap.received_types(), message="no connected frame")
+    expect(a.q("#no-friends")).to_be_visible()
+    bob_ws = system.connect(bob)
+    # bob befriends alice elsewhere: he appears, online, without a reload
+    system.befriend(bob, alice)
+    tap.inject("friend_added", {"userId": bob.id, "username": bob.username, "online": True})
+    expect(a.friend(bob.id)).to_have_attribute("data-online", "true")
+    expect(a.friend(bob.id).locator(".friend-name")).to_have_text(bob.username)
+    expect(a.q("#no-friends")).to_be_hidden()
+    a.open_chat(bob.id)
+    expect(a.q("#conv-presence")).to_have_text("online")
+    # presence frames between them now come from the gateway itself
+    bob_ws.close()
+    expect(a.friend(bob.id)).to_have_attribute("data-online", "false")
+    expect(a.q("#conv-presence")).to_contain_text("last seen")
+    bob_ws = system.connect(bob)
+    expect(a.friend(bob.id)).to_have_attribute("data-online", "true")
+    # he unfriends her: gone from the list; the open chat says so
+    system.unfriend(bob, alice)
+    tap.inject("friend_removed", {"userId": bob.id})
+    expect(a.friend(bob.id)).to_have_count(0)
+    expect(a.q("#conv-presence")).to_have_text("not in your friends")
+    expect(a.q("#no-friends")).to_be_visible()
+    bob_ws.close()
+    a.pause(0.5)
+    expect(a.friend(bob.id)).to_have_count(0)
+    # a notice from the team's backend, shown as text, dismissed by a click
+    tap.inject("notice", {"event": "maintenance", "data": {"text": f"Down at 22:00 {XSS}"},
+                          "timestamp": int(time.time() * 1000)})
+    tap.inject("notice", {"event": "promo.weekly", "data": 42, "timestamp": int(time.time() * 1000)})
+    notices = a.q("#notices .notice")
+    expect(notices).to_have_text([f"Down at 22:00 {XSS}", "promo.weekly"])
+    assert notices.first.get_attribute("data-event") == "maintenance"
+    assert a.page.evaluate("document.images.length") == 0
+    notices.first.click()
+    expect(notices).to_have_text(["promo.weekly"])
+    # a malformed one changes nothing
+    tap.inject("friend_added", {"userId": str(bob.id), "username": bob.username, "online": True})
+    a.pause(0.3)
+    expect(a.friend(bob.id)).to_have_count(0)
+    a.assert_clean()
+    a.close()

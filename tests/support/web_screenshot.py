@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import PASSWORD, REPO, System  # noqa: E402
-from test_web_page import CHROMIUM, CHROMIUM_ARGS, VIEWPORT  # noqa: E402
+from browser_harness import CHROMIUM, CHROMIUM_ARGS, VIEWPORT  # noqa: E402
 
 CONVERSATION = [
     ("bob", "Hey Alice, are you around today?"),

@@ -1,1059 +1,945 @@
-// SkyeIM web chat page: plain JavaScript, no build step, no external resources.
+// SkyeIM web chat page: plain JavaScript modules, no build step, no external resources.
 //
 // Talks to the gateway it is served by: the REST API under /api (register, login,
-// friends, history) and one WebSocket at /ws (PROTOCOL.md sections 1-5, 7).
+// friends, history) and one WebSocket at /ws through skyeim-client.js, the same
+// client module a team's own front end uses (reconnect, outbox, sync, acks, typed
+// events); this file is the page: its DOM, its conversations, its banners.
 // Every piece of user content reaches the DOM through textContent, never as HTML.
-"use strict";
+import { CloseCode, ErrorCode, SkyeClient, State, uuid4 } from "./skyeim-client.js";
+import { createGroups } from "./groups.js";
 
-(() => {
-  const PING_MS = 25000;           // app-level ping (browsers cannot see protocol pings)
-  const BACKOFF_BASE_MS = 500;     // reconnect delay: base * 2^attempt, capped, with jitter
-  const BACKOFF_MAX_MS = 15000;
-  const PAGE_SIZE = 50;            // history page
-  const READ_CHUNK = 1000;         // the gateway takes at most 1000 msgIds per read frame
-  const SEND_BURST = 40;           // chat frames per second when flushing the outbox
-  const FRIENDS_REFRESH_MS = 30000;
-  const STATUS_RANK = { pending: 0, failed: 0, sent: 1, delivered: 2, read: 3 };
-  const TYPE_LABEL = { 2: "Image", 3: "File", 4: "Voice" };
-  const TYPING_SEND_MS = 3000;     // while typing, tell the peer at most this often
-  const TYPING_SHOW_MS = 5000;     // "… is typing" stays this long after the last signal
+const PAGE_SIZE = 50;            // history page
+const FRIENDS_REFRESH_MS = 30000;
+const STATUS_RANK = { pending: 0, failed: 0, sent: 1, delivered: 2, read: 3 };
+const TYPE_LABEL = { 2: "Image", 3: "File", 4: "Voice" };
+const TYPING_SEND_MS = 3000;     // while typing, tell the peer at most this often
+const TYPING_SHOW_MS = 5000;     // "… is typing" stays this long after the last signal
+const NOTICE_SHOW_MS = 10000;    // a server notice stays this long (or until clicked)
+const NOTICES_SHOWN = 3;         // at most this many at once; the oldest goes first
 
-  const $ = (id) => document.getElementById(id);
+const $ = (id) => document.getElementById(id);
 
-  const state = {
-    session: null,           // {token, userId, username, expiresAt}
-    friends: new Map(),      // userId -> {userId, username, online, lastSeen}
-    convs: new Map(),        // peerId -> conversation (see getConv)
-    mine: new Map(),         // msgId -> my message object (for acks and read receipts)
-    outbox: new Map(),       // msgId -> my message not yet acked "sent" (insertion order)
-    current: null,           // peerId of the open conversation
-    ws: null,
-    live: false,             // "connected" received on the current socket
-    connId: 0,               // counts sockets that reached "connected"
-    attempt: 0,              // failed connection attempts since the last "connected"
-    reconnectAt: 0,
-    replaced: false,         // closed with 4001: do not reconnect by ourselves
-    localSeq: 0,             // orders my not-yet-acked messages
-    lastPingAt: 0,
-    lastFrameAt: 0,
-    timers: { reconnect: null, ping: null, countdown: null, pump: null, friends: null },
-    typingFrom: new Map(),   // peerId -> timer hiding its "is typing" (a signal, never stored)
-    typingSentAt: 0,         // when we last sent "typing" (throttle)
-    typingTo: null,          // peerId we last told "typing"
-  };
+const state = {
+  session: null,           // {token, userId, username, expiresAt}
+  client: null,            // the SkyeClient of this session
+  friends: new Map(),      // userId -> {userId, username, online, lastSeen}
+  convs: new Map(),        // peerId -> conversation (see getConv)
+  mine: new Map(),         // msgId -> my message object (for acks and read receipts)
+  current: null,           // peerId of the open conversation
+  localSeq: 0,             // orders my not-yet-acked messages
+  timers: { countdown: null, friends: null },
+  typingFrom: new Map(),   // peerId -> timer hiding its "is typing" (a signal, never stored)
+  typingSentAt: 0,         // when we last sent "typing" (throttle)
+  typingTo: null,          // peerId we last told "typing"
+};
 
-  // ---------------------------------------------------------------------------
-  // Small helpers
+const live = () => Boolean(state.client && state.client.live);
 
-  function uuid4() {   // crypto.randomUUID needs a secure context; a LAN page may be plain http
-    const b = crypto.getRandomValues(new Uint8Array(16));
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+// ---------------------------------------------------------------------------
+// Small helpers
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function show(node, visible) { node.hidden = !visible; }
+
+// Put `nodes` into `list` in this order, moving only what moved: an element that
+// stays keeps its focus and a reader's text selection
+function reconcile(list, nodes) {
+  let cursor = list.firstChild;
+  for (const node of nodes) {
+    if (node === cursor) { cursor = cursor.nextSibling; continue; }
+    list.insertBefore(node, cursor);
   }
+  while (cursor) { const next = cursor.nextSibling; cursor.remove(); cursor = next; }
+}
 
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
+function timeOf(ms) {
+  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
 
-  function show(node, visible) { node.hidden = !visible; }
+function dayOf(ms) {
+  const d = new Date(ms);
+  const today = new Date();
+  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  if (d.toDateString() === today.toDateString()) return "Today";
+  if (d.toDateString() === yesterday.toDateString()) return "Yesterday";
+  return d.toLocaleDateString([], { weekday: "short", year: "numeric", month: "short", day: "numeric" });
+}
 
-  function timeOf(ms) {
-    return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  }
+function visible() { return document.visibilityState === "visible"; }
 
-  function dayOf(ms) {
-    const d = new Date(ms);
-    const today = new Date();
-    const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
-    if (d.toDateString() === today.toDateString()) return "Today";
-    if (d.toDateString() === yesterday.toDateString()) return "Yesterday";
-    return d.toLocaleDateString([], { weekday: "short", year: "numeric", month: "short", day: "numeric" });
-  }
+class ApiError extends Error {
+  constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+}
 
-  function visible() { return document.visibilityState === "visible"; }
-
-  class ApiError extends Error {
-    constructor(status, code, message) { super(message); this.status = status; this.code = code; }
-  }
-
-  async function api(method, path, body) {
-    const headers = {};
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    if (state.session) headers.Authorization = `Bearer ${state.session.token}`;
-    let resp;
-    try {
-      resp = await fetch(path, {
-        method, headers, cache: "no-store",
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-    } catch (e) {
-      throw new ApiError(0, "network", "Cannot reach the server.");
-    }
-    let data = null;
-    try { data = await resp.json(); } catch (e) { /* not JSON */ }
-    if (!resp.ok) {
-      const err = new ApiError(resp.status, data && data.code,
-        (data && data.message) || `${resp.status} ${resp.statusText}`);
-      if (resp.status === 401 && state.session && !path.startsWith("/api/log")) {
-        signOut("Your session has ended. Please sign in again.");
-      }
-      throw err;
-    }
-    return data;
-  }
-
-  // ---------------------------------------------------------------------------
-  // Session (sessionStorage: one login per tab)
-
-  const SESSION_KEY = "skyeim.session";
-  const outboxKey = () => `skyeim.outbox.${state.session.userId}`;
-
-  function loadSession() {
-    try {
-      const s = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
-      if (s && typeof s.token === "string" && Number.isInteger(s.userId)) return s;
-    } catch (e) { /* ignore */ }
-    return null;
-  }
-
-  function saveOutbox() {
-    if (!state.session) return;
-    const items = [...state.outbox.values()].map((m) => ({
-      msgId: m.msgId, toUserId: m.toUserId, content: m.content,
-      contentType: m.contentType, createdAt: m.createdAt,
-    }));
-    try { sessionStorage.setItem(outboxKey(), JSON.stringify(items)); } catch (e) { /* full */ }
-  }
-
-  function restoreOutbox() {
-    let items = [];
-    try { items = JSON.parse(sessionStorage.getItem(outboxKey()) || "[]"); } catch (e) { /* ignore */ }
-    for (const it of Array.isArray(items) ? items : []) {
-      if (!it || typeof it.msgId !== "string" || !Number.isInteger(it.toUserId)) continue;
-      const m = mergeMessage(getConv(it.toUserId), {
-        msgId: it.msgId, fromUserId: state.session.userId, toUserId: it.toUserId,
-        content: String(it.content), contentType: it.contentType || 1,
-        createdAt: it.createdAt || Date.now(), status: "pending",
-      });
-      state.outbox.set(m.msgId, m);
-    }
-  }
-
-  // ---------------------------------------------------------------------------
-  // Login view
-
-  function showLogin(message, isError) {
-    show($("chat-view"), false);
-    show($("login-view"), true);
-    const box = $("login-error");
-    box.textContent = message || "";
-    box.classList.toggle("info", !isError);
-    show(box, Boolean(message));
-    $("login-password").value = "";
-    (($("login-username").value) ? $("login-password") : $("login-username")).focus();
-  }
-
-  function credentials() {
-    return { username: $("login-username").value.trim(), password: $("login-password").value };
-  }
-
-  async function doLogin(register) {
-    const { username, password } = credentials();
-    const box = $("login-error");
-    box.classList.remove("info");
-    if (!username || !password) {
-      box.textContent = "Enter a username and a password.";
-      show(box, true);
-      return;
-    }
-    $("login-button").disabled = $("register-button").disabled = true;
-    try {
-      if (register) await api("POST", "/api/register", { username, password });
-      const r = await api("POST", "/api/login", { username, password });
-      state.session = { token: r.token, userId: r.userId, username, expiresAt: r.expiresAt };
-      sessionStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
-      show(box, false);
-      startChat();
-    } catch (e) {
-      let text = e.message;
-      if (e.status === 401) text = "Wrong username or password.";
-      else if (e.status === 409) text = "That username is taken. Pick another one.";
-      box.textContent = text;
-      show(box, true);
-    } finally {
-      $("login-button").disabled = $("register-button").disabled = false;
-    }
-  }
-
-  // forget: the user signed out; otherwise (expired, refused) unsent messages stay in
-  // sessionStorage and go out when the same user signs in again in this tab.
-  function signOut(message, forget = false) {
-    if (groups) { groups.close(); groups.reset(); }
-    const ws = state.ws;
-    state.ws = null;
-    state.live = false;
-    if (ws) { detach(ws); try { ws.close(1000); } catch (e) { /* ignore */ } }
-    for (const t of Object.values(state.timers)) { clearTimeout(t); clearInterval(t); }
-    if (state.session) {
-      if (forget) sessionStorage.removeItem(outboxKey());
-      sessionStorage.removeItem(SESSION_KEY);
-      $("login-username").value = state.session.username || "";
-    }
-    Object.assign(state, {
-      session: null, current: null, live: false, attempt: 0, replaced: false,
-      friends: new Map(), convs: new Map(), mine: new Map(), outbox: new Map(),
+async function api(method, path, body) {
+  const headers = {};
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (state.session) headers.Authorization = `Bearer ${state.session.token}`;
+  let resp;
+  try {
+    resp = await fetch(path, {
+      method, headers, cache: "no-store",
+      body: body === undefined ? undefined : JSON.stringify(body),
     });
-    hideBanner();
-    document.body.classList.remove("disconnected", "conv-open");
-    $("friend-list").replaceChildren();
-    $("message-list").replaceChildren();
-    friendNodes.clear();
-    document.title = "SkyeIM";
-    showLogin(message, false);
+  } catch (e) {
+    throw new ApiError(0, "network", "Cannot reach the server.");
   }
-
-  // ---------------------------------------------------------------------------
-  // Chat view
-
-  function startChat() {
-    show($("login-view"), false);
-    show($("chat-view"), true);
-    $("me-name").textContent = state.session.username || `User #${state.session.userId}`;
-    restoreOutbox();
-    renderFriends();
-    renderConversation();
-    refreshFriends();
-    if (groups) groups.refresh();
-    connect();
-    state.timers.friends = setInterval(() => { if (visible()) refreshFriends(); }, FRIENDS_REFRESH_MS);
-  }
-
-  function getConv(peerId) {
-    let c = state.convs.get(peerId);
-    if (!c) {
-      c = {
-        peerId,
-        msgs: new Map(),        // "fromUserId:msgId" -> message
-        nodes: new Map(),       // the same keys (and "day:...") -> rendered element
-        unread: new Set(),      // msgIds from the peer that we have not yet sent "read" for
-        historyLoaded: false,
-        stale: false,           // reload the newest page when opened (after a reconnect)
-        hasMore: true,
-        oldestSeq: null,
-        loading: false,
-        historyError: "",
-      };
-      state.convs.set(peerId, c);
+  let data = null;
+  try { data = await resp.json(); } catch (e) { /* not JSON */ }
+  if (!resp.ok) {
+    const err = new ApiError(resp.status, data && data.code,
+      (data && data.message) || `${resp.status} ${resp.statusText}`);
+    if (resp.status === 401 && state.session && !path.startsWith("/api/log")) {
+      signOut("Your session has ended. Please sign in again.");
     }
-    return c;
+    throw err;
   }
+  return data;
+}
 
-  function mergeMessage(conv, m) {
-    const key = `${m.fromUserId}:${m.msgId}`;
-    let cur = conv.msgs.get(key);
-    if (!cur) {
-      cur = {
-        key, msgId: m.msgId, fromUserId: m.fromUserId, toUserId: m.toUserId,
-        content: m.content, contentType: m.contentType || 1,
-        createdAt: m.createdAt, seq: m.seq == null ? null : m.seq,
-        status: m.status || "sent", local: ++state.localSeq, error: "",
-      };
-      conv.msgs.set(key, cur);
-      if (cur.fromUserId === state.session.userId) state.mine.set(cur.msgId, cur);
-      return cur;
-    }
-    if (m.seq != null) cur.seq = m.seq;
-    if (m.createdAt != null && cur.seq != null) cur.createdAt = m.createdAt;
-    if (m.status && STATUS_RANK[m.status] > STATUS_RANK[cur.status]) cur.status = m.status;
+// ---------------------------------------------------------------------------
+// Session (sessionStorage: one login per tab; the client keeps its outbox there too)
+
+const SESSION_KEY = "skyeim.session";
+const outboxKey = () => `skyeim.outbox.${state.session.userId}`;
+
+function loadSession() {
+  try {
+    const s = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+    if (s && typeof s.token === "string" && Number.isInteger(s.userId)) return s;
+  } catch (e) { /* ignore */ }
+  return null;
+}
+
+// ---------------------------------------------------------------------------
+// Login view
+
+function showLogin(message, isError) {
+  show($("chat-view"), false);
+  show($("login-view"), true);
+  const box = $("login-error");
+  box.textContent = message || "";
+  box.classList.toggle("info", !isError);
+  show(box, Boolean(message));
+  $("login-password").value = "";
+  (($("login-username").value) ? $("login-password") : $("login-username")).focus();
+}
+
+function credentials() {
+  return { username: $("login-username").value.trim(), password: $("login-password").value };
+}
+
+async function doLogin(register) {
+  const { username, password } = credentials();
+  const box = $("login-error");
+  box.classList.remove("info");
+  if (!username || !password) {
+    box.textContent = "Enter a username and a password.";
+    show(box, true);
+    return;
+  }
+  $("login-button").disabled = $("register-button").disabled = true;
+  try {
+    if (register) await api("POST", "/api/register", { username, password });
+    const r = await api("POST", "/api/login", { username, password });
+    state.session = { token: r.token, userId: r.userId, username, expiresAt: r.expiresAt };
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
+    show(box, false);
+    startChat();
+  } catch (e) {
+    let text = e.message;
+    if (e.status === 401) text = "Wrong username or password.";
+    else if (e.status === 409) text = "That username is taken. Pick another one.";
+    box.textContent = text;
+    show(box, true);
+  } finally {
+    $("login-button").disabled = $("register-button").disabled = false;
+  }
+}
+
+// forget: the user signed out; otherwise (expired, refused) unsent messages stay in
+// sessionStorage and go out when the same user signs in again in this tab.
+function signOut(message, forget = false) {
+  groups.close();
+  groups.reset();
+  if (state.client) state.client.close();
+  for (const t of Object.values(state.timers)) { clearTimeout(t); clearInterval(t); }
+  if (state.session) {
+    if (forget) sessionStorage.removeItem(outboxKey());
+    sessionStorage.removeItem(SESSION_KEY);
+    $("login-username").value = state.session.username || "";
+  }
+  Object.assign(state, {
+    session: null, client: null, current: null,
+    friends: new Map(), convs: new Map(), mine: new Map(),
+  });
+  hideBanner();
+  document.body.classList.remove("disconnected", "conv-open");
+  $("friend-list").replaceChildren();
+  $("message-list").replaceChildren();
+  $("notices").replaceChildren();
+  friendNodes.clear();
+  document.title = "SkyeIM";
+  showLogin(message, false);
+}
+
+// ---------------------------------------------------------------------------
+// Chat view
+
+function startChat() {
+  show($("login-view"), false);
+  show($("chat-view"), true);
+  $("me-name").textContent = state.session.username || `User #${state.session.userId}`;
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const client = new SkyeClient({
+    url: `${proto}//${location.host}/ws`, token: state.session.token, platform: "web",
+    storage: sessionStorage, storageKey: outboxKey(),
+  });
+  state.client = client;
+  listen(client);
+  for (const item of client.outbox) {         // unsent in an earlier visit: pending again
+    mergeMessage(getConv(item.toUserId), {
+      msgId: item.msgId, fromUserId: state.session.userId, toUserId: item.toUserId,
+      content: item.content, contentType: item.contentType, createdAt: item.createdAt,
+      status: "pending",
+    });
+  }
+  renderFriends();
+  renderConversation();
+  refreshFriends();
+  groups.refresh();
+  client.connect();
+  state.timers.friends = setInterval(() => { if (visible()) refreshFriends(); }, FRIENDS_REFRESH_MS);
+}
+
+function getConv(peerId) {
+  let c = state.convs.get(peerId);
+  if (!c) {
+    c = {
+      peerId,
+      msgs: new Map(),        // "fromUserId:msgId" -> message
+      nodes: new Map(),       // the same keys (and "day:...") -> rendered element
+      unread: new Set(),      // msgIds from the peer that we have not yet sent "read" for
+      historyLoaded: false,
+      stale: false,           // reload the newest page when opened (after a reconnect)
+      hasMore: true,
+      oldestSeq: null,
+      loading: false,
+      historyError: "",
+    };
+    state.convs.set(peerId, c);
+  }
+  return c;
+}
+
+// Every message with a seq tells the client what this conversation holds (sync asks after it).
+function mergeMessage(conv, m) {
+  const key = `${m.fromUserId}:${m.msgId}`;
+  let cur = conv.msgs.get(key);
+  if (m.seq != null) state.client.track(conv.peerId, m.seq);
+  if (!cur) {
+    cur = {
+      key, msgId: m.msgId, fromUserId: m.fromUserId, toUserId: m.toUserId,
+      content: m.content, contentType: m.contentType || 1,
+      createdAt: m.createdAt, seq: m.seq == null ? null : m.seq,
+      status: m.status || "sent", local: ++state.localSeq, error: "",
+    };
+    conv.msgs.set(key, cur);
+    if (cur.fromUserId === state.session.userId) state.mine.set(cur.msgId, cur);
     return cur;
   }
+  if (m.seq != null) cur.seq = m.seq;
+  if (m.createdAt != null && cur.seq != null) cur.createdAt = m.createdAt;
+  if (m.status && STATUS_RANK[m.status] > STATUS_RANK[cur.status]) cur.status = m.status;
+  return cur;
+}
 
-  function friendName(id) {
-    const f = state.friends.get(id);
-    return (f && f.username) || `User #${id}`;
-  }
+function friendName(id) {
+  const f = state.friends.get(id);
+  return (f && f.username) || `User #${id}`;
+}
 
-  let friendsSoon = null;     // a pending refresh (debounced)
-  let friendsAsked = 0;      // requests are numbered: an answer older than the last applied is dropped
-  let friendsApplied = 0;
+let friendsSoon = null;     // a pending refresh (debounced)
+let friendsAsked = 0;      // requests are numbered: an answer older than the last applied is dropped
+let friendsApplied = 0;
 
-  async function refreshFriends() {
-    if (!state.session) return;
-    const session = state.session;
-    const n = ++friendsAsked;
-    let body;
-    try {
-      body = await api("GET", "/api/friends");
-    } catch (e) {
-      if (e.status !== 401 && state.live) {   // try again (a reconnect refreshes anyway)
-        clearTimeout(friendsSoon);
-        friendsSoon = setTimeout(refreshFriends, 5000);
-      }
-      return;
+async function refreshFriends() {
+  if (!state.session) return;
+  const session = state.session;
+  const n = ++friendsAsked;
+  let body;
+  try {
+    body = await api("GET", "/api/friends");
+  } catch (e) {
+    if (e.status !== 401 && live()) {   // try again (a reconnect refreshes anyway)
+      clearTimeout(friendsSoon);
+      friendsSoon = setTimeout(refreshFriends, 5000);
     }
-    if (session !== state.session || n < friendsApplied) return;
-    friendsApplied = n;
-    const next = new Map();
-    for (const f of body.friends || []) {
-      const old = state.friends.get(f.userId);
-      next.set(f.userId, {
-        userId: f.userId, username: f.username || (old && old.username) || null,
-        online: Boolean(f.online), lastSeen: old ? old.lastSeen : null,
-      });
-    }
-    state.friends = next;
-    renderFriends();
-    renderConvHead();
+    return;
   }
-
-  function refreshFriendsSoon() {
-    clearTimeout(friendsSoon);
-    friendsSoon = setTimeout(refreshFriends, 300);
-  }
-
-  function sortedMessages(conv) {
-    return [...conv.msgs.values()].sort((a, b) => {
-      if (a.seq != null && b.seq != null) return a.seq - b.seq;
-      if (a.seq != null) return -1;           // unacked messages go last, in the order typed
-      if (b.seq != null) return 1;
-      return a.local - b.local;
+  if (session !== state.session || n < friendsApplied) return;
+  friendsApplied = n;
+  const next = new Map();
+  for (const f of body.friends || []) {
+    const old = state.friends.get(f.userId);
+    next.set(f.userId, {
+      userId: f.userId, username: f.username || (old && old.username) || null,
+      online: Boolean(f.online), lastSeen: old ? old.lastSeen : null,
     });
   }
+  state.friends = next;
+  renderFriends();
+  renderConvHead();
+}
 
-  function lastMessage(conv) {      // the message sortedMessages would put last
-    let best = null;
-    for (const m of conv.msgs.values()) {
-      if (!best) { best = m; continue; }
-      const later = (m.seq == null) === (best.seq == null)
-        ? (m.seq == null ? m.local > best.local : m.seq > best.seq)
-        : m.seq == null;
-      if (later) best = m;
+function refreshFriendsSoon() {
+  clearTimeout(friendsSoon);
+  friendsSoon = setTimeout(refreshFriends, 300);
+}
+
+// A friend_added / friend_removed frame is newer than any /api/friends answer still on
+// its way: such an answer is dropped (it would undo the change), and a fresh one asked for.
+function friendsChanged() {
+  friendsApplied = friendsAsked + 1;
+  refreshFriendsSoon();
+}
+
+function sortedMessages(conv) {
+  return [...conv.msgs.values()].sort((a, b) => {
+    if (a.seq != null && b.seq != null) return a.seq - b.seq;
+    if (a.seq != null) return -1;           // unacked messages go last, in the order typed
+    if (b.seq != null) return 1;
+    return a.local - b.local;
+  });
+}
+
+function lastMessage(conv) {      // the message sortedMessages would put last
+  let best = null;
+  for (const m of conv.msgs.values()) {
+    if (!best) { best = m; continue; }
+    const later = (m.seq == null) === (best.seq == null)
+      ? (m.seq == null ? m.local > best.local : m.seq > best.seq)
+      : m.seq == null;
+    if (later) best = m;
+  }
+  return best;
+}
+
+function presenceText(f) {
+  if (!f) return "";
+  if (f.online) return "online";
+  return f.lastSeen ? `last seen ${timeOf(f.lastSeen)}` : "offline";
+}
+
+const friendNodes = new Map();   // userId -> {li, btn, sig}
+
+function renderFriends() {
+  const ids = new Set(state.friends.keys());
+  for (const [id, c] of state.convs) if (c.msgs.size) ids.add(id);   // strangers who wrote
+  const entries = [...ids].map((id) => ({ id, f: state.friends.get(id), c: state.convs.get(id) }));
+  entries.sort((a, b) => friendName(a.id).localeCompare(friendName(b.id), undefined,
+    { sensitivity: "base" }) || a.id - b.id);
+  const items = entries.map(({ id, f, c }) => {
+    const last = c ? lastMessage(c) : null;
+    const sub = last ? (last.fromUserId === state.session.userId ? "You: " : "") + last.content
+      : (f ? presenceText(f) : "");
+    const n = c ? c.unread.size : 0;
+    const online = Boolean(f && f.online);
+    const active = id === state.current;
+    const sig = JSON.stringify([friendName(id), online, active, sub, n, f ? presenceText(f) : ""]);
+    let node = friendNodes.get(id);
+    if (!node) {   // the button element stays (and keeps the focus) while its content changes
+      const li = el("li");
+      const btn = el("button", "friend");
+      btn.type = "button";
+      btn.dataset.userId = String(id);
+      btn.addEventListener("click", () => openConversation(id));
+      li.append(btn);
+      node = { li, btn, sig: "" };
+      friendNodes.set(id, node);
     }
-    return best;
-  }
-
-  function presenceText(f) {
-    if (!f) return "";
-    if (f.online) return "online";
-    return f.lastSeen ? `last seen ${timeOf(f.lastSeen)}` : "offline";
-  }
-
-  const friendNodes = new Map();   // userId -> {li, btn, sig}
-
-  function renderFriends() {
-    const ids = new Set(state.friends.keys());
-    for (const [id, c] of state.convs) if (c.msgs.size) ids.add(id);   // strangers who wrote
-    const entries = [...ids].map((id) => ({ id, f: state.friends.get(id), c: state.convs.get(id) }));
-    entries.sort((a, b) => friendName(a.id).localeCompare(friendName(b.id), undefined,
-      { sensitivity: "base" }) || a.id - b.id);
-    const items = entries.map(({ id, f, c }) => {
-      const last = c ? lastMessage(c) : null;
-      const sub = last ? (last.fromUserId === state.session.userId ? "You: " : "") + last.content
-        : (f ? presenceText(f) : "");
-      const n = c ? c.unread.size : 0;
-      const online = Boolean(f && f.online);
-      const active = id === state.current;
-      const sig = JSON.stringify([friendName(id), online, active, sub, n, f ? presenceText(f) : ""]);
-      let node = friendNodes.get(id);
-      if (!node) {   // the button element stays (and keeps the focus) while its content changes
-        const li = el("li");
-        const btn = el("button", "friend");
-        btn.type = "button";
-        btn.dataset.userId = String(id);
-        btn.addEventListener("click", () => openConversation(id));
-        li.append(btn);
-        node = { li, btn, sig: "" };
-        friendNodes.set(id, node);
+    if (node.sig !== sig) {
+      node.sig = sig;
+      const btn = node.btn;
+      btn.dataset.online = String(online);
+      btn.classList.toggle("active", active);
+      if (active) btn.setAttribute("aria-current", "true"); else btn.removeAttribute("aria-current");
+      const dot = el("span", `dot${online ? " online" : ""}`);
+      dot.title = f ? presenceText(f) : "not a friend";
+      const body = el("span", "friend-body");
+      body.append(el("span", "friend-name", friendName(id)), el("span", "friend-sub", sub));
+      const parts = [dot, body];
+      if (n > 0) {
+        const badge = el("span", "badge", n > 99 ? "99+" : n);
+        badge.setAttribute("aria-label", `${n} unread`);
+        parts.push(badge);
       }
-      if (node.sig !== sig) {
-        node.sig = sig;
-        const btn = node.btn;
-        btn.dataset.online = String(online);
-        btn.classList.toggle("active", active);
-        if (active) btn.setAttribute("aria-current", "true"); else btn.removeAttribute("aria-current");
-        const dot = el("span", `dot${online ? " online" : ""}`);
-        dot.title = f ? presenceText(f) : "not a friend";
-        const body = el("span", "friend-body");
-        body.append(el("span", "friend-name", friendName(id)), el("span", "friend-sub", sub));
-        const parts = [dot, body];
-        if (n > 0) {
-          const badge = el("span", "badge", n > 99 ? "99+" : n);
-          badge.setAttribute("aria-label", `${n} unread`);
-          parts.push(badge);
-        }
-        btn.replaceChildren(...parts);
-      }
-      return node.li;
-    });
-    const list = $("friend-list");
-    let cursor = list.firstChild;
-    for (const node of items) {
-      if (node === cursor) { cursor = cursor.nextSibling; continue; }
-      list.insertBefore(node, cursor);
+      btn.replaceChildren(...parts);
     }
-    while (cursor) { const next = cursor.nextSibling; cursor.remove(); cursor = next; }
-    for (const id of friendNodes.keys()) if (!ids.has(id)) friendNodes.delete(id);
-    show($("no-friends"), items.length === 0);
-    let total = 0;
-    for (const c of state.convs.values()) total += c.unread.size;
-    document.title = total ? `(${total}) SkyeIM` : "SkyeIM";
-  }
+    return node.li;
+  });
+  reconcile($("friend-list"), items);
+  for (const id of friendNodes.keys()) if (!ids.has(id)) friendNodes.delete(id);
+  show($("no-friends"), items.length === 0);
+  let total = 0;
+  for (const c of state.convs.values()) total += c.unread.size;
+  document.title = total ? `(${total}) SkyeIM` : "SkyeIM";
+}
 
-  function renderConvHead() {
-    const id = state.current;
-    if (id == null) return;
-    const f = state.friends.get(id);
-    $("conv-name").textContent = friendName(id);
-    $("conv-presence").textContent = f ? presenceText(f) : "not in your friends";
-    $("conv-dot").className = `dot${f && f.online ? " online" : ""}`;
-    $("conv-head").dataset.online = String(Boolean(f && f.online));
-    const typing = state.typingFrom.has(id);
-    $("conv-typing").textContent = typing ? `${friendName(id)} is typing…` : "";
-    show($("conv-typing"), typing);
-    show($("conv-presence"), !typing);
-  }
+function renderConvHead() {
+  const id = state.current;
+  if (id == null) return;
+  const f = state.friends.get(id);
+  $("conv-name").textContent = friendName(id);
+  $("conv-presence").textContent = f ? presenceText(f) : "not in your friends";
+  $("conv-dot").className = `dot${f && f.online ? " online" : ""}`;
+  $("conv-head").dataset.online = String(Boolean(f && f.online));
+  const typing = state.typingFrom.has(id);
+  $("conv-typing").textContent = typing ? `${friendName(id)} is typing…` : "";
+  show($("conv-typing"), typing);
+  show($("conv-presence"), !typing);
+}
 
-  function renderConversation() {
-    const open = state.current != null;
-    document.body.classList.toggle("conv-open", open);
-    show($("no-conversation"), !open);
-    show($("conv-head"), open);
-    show($("messages"), open);
-    show($("composer"), open);
-    if (!open) return;
-    renderConvHead();
-    renderMessages("bottom");
-  }
+function renderConversation() {
+  const open = state.current != null;
+  document.body.classList.toggle("conv-open", open);
+  show($("no-conversation"), !open);
+  show($("conv-head"), open);
+  show($("messages"), open);
+  show($("composer"), open);
+  if (!open) return;
+  renderConvHead();
+  renderMessages("bottom");
+}
 
-  function tickFor(m) {
-    const t = el("span", `tick ${m.status}`);
-    t.dataset.status = m.status;
-    if (m.status === "pending") { t.title = "Sending…"; t.setAttribute("aria-label", "sending"); }
-    else if (m.status === "failed") {
-      t.textContent = "!";
-      t.title = `Not sent: ${m.error}. Click to try again.`;
-      t.setAttribute("role", "button");
-      t.addEventListener("click", () => retry(m));
-    } else {
-      t.textContent = m.status === "sent" ? "✓" : "✓✓";
-      t.title = m.status;
-      t.setAttribute("aria-label", m.status);
+function tickFor(m) {
+  const t = el("span", `tick ${m.status}`);
+  t.dataset.status = m.status;
+  if (m.status === "pending") { t.title = "Sending…"; t.setAttribute("aria-label", "sending"); }
+  else if (m.status === "failed") {
+    t.textContent = "!";
+    t.title = `Not sent: ${m.error}. Click to try again.`;
+    t.setAttribute("role", "button");
+    t.addEventListener("click", () => retry(m));
+  } else {
+    t.textContent = m.status === "sent" ? "✓" : "✓✓";
+    t.title = m.status;
+    t.setAttribute("aria-label", m.status);
+  }
+  return t;
+}
+
+function messageNode(conv, m) {
+  const mineMsg = m.fromUserId === state.session.userId;
+  const sig = [m.status, m.seq, m.createdAt, m.error].join("|");
+  let node = conv.nodes.get(m.key);
+  if (node && node.sig === sig) return node.li;
+  if (!node) {
+    node = { li: el("li", `msg ${mineMsg ? "mine" : "theirs"}`), sig: "" };
+    node.li.dataset.msgId = m.msgId;
+    conv.nodes.set(m.key, node);
+  }
+  node.sig = sig;
+  const li = node.li;
+  if (m.seq != null) li.dataset.seq = String(m.seq);
+  if (mineMsg) li.dataset.status = m.status;
+  const bubble = el("div", "bubble");
+  const label = TYPE_LABEL[m.contentType];
+  if (label) bubble.append(el("span", "kind", `${label}: `));
+  bubble.append(el("span", "text", m.content));
+  const meta = el("span", "meta");
+  meta.append(el("span", "time", m.createdAt ? timeOf(m.createdAt) : ""));
+  if (mineMsg) meta.append(tickFor(m));
+  bubble.append(meta);
+  const parts = [bubble];
+  if (m.status === "failed" && m.error) parts.push(el("div", "msg-error", `Not sent: ${m.error}`));
+  li.replaceChildren(...parts);
+  return li;
+}
+
+// mode: "bottom" (scroll to the end), "prepend" (keep what is on screen in place),
+// "auto" (follow the end if the reader is there, else stay)
+function renderMessages(mode = "auto") {
+  if (state.current == null) return;
+  const conv = getConv(state.current);
+  const box = $("messages");
+  const prevHeight = box.scrollHeight;
+  const prevTop = box.scrollTop;
+  const nearBottom = prevHeight - prevTop - box.clientHeight < 80;
+  // Keyed rendering: a message keeps its element (and a reader's text selection);
+  // only a message whose state changed is redrawn.
+  const rows = [];
+  let lastDay = null;
+  for (const m of sortedMessages(conv)) {
+    const day = dayOf(m.createdAt || Date.now());
+    if (day !== lastDay) {
+      let d = conv.nodes.get(`day:${day}`);
+      if (!d) { d = el("li", "day", day); conv.nodes.set(`day:${day}`, d); }
+      rows.push(d);
+      lastDay = day;
     }
-    return t;
+    rows.push(messageNode(conv, m));
   }
+  reconcile($("message-list"), rows);
+  const hs = $("history-status");
+  if (conv.loading) hs.textContent = "Loading earlier messages…";
+  else if (conv.historyError) hs.textContent = conv.historyError;
+  else if (conv.historyLoaded && !conv.hasMore) {
+    hs.textContent = conv.msgs.size ? `This is the beginning of your chat with ${friendName(conv.peerId)}.`
+      : `No messages yet. Say hello to ${friendName(conv.peerId)}!`;
+  } else hs.textContent = "";
+  hs.dataset.state = conv.loading ? "loading" : (conv.historyLoaded && !conv.hasMore ? "start" : "more");
+  if (mode === "bottom" || (mode === "auto" && nearBottom)) box.scrollTop = box.scrollHeight;
+  else if (mode === "prepend") box.scrollTop = prevTop + (box.scrollHeight - prevHeight);
+  else box.scrollTop = prevTop;
+}
 
-  function messageNode(conv, m) {
-    const mineMsg = m.fromUserId === state.session.userId;
-    const sig = [m.status, m.seq, m.createdAt, m.error].join("|");
-    let node = conv.nodes.get(m.key);
-    if (node && node.sig === sig) return node.li;
-    if (!node) {
-      node = { li: el("li", `msg ${mineMsg ? "mine" : "theirs"}`), sig: "" };
-      node.li.dataset.msgId = m.msgId;
-      conv.nodes.set(m.key, node);
-    }
-    node.sig = sig;
-    const li = node.li;
-    if (m.seq != null) li.dataset.seq = String(m.seq);
-    if (mineMsg) li.dataset.status = m.status;
-    const bubble = el("div", "bubble");
-    const label = TYPE_LABEL[m.contentType];
-    if (label) bubble.append(el("span", "kind", `${label}: `));
-    bubble.append(el("span", "text", m.content));
-    const meta = el("span", "meta");
-    meta.append(el("span", "time", m.createdAt ? timeOf(m.createdAt) : ""));
-    if (mineMsg) meta.append(tickFor(m));
-    bubble.append(meta);
-    const parts = [bubble];
-    if (m.status === "failed" && m.error) parts.push(el("div", "msg-error", `Not sent: ${m.error}`));
-    li.replaceChildren(...parts);
-    return li;
+function openConversation(peerId) {
+  groups.close();
+  state.current = peerId;
+  const conv = getConv(peerId);
+  renderFriends();
+  renderConversation();
+  if (!conv.historyLoaded || conv.stale) loadHistory(conv, null);
+  flushReads();
+  if (window.matchMedia("(min-width: 700px)").matches) $("composer-input").focus();
+}
+
+function closeConversation() {
+  state.current = null;
+  renderFriends();
+  renderConversation();
+}
+
+async function loadHistory(conv, beforeSeq) {
+  if (conv.loading) return;
+  conv.loading = true;
+  conv.historyError = "";
+  if (state.current === conv.peerId) renderMessages("prepend");
+  const session = state.session;
+  let body = null;
+  try {
+    const q = new URLSearchParams({ peerId: String(conv.peerId), limit: String(PAGE_SIZE) });
+    if (beforeSeq != null) q.set("beforeSeq", String(beforeSeq));
+    body = await api("GET", `/api/messages?${q}`);
+  } catch (e) {
+    conv.historyError = `Could not load messages: ${e.message}`;
+    conv.historyErrorAt = Date.now();
   }
-
-  // mode: "bottom" (scroll to the end), "prepend" (keep what is on screen in place),
-  // "auto" (follow the end if the reader is there, else stay)
-  function renderMessages(mode = "auto") {
-    if (state.current == null) return;
-    const conv = getConv(state.current);
-    const box = $("messages");
-    const prevHeight = box.scrollHeight;
-    const prevTop = box.scrollTop;
-    const nearBottom = prevHeight - prevTop - box.clientHeight < 80;
-    // Keyed rendering: a message keeps its element (and a reader's text selection);
-    // only a message whose state changed is redrawn.
-    const rows = [];
-    let lastDay = null;
-    for (const m of sortedMessages(conv)) {
-      const day = dayOf(m.createdAt || Date.now());
-      if (day !== lastDay) {
-        let d = conv.nodes.get(`day:${day}`);
-        if (!d) { d = el("li", "day", day); conv.nodes.set(`day:${day}`, d); }
-        rows.push(d);
-        lastDay = day;
-      }
-      rows.push(messageNode(conv, m));
-    }
-    const list = $("message-list");
-    let cursor = list.firstChild;
-    for (const node of rows) {
-      if (node === cursor) { cursor = cursor.nextSibling; continue; }
-      list.insertBefore(node, cursor);
-    }
-    while (cursor) { const next = cursor.nextSibling; cursor.remove(); cursor = next; }
-    const hs = $("history-status");
-    if (conv.loading) hs.textContent = "Loading earlier messages…";
-    else if (conv.historyError) hs.textContent = conv.historyError;
-    else if (conv.historyLoaded && !conv.hasMore) {
-      hs.textContent = conv.msgs.size ? `This is the beginning of your chat with ${friendName(conv.peerId)}.`
-        : `No messages yet. Say hello to ${friendName(conv.peerId)}!`;
-    } else hs.textContent = "";
-    hs.dataset.state = conv.loading ? "loading" : (conv.historyLoaded && !conv.hasMore ? "start" : "more");
-    if (mode === "bottom" || (mode === "auto" && nearBottom)) box.scrollTop = box.scrollHeight;
-    else if (mode === "prepend") box.scrollTop = prevTop + (box.scrollHeight - prevHeight);
-    else box.scrollTop = prevTop;
-  }
-
-  function openConversation(peerId) {
-    if (groups) groups.close();
-    state.current = peerId;
-    const conv = getConv(peerId);
-    renderFriends();
-    renderConversation();
-    if (!conv.historyLoaded || conv.stale) loadHistory(conv, null);
-    flushReads();
-    if (window.matchMedia("(min-width: 700px)").matches) $("composer-input").focus();
-  }
-
-  function closeConversation() {
-    state.current = null;
-    renderFriends();
-    renderConversation();
-  }
-
-  async function loadHistory(conv, beforeSeq) {
-    if (conv.loading) return;
-    conv.loading = true;
-    conv.historyError = "";
-    if (state.current === conv.peerId) renderMessages("prepend");
-    const session = state.session;
-    let body = null;
-    try {
-      const q = new URLSearchParams({ peerId: String(conv.peerId), limit: String(PAGE_SIZE) });
-      if (beforeSeq != null) q.set("beforeSeq", String(beforeSeq));
-      body = await api("GET", `/api/messages?${q}`);
-    } catch (e) {
-      conv.historyError = `Could not load messages: ${e.message}`;
-      conv.historyErrorAt = Date.now();
-    }
-    conv.loading = false;
-    if (session !== state.session) return;
-    if (body) {
-      const me = state.session.userId;
-      let minSeq = null;
-      for (const m of body.messages || []) {
-        const mm = mergeMessage(conv, m);
-        if (mm.fromUserId === me && mm.seq != null && state.outbox.delete(mm.msgId)) saveOutbox();
-        if (m.fromUserId !== me && m.status !== "read") conv.unread.add(m.msgId);
-        if (mm.seq != null && (minSeq == null || mm.seq < minSeq)) minSeq = mm.seq;
-      }
-      if (minSeq != null && (conv.oldestSeq == null || minSeq < conv.oldestSeq)) conv.oldestSeq = minSeq;
-      if (beforeSeq != null || !conv.historyLoaded) conv.hasMore = Boolean(body.hasMore);
-      conv.historyLoaded = true;
-      conv.stale = false;
-    }
-    if (state.current === conv.peerId) {
-      renderMessages(beforeSeq != null ? "prepend" : (conv.shownOnce ? "auto" : "bottom"));
-      conv.shownOnce = true;
-      flushReads();
-      maybeLoadOlder();            // the first page may not fill the view
-    }
-    renderFriends();
-  }
-
-  function maybeLoadOlder() {
-    if (state.current == null) return;
-    const conv = getConv(state.current);
-    const box = $("messages");
-    if (conv.loading || !conv.historyLoaded || !conv.hasMore) return;
-    if (conv.historyError && Date.now() - conv.historyErrorAt < 5000) return;   // no retry storm
-    if (box.scrollTop < 120 || box.scrollHeight <= box.clientHeight) {
-      loadHistory(conv, conv.oldestSeq);
-    }
-  }
-
-  // ---------------------------------------------------------------------------
-  // Sending
-
-  function sendText(text) {
-    const peerId = state.current;
-    if (peerId == null) return;
-    const conv = getConv(peerId);
-    const m = mergeMessage(conv, {
-      msgId: uuid4(), fromUserId: state.session.userId, toUserId: peerId,
-      content: text, contentType: 1, createdAt: Date.now(), status: "pending",
-    });
-    state.outbox.set(m.msgId, m);
-    saveOutbox();
-    renderMessages("bottom");
-    renderFriends();
-    pumpOutbox();
-  }
-
-  function retry(m) {
-    m.status = "pending";
-    m.error = "";
-    m.sentOn = null;
-    state.outbox.set(m.msgId, m);
-    saveOutbox();
-    renderMessages();
-    pumpOutbox();
-  }
-
-  // Send what is in the outbox and was not yet sent on this socket; the gateway is
-  // idempotent on (fromUserId, msgId), so a resend after a reconnect is safe.
-  function pumpOutbox() {
-    clearTimeout(state.timers.pump);
-    if (!state.live) return;
-    let sent = 0;
-    for (const m of state.outbox.values()) {
-      if (m.sentOn === state.connId) continue;
-      if (sent >= SEND_BURST) { state.timers.pump = setTimeout(pumpOutbox, 1000); return; }
-      const ok = wsSend("chat", {
-        msgId: m.msgId, toUserId: m.toUserId, content: m.content, contentType: m.contentType,
-      });
-      if (!ok) return;
-      m.sentOn = state.connId;
-      sent += 1;
-    }
-  }
-
-  function flushReads() {
-    if (!state.live || state.current == null || !visible()) return;
-    const conv = state.convs.get(state.current);
-    if (!conv || conv.unread.size === 0) return;
-    const ids = [...conv.unread];
-    for (let i = 0; i < ids.length; i += READ_CHUNK) {
-      const chunk = ids.slice(i, i + READ_CHUNK);
-      if (!wsSend("read", { peerId: conv.peerId, msgIds: chunk })) return;
-      for (const id of chunk) conv.unread.delete(id);
-    }
-    renderFriends();
-  }
-
-  // ---------------------------------------------------------------------------
-  // The WebSocket
-
-  function wsSend(type, data) {
-    const ws = state.ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
-    try { ws.send(JSON.stringify({ type, data })); } catch (e) { return false; }
-    return true;
-  }
-
-  function detach(ws) {
-    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-  }
-
-  function connect() {
-    if (!state.session) return;
-    clearTimeout(state.timers.reconnect);
-    clearInterval(state.timers.countdown);
-    if (state.ws) { detach(state.ws); try { state.ws.close(1000); } catch (e) { /* ignore */ } }
-    state.replaced = false;
-    state.live = false;
-    const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${proto}//${location.host}/ws?platform=web&token=${encodeURIComponent(state.session.token)}`);
-    state.ws = ws;
-    let opened = false;
-    ws.onopen = () => {
-      opened = true;
-      state.lastFrameAt = state.lastPingAt = Date.now();
-      clearInterval(state.timers.ping);
-      state.timers.ping = setInterval(heartbeat, PING_MS);
-    };
-    ws.onmessage = (ev) => {
-      state.lastFrameAt = Date.now();
-      let frame;
-      try { frame = JSON.parse(ev.data); } catch (e) { return; }
-      if (frame && typeof frame.type === "string") handleFrame(frame.type, frame.data);
-    };
-    ws.onclose = (ev) => {
-      detach(ws);
-      if (state.ws === ws) socketClosed(ev.code, opened);
-    };
-  }
-
-  function heartbeat() {
-    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return;
-    if (state.lastFrameAt < state.lastPingAt) {     // not even a pong since the last ping
-      const ws = state.ws;
-      detach(ws);
-      try { ws.close(); } catch (e) { /* ignore */ }
-      socketClosed(4004, true);
-      return;
-    }
-    state.lastPingAt = Date.now();
-    wsSend("ping", null);
-  }
-
-  function socketClosed(code, opened) {
-    state.ws = null;
-    state.live = false;
-    document.body.classList.add("disconnected");
-    clearInterval(state.timers.ping);
-    clearTimeout(state.timers.pump);
-    for (const m of state.outbox.values()) m.sentOn = null;
-    for (const c of state.convs.values()) if (c.historyLoaded) c.stale = true;
-    if (!state.session) return;
-    if (code === 4001) {
-      state.replaced = true;
-      showBanner("SkyeIM was opened in another tab or window, so this one is disconnected.",
-        "Use it here", () => connect(), "replaced");
-      return;
-    }
-    if (code === 4003) {
-      signOut("Your session has expired. Please sign in again.");
-      return;
-    }
-    if (!opened) {
-      // The handshake failed: maybe the token is no longer accepted (api() signs out on 401).
-      api("GET", "/api/friends").catch(() => {});
-    }
-    scheduleReconnect();
-  }
-
-  function scheduleReconnect() {
-    const exp = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** state.attempt);
-    const delay = exp / 2 + Math.random() * exp / 2;   // jitter: spread reconnecting clients
-    state.attempt += 1;
-    state.reconnectAt = Date.now() + delay;
-    clearTimeout(state.timers.reconnect);
-    state.timers.reconnect = setTimeout(connect, delay);
-    const update = () => {
-      const s = Math.max(0, Math.ceil((state.reconnectAt - Date.now()) / 1000));
-      showBanner(s > 0 ? `Connection lost. Reconnecting in ${s} s…` : "Connection lost. Reconnecting…",
-        "Retry now", () => connect(), "reconnecting");
-    };
-    update();
-    clearInterval(state.timers.countdown);
-    state.timers.countdown = setInterval(update, 1000);
-  }
-
-  function showBanner(text, actionText, action, kind) {
-    const banner = $("banner");
-    $("banner-text").textContent = text;
-    const btn = $("banner-action");
-    btn.textContent = actionText || "";
-    btn.onclick = action || null;
-    show(btn, Boolean(actionText));
-    banner.dataset.kind = kind || "";
-    show(banner, true);
-  }
-
-  function hideBanner() {
-    clearInterval(state.timers.countdown);
-    show($("banner"), false);
-    $("banner").dataset.kind = "";
-  }
-
-  // ---------------------------------------------------------------------------
-  // Frames from the gateway
-
-  function handleFrame(type, data) {
-    if (groups && groups.onFrame(type, data || {})) return undefined;   // groups.js
-    switch (type) {
-      case "connected": return onConnected(data || {});
-      case "chat": return onChat(data || {});
-      case "ack": return onAck(data || {});
-      case "read": return onRead(data || {});
-      case "typing": return onTyping(data || {});
-      case "online": return onPresence(data || {}, true);
-      case "offline": return onPresence(data || {}, false);
-      case "error": return onError(data || {});
-      case "sync_messages": return onSyncMessages(data || {});
-      case "sync_complete": return onSyncComplete(data || {});
-      case "token_expiring":
-        return showBanner("Your session expires soon. Sign in again to keep chatting.",
-          "Sign in again", () => signOut(""), "expiring");
-      default: return undefined;     // pong, and types this page does not know
-    }
-  }
-
-  function onConnected(d) {
-    if (d.userId !== undefined && d.userId !== state.session.userId) {
-      signOut("Please sign in again.");
-      return;
-    }
-    state.live = true;
-    document.body.classList.remove("disconnected");
-    state.connId += 1;
-    state.attempt = 0;
-    if ($("banner").dataset.kind !== "expiring") hideBanner();
-    const online = new Set(d.onlineFriends || []);
-    for (const f of state.friends.values()) f.online = online.has(f.userId);
-    renderFriends();
-    renderConvHead();
-    refreshFriends();
-    pumpOutbox();
-    flushReads();
-    syncConversations();
-    if (state.current != null) {
-      const conv = getConv(state.current);
-      if (conv.stale || !conv.historyLoaded) loadHistory(conv, null);   // catch up on ticks missed
-    }
-  }
-
-  function onChat(d) {
+  conv.loading = false;
+  if (session !== state.session) return;
+  if (body) {
     const me = state.session.userId;
-    if (d.fromUserId === me && Number.isInteger(d.toUserId) && typeof d.msgId === "string") {
-      return onOwnCopy(d);
-    }
-    if (!Number.isInteger(d.fromUserId) || typeof d.msgId !== "string" || d.toUserId !== me) return;
-    const peer = d.fromUserId;
-    stopTyping(peer);               // the message it was typing has arrived
-    const conv = getConv(peer);
-    mergeMessage(conv, { ...d, status: "delivered" });   // de-duplicated by (fromUserId, msgId)
-    conv.unread.add(d.msgId);       // pushed again = still unread on the server
-    if (!state.friends.has(peer)) refreshFriendsSoon();
-    flushReads();
-    renderFriends();
-    if (state.current === peer) renderMessages("auto");
-  }
-
-  function onAck(d) {
-    const m = state.mine.get(d.msgId);
-    if (!m) return;
-    if (Number.isInteger(d.seq)) m.seq = d.seq;
-    if (d.status === "sent" && Number.isInteger(d.timestamp)) m.createdAt = d.timestamp;
-    const status = d.status === "delivered" ? "delivered" : "sent";
-    if (m.status === "failed" || STATUS_RANK[status] > STATUS_RANK[m.status]) m.status = status;
-    m.error = "";
-    if (state.outbox.delete(m.msgId)) saveOutbox();
-    if (state.current === m.toUserId) renderMessages();
-    renderFriends();
-  }
-
-  // A chat this user sent from another device (several devices per user)
-  function onOwnCopy(d) {
-    const conv = getConv(d.toUserId);
-    mergeMessage(conv, { ...d, status: "sent" });
-    renderFriends();
-    if (state.current === d.toUserId) renderMessages("auto");
-  }
-
-  function onTyping(d) {
-    const peer = d.fromUserId;
-    if (!Number.isInteger(peer)) return;
-    if (d.state !== "typing") { stopTyping(peer); return; }
-    clearTimeout(state.typingFrom.get(peer));
-    state.typingFrom.set(peer, setTimeout(() => stopTyping(peer), TYPING_SHOW_MS));
-    if (state.current === peer) renderConvHead();
-  }
-
-  function stopTyping(peer) {
-    if (!state.typingFrom.has(peer)) return;
-    clearTimeout(state.typingFrom.get(peer));
-    state.typingFrom.delete(peer);
-    if (state.current === peer) renderConvHead();
-  }
-
-  // While the user types, tell the open conversation's peer, throttled
-  function sendTyping() {
-    const peer = state.current;
-    if (peer == null || !state.live || !$("composer-input").value.trim()) return;
-    const now = Date.now();
-    if (state.typingTo === peer && now - state.typingSentAt < TYPING_SEND_MS) return;
-    if (wsSend("typing", { toUserId: peer, state: "typing" })) {
-      state.typingTo = peer;
-      state.typingSentAt = now;
-    }
-  }
-
-  function onRead(d) {
-    if (d.own === true) {           // read on another device of ours: not unread here either
-      const conv = state.convs.get(d.peerId);
-      if (conv) { for (const id of d.msgIds || []) conv.unread.delete(id); renderFriends(); }
-      return;
-    }
-    let changed = false;
-    for (const id of d.msgIds || []) {
-      const m = state.mine.get(id);
-      if (m && m.toUserId === d.peerId && m.status !== "read") { m.status = "read"; changed = true; }
-    }
-    if (changed && state.current === d.peerId) renderMessages();
-  }
-
-  function onPresence(d, online) {
-    const f = state.friends.get(d.userId);
-    if (!f) { refreshFriendsSoon(); return; }
-    f.online = online;
-    if (!online && Number.isInteger(d.timestamp)) f.lastSeen = d.timestamp;
-    renderFriends();
-    renderConvHead();
-  }
-
-  // Sync (docs/protocol.md, "Sync"): after every `connected`, ask for what came
-  // after the newest seq held in each known conversation; the answers merge by
-  // (fromUserId, msgId), so nothing shows twice however it arrived.
-  const SYNC_MAX_CONVERSATIONS = 100;   // the gateway's limit per sync frame
-  const SYNC_ROUNDS = 50;               // follow-up frames per connection (each brings up to 1000)
-
-  function newestSeq(conv) {
-    let top = null;
-    for (const m of conv.msgs.values()) if (m.seq != null && (top == null || m.seq > top)) top = m.seq;
-    return top;
-  }
-
-  function syncConversations() {
-    state.syncRounds = 0;
-    const ranges = [];
-    for (const conv of state.convs.values()) {
-      const top = newestSeq(conv);
-      if (top != null) ranges.push({ peerId: conv.peerId, afterSeq: top });
-    }
-    sendSync(ranges);
-  }
-
-  function sendSync(ranges) {
-    for (let i = 0; i < ranges.length; i += SYNC_MAX_CONVERSATIONS) {
-      wsSend("sync", { requestId: `web-${state.connId}-${(state.syncIds = (state.syncIds || 0) + 1)}`,
-        conversations: ranges.slice(i, i + SYNC_MAX_CONVERSATIONS), limit: 200 });
-    }
-  }
-
-  function onSyncMessages(d) {
-    if (!Number.isInteger(d.peerId) || !Array.isArray(d.messages)) return;
-    const me = state.session.userId;
-    const conv = getConv(d.peerId);
-    for (const m of d.messages) {
-      if (!m || typeof m.msgId !== "string" || !Number.isInteger(m.fromUserId)) continue;
+    let minSeq = null;
+    for (const m of body.messages || []) {
       const mm = mergeMessage(conv, m);
-      if (mm.fromUserId === me && state.outbox.delete(mm.msgId)) saveOutbox();
+      if (mm.fromUserId === me && mm.seq != null) state.client.discard(mm.msgId);   // stored
       if (m.fromUserId !== me && m.status !== "read") conv.unread.add(m.msgId);
+      if (mm.seq != null && (minSeq == null || mm.seq < minSeq)) minSeq = mm.seq;
     }
+    if (minSeq != null && (conv.oldestSeq == null || minSeq < conv.oldestSeq)) conv.oldestSeq = minSeq;
+    if (beforeSeq != null || !conv.historyLoaded) conv.hasMore = Boolean(body.hasMore);
+    conv.historyLoaded = true;
+    conv.stale = false;
+  }
+  if (state.current === conv.peerId) {
+    renderMessages(beforeSeq != null ? "prepend" : (conv.shownOnce ? "auto" : "bottom"));
+    conv.shownOnce = true;
     flushReads();
-    renderFriends();
-    if (state.current === d.peerId) renderMessages("auto");
+    maybeLoadOlder();            // the first page may not fill the view
   }
+  renderFriends();
+}
 
-  function onSyncComplete(d) {
-    const more = (d.conversations || []).filter((c) => c && c.hasMore && Number.isInteger(c.lastSeq)
-      && Number.isInteger(c.peerId));      // a group's entries are groups.js's
-    if (more.length && (state.syncRounds = (state.syncRounds || 0) + 1) <= SYNC_ROUNDS) {
-      sendSync(more.map((c) => ({ peerId: c.peerId, afterSeq: c.lastSeq })));
+function maybeLoadOlder() {
+  if (state.current == null) return;
+  const conv = getConv(state.current);
+  const box = $("messages");
+  if (conv.loading || !conv.historyLoaded || !conv.hasMore) return;
+  if (conv.historyError && Date.now() - conv.historyErrorAt < 5000) return;   // no retry storm
+  if (box.scrollTop < 120 || box.scrollHeight <= box.clientHeight) {
+    loadHistory(conv, conv.oldestSeq);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Sending (through the client's outbox: resent with the same msgId until acked)
+
+function sendText(text) {
+  const peerId = state.current;
+  if (peerId == null) return;
+  const conv = getConv(peerId);
+  const m = mergeMessage(conv, {
+    msgId: uuid4(), fromUserId: state.session.userId, toUserId: peerId,
+    content: text, contentType: 1, createdAt: Date.now(), status: "pending",
+  });
+  renderMessages("bottom");
+  renderFriends();
+  state.client.send(peerId, text, { msgId: m.msgId });
+}
+
+function retry(m) {
+  m.status = "pending";
+  m.error = "";
+  renderMessages();
+  state.client.send(m.toUserId, m.content, { msgId: m.msgId, contentType: m.contentType });
+}
+
+function flushReads() {
+  if (!live() || state.current == null || !visible()) return;
+  const conv = state.convs.get(state.current);
+  if (!conv || conv.unread.size === 0) return;
+  if (!state.client.markRead(conv.peerId, [...conv.unread])) return;
+  conv.unread.clear();
+  renderFriends();
+}
+
+// ---------------------------------------------------------------------------
+// The connection (skyeim-client.js) and its banners
+
+function listen(client) {
+  client.on("state", onState);
+  client.on("close", onClose);
+  client.on("connected", onConnected);
+  client.on("chat", onChat);
+  client.on("ack", onAck);
+  client.on("read", onRead);
+  client.on("typing", onTyping);
+  client.on("online", (d) => onPresence(d, true));
+  client.on("offline", (d) => onPresence(d, false));
+  client.on("friend_added", onFriendAdded);
+  client.on("friend_removed", onFriendRemoved);
+  client.on("notice", onNotice);
+  client.on("error", onError);
+  client.on("sync_messages", onSyncMessages);
+  client.on("token_expiring", () => showBanner(
+    "Your session expires soon. Sign in again to keep chatting.",
+    "Sign in again", () => signOut(""), "expiring"));
+  groups.listen(client);
+}
+
+function onState(s) {
+  if (s.state === State.WAITING) showReconnecting(s.at);
+  else if (s.state === State.REPLACED) {
+    showBanner("SkyeIM was opened in another tab or window, so this one is disconnected.",
+      "Use it here", () => state.client.connect(), "replaced");
+  } else if (s.state === State.EXPIRED) {
+    signOut("Your session has expired. Please sign in again.");
+  }
+}
+
+function onClose(c) {
+  document.body.classList.add("disconnected");
+  for (const conv of state.convs.values()) if (conv.historyLoaded) conv.stale = true;
+  if (!c.opened && c.code !== CloseCode.NORMAL) {
+    // The handshake failed: maybe the token is no longer accepted (api() signs out on 401).
+    api("GET", "/api/friends").catch(() => {});
+  }
+}
+
+function showReconnecting(at) {
+  const update = () => {
+    const s = Math.max(0, Math.ceil((at - Date.now()) / 1000));
+    showBanner(s > 0 ? `Connection lost. Reconnecting in ${s} s…` : "Connection lost. Reconnecting…",
+      "Retry now", () => state.client.connect(), "reconnecting");
+  };
+  update();
+  clearInterval(state.timers.countdown);
+  state.timers.countdown = setInterval(update, 1000);
+}
+
+function showBanner(text, actionText, action, kind) {
+  const banner = $("banner");
+  $("banner-text").textContent = text;
+  const btn = $("banner-action");
+  btn.textContent = actionText || "";
+  btn.onclick = action || null;
+  show(btn, Boolean(actionText));
+  banner.dataset.kind = kind || "";
+  show(banner, true);
+}
+
+function hideBanner() {
+  clearInterval(state.timers.countdown);
+  show($("banner"), false);
+  $("banner").dataset.kind = "";
+}
+
+// ---------------------------------------------------------------------------
+// Frames from the gateway (typed events of skyeim-client.js)
+
+function onConnected(d) {
+  if (d.userId !== state.session.userId) {
+    signOut("Please sign in again.");
+    return;
+  }
+  document.body.classList.remove("disconnected");
+  clearInterval(state.timers.countdown);
+  if ($("banner").dataset.kind !== "expiring") hideBanner();
+  const online = new Set(d.onlineFriends || []);
+  for (const f of state.friends.values()) f.online = online.has(f.userId);
+  renderFriends();
+  renderConvHead();
+  refreshFriends();
+  flushReads();
+  if (state.current != null) {
+    const conv = getConv(state.current);
+    if (conv.stale || !conv.historyLoaded) loadHistory(conv, null);   // catch up on ticks missed
+  }
+}
+
+function onChat(d) {
+  const me = state.session.userId;
+  if (d.fromUserId === me) return onOwnCopy(d);
+  if (d.toUserId !== me) return undefined;
+  const peer = d.fromUserId;
+  stopTyping(peer);               // the message it was typing has arrived
+  const conv = getConv(peer);
+  mergeMessage(conv, { ...d, status: "delivered" });   // de-duplicated by (fromUserId, msgId)
+  conv.unread.add(d.msgId);       // pushed again = still unread on the server
+  if (!state.friends.has(peer)) refreshFriendsSoon();
+  flushReads();
+  renderFriends();
+  if (state.current === peer) renderMessages("auto");
+  return undefined;
+}
+
+function onAck(d) {
+  const m = state.mine.get(d.msgId);
+  if (!m || Number.isInteger(d.groupId)) return;
+  if (Number.isInteger(d.seq)) m.seq = d.seq;
+  if (d.status === "sent" && Number.isInteger(d.timestamp)) m.createdAt = d.timestamp;
+  const status = d.status === "delivered" ? "delivered" : "sent";
+  if (m.status === "failed" || STATUS_RANK[status] > STATUS_RANK[m.status]) m.status = status;
+  m.error = "";
+  if (state.current === m.toUserId) renderMessages();
+  renderFriends();
+}
+
+// A chat this user sent from another device (several devices per user)
+function onOwnCopy(d) {
+  const conv = getConv(d.toUserId);
+  mergeMessage(conv, { ...d, status: "sent" });
+  renderFriends();
+  if (state.current === d.toUserId) renderMessages("auto");
+}
+
+function onTyping(d) {
+  if (Number.isInteger(d.groupId)) return;       // groups.js shows those
+  const peer = d.fromUserId;
+  if (d.state !== "typing") { stopTyping(peer); return; }
+  clearTimeout(state.typingFrom.get(peer));
+  state.typingFrom.set(peer, setTimeout(() => stopTyping(peer), TYPING_SHOW_MS));
+  if (state.current === peer) renderConvHead();
+}
+
+function stopTyping(peer) {
+  if (!state.typingFrom.has(peer)) return;
+  clearTimeout(state.typingFrom.get(peer));
+  state.typingFrom.delete(peer);
+  if (state.current === peer) renderConvHead();
+}
+
+// While the user types, tell the open conversation's peer, throttled
+function sendTyping() {
+  const peer = state.current;
+  if (peer == null || !live() || !$("composer-input").value.trim()) return;
+  const now = Date.now();
+  if (state.typingTo === peer && now - state.typingSentAt < TYPING_SEND_MS) return;
+  if (state.client.sendFrame("typing", { toUserId: peer, state: "typing" })) {
+    state.typingTo = peer;
+    state.typingSentAt = now;
+  }
+}
+
+function onRead(d) {
+  if (d.own === true) {           // read on another device of ours: not unread here either
+    const conv = state.convs.get(d.peerId);
+    if (conv) { for (const id of d.msgIds) conv.unread.delete(id); renderFriends(); }
+    return;
+  }
+  let changed = false;
+  for (const id of d.msgIds) {
+    const m = state.mine.get(id);
+    if (m && m.toUserId === d.peerId && m.status !== "read") { m.status = "read"; changed = true; }
+  }
+  if (changed && state.current === d.peerId) renderMessages();
+}
+
+function onPresence(d, online) {
+  const f = state.friends.get(d.userId);
+  if (!f) { refreshFriendsSoon(); return; }
+  f.online = online;
+  if (!online && Number.isInteger(d.timestamp)) f.lastSeen = d.timestamp;
+  renderFriends();
+  renderConvHead();
+}
+
+// A friendship made or ended, here or elsewhere (PROTOCOL.md 9.5): the list follows at
+// once, and presence with it (online/offline frames come only between friends)
+function onFriendAdded(d) {
+  const old = state.friends.get(d.userId);
+  state.friends.set(d.userId, {
+    userId: d.userId, username: d.username || (old && old.username) || null,
+    online: Boolean(d.online), lastSeen: old ? old.lastSeen : null,
+  });
+  friendsChanged();               // also fills in a username the Auth service could not give
+  renderFriends();
+  renderConvHead();
+}
+
+function onFriendRemoved(d) {
+  friendsChanged();
+  if (!state.friends.delete(d.userId)) return;
+  renderFriends();
+  renderConvHead();
+}
+
+// A notice from the team's backend (PROTOCOL.md 9.2): shown for a while, as text
+function noticeText(d) {
+  const data = d.data;
+  if (typeof data === "string" && data) return data;
+  if (data && typeof data === "object") {
+    for (const key of ["text", "message", "title"]) {
+      if (typeof data[key] === "string" && data[key]) return data[key];
     }
   }
+  return d.event;
+}
 
-  function onError(d) {
-    const m = d.msgId != null ? state.mine.get(d.msgId) : null;
-    if (!m) { console.warn("gateway error", d.code, d.message); return; }
-    if (d.code === "unavailable" || d.code === "rate_limited" || d.code === "internal") {
-      m.sentOn = null;              // stays in the outbox; try again shortly
-      clearTimeout(state.timers.pump);
-      state.timers.pump = setTimeout(pumpOutbox, 2000 + Math.random() * 1000);
-      return;
-    }
-    m.status = "failed";
-    m.error = d.code === "not_friends" ? "you are not friends" : (d.message || d.code || "error");
-    if (state.outbox.delete(m.msgId)) saveOutbox();
-    if (state.current === m.toUserId) renderMessages();
+function onNotice(d) {
+  const list = $("notices");
+  const item = el("li", "notice", noticeText(d));
+  item.dataset.event = d.event;
+  item.title = "Dismiss";
+  item.addEventListener("click", () => item.remove());
+  list.append(item);
+  while (list.children.length > NOTICES_SHOWN) list.firstElementChild.remove();
+  setTimeout(() => item.remove(), NOTICE_SHOW_MS);
+}
+
+function onSyncMessages(d) {
+  if (!Number.isInteger(d.peerId)) return;       // a group's pages are groups.js's
+  const me = state.session.userId;
+  const conv = getConv(d.peerId);
+  for (const m of d.messages) {
+    if (!m || typeof m.msgId !== "string" || !Number.isInteger(m.fromUserId)) continue;
+    mergeMessage(conv, m);
+    if (m.fromUserId !== me && m.status !== "read") conv.unread.add(m.msgId);
   }
+  flushReads();
+  renderFriends();
+  if (state.current === d.peerId) renderMessages("auto");
+}
 
-  // ---------------------------------------------------------------------------
-  // Wiring
+function onError(d) {
+  const m = d.msgId != null ? state.mine.get(d.msgId) : null;
+  if (!m) {
+    if (d.msgId == null) console.warn("gateway error", d.code, d.message);
+    return;                         // a group message's error is groups.js's
+  }
+  if (d.retrying) return;           // still in the client's outbox: it goes out again shortly
+  m.status = "failed";
+  m.error = d.code === ErrorCode.NOT_FRIENDS ? "you are not friends" : (d.message || d.code || "error");
+  if (state.current === m.toUserId) renderMessages();
+}
 
-  // groups.js (loaded first): what it shares with this page
-  const groups = window.SkyeGroups || null;
+// ---------------------------------------------------------------------------
+// Wiring
 
-  function init() {
-    if (groups) {
-      groups.init({
-        api, wsSend, uuid4, closeConversation,
-        session: () => state.session,
-        name: (id) => friendName(id),
-        friendId: (lowerName) => {
-          const f = [...state.friends.values()].find((x) => (x.username || "").toLowerCase() === lowerName);
-          return f ? f.userId : null;
-        },
-      });
+// groups.js: what it shares with this page
+const groups = createGroups({
+  api, uuid4, closeConversation,
+  session: () => state.session,
+  client: () => state.client,
+  name: (id) => friendName(id),
+  friendId: (lowerName) => {
+    const f = [...state.friends.values()].find((x) => (x.username || "").toLowerCase() === lowerName);
+    return f ? f.userId : null;
+  },
+});
+
+function init() {
+  $("login-form").addEventListener("submit", (e) => { e.preventDefault(); doLogin(false); });
+  $("register-button").addEventListener("click", () => doLogin(true));
+  $("logout-button").addEventListener("click", () => signOut("", true));
+  $("back-button").addEventListener("click", closeConversation);
+
+  let statusTimer = null;
+  $("add-friend-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const input = $("add-friend-input");
+    const name = input.value.trim();
+    const status = $("add-friend-status");
+    if (!name) return;
+    $("add-friend-button").disabled = true;
+    try {
+      await api("POST", "/api/friends", { username: name });
+      if (input.value.trim() === name) input.value = "";    // not what was typed meanwhile
+      await refreshFriends();
+      const f = [...state.friends.values()].find(
+        (x) => (x.username || "").toLowerCase() === name.toLowerCase());
+      status.textContent = `${f ? f.username : name} is now your friend.`;
+      status.className = "add-friend-status ok";
+      if (f) openConversation(f.userId);
+    } catch (err) {
+      status.textContent = err.status === 404 ? `There is no user named “${name}”.` : err.message;
+      status.className = "add-friend-status error";
+    } finally {
+      show(status, true);
+      $("add-friend-button").disabled = false;
+      clearTimeout(statusTimer);
+      statusTimer = setTimeout(() => show(status, false), 6000);
     }
-    $("login-form").addEventListener("submit", (e) => { e.preventDefault(); doLogin(false); });
-    $("register-button").addEventListener("click", () => doLogin(true));
-    $("logout-button").addEventListener("click", () => signOut("", true));
-    $("back-button").addEventListener("click", closeConversation);
+  });
 
-    let statusTimer = null;
-    $("add-friend-form").addEventListener("submit", async (e) => {
+  const input = $("composer-input");
+  const grow = () => {
+    input.style.height = "auto";
+    input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
+  };
+  input.addEventListener("input", grow);
+  input.addEventListener("input", sendTyping);
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
-      const input = $("add-friend-input");
-      const name = input.value.trim();
-      const status = $("add-friend-status");
-      if (!name) return;
-      $("add-friend-button").disabled = true;
-      try {
-        await api("POST", "/api/friends", { username: name });
-        if (input.value.trim() === name) input.value = "";    // not what was typed meanwhile
-        await refreshFriends();
-        const f = [...state.friends.values()].find(
-          (x) => (x.username || "").toLowerCase() === name.toLowerCase());
-        status.textContent = `${f ? f.username : name} is now your friend.`;
-        status.className = "add-friend-status ok";
-        if (f) openConversation(f.userId);
-      } catch (err) {
-        status.textContent = err.status === 404 ? `There is no user named “${name}”.` : err.message;
-        status.className = "add-friend-status error";
-      } finally {
-        show(status, true);
-        $("add-friend-button").disabled = false;
-        clearTimeout(statusTimer);
-        statusTimer = setTimeout(() => show(status, false), 6000);
-      }
-    });
+      $("composer").requestSubmit();
+    }
+  });
+  $("composer").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = input.value.replace(/\s+$/, "");
+    if (!text.trim()) return;
+    sendText(text);
+    state.typingTo = null;        // the next keystroke may signal at once
+    input.value = "";
+    grow();
+    input.focus();
+  });
 
-    const input = $("composer-input");
-    const grow = () => {
-      input.style.height = "auto";
-      input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
-    };
-    input.addEventListener("input", grow);
-    input.addEventListener("input", sendTyping);
-    input.addEventListener("keydown", (e) => {
-      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
-        e.preventDefault();
-        $("composer").requestSubmit();
-      }
-    });
-    $("composer").addEventListener("submit", (e) => {
-      e.preventDefault();
-      const text = input.value.replace(/\s+$/, "");
-      if (!text.trim()) return;
-      sendText(text);
-      state.typingTo = null;        // the next keystroke may signal at once
-      input.value = "";
-      grow();
-      input.focus();
-    });
+  $("messages").addEventListener("scroll", maybeLoadOlder, { passive: true });
+  // Back in front, or back online: reconnect now rather than at the backoff's next try
+  // (never by itself after "replaced": that waits for the user's "Use it here")
+  const reconnectNow = () => {
+    if (state.client && state.client.state !== State.REPLACED) state.client.connect();
+  };
+  document.addEventListener("visibilitychange", () => {
+    if (!visible() || !state.session) return;
+    flushReads();
+    refreshFriends();
+    reconnectNow();
+  });
+  window.addEventListener("online", reconnectNow);
 
-    $("messages").addEventListener("scroll", maybeLoadOlder, { passive: true });
-    document.addEventListener("visibilitychange", () => {
-      if (!visible() || !state.session) return;
-      flushReads();
-      refreshFriends();
-      if (!state.ws && !state.replaced) connect();
-    });
-    window.addEventListener("online", () => {
-      if (state.session && !state.ws && !state.replaced) connect();
-    });
+  state.session = loadSession();
+  if (state.session) startChat();
+  else showLogin("", false);
+}
 
-    state.session = loadSession();
-    if (state.session) startChat();
-    else showLogin("", false);
-  }
-
-  init();
-})();
+init();

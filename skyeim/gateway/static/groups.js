@@ -1,16 +1,18 @@
-// SkyeIM web page: group chat (docs/protocol.md "Groups"). Plain JavaScript, loaded
-// before app.js, which calls SkyeGroups.init({...}) with what it shares (the REST
-// helper, the socket sender, the session) and hands it the group frames.
+// SkyeIM web page: group chat (docs/protocol.md "Groups"). A module of the page:
+// app.js calls createGroups({...}) with what it shares (the REST helper, the
+// session, its SkyeClient), and listen(client) for every new client; the group
+// frames come as the client's typed events.
 // Every piece of user content reaches the DOM through textContent, never as HTML.
-"use strict";
+import { ErrorCode } from "./skyeim-client.js";
 
-window.SkyeGroups = (() => {
+export function createGroups(app) {
   const PAGE_SIZE = 50;
   const SYNC_ROUNDS = 20;          // follow-ups of a sync cut short, per connection
   const TYPING_SEND_MS = 3000;     // while typing, tell the group at most this often
   const TYPING_SHOW_MS = 5000;     // "… is typing" stays this long after the last signal
   const $ = (id) => document.getElementById(id);
-  let app = null;                  // {api, wsSend, session(), uuid4, closeConversation, live()}
+  // app: {api, uuid4, closeConversation, session(), client(), name(id), friendId(lowerName)}
+  const wsSend = (type, data) => { const c = app.client(); return Boolean(c) && c.sendFrame(type, data); };
   const groups = new Map();        // groupId -> {groupId, name, lastSeq, readSeq, msgs: Map, unread}
   const pending = new Map();       // msgId -> my message awaiting its ack
   let current = null;              // open groupId
@@ -141,7 +143,7 @@ window.SkyeGroups = (() => {
 
   function markRead(g) {
     const seq = Math.max(held(g), g.lastSeq);
-    if (seq > g.readSeq && app.wsSend("group_read", { groupId: g.groupId, seq })) g.readSeq = seq;
+    if (seq > g.readSeq && wsSend("group_read", { groupId: g.groupId, seq })) g.readSeq = seq;
     g.unread = 0;
   }
 
@@ -152,7 +154,7 @@ window.SkyeGroups = (() => {
       status: "pending", localAt: Date.now() };
     merge(g, m);
     pending.set(msgId, m);
-    if (!app.wsSend("groupchat", { groupId: g.groupId, msgId, content: text })) {
+    if (!wsSend("groupchat", { groupId: g.groupId, msgId, content: text })) {
       failed(msgId, "not connected");
     }
     renderMessages();
@@ -169,7 +171,7 @@ window.SkyeGroups = (() => {
   }
 
   function sendSync(ranges) {
-    if (ranges.length) app.wsSend("sync", { conversations: ranges.slice(0, 100) });
+    if (ranges.length) wsSend("sync", { conversations: ranges.slice(0, 100) });
   }
 
   // Typing in a group: a signal, never stored (docs/protocol.md "Typing")
@@ -203,45 +205,44 @@ window.SkyeGroups = (() => {
     if (current == null || !$("group-input").value.trim()) return;   // wsSend is false when offline
     const now = Date.now();
     if (typingGroup === current && now - typingSentAt < TYPING_SEND_MS) return;
-    if (app.wsSend("typing", { groupId: current, state: "typing" })) {
+    if (wsSend("typing", { groupId: current, state: "typing" })) {
       typingGroup = current;
       typingSentAt = now;
     }
   }
 
-  // the frames app.js hands over; true when handled
-  function onFrame(type, d) {
-    const me = app.session().userId;
-    if (type === "typing" && Number.isInteger(d.groupId)) {
-      onTyping(d);
-      return true;
-    }
-    if (type === "groupchat" && Number.isInteger(d.groupId)) {
+  // the group frames, as the client's typed events
+  function listen(client) {
+    client.on("typing", (d) => { if (Number.isInteger(d.groupId)) onTyping(d); });
+    client.on("groupchat", (d) => {
+      const me = app.session().userId;
       stopTyping(d.groupId, d.fromUserId);   // the message it was typing has arrived
+      const known = groups.has(d.groupId);
       const g = group(d.groupId);
       if (merge(g, d) && d.fromUserId !== me) {
         if (current === d.groupId && document.visibilityState === "visible") markRead(g);
         else g.unread += 1;
       }
-      if (!groups.has(d.groupId) || g.name.startsWith("Group #")) refresh();
+      if (!known || g.name.startsWith("Group #")) refresh();
       render();
-      return true;
-    }
-    if (type === "ack" && Number.isInteger(d.groupId)) {
+    });
+    client.on("ack", (d) => {
+      if (!Number.isInteger(d.groupId)) return;
       const m = pending.get(d.msgId);
-      if (m) {
-        pending.delete(d.msgId);
-        const g = group(d.groupId);
-        merge(g, { ...m, status: "sent", seq: d.seq, createdAt: d.timestamp });
-        if (current === d.groupId) { markRead(g); renderMessages(); }   // my own is read
-      }
-      return true;
-    }
-    if (type === "group_read" && Number.isInteger(d.groupId)) {
-      if (d.userId === me) { const g = group(d.groupId); g.readSeq = Math.max(g.readSeq, d.seq); g.unread = 0; render(); }
-      return true;
-    }
-    if (type === "group_unread" && Array.isArray(d.groups)) {
+      if (!m) return;
+      pending.delete(d.msgId);
+      const g = group(d.groupId);
+      merge(g, { ...m, status: "sent", seq: d.seq, createdAt: d.timestamp });
+      if (current === d.groupId) { markRead(g); renderMessages(); }   // my own is read
+    });
+    client.on("group_read", (d) => {
+      if (d.userId !== app.session().userId) return;
+      const g = group(d.groupId);
+      g.readSeq = Math.max(g.readSeq, d.seq);
+      g.unread = 0;
+      render();
+    });
+    client.on("group_unread", (d) => {
       syncRounds = 0;
       const ranges = [];
       for (const x of d.groups) {
@@ -255,30 +256,27 @@ window.SkyeGroups = (() => {
       }
       sendSync(ranges);
       render();
-      return true;
-    }
-    if (type === "sync_messages" && Number.isInteger(d.groupId)) {
+    });
+    client.on("sync_messages", (d) => {
+      if (!Number.isInteger(d.groupId)) return;
       const g = group(d.groupId);
-      for (const m of d.messages || []) merge(g, m);
+      for (const m of d.messages) merge(g, m);
       if (current === d.groupId) markRead(g);
       render();
-      return true;
-    }
-    if (type === "sync_complete") {
-      const more = (d.conversations || []).filter((c) => c && c.hasMore && Number.isInteger(c.groupId));
+    });
+    client.on("sync_complete", (d) => {      // the peers' entries are the client's
+      const more = d.conversations.filter((c) => c && c.hasMore && Number.isInteger(c.groupId));
       if (more.length && ++syncRounds <= SYNC_ROUNDS) {
         sendSync(more.map((c) => ({ groupId: c.groupId, afterSeq: c.lastSeq })));
       }
-      return false;                // app.js looks at the peers' entries
-    }
-    if (type === "error" && d.msgId != null) {
-      return failed(d.msgId, d.code === "forbidden" ? "you are not in this group" : (d.message || d.code));
-    }
-    return false;
+    });
+    client.on("error", (d) => {
+      if (d.msgId == null) return;
+      failed(d.msgId, d.code === ErrorCode.FORBIDDEN ? "you are not in this group" : (d.message || d.code));
+    });
   }
 
-  function init(shared) {
-    app = shared;
+  function init() {
     $("new-group-form").addEventListener("submit", async (e) => {
       e.preventDefault();
       const input = $("new-group-name");
@@ -340,5 +338,6 @@ window.SkyeGroups = (() => {
     setTimeout(() => show(s, false), 6000);
   }
 
-  return { init, onFrame, refresh, close, reset: () => { groups.clear(); pending.clear(); current = null; } };
-})();
+  init();
+  return { listen, refresh, close, reset: () => { groups.clear(); pending.clear(); current = null; } };
+}
