@@ -39,7 +39,7 @@ def test_the_js_error_codes_are_skyeim_protocol_error_codes():
 
 
 def test_the_js_client_reconnects_after_the_same_codes_as_the_python_rule():
-    """CloseCode.reconnect in Python; reconnectsAfter() in the module names the same two."""
+    """CloseCode.reconnect in Python; reconnectsAfter() in the module names the same codes."""
     source = CLIENT_JS.read_text()
     rule = re.search(r"export function reconnectsAfter\(code\) \{\s*return (.*?);\s*\}", source, re.S)
     assert rule, "reconnectsAfter() not found"

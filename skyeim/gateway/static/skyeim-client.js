@@ -140,8 +140,12 @@ export function backoffCeiling(attempt, { baseMs, capMs }) {
 }
 
 /** Whether a client should reconnect by itself after a close with this code. */
+// After these a client does not reconnect by itself: another login took over, a new
+// token is needed first, or the same frames would earn the same close again (as the
+// Python SDK; unknown codes, e.g. 1012 or 1013, reconnect).
 export function reconnectsAfter(code) {
-  return code !== CloseCode.REPLACED && code !== CloseCode.TOKEN_EXPIRED;
+  return ![CloseCode.REPLACED, CloseCode.TOKEN_EXPIRED, CloseCode.NORMAL, CloseCode.PROTOCOL_ERROR,
+           CloseCode.INVALID_DATA, CloseCode.TOO_BIG, 1003, 1005, 1008, 1010].includes(code);
 }
 
 export class SkyeClient {
