@@ -14,6 +14,12 @@ returns its result. How it gets there depends on the backend:
 Failures of the database itself (unreachable, locked, disk full, a timeout)
 raise DatabaseUnavailable, which the services answer with 503; IntegrityError
 passes through so that callers can resolve races on unique keys.
+
+The schema: a store's MetaData names the store (``MetaData(info={"store":
+...})``), and opening its Database runs ``skyeim.migrations.prepare``: an
+empty database gets the schema, a database at another revision than this
+release's ends the program with one line (SchemaExit) naming the command that
+fixes it. If the database is down at start, the check runs at the first call.
 """
 from __future__ import annotations
 
@@ -25,9 +31,11 @@ from typing import Any, Callable, TypeVar
 
 import gevent
 import gevent.threadpool
-from sqlalchemy import MetaData, create_engine, event, exc, text
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy import MetaData, create_engine, event, exc
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
+
+from skyeim import migrations
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +52,6 @@ SQLITE_CALL_TIMEOUT = 30.0         # s a caller waits for the worker thread (que
 PG_CONNECT_TIMEOUT = 5             # s to open a connection
 PG_STATEMENT_TIMEOUT_MS = 15000    # server-side cap on any one statement
 PG_POOL_TIMEOUT = 10               # s to wait for a free pooled connection
-SCHEMA_LOCK_KEY = 0x536B7965        # PostgreSQL advisory lock ("Skye") held while creating the schema
 
 
 class DatabaseUnavailable(Exception):
@@ -67,29 +74,22 @@ def now_ms() -> int:
 class Database:
     def __init__(self, url: str, metadata: MetaData, pool_size: int = 10):
         self._url = make_url(url)
-        self._metadata = metadata
+        self._store = metadata.info["store"]
         self._schema_ready = False
-        self._schema_lock = threading.Lock()   # gevent's lock once patched: one creator at a time
+        self._schema_lock = threading.Lock()   # gevent's lock once patched: one checker at a time
         self._worker: gevent.threadpool.ThreadPool | None = None
         if self.is_sqlite:
             self._worker = gevent.threadpool.ThreadPool(1)
-            self._engine = self._sqlite_engine()
-        else:
-            self._engine = create_engine(
-                self._url,
-                pool_size=pool_size,
-                max_overflow=0,
-                pool_timeout=PG_POOL_TIMEOUT,
-                pool_pre_ping=True,        # a restarted server must not cost one failed request
-                pool_recycle=1800,
-                connect_args=_pg_connect_args(self._url),
-            )
-        # Create the schema now if possible; if the database is down, the
-        # service still starts (answering 503) and the next call retries.
+        self._engine = open_engine(self._url, pool_size)
+        # Check (or create) the schema now if possible; if the database is
+        # down, the service still starts (answering 503) and the next call retries.
         try:
             self._ensure_schema()
         except DatabaseUnavailable as e:
             log.warning("database not ready at start, will retry on use: %s", e)
+        except migrations.SchemaRefusal as e:
+            self.close()
+            raise migrations.SchemaExit(e) from None
 
     @property
     def is_sqlite(self) -> bool:
@@ -102,7 +102,11 @@ class Database:
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in one transaction and return its result."""
-        self._ensure_schema()
+        if not self._schema_ready:
+            try:
+                self._ensure_schema()
+            except migrations.SchemaRefusal as e:    # found only now: the database was down at start
+                raise DatabaseUnavailable(e.line(), "schema") from None
         return self._call(self._transaction, fn, *args)
 
     def close(self) -> None:
@@ -126,22 +130,22 @@ class Database:
             return
         with self._schema_lock:
             if not self._schema_ready:
-                self._call(self._create_schema)
+                self._call(self._prepare_schema)
                 self._schema_ready = True
 
-    def _create_schema(self) -> None:
-        path = self._url.database
-        if self.is_sqlite and path and path != ":memory:" and not path.startswith("file:"):
-            # an OSError here (say, a file where the directory should be) is
-            # DatabaseUnavailable, retried on the next call
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    def _prepare_schema(self) -> None:
+        make_sqlite_directory(self._url)
+        where = migrations.describe(self._url)
+        # Several processes may start at once on one database: prepare takes
+        # the store's lock in this transaction (see skyeim.migrations).
         with self._engine.begin() as conn:
-            if not self.is_sqlite:
-                # Several processes may start at once on one database; without
-                # the lock, two CREATE TABLEs race and one fails. (SQLite's
-                # BEGIN IMMEDIATE serializes them already.)
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
-            self._metadata.create_all(conn, checkfirst=True)
+            changed = migrations.prepare(conn, self._store, where)
+        if changed == "created":
+            log.info("%s: created the %s store's schema %s", where, self._store,
+                     migrations.head(self._store))
+        elif changed == "stamped":
+            log.info("%s: recorded the %s store (made by an earlier release) as schema %s",
+                     where, self._store, migrations.BASELINE)
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -184,42 +188,70 @@ class Database:
             raise value
         return value
 
-    def _sqlite_engine(self) -> Engine:
-        # One connection, shared across threads (StaticPool, check_same_thread
-        # off) but only ever used by the worker thread; StaticPool takes no
-        # locks, so monkey-patched (greenlet) locks never run on that thread.
-        engine = create_engine(
-            self._url,
-            poolclass=StaticPool,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-        )
 
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn, _record):
-            # Let SQLAlchemy's "begin" event open transactions, not pysqlite's
-            # lazy BEGIN (which starts a transaction only at the first write).
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            for pragma in SQLITE_PRAGMAS:
-                cur.execute(f"PRAGMA {pragma}")
-            cur.close()
 
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection):
-            # IMMEDIATE takes the write lock up front: a read-then-write
-            # transaction can never fail half-way because another process wrote.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+def open_engine(url: URL, pool_size: int = 10,
+                statement_timeout_ms: int = PG_STATEMENT_TIMEOUT_MS) -> Engine:
+    """The engine of a service's database (also the admin tool's, which turns
+    PostgreSQL's statement timeout off with 0: a migration may take long)."""
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=PG_POOL_TIMEOUT,
+        pool_pre_ping=True,        # a restarted server must not cost one failed request
+        pool_recycle=1800,
+        connect_args=_pg_connect_args(url, statement_timeout_ms),
+    )
 
-        return engine
+
+def make_sqlite_directory(url: URL) -> None:
+    """Create the directory of an SQLite file (an OSError if it cannot be)."""
+    path = url.database
+    if url.get_backend_name() == "sqlite" and path and path != ":memory:" and not path.startswith("file:"):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    # One connection, shared across threads (StaticPool, check_same_thread
+    # off) but only ever used by one thread at a time (a service's worker);
+    # StaticPool takes no locks, so monkey-patched (greenlet) locks never run
+    # on that thread.
+    engine = create_engine(
+        url,
+        poolclass=StaticPool,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        # Let SQLAlchemy's "begin" event open transactions, not pysqlite's
+        # lazy BEGIN (which starts a transaction only at the first write).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        for pragma in SQLITE_PRAGMAS:
+            cur.execute(f"PRAGMA {pragma}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection):
+        # IMMEDIATE takes the write lock up front: a read-then-write
+        # transaction can never fail half-way because another process wrote
+        # (and a schema check or migration holds off every other writer).
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
 
 
 _UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.InternalError, exc.TimeoutError)
 
 
-def _pg_connect_args(url) -> dict[str, Any]:
+def _pg_connect_args(url: URL, statement_timeout_ms: int) -> dict[str, Any]:
     args: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT}
     if "options" not in url.query:
-        args["options"] = f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}"
+        args["options"] = f"-c statement_timeout={statement_timeout_ms}"
     return args
 
 

@@ -23,6 +23,7 @@ from skyeim import config as config_module
 from skyeim import logs, tokens
 from skyeim.db import DatabaseUnavailable
 from skyeim.metrics import instrument_service
+from skyeim.migrations import refusals_name
 from skyeim.web import error_response, install_json_errors, require_internal_secret
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,8 @@ def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask]) 
     logs.setup(cfg.log.level, debug=args.debug)
     if refusal:
         log.warning("--insecure-dev: %s", refusal)
-    app = create_app(cfg)
+    with refusals_name(args.config):        # a schema it must not use: one line naming the file
+        app = create_app(cfg)
     try:
         server = serve(app, cfg.host, cfg.port)
     except OSError as e:

@@ -7,7 +7,8 @@ registrations race, which the database settles with an IntegrityError.
 ``token_generations`` holds, for each user whose tokens were ever revoked, the
 current generation (tokens carry it as ``gen``; older ones are revoked) and
 when it last changed. A table of its own rather than a column of ``users``:
-databases made before revocation existed get it from ``create_all``.
+databases made before revocation existed got it from ``create_all`` (and still
+do when they are first recorded as schema 0001, see skyeim/migrations).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 
 from skyeim.db import now_ms
 
-metadata = sa.MetaData()
+metadata = sa.MetaData(info={"store": "auth"})   # its migrations: skyeim/migrations/auth
 
 users = sa.Table(
     "users", metadata,

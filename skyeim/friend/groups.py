@@ -39,6 +39,9 @@ group_members = sa.Table(
 )
 # "my groups" is a range scan of this index, not of every group's members
 sa.Index("ix_group_members_user", group_members.c.user_id, group_members.c.group_id)
+# an owner's leave: the heir is the first entry (schema 0002 of the friend store)
+sa.Index("ix_group_members_join_order", group_members.c.group_id, group_members.c.joined_at,
+         group_members.c.user_id)
 
 
 class NotFound(Exception):

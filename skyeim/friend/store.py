@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-metadata = sa.MetaData()
+metadata = sa.MetaData(info={"store": "friend"})   # its migrations: skyeim/migrations/friend
 
 friendships = sa.Table(
     "friendships", metadata,

@@ -38,7 +38,7 @@ class Utf8Text(TypeDecorator):
     def process_result_value(self, value, dialect):
         return None if value is None else bytes(value).decode("utf-8")
 
-metadata = MetaData()
+metadata = MetaData(info={"store": "message"})   # its migrations: skyeim/migrations/message
 
 # SQLite: an INTEGER PRIMARY KEY is the rowid, which autoincrements; BIGINT would not.
 ROW_ID = BigInteger().with_variant(Integer, "sqlite")
