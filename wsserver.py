@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from skyeim.gateway.app import create_app
     from skyeim.gateway.backends import Backends
     from skyeim.gateway.core import Gateway
-    from skyeim.gateway.transport import make_server
+    from skyeim.gateway.transport.websocket import make_server
 
     servers = []
     try:

@@ -1,7 +1,7 @@
 """The gateway's Flask app: the WebSocket handshake (WsHandler), /api, /healthz, /readyz.
 
 A team already running Flask can mount these routes in its own app; the app
-must be served by skyeim.gateway.transport's handler for /ws to upgrade.
+must be served by skyeim.gateway.transport.websocket's handler for /ws to upgrade.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from skyeim import tokens
 from skyeim.gateway.backends import BackendRejected, BackendUnavailable
 from skyeim.gateway.core import Gateway
 from skyeim.gateway.devices import parse_platform
-from skyeim.gateway.echo import serve_echo
-from skyeim.gateway.limits import ConnectionLimits
+from skyeim.gateway.transport.echo import serve_echo
+from skyeim.gateway.transport.limits import ConnectionLimits
 from skyeim.metrics import add_metrics_route
 from skyeim.web import (ApiError, bad_request, error_response, install_json_errors, json_body,
                         limit_arg, positive_int_arg)

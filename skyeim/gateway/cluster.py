@@ -35,7 +35,7 @@ import redis
 
 from skyeim.config import ClusterConfig
 from skyeim.gateway.hub import Hub, Sink
-from skyeim.gateway.session import CLOSE_REPLACED, Outgoing
+from skyeim.gateway.transport.session import CLOSE_REPLACED, Outgoing
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from skyeim.gateway.frames import ClientFrame, FrameError
 from skyeim.gateway.groups import GroupChat, GroupRead, Groups
 from skyeim.gateway.hub import Hub
 from skyeim.gateway.revocation import Revocations
-from skyeim.gateway.session import (CLOSE_REPLACED, CLOSE_TOO_SLOW, SLOW_CLIENT_GRACE, Outgoing,
+from skyeim.gateway.transport.session import (CLOSE_REPLACED, CLOSE_TOO_SLOW, SLOW_CLIENT_GRACE, Outgoing,
                                      Session)
 from skyeim.gateway.sync import Sync, Syncer
-from skyeim.gateway.transport import CLOSE_GOING_AWAY, WebSocket
+from skyeim.gateway.transport.websocket import CLOSE_GOING_AWAY, WebSocket
 from skyeim.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)

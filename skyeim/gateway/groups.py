@@ -36,7 +36,7 @@ from skyeim.tokens import MAX_USER_ID, is_user_id
 
 if TYPE_CHECKING:
     from skyeim.gateway.core import Gateway
-    from skyeim.gateway.session import Session
+    from skyeim.gateway.transport.session import Session
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ import gevent.event
 
 from skyeim import tokens
 from skyeim.gateway.backends import BackendRejected, BackendUnavailable
-from skyeim.gateway.session import CLOSE_TOKEN_EXPIRED
+from skyeim.gateway.transport.session import CLOSE_TOKEN_EXPIRED
 
 if TYPE_CHECKING:
     from skyeim.gateway.core import Gateway
-    from skyeim.gateway.session import Session
+    from skyeim.gateway.transport.session import Session
 
 log = logging.getLogger(__name__)
 

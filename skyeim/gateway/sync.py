@@ -18,12 +18,12 @@ import gevent
 from skyeim.gateway import frames
 from skyeim.gateway.backends import BackendRejected, BackendUnavailable
 from skyeim.gateway.frames import FrameError
-from skyeim.gateway.session import Outgoing
+from skyeim.gateway.transport.session import Outgoing
 from skyeim.tokens import MAX_USER_ID, is_user_id
 
 if TYPE_CHECKING:
     from skyeim.gateway.core import Gateway
-    from skyeim.gateway.session import Session
+    from skyeim.gateway.transport.session import Session
 
 log = logging.getLogger(__name__)
 

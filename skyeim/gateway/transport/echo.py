@@ -1,7 +1,7 @@
 """The echo WebSocket (``WebSocket.EchoPath``): a test aid for framing conformance.
 
 Autobahn|Testsuite's fuzzingclient needs a server that sends every message back
-as it came. This one runs on the very socket /ws uses (skyeim.gateway.transport:
+as it came. This one runs on the very socket /ws uses (skyeim.gateway.transport.websocket:
 the same handshake rules, MaxMessageSize, close codes, write lock and write
 timeout) and counts against MaxConnections, so what Autobahn checks is the
 framing layer that serves the chat. It has no token check: never turn it on in
@@ -14,8 +14,8 @@ import time
 
 import gevent
 
-from skyeim.gateway.session import CLOSE_HEARTBEAT
-from skyeim.gateway.transport import OP_BINARY, OP_TEXT, ConnectionClosed, WebSocket
+from skyeim.gateway.transport.session import CLOSE_HEARTBEAT
+from skyeim.gateway.transport.websocket import OP_BINARY, OP_TEXT, ConnectionClosed, WebSocket
 
 log = logging.getLogger(__name__)
 

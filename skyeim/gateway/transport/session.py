@@ -17,7 +17,7 @@ from gevent.queue import Empty, Full, Queue
 
 from skyeim.gateway import frames
 from skyeim.gateway.devices import UNKNOWN_PLATFORM, TypingBucket
-from skyeim.gateway.transport import CLOSE_GOING_AWAY, ConnectionClosed, WebSocket
+from skyeim.gateway.transport.websocket import CLOSE_GOING_AWAY, ConnectionClosed, WebSocket
 from skyeim.metrics import frame_type
 
 if TYPE_CHECKING:
