@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from skyeim.gateway import frames
+from skyeim.gateway.frames import codec as frames
 
 PLATFORMS = frozenset({"web", "ios", "android", "desktop"})
 UNKNOWN_PLATFORM = "unknown"      # a client that names none (every v1 client)

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING
 
 from gevent.event import AsyncResult
 
-from skyeim.gateway import frames
+from skyeim.gateway.frames import codec as frames
 from skyeim.gateway.backends import BackendRejected, BackendUnavailable
-from skyeim.gateway.frames import FrameError
+from skyeim.gateway.frames.codec import FrameError
 from skyeim.tokens import MAX_USER_ID, is_user_id
 
 if TYPE_CHECKING:

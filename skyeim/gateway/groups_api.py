@@ -16,7 +16,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from skyeim import tokens
-from skyeim.gateway.frames import FrameError
+from skyeim.gateway.frames.codec import FrameError
 from skyeim.web import ApiError, bad_request, json_body, limit_arg, positive_int_arg
 
 MEMBERS_PAGE_MAX = 1000       # members (with names) in one /members page

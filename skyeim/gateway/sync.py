@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import gevent
 
-from skyeim.gateway import frames
+from skyeim.gateway.frames import codec as frames
 from skyeim.gateway.backends import BackendRejected, BackendUnavailable
-from skyeim.gateway.frames import FrameError
+from skyeim.gateway.frames.codec import FrameError
 from skyeim.gateway.transport.session import Outgoing
 from skyeim.tokens import MAX_USER_ID, is_user_id
 
