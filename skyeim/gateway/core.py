@@ -24,7 +24,7 @@ from skyeim.gateway.batching import collect
 from skyeim.gateway.devices import UNKNOWN_PLATFORM, Devices
 from skyeim.gateway.frames.codec import ClientFrame, FrameError
 from skyeim.gateway.groups import GroupChat, GroupRead, Groups
-from skyeim.gateway.hub import Hub
+from skyeim.gateway.routing.hub import Hub
 from skyeim.gateway.revocation import Revocations
 from skyeim.gateway.transport.session import (CLOSE_REPLACED, CLOSE_TOO_SLOW, SLOW_CLIENT_GRACE, Outgoing,
                                      Session)
@@ -51,7 +51,7 @@ class Gateway:
         for svc in backends.all():
             svc.metrics = self.metrics
         if cfg.cluster.enabled:
-            from skyeim.gateway.cluster import ClusterHub   # needs the redis package
+            from skyeim.gateway.routing.cluster import ClusterHub   # needs the redis package
             self.hub: Hub = ClusterHub(cfg.cluster, self._users_gone, self._users_back)
         else:
             self.hub = Hub()

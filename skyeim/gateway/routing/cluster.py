@@ -34,7 +34,7 @@ import gevent
 import redis
 
 from skyeim.config import ClusterConfig
-from skyeim.gateway.hub import Hub, Sink
+from skyeim.gateway.routing.hub import Hub, Sink
 from skyeim.gateway.transport.session import CLOSE_REPLACED, Outgoing
 
 log = logging.getLogger(__name__)
