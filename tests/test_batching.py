@@ -7,7 +7,7 @@ import gevent
 import gevent.event
 import pytest
 
-from skyeim.gateway.batching import BatchOverflow, Batcher, BatchTimeout
+from skyeim.gateway.backends.batching import BatchOverflow, Batcher, BatchTimeout
 
 
 class Service:

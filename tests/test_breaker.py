@@ -2,7 +2,7 @@
 the test moves by hand; its effect on real processes is in test_faults.py."""
 from __future__ import annotations
 
-from skyeim.gateway.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from skyeim.gateway.backends.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 
 
 class Clock:

@@ -10,7 +10,7 @@ import logging
 from flask import Blueprint, Flask, current_app, jsonify, request
 
 from skyeim import tokens
-from skyeim.gateway.backends import BackendRejected, BackendUnavailable
+from skyeim.gateway.backends.clients import BackendRejected, BackendUnavailable
 from skyeim.gateway.core import Gateway
 from skyeim.gateway.devices import parse_platform
 from skyeim.gateway.transport.echo import serve_echo

@@ -19,8 +19,8 @@ from gevent.queue import Full, Queue
 from skyeim import tokens
 from skyeim.config import GatewayConfig
 from skyeim.gateway.frames import codec as frames
-from skyeim.gateway.backends import Backends, BackendRejected, BackendUnavailable
-from skyeim.gateway.batching import collect
+from skyeim.gateway.backends.clients import Backends, BackendRejected, BackendUnavailable
+from skyeim.gateway.backends.batching import collect
 from skyeim.gateway.devices import UNKNOWN_PLATFORM, Devices
 from skyeim.gateway.frames.codec import ClientFrame, FrameError
 from skyeim.gateway.groups import GroupChat, GroupRead, Groups

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from gevent.event import AsyncResult
 
 from skyeim.gateway.frames import codec as frames
-from skyeim.gateway.backends import BackendRejected, BackendUnavailable
+from skyeim.gateway.backends.clients import BackendRejected, BackendUnavailable
 from skyeim.gateway.frames.codec import FrameError
 from skyeim.tokens import MAX_USER_ID, is_user_id
 

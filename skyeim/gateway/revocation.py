@@ -25,7 +25,7 @@ import gevent
 import gevent.event
 
 from skyeim import tokens
-from skyeim.gateway.backends import BackendRejected, BackendUnavailable
+from skyeim.gateway.backends.clients import BackendRejected, BackendUnavailable
 from skyeim.gateway.transport.session import CLOSE_TOKEN_EXPIRED
 
 if TYPE_CHECKING:

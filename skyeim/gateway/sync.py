@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import gevent
 
 from skyeim.gateway.frames import codec as frames
-from skyeim.gateway.backends import BackendRejected, BackendUnavailable
+from skyeim.gateway.backends.clients import BackendRejected, BackendUnavailable
 from skyeim.gateway.frames.codec import FrameError
 from skyeim.gateway.transport.session import Outgoing
 from skyeim.tokens import MAX_USER_ID, is_user_id

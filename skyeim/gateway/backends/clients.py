@@ -15,8 +15,8 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from skyeim.config import RpcConfig
-from skyeim.gateway.batching import Batcher, BatchOverflow, BatchTimeout
-from skyeim.gateway.breaker import EndpointBreakers
+from skyeim.gateway.backends.batching import Batcher, BatchOverflow, BatchTimeout
+from skyeim.gateway.backends.breaker import EndpointBreakers
 
 log = logging.getLogger(__name__)
 
