@@ -21,14 +21,14 @@ from skyeim.config import GatewayConfig
 from skyeim.gateway.frames import codec as frames
 from skyeim.gateway.backends.clients import Backends, BackendRejected, BackendUnavailable
 from skyeim.gateway.backends.batching import collect
-from skyeim.gateway.devices import UNKNOWN_PLATFORM, Devices
+from skyeim.gateway.features.devices import UNKNOWN_PLATFORM, Devices
 from skyeim.gateway.frames.codec import ClientFrame, FrameError
-from skyeim.gateway.groups import GroupChat, GroupRead, Groups
+from skyeim.gateway.features.groups import GroupChat, GroupRead, Groups
 from skyeim.gateway.routing.hub import Hub
-from skyeim.gateway.revocation import Revocations
+from skyeim.gateway.features.revocation import Revocations
 from skyeim.gateway.transport.session import (CLOSE_REPLACED, CLOSE_TOO_SLOW, SLOW_CLIENT_GRACE, Outgoing,
                                      Session)
-from skyeim.gateway.sync import Sync, Syncer
+from skyeim.gateway.features.sync import Sync, Syncer
 from skyeim.gateway.transport.websocket import CLOSE_GOING_AWAY, WebSocket
 from skyeim.metrics import GatewayMetrics
 

@@ -105,16 +105,16 @@ def parse(text: str, sender_id: int, max_content_length: int) -> ClientFrame:
             raise FrameError("bad_request", 'auth needs data {"token": "<JWT>"}')
         return Auth(data["token"])
     if kind == "sync":
-        from skyeim.gateway import sync     # (which builds on this module)
+        from skyeim.gateway.features import sync     # (which builds on this module)
         return sync.parse(data, sender_id)
     if kind == "typing":
-        from skyeim.gateway.devices import parse_typing
+        from skyeim.gateway.features.devices import parse_typing
         return parse_typing(data, sender_id)
     if kind == "groupchat":
-        from skyeim.gateway import groups     # an extension: skyeim/gateway/groups.py
+        from skyeim.gateway.features import groups     # an extension: skyeim/gateway/groups.py
         return groups.parse_groupchat(data, max_content_length)
     if kind == "group_read":
-        from skyeim.gateway import groups
+        from skyeim.gateway.features import groups
         return groups.parse_group_read(data)
     if kind in SERVER_TYPES:
         raise FrameError("unknown_type", f"{kind!r} is sent by the server only")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Iterable, Protocol
 
-from skyeim.gateway.devices import replaces
+from skyeim.gateway.features.devices import replaces
 
 
 class Sink(Protocol):

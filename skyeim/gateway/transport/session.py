@@ -16,7 +16,7 @@ import gevent
 from gevent.queue import Empty, Full, Queue
 
 from skyeim.gateway.frames import codec as frames
-from skyeim.gateway.devices import UNKNOWN_PLATFORM, TypingBucket
+from skyeim.gateway.features.devices import UNKNOWN_PLATFORM, TypingBucket
 from skyeim.gateway.transport.websocket import CLOSE_GOING_AWAY, ConnectionClosed, WebSocket
 from skyeim.metrics import frame_type
 
