@@ -74,7 +74,7 @@ def create_app(gateway: Gateway) -> Flask:
     # own /static/<path> route serves the assets, with an ETag and "no-cache" (revalidate).
     app.add_url_rule("/", "index", index_page)
     app.register_blueprint(api)
-    from skyeim.gateway.groups_api import groups_api
+    from skyeim.gateway.rest.groups import groups_api
     app.register_blueprint(groups_api)
     add_metrics_route(app, gateway.metrics.registry)
     return app
