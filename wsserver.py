@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from skyeim import service
     from skyeim.gateway.app import create_app
     from skyeim.gateway.backends.clients import Backends
-    from skyeim.gateway.core import Gateway
+    from skyeim.gateway.composition import Gateway
     from skyeim.gateway.transport.websocket import make_server
 
     servers = []

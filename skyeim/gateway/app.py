@@ -11,7 +11,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 
 from skyeim import tokens
 from skyeim.gateway.backends.clients import BackendRejected, BackendUnavailable
-from skyeim.gateway.core import Gateway
+from skyeim.gateway.composition import Gateway
 from skyeim.gateway.features.devices import parse_platform
 from skyeim.gateway.transport.echo import serve_echo
 from skyeim.gateway.transport.limits import ConnectionLimits

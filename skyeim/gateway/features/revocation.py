@@ -29,7 +29,7 @@ from skyeim.gateway.backends.clients import BackendRejected, BackendUnavailable
 from skyeim.gateway.transport.session import CLOSE_TOKEN_EXPIRED
 
 if TYPE_CHECKING:
-    from skyeim.gateway.core import Gateway
+    from skyeim.gateway.composition import Gateway
     from skyeim.gateway.transport.session import Session
 
 log = logging.getLogger(__name__)

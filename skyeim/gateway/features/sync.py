@@ -22,7 +22,7 @@ from skyeim.gateway.transport.session import Outgoing
 from skyeim.tokens import MAX_USER_ID, is_user_id
 
 if TYPE_CHECKING:
-    from skyeim.gateway.core import Gateway
+    from skyeim.gateway.composition import Gateway
     from skyeim.gateway.transport.session import Session
 
 log = logging.getLogger(__name__)

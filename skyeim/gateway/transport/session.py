@@ -21,7 +21,7 @@ from skyeim.gateway.transport.websocket import CLOSE_GOING_AWAY, ConnectionClose
 from skyeim.metrics import frame_type
 
 if TYPE_CHECKING:
-    from skyeim.gateway.core import Gateway
+    from skyeim.gateway.composition import Gateway
 
 log = logging.getLogger(__name__)
 
