@@ -12,6 +12,7 @@ from skyeim.auth import passwords, store
 from skyeim.auth.limits import LoginLimiter
 from skyeim.config import AuthServiceConfig
 from skyeim.db import Database, now_ms
+from skyeim.protocol import ErrorCode
 from skyeim.service import make_app, on_shutdown
 from skyeim.web import (ApiError, bad_request, body_user_id, client_address, json_body,
                         limit_arg, positive_int_arg)
@@ -40,7 +41,7 @@ def create_app(config: AuthServiceConfig) -> Flask:
         address = client_address(config.internal_secret)
         wait = limiter.retry_after(username, address)
         if wait:
-            raise ApiError(429, "rate_limited", "too many failed attempts; retry later",
+            raise ApiError(429, ErrorCode.RATE_LIMITED, "too many failed attempts; retry later",
                            {"Retry-After": str(wait)})
         # No user can have a longer password: refuse without hashing, which
         # bounds the CPU one request may cost and says nothing about the user.
@@ -106,7 +107,7 @@ def create_app(config: AuthServiceConfig) -> Flask:
         """Revoke every token of a user issued so far (an operator's or a service's call)."""
         user_id = body_user_id(json_body(), "userId")
         if not db.run(store.user_exists, user_id):
-            raise ApiError(404, "not_found", "no such user")
+            raise ApiError(404, ErrorCode.NOT_FOUND, "no such user")
         gen, at = _retry_race(db, store.revoke, user_id)
         log.info("user=%s tokens revoked: gen %s", user_id, gen)
         return {"userId": user_id, "gen": gen, "revokedAt": at}
@@ -177,8 +178,8 @@ def _parse_ids(raw: str) -> list[int]:
 
 
 def _name_taken() -> ApiError:
-    return ApiError(409, "conflict", "username is taken")
+    return ApiError(409, ErrorCode.CONFLICT, "username is taken")
 
 
 def _bad_credentials() -> ApiError:
-    return ApiError(401, "unauthorized", "wrong username or password")
+    return ApiError(401, ErrorCode.UNAUTHORIZED, "wrong username or password")
