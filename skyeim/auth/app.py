@@ -12,7 +12,7 @@ from skyeim.auth import passwords, store
 from skyeim.auth.limits import LoginLimiter
 from skyeim.config import AuthServiceConfig
 from skyeim.db import Database, now_ms
-from skyeim.protocol import ErrorCode
+from skyeim.protocol import ErrorCode, is_user_id
 from skyeim.service import make_app, on_shutdown
 from skyeim.web import (ApiError, bad_request, body_user_id, client_address, json_body,
                         limit_arg, positive_int_arg)
@@ -171,7 +171,7 @@ def _parse_ids(raw: str) -> list[int]:
     ids = []
     for part in parts:
         value = int(part) if _ID.fullmatch(part) else 0
-        if not tokens.is_user_id(value):
+        if not is_user_id(value):
             raise bad_request("ids must be integers from 1 to 2^63-1, separated by commas")
         ids.append(value)
     return sorted(set(ids))
