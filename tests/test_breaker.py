@@ -1,4 +1,4 @@
-"""The circuit breaker's state machine (skyeim/gateway/breaker.py), on a clock
+"""The circuit breaker's state machine (skyeim/gateway/backends/breaker.py), on a clock
 the test moves by hand; its effect on real processes is in test_faults.py."""
 from __future__ import annotations
 
