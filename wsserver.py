@@ -72,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from skyeim import service
     from skyeim.gateway.app import create_app
-    from skyeim.gateway.backends import Backends
-    from skyeim.gateway.core import Gateway
-    from skyeim.gateway.transport import make_server
+    from skyeim.gateway.composition import Gateway
+    from skyeim.gateway.transport.websocket import make_server
 
     servers = []
     try:
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             app = importlib.import_module(module).create_app(scfg)
             servers.append((service.serve(app, scfg.host, scfg.port), app))
             log.info("%s service listening on %s:%s", scfg.name, scfg.host, scfg.port)
-        gateway = Gateway(cfg, Backends.from_config(cfg))
+        gateway = Gateway.from_config(cfg)
         ws_cfg = cfg.web_socket
         listener = (cfg.host, cfg.port)
         if cfg.cluster.enabled and cfg.cluster.reuse_port:
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         gevent.signal_handler(sig, on_signal)
     stop.wait()
 
-    log.info("stopping: no new connections; closing %d with 1001", gateway.connections)
+    log.info("stopping: no new connections; closing %d with 1001", gateway.connections.count)
     server.close()                                   # stop accepting
     gateway.shutdown(ws_cfg.shutdown_timeout)
     server.stop(timeout=1)

@@ -24,6 +24,7 @@ from skyeim import logs, tokens
 from skyeim.db import DatabaseUnavailable
 from skyeim.metrics import instrument_service
 from skyeim.migrations import refusals_name
+from skyeim.protocol import ErrorCode
 from skyeim.web import error_response, install_json_errors, require_internal_secret
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,9 @@ _SHUTDOWN_KEY = "skyeim.on_shutdown"
 # DatabaseUnavailable.reason -> the 503 answer's code: an operator sees at once
 # whether to look for a lock holder or for disk space; callers retry either way
 _DATABASE_ERRORS = {
-    "locked": ("db_locked", "the database is locked by another writer; retry"),
-    "full": ("db_full", "the database or its disk is full"),
-    "unavailable": ("unavailable", "the database is unavailable"),
+    "locked": (ErrorCode.DB_LOCKED, "the database is locked by another writer; retry"),
+    "full": (ErrorCode.DB_FULL, "the database or its disk is full"),
+    "unavailable": (ErrorCode.UNAVAILABLE, "the database is unavailable"),
 }
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from skyeim.protocol.ids import MAX_USER_ID, is_user_id  # noqa: F401  (re-exported)
+from skyeim.protocol.ids import MAX_USER_ID, is_user_id
 
 # PyJWT warns on every call with a short key; we say it once at start-up instead
 # (see weak_secret_warning), not once per connection.

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from skyeim.tokens import is_user_id
+from skyeim.protocol import ErrorCode, is_user_id
 
 log = logging.getLogger(__name__)
 
@@ -25,25 +25,26 @@ MAX_LIMIT = 200
 class ApiError(Exception):
     """Raise in a view to answer ``status`` with ``{"code", "message"}``."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+    def __init__(self, status: int, code: ErrorCode, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = headers or {}     # e.g. Retry-After with a 429
 
 
 def bad_request(message: str) -> ApiError:
-    return ApiError(400, "bad_request", message)
+    return ApiError(400, ErrorCode.BAD_REQUEST, message)
 
 
-def error_response(status: int, code: str, message: str) -> Response:
+def error_response(status: int, code: ErrorCode, message: str) -> Response:
     resp = jsonify(code=code, message=message)
     resp.status_code = status
     return resp
 
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 409: "conflict", 413: "too_large",
-               429: "rate_limited", 503: "unavailable"}
+_HTTP_CODES = {400: ErrorCode.BAD_REQUEST, 401: ErrorCode.UNAUTHORIZED, 403: ErrorCode.FORBIDDEN,
+               404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED,
+               409: ErrorCode.CONFLICT, 413: ErrorCode.TOO_LARGE, 429: ErrorCode.RATE_LIMITED,
+               503: ErrorCode.UNAVAILABLE}
 
 
 def install_json_errors(app: Flask) -> None:
@@ -58,12 +59,13 @@ def install_json_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException):
         status = e.code or 500
-        return error_response(status, _HTTP_CODES.get(status, "error"), e.description or e.name)
+        return error_response(status, _HTTP_CODES.get(status, ErrorCode.ERROR),
+                              e.description or e.name)
 
     @app.errorhandler(Exception)
     def _internal(e: Exception):
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(500, "internal", "internal error")
+        return error_response(500, ErrorCode.INTERNAL, "internal error")
 
 
 def json_body() -> dict[str, Any]:
@@ -154,5 +156,5 @@ def require_internal_secret(app: Flask, secret: str) -> None:
             return None
         got = request.headers.get("X-Internal-Secret", "").encode()
         if not hmac.compare_digest(got, expected):
-            return error_response(401, "unauthorized", "missing or wrong X-Internal-Secret")
+            return error_response(401, ErrorCode.UNAUTHORIZED, "missing or wrong X-Internal-Secret")
         return None

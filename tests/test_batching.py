@@ -1,4 +1,4 @@
-"""The gateway's call coalescing (skyeim/gateway/batching.py): what callers of a
+"""The gateway's call coalescing (skyeim/gateway/backends/batching.py): what callers of a
 Batcher see, and how batches form. Runs in greenlets of this process; the
 batch function stands for the service call."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import gevent
 import gevent.event
 import pytest
 
-from skyeim.gateway.batching import BatchOverflow, Batcher, BatchTimeout
+from skyeim.gateway.backends.batching import BatchOverflow, Batcher, BatchTimeout
 
 
 class Service:

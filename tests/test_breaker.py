@@ -1,8 +1,8 @@
-"""The circuit breaker's state machine (skyeim/gateway/breaker.py), on a clock
+"""The circuit breaker's state machine (skyeim/gateway/backends/breaker.py), on a clock
 the test moves by hand; its effect on real processes is in test_faults.py."""
 from __future__ import annotations
 
-from skyeim.gateway.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from skyeim.gateway.backends.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 
 
 class Clock:

@@ -14,7 +14,7 @@ import pytest
 from harness import running_system, wait_until
 from load_harness import scrape
 from skyeim.config import ConfigError, WebSocketConfig, from_mapping
-from skyeim.gateway.limits import ConnectionLimits
+from skyeim.gateway.transport.limits import ConnectionLimits
 
 
 def idle(s) -> None:

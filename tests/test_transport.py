@@ -1,4 +1,4 @@
-"""The WebSocket transport (skyeim/gateway/transport.py) on the wire.
+"""The WebSocket transport (skyeim/gateway/transport/websocket.py) on the wire.
 
 Every test runs a real gateway process and speaks raw RFC 6455 bytes over a
 real TCP socket: the HTTP upgrade is written by hand, client frames are built

@@ -12,6 +12,7 @@ from skyeim.auth import passwords, store
 from skyeim.auth.limits import LoginLimiter
 from skyeim.config import AuthServiceConfig
 from skyeim.db import Database, now_ms
+from skyeim.protocol import ErrorCode, is_user_id
 from skyeim.service import make_app, on_shutdown
 from skyeim.web import (ApiError, bad_request, body_user_id, client_address, json_body,
                         limit_arg, positive_int_arg)
@@ -40,7 +41,7 @@ def create_app(config: AuthServiceConfig) -> Flask:
         address = client_address(config.internal_secret)
         wait = limiter.retry_after(username, address)
         if wait:
-            raise ApiError(429, "rate_limited", "too many failed attempts; retry later",
+            raise ApiError(429, ErrorCode.RATE_LIMITED, "too many failed attempts; retry later",
                            {"Retry-After": str(wait)})
         # No user can have a longer password: refuse without hashing, which
         # bounds the CPU one request may cost and says nothing about the user.
@@ -106,7 +107,7 @@ def create_app(config: AuthServiceConfig) -> Flask:
         """Revoke every token of a user issued so far (an operator's or a service's call)."""
         user_id = body_user_id(json_body(), "userId")
         if not db.run(store.user_exists, user_id):
-            raise ApiError(404, "not_found", "no such user")
+            raise ApiError(404, ErrorCode.NOT_FOUND, "no such user")
         gen, at = _retry_race(db, store.revoke, user_id)
         log.info("user=%s tokens revoked: gen %s", user_id, gen)
         return {"userId": user_id, "gen": gen, "revokedAt": at}
@@ -170,15 +171,15 @@ def _parse_ids(raw: str) -> list[int]:
     ids = []
     for part in parts:
         value = int(part) if _ID.fullmatch(part) else 0
-        if not tokens.is_user_id(value):
+        if not is_user_id(value):
             raise bad_request("ids must be integers from 1 to 2^63-1, separated by commas")
         ids.append(value)
     return sorted(set(ids))
 
 
 def _name_taken() -> ApiError:
-    return ApiError(409, "conflict", "username is taken")
+    return ApiError(409, ErrorCode.CONFLICT, "username is taken")
 
 
 def _bad_credentials() -> ApiError:
-    return ApiError(401, "unauthorized", "wrong username or password")
+    return ApiError(401, ErrorCode.UNAUTHORIZED, "wrong username or password")

@@ -14,6 +14,7 @@ from flask import Flask, request
 
 from skyeim.db import Database
 from skyeim.friend import groups as store
+from skyeim.protocol import ErrorCode
 from skyeim.web import (ApiError, bad_request, body_user_id, json_body, path_user_id,
                         positive_int_arg, user_id_list)
 
@@ -38,11 +39,11 @@ def _run(db: Database, fn, *args):
     try:
         return db.run(fn, *args)
     except store.NotFound as e:
-        raise ApiError(404, "not_found", str(e)) from None
+        raise ApiError(404, ErrorCode.NOT_FOUND, str(e)) from None
     except store.Forbidden as e:
-        raise ApiError(403, "forbidden", str(e)) from None
+        raise ApiError(403, ErrorCode.FORBIDDEN, str(e)) from None
     except store.TooMany as e:
-        raise ApiError(409, "too_many_members", str(e)) from None
+        raise ApiError(409, ErrorCode.TOO_MANY_MEMBERS, str(e)) from None
 
 
 def add_routes(app: Flask, db: Database) -> None:

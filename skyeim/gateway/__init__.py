@@ -1,1 +1,1 @@
-"""The WebSocket gateway: transport, frames, hub, session, core flows, Flask app."""
+"""The WebSocket gateway; its module map is docs/architecture.md."""

@@ -10,13 +10,11 @@ from flask import Flask, request
 from skyeim.config import ServiceConfig
 from skyeim.db import Database
 from skyeim.message import groups, store
+from skyeim.protocol import CONTENT_TYPES, MAX_USER_ID, is_msg_id
 from skyeim.service import make_app, on_shutdown
-from skyeim.tokens import MAX_USER_ID
 from skyeim.web import ApiError, bad_request, body_user_id, json_body, limit_arg, user_id_list
 
-MSG_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DIGITS = re.compile(r"[0-9]{1,19}")   # ASCII only: str.isdigit() would take "²"
-CONTENT_TYPES = (1, 2, 3, 4)           # text, image, file, voice
 MAX_KEYS_PER_CALL = 1000               # messages in one delivered/read call
 MAX_BATCH = 1000                       # SendMessage bodies (or recipients) in one batch call
 
@@ -192,7 +190,7 @@ def _marked(marked: list[tuple[int, str, int]]) -> dict:
 # -- validation ----------------------------------------------------------------
 
 def _msg_id(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not MSG_ID.fullmatch(value):
+    if not is_msg_id(value):
         raise bad_request(f"{key} must be 1 to 64 characters of A-Z a-z 0-9 _ -")
     return value
 

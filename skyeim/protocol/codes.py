@@ -66,3 +66,5 @@ class ErrorCode(enum.StrEnum):
     TOO_LARGE = "too_large"
     DB_LOCKED = "db_locked"
     DB_FULL = "db_full"
+    TOO_MANY_MEMBERS = "too_many_members"   # a group at its member cap (docs/protocol.md "Groups")
+    ERROR = "error"                         # an HTTP error status that has no code of its own

@@ -15,6 +15,9 @@ class ContentType(enum.IntEnum):
     VOICE = 4
 
 
+CONTENT_TYPES = frozenset(ContentType)   # a chat's contentType is one of these (never a bool)
+
+
 def is_positive_id(v: object) -> bool:
     """A JSON integer from 1 to 2**63-1 (never a bool, float or string): a user id,
     a group id, a seq."""

@@ -20,9 +20,14 @@ class TokenBucket:
         return self.tokens
 
     def take(self) -> bool:
-        if self._refill() >= 1.0:
-            self.tokens -= 1.0
+        # the refill written out: this runs for every client frame
+        now = self.clock()
+        tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
             return True
+        self.tokens = tokens
         return False
 
     def wait_time(self) -> float:

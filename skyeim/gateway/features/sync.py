@@ -8,24 +8,18 @@ conversation cut short by the bound says ``hasMore`` and the client asks again.
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import gevent
 
-from skyeim.gateway import frames
-from skyeim.gateway.backends import BackendRejected, BackendUnavailable
-from skyeim.gateway.frames import FrameError
-from skyeim.gateway.session import Outgoing
-from skyeim.tokens import MAX_USER_ID, is_user_id
-
-if TYPE_CHECKING:
-    from skyeim.gateway.core import Gateway
-    from skyeim.gateway.session import Session
-
-log = logging.getLogger(__name__)
+from skyeim.gateway.backends.clients import BackendFailure, MessageService
+from skyeim.gateway.features.base import DeliveryRecording, GroupMembership, backend_error
+from skyeim.gateway.frames.codec import (FrameError, bad_request, chat_data, data_object, encode,
+                                         optional_msg_id)
+from skyeim.gateway.frames.registry import Echo, FrameRegistry, FrameType
+from skyeim.gateway.transport.session import Outgoing, Session
+from skyeim.protocol import MAX_USER_ID, is_positive_id, is_user_id
 
 MAX_CONVERSATIONS = 100       # conversations in one sync frame
 DEFAULT_PAGE = 50             # messages per sync_messages page (the contract's paging rule)
@@ -39,7 +33,7 @@ class Range:
     peer_id: int                  # 0 for a group's range
     after_seq: int                # the client holds everything up to it (0: nothing)
     before_seq: int | None        # exclusive end of a gap; None: to the newest
-    group_id: int = 0             # extension: a group's messages (skyeim/gateway/groups.py)
+    group_id: int = 0             # extension: a group's messages (features/groups.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,15 +44,12 @@ class Sync:
     limit: int                    # messages per page
 
 
-def parse(data, sender_id: int) -> Sync:
-    if not isinstance(data, dict):
-        raise FrameError("bad_request", "sync needs a data object")
-    request_id = data.get("requestId")
-    if request_id is not None and not frames.is_msg_id(request_id):
-        raise FrameError("bad_request", "requestId must be 1 to 64 characters of A-Z a-z 0-9 _ -")
+def parse_sync(data, sender_id: int) -> Sync:
+    data = data_object(data, "sync")
+    request_id = optional_msg_id(data, "requestId")
 
     def bad(message: str) -> FrameError:
-        return FrameError("bad_request", message, request_id=request_id)
+        return bad_request(message, request_id=request_id)
 
     limit = data.get("limit")
     if limit is None:
@@ -74,7 +65,7 @@ def parse(data, sender_id: int) -> Sync:
             raise bad(f"conversations[{i}] must be an object")
         peer, group = c.get("peerId"), c.get("groupId")
         if group is not None and peer is None:       # a group's range
-            if not is_user_id(group):
+            if not is_positive_id(group):
                 raise bad(f"conversations[{i}].groupId must be an integer group id")
             key, peer = ("g", group), 0
         elif not is_user_id(peer) or peer == sender_id:
@@ -100,10 +91,15 @@ def parse(data, sender_id: int) -> Sync:
 class Syncer:
     """Answers sync frames from the Message service's conversation pages."""
 
-    def __init__(self, gateway: "Gateway"):
-        self.gateway = gateway
+    def __init__(self, *, messages: MessageService, membership: GroupMembership,
+                 recorder: DeliveryRecording):
+        self.messages, self.membership, self.recorder = messages, membership, recorder
 
-    def handle(self, session: "Session", sync: Sync) -> None:
+    def register(self, frames: FrameRegistry) -> None:
+        frames.add(FrameType("sync", parse_sync, handle=self.handle, echoes=Echo.REQUEST_ID))
+        frames.add_server_types("sync_messages", "sync_complete")
+
+    def handle(self, session: Session, sync: Sync) -> None:
         # Answers sent before `connected` would be held, and a long one would
         # overflow the hold (4002): wait until the connection is live (bounded).
         deadline = time.monotonic() + LIVE_WAIT
@@ -112,7 +108,7 @@ class Syncer:
         uid, rid = session.user_id, sync.request_id
         for r in sync.ranges:         # every group named: a member's, before anything is answered
             if r.group_id:
-                self.gateway.groups.member_ids(r.group_id, uid, request_id=rid)
+                self.membership.member_ids(r.group_id, uid, request_id=rid)
         budget = MAX_MESSAGES
         done = []
         for r in sync.ranges:
@@ -125,34 +121,30 @@ class Syncer:
                 if messages:
                     budget -= len(messages)
                     last = messages[-1]["seq"]
-                    if not session.reply(frames.encode("sync_messages", {
+                    if not session.reply(encode("sync_messages", {
                             "requestId": rid, **name,
                             "messages": messages if r.group_id else
-                            [{**frames.chat_data(m), "status": m.get("status")} for m in messages],
+                            [{**chat_data(m), "status": m.get("status")} for m in messages],
                             "hasMore": has_more})):
                         return                    # the connection is going away
                     if not r.group_id:
                         self._record_delivery(uid, messages)
             done.append({**name, "lastSeq": last, "hasMore": has_more})
-        session.reply(frames.encode("sync_complete", {"requestId": rid, "conversations": done}))
+        session.reply(encode("sync_complete", {"requestId": rid, "conversations": done}))
 
     def _page(self, uid: int, r: Range, after: int, limit: int, rid: str | None) -> dict:
-        message = self.gateway.backends.message
+        message = self.messages
         try:
             if r.group_id:
                 return message.group_page(r.group_id, after, r.before_seq, limit)
             return message.conversation(uid, r.peer_id, after, r.before_seq, limit)
-        except BackendUnavailable:
-            raise FrameError("unavailable", "the message service is unavailable; retry the sync",
-                             request_id=rid) from None
-        except BackendRejected as e:
-            raise FrameError("bad_request" if e.status == 400 else "internal", e.message,
-                             request_id=rid) from None
+        except BackendFailure as e:
+            raise backend_error(e, "message", request_id=rid) from None
 
     def _record_delivery(self, uid: int, messages: list[dict]) -> None:
         """Messages to this user not yet delivered count as delivered now (their
         senders get `ack delivered`), as at an unread push."""
-        recorder = self.gateway.recorder
+        recorder = self.recorder
         for m in messages:
             if m.get("toUserId") == uid and m.get("status") == "sent":
                 recorder.add(uid, Outgoing("", (m["fromUserId"], m["msgId"]), m["seq"]))

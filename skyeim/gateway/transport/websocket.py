@@ -46,21 +46,14 @@ from geventwebsocket.websocket import WebSocket as _UpstreamWebSocket
 from wsaccel.utf8validator import Utf8Validator
 from wsaccel.xormask import XorMaskerSimple
 
+from skyeim.protocol import CloseCode
+
 log = logging.getLogger(__name__)
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 OP_CONT, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
-
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_ABNORMAL = 1006          # never sent: "the connection dropped without a close frame"
-CLOSE_INVALID_DATA = 1007
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
-CLOSE_TOO_SLOW = 4002          # ours (PROTOCOL.md 4): the client does not read
 
 
 class ConnectionClosed(Exception):
@@ -124,17 +117,17 @@ class WebSocket(_UpstreamWebSocket):
         except ConnectionClosed:
             raise
         except MessageTooBig as e:
-            self.close(CLOSE_TOO_BIG, "message too big")
-            raise ConnectionClosed(CLOSE_TOO_BIG, str(e)) from None
+            self.close(CloseCode.TOO_BIG, "message too big")
+            raise ConnectionClosed(CloseCode.TOO_BIG, str(e)) from None
         except UnicodeError:
-            self.close(CLOSE_INVALID_DATA, "invalid UTF-8")
-            raise ConnectionClosed(CLOSE_INVALID_DATA) from None
+            self.close(CloseCode.INVALID_DATA, "invalid UTF-8")
+            raise ConnectionClosed(CloseCode.INVALID_DATA) from None
         except ProtocolError as e:               # includes upstream FrameTooLargeException
-            self.close(CLOSE_PROTOCOL_ERROR, "protocol error")
-            raise ConnectionClosed(CLOSE_PROTOCOL_ERROR, str(e)) from None
+            self.close(CloseCode.PROTOCOL_ERROR, "protocol error")
+            raise ConnectionClosed(CloseCode.PROTOCOL_ERROR, str(e)) from None
         except (WebSocketError, OSError, AttributeError, TypeError):
             # EOF, reset, or the socket was dropped under us (raw_read gone)
-            code = self.close_code if self.close_code is not None else CLOSE_ABNORMAL
+            code = self.close_code if self.close_code is not None else CloseCode.ABNORMAL
             self.closed = True
             raise ConnectionClosed(code) from None
 
@@ -220,7 +213,7 @@ class WebSocket(_UpstreamWebSocket):
         return bytes(message)
 
     def handle_close(self, header, payload):
-        code, reason = CLOSE_NORMAL, ""
+        code, reason = CloseCode.NORMAL, ""
         if payload:
             if len(payload) < 2:
                 raise ProtocolError("close frame with a 1-byte payload")
@@ -256,10 +249,10 @@ class WebSocket(_UpstreamWebSocket):
 
     def _write_frames(self, data: bytes) -> None:
         if self.closed:
-            raise ConnectionClosed(self.close_code or CLOSE_ABNORMAL)
+            raise ConnectionClosed(self.close_code or CloseCode.ABNORMAL)
         with self._write_lock:
             if self.closed:                   # closed while we waited for the lock
-                raise ConnectionClosed(self.close_code or CLOSE_ABNORMAL)
+                raise ConnectionClosed(self.close_code or CloseCode.ABNORMAL)
             try:
                 # Most writes fit in the kernel's buffer at once: try that first,
                 # without the timer and the SO_SNDBUF lookup of a full sendall.
@@ -273,17 +266,17 @@ class WebSocket(_UpstreamWebSocket):
             except _WriteStalled:
                 # the peer has not taken data for write_timeout s: a frame is half
                 # written, so no close frame can follow; drop TCP (PROTOCOL.md 4: best effort)
-                self.close_code = CLOSE_TOO_SLOW
+                self.close_code = CloseCode.TOO_SLOW
                 self.drop()
-                raise ConnectionClosed(CLOSE_TOO_SLOW) from None
+                raise ConnectionClosed(CloseCode.TOO_SLOW) from None
             except (OSError, TypeError, AttributeError):
                 self.closed = True
-                raise ConnectionClosed(self.close_code or CLOSE_ABNORMAL) from None
+                raise ConnectionClosed(self.close_code or CloseCode.ABNORMAL) from None
 
     def send_ping(self, payload: bytes = b"") -> None:
         self.send_frame(payload, OP_PING)
 
-    def close(self, code: int = CLOSE_NORMAL, message: str | bytes = b"") -> None:
+    def close(self, code: int = CloseCode.NORMAL, message: str | bytes = b"") -> None:
         """Send a close frame (best effort, at most ``close_timeout`` s) and stop writing.
 
         The TCP connection is shut down once the peer answers with its close
@@ -418,7 +411,7 @@ class WebSocketHandler(_UpstreamHandler):
             self.result = None
             if ws.accepted:
                 if not ws.closed:
-                    ws.close(CLOSE_NORMAL)
+                    ws.close(CloseCode.NORMAL)
                 ws.linger()
             self.environ["wsgi.websocket"] = None
             self.websocket = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Callable
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,11 @@ class CircuitBreaker:
 
 
 class EndpointBreakers:
-    """One CircuitBreaker per endpoint of a service, reporting to the gateway's metrics.
-
-    ``metrics`` returns the GatewayMetrics (or None): the gateway attaches its
-    metrics to a ServiceClient after the client was made."""
+    """One CircuitBreaker per endpoint of a service, reporting to the gateway's metrics
+    (a GatewayMetrics, or None)."""
 
     def __init__(self, service: str, bases: list[str], failures: int, cooldown_ms: int,
-                 max_cooldown_ms: int, metrics: Callable[[], object] = lambda: None,
+                 max_cooldown_ms: int, metrics: Any = None,
                  clock: Callable[[], float] = time.monotonic):
         self.service = service
         self._metrics = metrics
@@ -103,7 +101,7 @@ class EndpointBreakers:
     def allow(self, base: str) -> bool:
         if self.by_base[base].allow():
             return True
-        m = self._metrics()
+        m = self._metrics
         if m is not None:
             m.breaker_refusals.labels(self.service).inc()
         return False
@@ -115,7 +113,7 @@ class EndpointBreakers:
         self.by_base[base].failure()
 
     def _changed(self, base: str, breaker: CircuitBreaker, old: int) -> None:
-        m = self._metrics()
+        m = self._metrics
         if m is None:
             return
         m.breaker_state.labels(self.service, base).set(breaker.state)

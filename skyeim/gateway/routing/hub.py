@@ -3,13 +3,18 @@
 A dict from user id to that user's sessions, guarded by one lock (the design
 card's "lock-guarded hub dict"). Nothing inside the lock blocks or yields.
 Frames are handed to a session's bounded send queue, never written here.
+
+Alone, a Hub is the whole gateway; routing/cluster.py's ClusterHub has the same
+interface over Redis, so nothing above knows whether it runs in a cluster:
+``send_to_user`` reaches a user's connections on every node, ``broadcast``
+tells every other node something (routing/messages.py).
 """
 from __future__ import annotations
 
 import threading
 from typing import Iterable, Protocol
 
-from skyeim.gateway.devices import replaces
+from skyeim.gateway.routing.messages import Broadcast
 
 
 class Sink(Protocol):
@@ -18,6 +23,16 @@ class Sink(Protocol):
     platform: str
 
     def send(self, item, wait: float = 0.0) -> bool: ...
+
+
+def replaces(mode: str, old: Sink, new: Sink) -> bool:
+    """Whether the login ``new`` closes the user's older connection ``old`` (4001), by
+    WebSocket.MultiLogin (docs/protocol.md "Several devices per user")."""
+    if mode == "kick":
+        return True
+    if mode == "one-per-platform":
+        return old.platform == new.platform
+    return False            # allow
 
 
 class Hub:
@@ -99,10 +114,9 @@ class Hub:
             targets = [s for u in users for s in sessions[u] if s is not exclude]
         return sum(1 for s in targets if s.send(item))
 
-    def publish_group(self, message: dict) -> None:
-        """Tell the other nodes about a group (a frame to fan out, a changed member list)."""
-
-    on_group = None   # a cluster node calls it with what another node published
+    def broadcast(self, message: Broadcast) -> None:
+        """Tell every other node (a group frame to fan out, a changed member list);
+        alone, there is nobody to tell."""
 
     def device_count(self, user_id: int) -> int:
         """Live connections of ``user_id`` (on every node, in a cluster)."""
@@ -123,9 +137,6 @@ class Hub:
 
     # A lone gateway has nothing to start, stop or lose.
     clustered = False
-    # MultiLogin allow / one-per-platform: a user may have sessions here and on other
-    # nodes at once, so frames for a user go to every node that holds one
-    multi_device = False
 
     def start(self) -> None:
         pass

@@ -12,6 +12,8 @@ them in a bounded map, closes the user's live sessions whose token is revoked
 with 4003, and the handshake and ``auth`` frames refuse such tokens. In a
 cluster each node polls on its own. The Auth service down: the gateway keeps
 serving with what it knows, warns once per outage, and retries.
+
+``verify`` is the gateway's whole token check: signature, expiry, not revoked.
 """
 from __future__ import annotations
 
@@ -19,18 +21,16 @@ import logging
 import time
 import weakref
 from collections import OrderedDict
-from typing import TYPE_CHECKING
 
 import gevent
 import gevent.event
 
 from skyeim import tokens
-from skyeim.gateway.backends import BackendRejected, BackendUnavailable
-from skyeim.gateway.session import CLOSE_TOKEN_EXPIRED
-
-if TYPE_CHECKING:
-    from skyeim.gateway.core import Gateway
-    from skyeim.gateway.session import Session
+from skyeim.config import GatewayAuthConfig
+from skyeim.gateway.backends.clients import AuthService, BackendFailure
+from skyeim.gateway.transport.connections import Connections
+from skyeim.gateway.transport.session import Session
+from skyeim.protocol import CloseCode, is_user_id
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,9 @@ FIRST_POLL_WAIT = 5.0   # s a check made during the first poll may wait for it
 
 
 class Revocations:
-    def __init__(self, gateway: "Gateway"):
-        self.gateway = gateway
-        auth = gateway.cfg.auth
+    def __init__(self, auth: GatewayAuthConfig, service: AuthService, connections: Connections):
+        self.secret = auth.access_secret
+        self.service, self.connections = service, connections
         self.interval = auth.revocation_poll_interval
         # a revocation matters only to tokens issued before it, and they expire within this
         self.keep_ms = (auth.access_expire + tokens.LEEWAY) * 1000
@@ -74,6 +74,13 @@ class Revocations:
 
     # -- checks (no I/O; only right after start, a bounded wait for the first poll) ----
 
+    def verify(self, token: str) -> tokens.Claims:
+        """The claims of a valid token that is not revoked; else tokens.InvalidToken."""
+        claims = tokens.verify(self.secret, token)
+        if self.is_revoked(claims):
+            raise tokens.InvalidToken("the token was revoked")
+        return claims
+
     def is_revoked(self, claims: tokens.Claims) -> bool:
         if self._poller is not None and not self._first_poll.is_set():
             self._first_poll.wait(FIRST_POLL_WAIT)   # just started: what does the Auth service say?
@@ -83,7 +90,7 @@ class Revocations:
         entry = self._revoked.get(user_id)
         return entry[0] if entry else 0
 
-    def track(self, session: "Session", gen: int) -> None:
+    def track(self, session: Session, gen: int) -> None:
         """``session`` now runs on a token of generation ``gen`` (connect, ``auth``).
 
         A revocation applied between the token's check and this call is caught here."""
@@ -104,7 +111,7 @@ class Revocations:
 
     def poll(self) -> None:
         """One round: every revocation since the cursor (at most MAX_PAGES calls)."""
-        auth = self.gateway.backends.auth
+        auth = self.service
         since = self._since
         if since is None:            # first poll: every revocation that may still matter
             since = int(time.time() * 1000) - self.keep_ms
@@ -114,7 +121,7 @@ class Revocations:
         for _ in range(MAX_PAGES):
             try:
                 body = auth.revocations(since, after, PAGE)
-            except (BackendUnavailable, BackendRejected) as e:
+            except BackendFailure as e:
                 if not self._down:
                     self._down = True
                     log.warning("revocations unavailable (%s): serving with what is known, "
@@ -144,7 +151,7 @@ class Revocations:
         if not isinstance(row, dict):
             return
         uid, gen, at = row.get("userId"), _int(row.get("gen")), _int(row.get("revokedAt"))
-        if not tokens.is_user_id(uid) or gen is None or at is None:
+        if not is_user_id(uid) or gen is None or at is None:
             return
         if gen <= self._revoked_gen(uid):
             return                   # seen already (the overlap) or older
@@ -164,14 +171,14 @@ class Revocations:
             del self._revoked[uid]
 
     def _close_revoked(self, newly: dict[int, int]) -> None:
-        for session in list(self.gateway.sessions):
+        for session in list(self.connections.sessions):
             gen = newly.get(session.user_id)
             if gen is not None and not session.closing and self._gen_of.get(session, 0) < gen:
                 self._close(session)
 
-    def _close(self, session: "Session") -> None:
+    def _close(self, session: Session) -> None:
         log.info("conn=%s user=%s token revoked: closing 4003", session.conn_id, session.user_id)
-        gevent.spawn(session.close, CLOSE_TOKEN_EXPIRED, "token revoked")
+        gevent.spawn(session.close, CloseCode.TOKEN_EXPIRED, "token revoked")
 
 
 def _int(v: object) -> int | None:

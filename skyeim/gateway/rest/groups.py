@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from skyeim import tokens
-from skyeim.gateway.frames import FrameError
+from skyeim.gateway.frames.codec import FrameError
+from skyeim.gateway.rest.caller import caller_id, current_gateway
+from skyeim.protocol import ErrorCode, is_positive_id, is_user_id
 from skyeim.web import ApiError, bad_request, json_body, limit_arg, positive_int_arg
 
 MEMBERS_PAGE_MAX = 1000       # members (with names) in one /members page
@@ -25,13 +26,12 @@ groups_api = Blueprint("groups_api", __name__, url_prefix="/api/groups")
 
 
 def _caller_and_gateway():
-    from skyeim.gateway.app import _caller, _gateway     # (app imports this module)
-    return _caller(), _gateway()
+    return caller_id(), current_gateway()
 
 
 def _group_id(raw: str) -> int:
     gid = positive_int_arg(raw) if raw.isascii() else None
-    if not tokens.is_user_id(gid):
+    if not is_positive_id(gid):
         raise bad_request("the group id must be an integer")
     return gid
 
@@ -40,20 +40,20 @@ def _member(gateway, gid: int, uid: int) -> frozenset[int]:
     try:
         return gateway.groups.member_ids(gid, uid)
     except FrameError as e:
-        if e.code == "forbidden":
-            raise ApiError(403, "forbidden", e.message) from None
-        raise ApiError(503, "unavailable", e.message) from None
+        if e.code == ErrorCode.FORBIDDEN:
+            raise ApiError(403, ErrorCode.FORBIDDEN, e.message) from None
+        raise ApiError(503, ErrorCode.UNAVAILABLE, e.message) from None
 
 
 def _known_users(gateway, ids) -> list[int]:
-    if not isinstance(ids, list) or not all(tokens.is_user_id(i) for i in ids):
+    if not isinstance(ids, list) or not all(is_user_id(i) for i in ids):
         raise bad_request("userIds must be a list of integer user ids")
     ids = list(dict.fromkeys(ids))
     if len(ids) > 1000:
         raise bad_request("at most 1000 user ids at once")
     known = {u["userId"] for u in gateway.backends.auth.users_by_id(ids)}
     if set(ids) - known:
-        raise ApiError(404, "not_found", "no such user")
+        raise ApiError(404, ErrorCode.NOT_FOUND, "no such user")
     return ids
 
 

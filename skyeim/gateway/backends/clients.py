@@ -15,8 +15,10 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from skyeim.config import RpcConfig
-from skyeim.gateway.batching import Batcher, BatchOverflow, BatchTimeout
-from skyeim.gateway.breaker import EndpointBreakers
+from skyeim.gateway.backends.batching import Batcher, BatchOverflow, BatchTimeout
+from skyeim.gateway.backends.breaker import EndpointBreakers
+from skyeim.metrics import GatewayMetrics
+from skyeim.protocol import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +36,20 @@ class BackendRejected(Exception):
         self.retry_after = retry_after      # the Retry-After header of a 429
 
 
+BackendFailure = (BackendUnavailable, BackendRejected)     # what a call may raise
+
+
 class ServiceClient:
-    def __init__(self, name: str, rpc: RpcConfig, internal_secret: str = ""):
+    def __init__(self, name: str, rpc: RpcConfig, internal_secret: str = "",
+                 metrics: GatewayMetrics | None = None):
         self.name = name
-        self.metrics = None             # a GatewayMetrics, set by the Gateway
+        self.metrics = metrics
         self.timeout = rpc.timeout / 1000.0
         self.bases = [ep if ep.startswith("http") else f"http://{ep}" for ep in rpc.endpoints]
         self._turn = itertools.cycle(range(len(self.bases)))
         self.breakers = EndpointBreakers(name, self.bases, rpc.breaker_failures,
                                          rpc.breaker_cooldown_ms, rpc.breaker_max_cooldown_ms,
-                                         metrics=lambda: self.metrics)
+                                         metrics=metrics)
         self.session = requests.Session()
         # internal calls: no proxy variables or ~/.netrc to consult on every request
         # (that lookup cost more CPU than the call itself)
@@ -171,7 +177,7 @@ def _batched_many(batcher: Batcher, items: list) -> list:
         if isinstance(result, BaseException):
             raise result
         error = result.get("error") if isinstance(result, dict) else None
-        out.append(BackendRejected(400, str(error.get("code", "bad_request")),
+        out.append(BackendRejected(400, str(error.get("code", ErrorCode.BAD_REQUEST)),
                                    str(error.get("message", ""))) if error is not None else result)
     return out
 
@@ -188,8 +194,9 @@ class MessageService(ServiceClient):
     BATCH_CONCURRENCY = 1
     SEND_LINGER = 0.002             # s a chat may wait for others to share its commit (batching.py)
 
-    def __init__(self, name: str, rpc: RpcConfig, internal_secret: str = ""):
-        super().__init__(name, rpc, internal_secret)
+    def __init__(self, name: str, rpc: RpcConfig, internal_secret: str = "",
+                 metrics: GatewayMetrics | None = None):
+        super().__init__(name, rpc, internal_secret, metrics)
         bound = self.timeout * 2 + 1.0      # queueing behind a full batch, then the call
         self._sends = self._batcher("message sends", self._send_batch, self.SEND_BATCH, bound,
                                     linger=self.SEND_LINGER)
@@ -313,8 +320,9 @@ class MessageService(ServiceClient):
 class FriendService(ServiceClient):
     LISTS_BATCH = 1000              # users whose friend lists one call fetches (the cap)
 
-    def __init__(self, name: str, rpc: RpcConfig, internal_secret: str = ""):
-        super().__init__(name, rpc, internal_secret)
+    def __init__(self, name: str, rpc: RpcConfig, internal_secret: str = "",
+                 metrics: GatewayMetrics | None = None):
+        super().__init__(name, rpc, internal_secret, metrics)
         # every connect and disconnect asks for a friend list: coalesced (batching.py)
         wait = max(self.timeout * 2 + 1.0, CONNECT_FLOW_WAIT)
         self._lists = self._batcher("friend lists", self._lists_batch, self.LISTS_BATCH, wait)
@@ -427,11 +435,11 @@ class Backends:
         self.message, self.friend, self.auth = message, friend, auth
 
     @classmethod
-    def from_config(cls, cfg) -> "Backends":
+    def from_config(cls, cfg, metrics: GatewayMetrics | None = None) -> "Backends":
         secret = cfg.internal_secret
-        return cls(MessageService("message", cfg.message_rpc, secret),
-                   FriendService("friend", cfg.friend_rpc, secret),
-                   AuthService("auth", cfg.auth_rpc, secret))
+        return cls(MessageService("message", cfg.message_rpc, secret, metrics),
+                   FriendService("friend", cfg.friend_rpc, secret, metrics),
+                   AuthService("auth", cfg.auth_rpc, secret, metrics))
 
     def all(self) -> list[ServiceClient]:
         return [self.message, self.friend, self.auth]

@@ -11,7 +11,7 @@
   ``group_read`` {groupId, userId, seq}.
 - After ``connected``, a member of any group gets one ``group_unread`` frame:
   {groups: [{groupId, name, lastSeq, readSeq}]}; it fetches what it lacks with
-  ``sync`` conversations {groupId, afterSeq} (skyeim/gateway/sync.py).
+  ``sync`` conversations {groupId, afterSeq} (features/sync.py).
 
 Member lists are cached (bounded LRU, short TTL, dropped on an invite or a
 leave through any node), so a message to a 10,000-member group fetches no ids.
@@ -25,18 +25,22 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Sequence
 
 from gevent.event import AsyncResult
 
-from skyeim.gateway import frames
-from skyeim.gateway.backends import BackendRejected, BackendUnavailable
-from skyeim.gateway.frames import FrameError
-from skyeim.tokens import MAX_USER_ID, is_user_id
-
-if TYPE_CHECKING:
-    from skyeim.gateway.core import Gateway
-    from skyeim.gateway.session import Session
+from skyeim.config import GroupsConfig
+from skyeim.gateway.backends.clients import (BackendFailure, BackendRejected, FriendService,
+                                             MessageService)
+from skyeim.gateway.features.base import ChatScreen, backend_error
+from skyeim.gateway.frames.codec import (FrameError, bad_request, chat_content, content_type,
+                                         data_object, encode, optional_msg_id)
+from skyeim.gateway.frames.registry import Echo, FrameRegistry, FrameType
+from skyeim.gateway.routing.hub import Hub
+from skyeim.gateway.routing.messages import GroupChanged, GroupFrame
+from skyeim.gateway.transport.session import Session
+from skyeim.metrics import GatewayMetrics
+from skyeim.protocol import ErrorCode, is_positive_id
 
 log = logging.getLogger(__name__)
 
@@ -60,29 +64,26 @@ class GroupRead:
     seq: int
 
 
-def parse_groupchat(data, max_content_length: int) -> GroupChat:
-    if not isinstance(data, dict):
-        raise FrameError("bad_request", "groupchat needs a data object")
-    msg_id = data.get("msgId")
-    if msg_id is not None and not frames.is_msg_id(msg_id):
-        raise FrameError("bad_request", "msgId must be 1 to 64 characters of A-Z a-z 0-9 _ -")
+def parse_groupchat(data, sender_id: int, max_content_length: int) -> GroupChat:
+    data = data_object(data, "groupchat")
+    msg_id = optional_msg_id(data)
     gid = data.get("groupId")
-    if not is_user_id(gid):
-        raise FrameError("bad_request", "groupId must be an integer group id", msg_id)
-    # the 1:1 chat's rules for content and contentType (toUserId aside)
-    chat = frames._parse_chat({**data, "toUserId": 1}, 0, max_content_length)
-    return GroupChat(gid, msg_id if msg_id is not None else str(uuid.uuid4()), chat.content,
-                     chat.content_type, msg_id)
+    if not is_positive_id(gid):
+        raise bad_request("groupId must be an integer group id", msg_id)
+    # the 1:1 chat's rules for content and contentType
+    content = chat_content(data, max_content_length, msg_id)
+    ctype = content_type(data, msg_id)
+    return GroupChat(gid, msg_id if msg_id is not None else str(uuid.uuid4()), content, ctype,
+                     msg_id)
 
 
-def parse_group_read(data) -> GroupRead:
-    if not isinstance(data, dict):
-        raise FrameError("bad_request", "group_read needs a data object")
+def parse_group_read(data, sender_id: int) -> GroupRead:
+    data = data_object(data, "group_read")
     gid, seq = data.get("groupId"), data.get("seq")
-    if not is_user_id(gid):
-        raise FrameError("bad_request", "groupId must be an integer group id")
-    if type(seq) is not int or not 1 <= seq <= MAX_USER_ID:
-        raise FrameError("bad_request", "seq must be an integer seq (1 or more)")
+    if not is_positive_id(gid):
+        raise bad_request("groupId must be an integer group id")
+    if not is_positive_id(seq):
+        raise bad_request("seq must be an integer seq (1 or more)")
     return GroupRead(gid, seq)
 
 
@@ -124,15 +125,27 @@ class MemberCache:
 
 
 class Groups:
-    """The gateway's group flows (called from Gateway and the REST API)."""
+    """The gateway's group flows (frames, and the REST API's membership checks)."""
 
-    def __init__(self, gateway: "Gateway"):
-        self.gateway = gateway
-        cfg = gateway.cfg.groups
+    def __init__(self, *, cfg: GroupsConfig, messages: MessageService, friends: FriendService,
+                 hub: Hub, metrics: GatewayMetrics, max_content_length: int,
+                 screens: Sequence[ChatScreen] = ()):
+        self.messages, self.friends, self.hub = messages, friends, hub
+        self.fanout_latency = metrics.group_fanout
         self.read_receipt_max = cfg.read_receipt_max_members
-        self.members = MemberCache(gateway.backends.friend.members, cfg.members_cache_size,
+        self.max_content_length = max_content_length
+        self.screens = tuple(screens)
+        self.members = MemberCache(friends.members, cfg.members_cache_size,
                                    cfg.members_cache_ttl_ms)
-        gateway.hub.on_group = self._from_other_node
+
+    def register(self, frames: FrameRegistry) -> None:
+        frames.add(FrameType("groupchat", self.parse_chat, handle=self.handle_chat,
+                             echoes=Echo.MSG_ID))
+        frames.add(FrameType("group_read", parse_group_read, handle=self.handle_read))
+        frames.add_server_types("group_unread")
+
+    def parse_chat(self, data, sender_id: int) -> GroupChat:
+        return parse_groupchat(data, sender_id, self.max_content_length)
 
     # -- membership ---------------------------------------------------------------------
 
@@ -141,43 +154,45 @@ class Groups:
         """The group's members, when ``user_id`` is one; else FrameError forbidden."""
         try:
             members = self.members.get(group_id)
-        except BackendUnavailable:
-            raise FrameError("unavailable", "the friend service is unavailable; retry", msg_id,
-                             request_id) from None
-        except BackendRejected as e:
-            if e.status != 404:
-                raise FrameError("internal", e.message, msg_id, request_id) from None
+        except BackendFailure as e:
+            if not (isinstance(e, BackendRejected) and e.status == 404):
+                raise backend_error(e, "friend", msg_id, request_id) from None
             members = frozenset()
         if user_id not in members:
             # an unknown group and someone else's group look alike
-            raise FrameError("forbidden", "you are not a member of this group", msg_id, request_id)
+            raise FrameError(ErrorCode.FORBIDDEN, "you are not a member of this group", msg_id,
+                             request_id)
         return members
 
     def changed(self, group_id: int) -> None:
         """An invite or a leave went through this gateway: every node re-reads the list."""
         self.members.drop(group_id)
-        self.gateway.hub.publish_group({"grp": group_id, "changed": True})
+        self.hub.broadcast(GroupChanged(group_id))
 
     # -- frames ---------------------------------------------------------------------------
 
-    def handle_chat(self, session: "Session", chat: GroupChat) -> None:
+    def handle_chat(self, session: Session, chat: GroupChat) -> None:
         uid, err_id = session.user_id, chat.given_msg_id
         members = self.member_ids(chat.group_id, uid, err_id)
+        draft = {"groupId": chat.group_id, "fromUserId": uid, "msgId": chat.msg_id,
+                 "content": chat.content, "contentType": chat.content_type}
+        for screen in self.screens:
+            draft = screen.screen([draft], [err_id])[0]
+            if isinstance(draft, FrameError):
+                raise draft
         try:
-            stored = self.gateway.backends.message.group_send(
-                chat.group_id, uid, chat.msg_id, chat.content, chat.content_type)
-        except BackendUnavailable:
-            raise FrameError("unavailable", "the message service is unavailable; retry", err_id)
-        except BackendRejected as e:
-            raise FrameError("bad_request" if e.status == 400 else "internal", e.message, err_id)
+            stored = self.messages.group_send(chat.group_id, uid, chat.msg_id, draft["content"],
+                                              draft["contentType"])
+        except BackendFailure as e:
+            raise backend_error(e, "message", err_id) from None
         ack = {"msgId": chat.msg_id, "status": "sent", "timestamp": stored["createdAt"],
                "seq": stored["seq"], "groupId": chat.group_id}
         if stored.get("duplicate"):
             ack["duplicate"] = True
-        session.reply(frames.encode("ack", ack))
+        session.reply(encode("ack", ack))
         if stored.get("duplicate"):
             return           # members who missed the first fan-out find it by sync
-        text = frames.encode("groupchat", {k: stored[k] for k in (
+        text = encode("groupchat", {k: stored[k] for k in (
             "groupId", "msgId", "fromUserId", "content", "contentType", "createdAt", "seq")})
         self.fan_out(chat.group_id, members, text, exclude=session)
 
@@ -189,71 +204,66 @@ class Groups:
         t0 = time.perf_counter()
         if not_user is not None:
             members = members - {not_user}
-        n = self.gateway.hub.send_among(members, text, exclude)
-        msg = {"grp": group_id, "x": text}
-        if not_user is not None:
-            msg["not"] = not_user
-        self.gateway.hub.publish_group(msg)
-        self.gateway.metrics.group_fanout.observe(time.perf_counter() - t0)
+        n = self.hub.send_among(members, text, exclude)
+        self.hub.broadcast(GroupFrame(group_id, text, not_user))
+        self.fanout_latency.observe(time.perf_counter() - t0)
         return n
 
-    def relay_typing(self, session: "Session", group_id: int, state: str) -> None:
+    def relay_typing(self, session: Session, group_id: int, state: str) -> None:
         """A member is typing in the group: every other member's live connections hear it
         (never stored; a non-member gets forbidden)."""
         members = self.member_ids(group_id, session.user_id)
-        self.fan_out(group_id, members, frames.encode("typing", {
+        self.fan_out(group_id, members, encode("typing", {
             "fromUserId": session.user_id, "groupId": group_id, "state": state,
             "timestamp": time.time_ns() // 1_000_000}), not_user=session.user_id)
 
-    def _from_other_node(self, msg: dict) -> None:
-        gid = msg["grp"]
-        if msg.get("changed"):
+    def from_other_node(self, msg: GroupFrame | GroupChanged) -> None:
+        """What another node broadcast about a group (routing/messages.py)."""
+        gid = msg.group_id
+        if isinstance(msg, GroupChanged):
             self.members.drop(gid)
             return
         try:
             members = self.members.get(gid)
-        except (BackendUnavailable, BackendRejected) as e:
+        except BackendFailure as e:
             log.warning("group=%s fan-out from another node skipped (%s): members sync", gid, e)
             return
-        if "not" in msg:
-            members = members - {msg["not"]}
-        self.gateway.hub.send_among(members, msg["x"])
+        if msg.not_user is not None:
+            members = members - {msg.not_user}
+        self.hub.send_among(members, msg.text)
 
-    def handle_read(self, session: "Session", read: GroupRead) -> None:
+    def handle_read(self, session: Session, read: GroupRead) -> None:
         uid, gid = session.user_id, read.group_id
         members = self.member_ids(gid, uid)
-        backends = self.gateway.backends
         try:
-            last = backends.message.group_last([gid]).get(gid, 0)
-            result = backends.friend.group_read(gid, uid, min(read.seq, last))
-        except BackendUnavailable:
-            raise FrameError("unavailable", "a backend service is unavailable; retry")
-        except BackendRejected as e:
-            if e.status == 403:
-                raise FrameError("forbidden", "you are not a member of this group")
-            raise FrameError("bad_request" if e.status == 400 else "internal", e.message)
+            last = self.messages.group_last([gid]).get(gid, 0)
+        except BackendFailure as e:
+            raise backend_error(e, "message") from None
+        try:
+            result = self.friends.group_read(gid, uid, min(read.seq, last))
+        except BackendFailure as e:
+            raise backend_error(e, "friend") from None
         if not result.get("moved"):
             return
-        text = frames.encode("group_read", {"groupId": gid, "userId": uid, "seq": result["readSeq"]})
+        text = encode("group_read", {"groupId": gid, "userId": uid, "seq": result["readSeq"]})
         if len(members) <= self.read_receipt_max:
             self.fan_out(gid, members, text, exclude=session)
         else:       # a big group: n readers times n members would swamp it
-            self.gateway.hub.send_to_others(uid, text, session)
+            self.hub.send_to_others(uid, text, session)
 
-    def after_connected(self, session: "Session") -> None:
+    def after_connected(self, session: Session) -> None:
         """One `group_unread` frame for a member of any group (none for anyone else)."""
-        backends = self.gateway.backends
         try:
-            mine = backends.friend.groups_of(session.user_id)
+            mine = self.friends.groups_of(session.user_id)
             if not mine:
                 return
-            last = backends.message.group_last([g["groupId"] for g in mine])
-        except (BackendUnavailable, BackendRejected) as e:
+            last = self.messages.group_last([g["groupId"] for g in mine])
+        except BackendFailure as e:
             log.warning("user=%s group_unread skipped: %s", session.user_id, e)
             return
         except Exception:           # a malformed answer must not cost the live connection
             log.exception("user=%s group_unread failed", session.user_id)
             return
-        session.send(frames.encode("group_unread", {"groups": [
+        session.send(encode("group_unread", {"groups": [
             {"groupId": g["groupId"], "name": g["name"], "lastSeq": last.get(g["groupId"], 0),
              "readSeq": g["readSeq"]} for g in mine]}))

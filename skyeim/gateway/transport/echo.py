@@ -1,7 +1,7 @@
 """The echo WebSocket (``WebSocket.EchoPath``): a test aid for framing conformance.
 
 Autobahn|Testsuite's fuzzingclient needs a server that sends every message back
-as it came. This one runs on the very socket /ws uses (skyeim.gateway.transport:
+as it came. This one runs on the very socket /ws uses (skyeim.gateway.transport.websocket:
 the same handshake rules, MaxMessageSize, close codes, write lock and write
 timeout) and counts against MaxConnections, so what Autobahn checks is the
 framing layer that serves the chat. It has no token check: never turn it on in
@@ -14,19 +14,21 @@ import time
 
 import gevent
 
-from skyeim.gateway.session import CLOSE_HEARTBEAT
-from skyeim.gateway.transport import OP_BINARY, OP_TEXT, ConnectionClosed, WebSocket
+from skyeim.gateway.transport.connections import Connections
+from skyeim.gateway.transport.websocket import OP_BINARY, OP_TEXT, ConnectionClosed, WebSocket
+from skyeim.metrics import GatewayMetrics
+from skyeim.protocol import CloseCode
 
 log = logging.getLogger(__name__)
 
 
-def serve_echo(gateway, ws: WebSocket) -> int:
+def serve_echo(ws: WebSocket, connections: Connections, metrics: GatewayMetrics,
+               pong_timeout: float) -> int:
     """Echo one accepted connection's messages until it closes; its close code."""
-    gateway.connections += 1
-    gateway.echo_sockets.add(ws)
-    gateway.metrics.connections.inc()
+    connections.opened()
+    connections.echo_sockets.add(ws)
     # /ws closes a silent client after PongTimeout (4004); so does the echo
-    idle = gevent.spawn(_close_when_idle, ws, gateway.cfg.web_socket.pong_timeout)
+    idle = gevent.spawn(_close_when_idle, ws, pong_timeout)
     code = None
     try:
         while True:          # ends with the connection (ConnectionClosed), idle-bounded above
@@ -36,10 +38,9 @@ def serve_echo(gateway, ws: WebSocket) -> int:
         code = e.code
     finally:
         idle.kill(block=False)
-        gateway.echo_sockets.discard(ws)
-        gateway.connections -= 1
-        gateway.metrics.connections.dec()
-        gateway.metrics.closes.labels(str(code if code is not None else ws.close_code)).inc()
+        connections.echo_sockets.discard(ws)
+        connections.closed()
+        metrics.closes.labels(str(code if code is not None else ws.close_code)).inc()
     return code
 
 
@@ -47,7 +48,8 @@ def _close_when_idle(ws: WebSocket, timeout: float) -> None:
     while not ws.closed:     # bounded: each turn sleeps until the socket's next deadline
         left = ws.last_seen + timeout - time.monotonic()
         if left <= 0:
-            log.info("echo connection silent for %ss: closing %d", timeout, CLOSE_HEARTBEAT)
-            ws.close(CLOSE_HEARTBEAT, "heartbeat timeout")
+            log.info("echo connection silent for %ss: closing %d", timeout,
+                     CloseCode.HEARTBEAT_TIMEOUT)
+            ws.close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
             return
         gevent.sleep(left)

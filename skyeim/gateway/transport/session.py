@@ -1,34 +1,30 @@
 """Session: one client connection (the original design's Client).
 
 Two greenlets per connection: ``read_pump`` (the view's own greenlet) reads
-frames and hands them to the Gateway; ``write_pump`` drains a bounded send
+frames and hands them to the dispatcher; ``write_pump`` drains a bounded send
 queue onto the socket and owns the connection's timers (protocol pings, the
 heartbeat timeout, token expiry). Anyone may call ``send``; it never blocks.
+What a session needs of the rest of the gateway comes in one SessionContext,
+shared by every session.
 """
 from __future__ import annotations
 
 import itertools
 import logging
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Callable
 
 import gevent
 from gevent.queue import Empty, Full, Queue
 
-from skyeim.gateway import frames
-from skyeim.gateway.devices import UNKNOWN_PLATFORM, TypingBucket
-from skyeim.gateway.transport import CLOSE_GOING_AWAY, ConnectionClosed, WebSocket
-from skyeim.metrics import frame_type
-
-if TYPE_CHECKING:
-    from skyeim.gateway.core import Gateway
+from skyeim.config import GatewayAuthConfig, WebSocketConfig
+from skyeim.gateway.frames.codec import encode
+from skyeim.gateway.transport.websocket import ConnectionClosed, WebSocket
+from skyeim.metrics import GatewayMetrics, frame_type
+from skyeim.protocol import UNKNOWN_PLATFORM, CloseCode, TokenBucket
 
 log = logging.getLogger(__name__)
-
-CLOSE_REPLACED = 4001
-CLOSE_TOO_SLOW = 4002
-CLOSE_TOKEN_EXPIRED = 4003
-CLOSE_HEARTBEAT = 4004
 
 MAX_SENT_KEYS = 4096      # chat keys remembered per connection to never send one twice
 SLOW_CLIENT_GRACE = 2.0   # s a producer that may wait gives a full queue before 4002
@@ -61,19 +57,30 @@ _STOP = object()
 _WAKE = object()    # a no-op that makes the writer re-plan its timers
 
 
+@dataclass(frozen=True, slots=True)
+class SessionContext:
+    """What every session needs of the gateway (one object, shared by all)."""
+
+    ws_cfg: WebSocketConfig
+    auth_cfg: GatewayAuthConfig
+    metrics: GatewayMetrics
+    handle_messages: Callable[["Session", list], None]     # the dispatcher
+    record_delivery: Callable[[int, Outgoing], None]       # (recipient, chat written to its socket)
+
+
 class Session:
-    __slots__ = ("ws", "user_id", "conn_id", "gateway", "queue", "held", "closing",
+    __slots__ = ("ws", "user_id", "conn_id", "ctx", "queue", "held", "closing",
                  "stop_reading", "busy", "token_exp", "warned", "next_ping_at",
-                 "tokens", "tokens_at", "sent_keys", "writer", "online", "gen", "platform", "typing",
+                 "rate", "sent_keys", "writer", "online", "gen", "platform", "typing",
                  "__weakref__")
 
-    def __init__(self, ws: WebSocket, user_id: int, token_exp: int, gateway: "Gateway",
+    def __init__(self, ws: WebSocket, user_id: int, token_exp: int, ctx: SessionContext,
                  platform: str = UNKNOWN_PLATFORM):
-        ws_cfg = gateway.cfg.web_socket
+        ws_cfg = ctx.ws_cfg
         self.ws = ws
         self.user_id = user_id
         self.conn_id = next(_conn_ids)
-        self.gateway = gateway
+        self.ctx = ctx
         self.queue: Queue = Queue(maxsize=ws_cfg.send_queue_size)
         self.held: list | None = []      # frames produced before `connected`; None once live
         self.closing = False
@@ -82,14 +89,13 @@ class Session:
         self.token_exp = token_exp       # JWT exp, seconds
         self.warned = False
         self.next_ping_at = time.monotonic() + ws_cfg.ping_interval
-        self.tokens = float(ws_cfg.rate_limit.burst)
-        self.tokens_at = time.monotonic()
+        self.rate = TokenBucket(ws_cfg.rate_limit.rate, ws_cfg.rate_limit.burst)   # client frames
         self.sent_keys: dict[tuple[int, str], None] | None = None
         self.writer: gevent.Greenlet | None = None
         self.online: gevent.Greenlet | None = None    # the online flow, while it runs
         self.gen = 0                     # cluster login order of this user (0 = unknown)
         self.platform = platform         # the `platform` query parameter (MultiLogin)
-        self.typing = TypingBucket(ws_cfg.typing_rate.rate, ws_cfg.typing_rate.burst)
+        self.typing = TokenBucket(ws_cfg.typing_rate.rate, ws_cfg.typing_rate.burst)
 
     def __repr__(self) -> str:
         return f"<Session conn={self.conn_id} user={self.user_id}>"
@@ -154,9 +160,9 @@ class Session:
     def _overflow(self) -> None:
         log.warning("conn=%s user=%s send queue full (%d): closing 4002",
                     self.conn_id, self.user_id, self.queue.maxsize)
-        self.gateway.metrics.overflows.inc()
+        self.ctx.metrics.overflows.inc()
         self.closing = True
-        gevent.spawn(self.close, CLOSE_TOO_SLOW, "send queue overflow")
+        gevent.spawn(self.close, CloseCode.TOO_SLOW, "send queue overflow")
 
     # -- closing ----------------------------------------------------------------------
 
@@ -173,7 +179,7 @@ class Session:
         """The connection is over: stop the writer (bounded) and close the socket."""
         self.closing = True
         if not self.ws.closed:
-            self.ws.close(1000)
+            self.ws.close(CloseCode.NORMAL)
         try:
             self.queue.put_nowait(_STOP)
         except Full:
@@ -192,7 +198,7 @@ class Session:
     # -- the write pump -----------------------------------------------------------------
 
     def write_pump(self) -> None:
-        ws, ws_cfg, auth_cfg = self.ws, self.gateway.cfg.web_socket, self.gateway.cfg.auth
+        ws, ws_cfg, auth_cfg = self.ws, self.ctx.ws_cfg, self.ctx.auth_cfg
         queue = self.queue
         try:
             while True:                      # bounded: the heartbeat ends a silent connection
@@ -211,7 +217,7 @@ class Session:
             pass
         except Exception:
             log.exception("conn=%s user=%s write pump failed", self.conn_id, self.user_id)
-            self.close(1011)
+            self.close(CloseCode.INTERNAL)
         finally:
             self.closing = True
             if ws.close_code is None:        # no close handshake under way: wake the reader
@@ -221,7 +227,7 @@ class Session:
         """Write queued frames in order; False once a stop or close item is reached."""
         texts: list[str] = []
         chats: list[Outgoing] = []
-        frame_out = self.gateway.metrics.frame_out
+        frame_out = self.ctx.metrics.frame_out
         for item in batch:
             if item is _WAKE:
                 continue
@@ -229,8 +235,8 @@ class Session:
                 self._flush(texts, chats)
                 if item is not _STOP:
                     self.closing = True
-                    self.ws.close(item.code,
-                                  "server shutting down" if item.code == CLOSE_GOING_AWAY else "")
+                    going_away = item.code == CloseCode.GOING_AWAY
+                    self.ws.close(item.code, "server shutting down" if going_away else "")
                 return False
             if type(item) is str:
                 texts.append(item)
@@ -259,8 +265,9 @@ class Session:
         else:
             self.ws.send_texts(texts)
         # only chats that reached the socket count as delivered
+        record, uid = self.ctx.record_delivery, self.user_id
         for item in chats:
-            self.gateway.chat_written(self, item)
+            record(uid, item)
         texts.clear()
         chats.clear()
 
@@ -280,7 +287,7 @@ class Session:
         now = time.monotonic()
         if now - self.ws.last_seen >= ws_cfg.pong_timeout:
             log.info("conn=%s user=%s heartbeat timeout: closing 4004", self.conn_id, self.user_id)
-            self.close(CLOSE_HEARTBEAT, "heartbeat timeout")
+            self.close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
             return False
         if now >= self.next_ping_at:
             self.ws.send_ping()
@@ -289,14 +296,13 @@ class Session:
             wall = time.time()
             if wall >= self.token_exp:
                 log.info("conn=%s user=%s token expired: closing 4003", self.conn_id, self.user_id)
-                self.close(CLOSE_TOKEN_EXPIRED, "token expired")
+                self.close(CloseCode.TOKEN_EXPIRED, "token expired")
                 return False
             # the warning waits for `connected`: nothing but backlog may precede it
             if not self.warned and self.held is None \
                     and wall >= self.token_exp - auth_cfg.expiry_warning:
                 self.warned = True
-                self.ws.send_text(frames.encode("token_expiring",
-                                                {"expiresAt": self.token_exp * 1000}))
+                self.ws.send_text(encode("token_expiring", {"expiresAt": self.token_exp * 1000}))
         return True
 
     # -- the read pump --------------------------------------------------------------
@@ -307,7 +313,7 @@ class Session:
         Frames that have already arrived behind the first (a client that keeps
         several chats in flight) are taken in the same pass, up to READ_AHEAD:
         their chats are stored in one batch instead of one round trip each."""
-        gateway, ws = self.gateway, self.ws
+        handle_messages, ws = self.ctx.handle_messages, self.ws
         while True:                      # bounded: the heartbeat closes a silent connection
             try:
                 messages = [ws.receive()]
@@ -323,22 +329,11 @@ class Session:
             if not (self.closing or self.stop_reading):   # else: draining until close or EOF
                 self.busy = True
                 try:
-                    gateway.handle_messages(self, messages)
+                    handle_messages(self, messages)
                 finally:
                     self.busy = False
             if closed is not None:
                 return closed
-
-    def take_token(self) -> bool:
-        """The per-connection rate limit: a token bucket of client frames."""
-        rl = self.gateway.cfg.web_socket.rate_limit
-        now = time.monotonic()
-        self.tokens = min(float(rl.burst), self.tokens + (now - self.tokens_at) * rl.rate)
-        self.tokens_at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
     def refresh_token(self, exp: int) -> None:
         self.token_exp = exp

@@ -14,7 +14,8 @@ Redis keys (all under ``Cluster.KeyPrefix``, ``P`` below):
   P chan:<id>    the Pub/Sub channel of node <id>
   P kick         the channel every node hears: "user U logged in anew (login number G)"
   P group        the channel every node hears: a group frame to fan out to its local
-                 members, or "group G's member list changed" (skyeim/gateway/groups.py)
+                 members, or "group G's member list changed" (features/groups.py)
+The messages on the channels: routing/messages.py.
 
 Nothing is lost when Redis or a node fails: chats are stored before they are
 routed, so a lost publish only delays delivery to the recipient's next connect.
@@ -23,7 +24,7 @@ the listener resubscribes and re-registers every local user.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 import socket
@@ -34,8 +35,9 @@ import gevent
 import redis
 
 from skyeim.config import ClusterConfig
-from skyeim.gateway.hub import Hub, Sink
-from skyeim.gateway.session import CLOSE_REPLACED, Outgoing
+from skyeim.gateway.routing import messages
+from skyeim.gateway.routing.hub import Hub, Sink
+from skyeim.protocol import CloseCode
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +50,15 @@ LISTEN_POLL = 1.0            # s a Pub/Sub read waits before checking for shutdo
 class ClusterHub(Hub):
     clustered = True
 
-    def __init__(self, cfg: ClusterConfig, on_users_gone: Callable[[list[int]], None],
-                 on_users_back: Callable[[list[int]], None]):
+    def __init__(self, cfg: ClusterConfig, *, multi_device: bool,
+                 on_users_gone: Callable[[list[int]], None],
+                 on_users_back: Callable[[list[int]], None],
+                 on_broadcast: Callable[[messages.Broadcast], None]):
         super().__init__()
         self.cfg = cfg
+        # MultiLogin allow / one-per-platform: a user may have sessions here and on other
+        # nodes at once, so frames for a user go to every node that holds one
+        self.multi_device = multi_device
         self.node_id = cfg.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.prefix = cfg.key_prefix
         # a blocking pool: a burst of greenlets waits (bounded) for a connection instead
@@ -63,6 +70,7 @@ class ClusterHub(Hub):
         self.redis = redis.Redis(connection_pool=pool)
         self.on_users_gone = on_users_gone      # users found offline after a node died
         self.on_users_back = on_users_back      # users online again after we were given up
+        self.on_broadcast = on_broadcast        # what another node told every node
         self.alive: set[str] = {self.node_id}    # refreshed every heartbeat
         self.redis_ok = False
         self._running = False
@@ -132,10 +140,9 @@ class ClusterHub(Hub):
                 # Told to all nodes, not only those listed now, so that two logins at
                 # the same moment on two nodes still end with one (the newer) alive.
                 session.gen = self.redis.incr(f"{self.prefix}gen:{uid}")
-                kick = {"kick": uid, "g": session.gen, "n": self.node_id}
-                if mode == "one-per-platform":
-                    kick["p"] = session.platform
-                pipe.publish(f"{self.prefix}kick", json.dumps(kick))
+                kick = messages.Kick(uid, session.gen, self.node_id,
+                                     session.platform if mode == "one-per-platform" else None)
+                pipe.publish(f"{self.prefix}kick", kick.encode())
             pipe.hset(self._k_user(uid), self.node_id, self.local_count(uid))
             pipe.sadd(self._k_users(self.node_id), uid)
             pipe.execute()
@@ -178,7 +185,7 @@ class ClusterHub(Hub):
         try:
             nodes = self._remote_nodes(user_id)
             if nodes:
-                payload = _encode_item(user_id, item, wait)
+                payload = messages.UserFrame.of(user_id, item, wait).encode()
                 for node in nodes:
                     self.redis.publish(self._k_chan(node), payload)
             return len(nodes)
@@ -186,12 +193,13 @@ class ClusterHub(Hub):
             self._failed("route", e)
             return 0
 
-    def publish_group(self, message: dict) -> None:
+    def broadcast(self, message: messages.Broadcast) -> None:
         """One publish for every node (each fans out to its own members), not one per user."""
         if not self.redis_ok:
             return                  # other nodes' members catch up by sync (docs/protocol.md)
         try:
-            self.redis.publish(f"{self.prefix}group", json.dumps({**message, "n": self.node_id}))
+            self.redis.publish(f"{self.prefix}group",
+                               dataclasses.replace(message, node=self.node_id).encode())
         except redis.RedisError as e:
             self._failed("group", e)
 
@@ -292,27 +300,20 @@ class ClusterHub(Hub):
 
     def _on_message(self, data: str) -> None:
         try:
-            msg = json.loads(data)
-            if "kick" in msg:
-                if msg["n"] != self.node_id:
-                    self._kick_local(int(msg["kick"]), int(msg["g"]), msg.get("p"))
-                return
-            if "grp" in msg:                 # skyeim/gateway/groups.py
-                if msg["n"] != self.node_id and self.on_group is not None:
-                    gevent.spawn(self.on_group, msg)    # may fetch a member list: not here
-                return
-            uid = msg["u"]
-            if "k" in msg:
-                item = Outgoing(msg["x"], (msg["k"][0], msg["k"][1]), msg["s"])
-            else:
-                item = msg["x"]
-            wait = msg.get("w", 0.0)
-            if wait:     # a producer that may wait: wait in a greenlet, not in the listener
-                gevent.spawn(Hub.send_to_user, self, uid, item, wait)
-            else:
-                Hub.send_to_user(self, uid, item)
-        except (ValueError, KeyError, TypeError, IndexError):
+            msg = messages.decode(data)
+        except messages.MalformedMessage:
             log.warning("cluster: dropped a malformed message on %s", self._k_chan(self.node_id))
+            return
+        if isinstance(msg, messages.UserFrame):
+            if msg.wait:     # a producer that may wait: wait in a greenlet, not in the listener
+                gevent.spawn(Hub.send_to_user, self, msg.user_id, msg.item(), msg.wait)
+            else:
+                Hub.send_to_user(self, msg.user_id, msg.item())
+        elif isinstance(msg, messages.Kick):
+            if msg.node != self.node_id:
+                self._kick_local(msg.user_id, msg.gen, msg.platform)
+        elif msg.node != self.node_id:       # a broadcast: ours came back to us too
+            gevent.spawn(self.on_broadcast, msg)    # may fetch a member list: not here
 
     def _kick_local(self, uid: int, gen: int, platform: str | None = None) -> None:
         sessions = self.take_older(uid, gen, platform)
@@ -332,7 +333,7 @@ class ClusterHub(Hub):
         for s in sessions:
             log.info("conn=%s user=%s replaced by a login on another node: closing 4001",
                      getattr(s, "conn_id", "?"), uid)
-            gevent.spawn(s.close, CLOSE_REPLACED, "replaced by a newer login")
+            gevent.spawn(s.close, CloseCode.REPLACED, "replaced by a newer login")
 
     def _resync(self) -> list[int]:
         """Register this node and every local user again (after a Redis restart or outage),
@@ -425,13 +426,3 @@ class ClusterHub(Hub):
         if gone:
             self.on_users_gone(gone)
 
-
-def _encode_item(user_id: int, item, wait: float) -> str:
-    msg = {"u": user_id}
-    if isinstance(item, Outgoing):
-        msg.update(x=item.text, k=list(item.key), s=item.seq)
-    else:
-        msg["x"] = item
-    if wait:
-        msg["w"] = wait
-    return json.dumps(msg)

@@ -1,0 +1,1 @@
+"""The three services as the gateway sees them: HTTP clients, call batching, circuit breakers."""

@@ -1,0 +1,131 @@
+"""The Gateway: the composition root. It builds every part of the gateway and
+wires them together, and is what the Flask app (app.py, rest/) and
+wsserver.py hold; it does nothing itself (docs/architecture.md has the map).
+
+Each feature gets what it uses in its constructor: the hub, the service
+clients, the metrics, its config section, and the capabilities of other
+features it needs (features/base.py). Each feature registers its frame types
+in the one FrameRegistry, which the dispatcher reads.
+"""
+from __future__ import annotations
+
+from skyeim import tokens
+from skyeim.config import GatewayConfig
+from skyeim.gateway.backends.clients import Backends
+from skyeim.gateway.features import connection
+from skyeim.gateway.features.auth import TokenRefresh
+from skyeim.gateway.features.chat import OneToOneChat
+from skyeim.gateway.features.connection import ConnectionLife
+from skyeim.gateway.features.delivery import DeliveryRecorder
+from skyeim.gateway.features.devices import Devices
+from skyeim.gateway.features.groups import Groups
+from skyeim.gateway.features.presence import Presence
+from skyeim.gateway.features.receipts import ReadReceipts
+from skyeim.gateway.features.revocation import Revocations
+from skyeim.gateway.features.sync import Syncer
+from skyeim.gateway.features.typing_relay import TypingRelay
+from skyeim.gateway.frames.dispatch import Dispatcher
+from skyeim.gateway.frames.registry import FrameRegistry
+from skyeim.gateway.routing.hub import Hub
+from skyeim.gateway.routing.messages import Broadcast
+from skyeim.gateway.shutdown import graceful_stop
+from skyeim.gateway.transport.connections import Connections
+from skyeim.gateway.transport.session import SessionContext
+from skyeim.gateway.transport.websocket import WebSocket
+from skyeim.metrics import GatewayMetrics
+from skyeim.protocol import UNKNOWN_PLATFORM
+
+
+class Gateway:
+    @classmethod
+    def from_config(cls, cfg: GatewayConfig) -> "Gateway":
+        metrics = GatewayMetrics()
+        return cls(cfg, Backends.from_config(cfg, metrics), metrics)
+
+    def __init__(self, cfg: GatewayConfig, backends: Backends, metrics: GatewayMetrics):
+        self.cfg, self.backends, self.metrics = cfg, backends, metrics
+        ws_cfg, chat_cfg = cfg.web_socket, cfg.chat
+        message, friend = backends.message, backends.friend
+        self.connections = Connections(ws_cfg.max_connections, metrics.connections)
+        if cfg.cluster.enabled:
+            from skyeim.gateway.routing.cluster import ClusterHub   # needs the redis package
+            self.hub: Hub = ClusterHub(
+                cfg.cluster, multi_device=ws_cfg.multi_login != "kick",
+                on_users_gone=self._users_gone, on_users_back=self._users_back,
+                on_broadcast=self._broadcast_received)
+        else:
+            self.hub = Hub()
+        hub = self.hub
+
+        # the features, each with what it uses
+        self.revocations = Revocations(cfg.auth, backends.auth, self.connections)
+        self.presence = Presence(hub, friend)
+        self.devices = Devices(ws_cfg, hub)
+        self.recorder = DeliveryRecorder(message, hub, metrics)
+        self.groups = Groups(cfg=cfg.groups, messages=message, friends=friend, hub=hub,
+                             metrics=metrics, max_content_length=chat_cfg.max_content_length)
+        self.chat = OneToOneChat(messages=message, friends=friend, hub=hub,
+                                 own_devices=self.devices, metrics=metrics,
+                                 require_friendship=chat_cfg.require_friendship,
+                                 max_content_length=chat_cfg.max_content_length)
+        receipts = ReadReceipts(messages=message, hub=hub, own_devices=self.devices)
+        syncer = Syncer(messages=message, membership=self.groups, recorder=self.recorder)
+        typing = TypingRelay(hub=hub, friends=friend, groups=self.groups, metrics=metrics,
+                             require_friendship=chat_cfg.require_friendship)
+        refresh = TokenRefresh(self.revocations)
+
+        # every client frame type, in one table; then the dispatcher that reads it
+        self.frames = FrameRegistry()
+        connection.register(self.frames)
+        for feature in (self.presence, self.chat, receipts, refresh, syncer, typing, self.groups):
+            feature.register(self.frames)
+        self.dispatcher = Dispatcher(self.frames, metrics.frames_in)
+
+        # a connection's life, its sessions reading into the dispatcher
+        context = SessionContext(ws_cfg, cfg.auth, metrics, self.dispatcher.handle_messages,
+                                 self.recorder.add)
+        self.life = ConnectionLife(ws_cfg=ws_cfg, hub=hub, messages=message,
+                                   connections=self.connections, presence=self.presence,
+                                   tokens=self.revocations, session_context=context,
+                                   metrics=metrics, after_connected=[self.groups])
+
+    # -- what the handshake and the REST API ask ---------------------------------------
+
+    def verify_token(self, token: str) -> tokens.Claims:
+        return self.revocations.verify(token)
+
+    def has_room(self) -> bool:
+        return self.connections.has_room()
+
+    @property
+    def stopping(self) -> bool:
+        return self.connections.stopping
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:
+        self.connections.stopping = value
+
+    def serve(self, ws: WebSocket, claims: tokens.Claims, platform: str = UNKNOWN_PLATFORM) -> None:
+        """Run one accepted connection until it closes (in the handler's greenlet)."""
+        self.life.serve(ws, claims, platform)
+
+    # -- what the cluster tells this node (routing/cluster.py) --------------------------
+
+    def _users_gone(self, user_ids: list[int]) -> None:
+        self.presence.users_gone(user_ids)
+
+    def _users_back(self, user_ids: list[int]) -> None:
+        self.presence.users_back(user_ids)
+
+    def _broadcast_received(self, message: Broadcast) -> None:
+        self.groups.from_other_node(message)
+
+    # -- life ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.hub.start()
+        self.revocations.start()
+
+    def shutdown(self, timeout: float) -> None:
+        """Stop reading, finish frames in flight, flush queues, close everyone with 1001."""
+        graceful_stop(timeout, self.connections, self.recorder, self.presence, self.hub)

@@ -1,0 +1,178 @@
+"""1:1 chat (PROTOCOL.md section 3): a `chat` frame is validated, checked
+against the friend list (Chat.RequireFriendship), screened (none today; the
+before-send hook of 9.4 plugs in as a ChatScreen), stored, acked `sent` to the
+sender, copied to the sender's other devices, and handed to the recipient's
+connections; its `delivered` ack follows from features/delivery.py once it is
+written to a socket.
+
+A client's burst of chats (read in one pass) goes through these steps
+together: one friend-list lookup and one store batch, answers in order.
+``deliver`` needs no sender session, so a chat stored another way (a server
+API) is delivered exactly like a client's.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Sequence
+
+from skyeim.gateway.backends.clients import (BackendFailure, BackendUnavailable, FriendService,
+                                             MessageService)
+from skyeim.gateway.features.base import ChatListener, ChatScreen, OwnDevices, backend_error
+from skyeim.gateway.frames.codec import (FrameError, bad_request, chat_content, content_type,
+                                         data_object, encode_ack, encode_chat, optional_msg_id)
+from skyeim.gateway.frames.registry import Echo, FrameRegistry, FrameType
+from skyeim.gateway.routing.hub import Hub
+from skyeim.gateway.transport.session import Outgoing, Session
+from skyeim.metrics import GatewayMetrics
+from skyeim.protocol import ErrorCode, is_user_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    kind = "chat"
+    msg_id: str                   # the client's, or one the server made
+    to_user_id: int
+    content: str
+    content_type: int
+    given_msg_id: str | None      # the client's only: what an error frame may echo
+
+
+def parse_chat(data, sender_id: int, max_content_length: int) -> Chat:
+    data = data_object(data, "chat")
+    msg_id = optional_msg_id(data)
+    to = data.get("toUserId")
+    if not is_user_id(to):
+        raise bad_request("toUserId must be an integer user id", msg_id)
+    if to == sender_id:
+        raise bad_request("a chat to oneself is not allowed", msg_id)
+    content = chat_content(data, max_content_length, msg_id)
+    ctype = content_type(data, msg_id)
+    return Chat(msg_id if msg_id is not None else str(uuid.uuid4()), to, content, ctype, msg_id)
+
+
+class OneToOneChat:
+    def __init__(self, *, messages: MessageService, friends: FriendService, hub: Hub,
+                 own_devices: OwnDevices, metrics: GatewayMetrics, require_friendship: bool,
+                 max_content_length: int, screens: Sequence[ChatScreen] = (),
+                 listeners: Sequence[ChatListener] = ()):
+        self.messages, self.friends, self.hub = messages, friends, hub
+        self.own_devices = own_devices
+        self.sent_latency = metrics.sent_latency
+        self.require_friendship = require_friendship
+        self.max_content_length = max_content_length
+        self.screens = tuple(screens)
+        self.listeners = tuple(listeners)
+
+    def register(self, frames: FrameRegistry) -> None:
+        frames.add(FrameType("chat", self.parse, handle_batch=self.handle_batch,
+                             echoes=Echo.MSG_ID))
+        frames.add_server_types("ack")
+
+    def parse(self, data, sender_id: int) -> Chat:
+        return parse_chat(data, sender_id, self.max_content_length)
+
+    # -- the pipeline -----------------------------------------------------------------
+
+    def handle_batch(self, session: Session, chats: list[Chat]) -> None:
+        """``chats``, one connection's, in order: each gets its `sent` ack and is
+        delivered, or gets its error frame."""
+        t0 = time.perf_counter()
+        # a stored answer, or the FrameError to send, per chat
+        outcomes: list = [None] * len(chats)
+        if self.require_friendship:
+            self._check_friendship(session, chats, outcomes)
+        drafts = self._screen(session.user_id, chats, outcomes)
+        if drafts:
+            self._store(session, chats, drafts, outcomes)
+        for chat, outcome in zip(chats, outcomes):
+            if isinstance(outcome, FrameError):
+                log.debug("conn=%s user=%s error %s: %s", session.conn_id, session.user_id,
+                          outcome.code, outcome.message)
+                session.reply(outcome.encode())
+                continue
+            try:
+                self._answer(session, chat, outcome, t0)
+            except Exception:
+                log.exception("conn=%s user=%s chat handling failed", session.conn_id,
+                              session.user_id)
+                session.reply(FrameError(ErrorCode.INTERNAL, "internal error",
+                                         chat.given_msg_id).encode())
+
+    def _check_friendship(self, session: Session, chats: list[Chat], outcomes: list) -> None:
+        try:
+            friends = set(self.friends.friends(session.user_id))
+        except Exception as e:
+            if isinstance(e, BackendFailure):
+                # a refusal too: the friendship cannot be checked, as if the service were down
+                e = BackendUnavailable(str(e))
+            else:
+                log.exception("conn=%s user=%s friend check failed", session.conn_id,
+                              session.user_id)
+            for i, chat in enumerate(chats):
+                outcomes[i] = backend_error(e, "friend", chat.given_msg_id)
+            return
+        for i, chat in enumerate(chats):
+            if chat.to_user_id not in friends:
+                outcomes[i] = FrameError(ErrorCode.NOT_FRIENDS, "you can only chat with friends",
+                                         chat.given_msg_id)
+
+    def _screen(self, uid: int, chats: list[Chat], outcomes: list) -> dict[int, dict]:
+        """The store bodies of the chats still wanted (index -> draft), after the screens."""
+        drafts = {i: {"msgId": chat.msg_id, "fromUserId": uid, "toUserId": chat.to_user_id,
+                      "content": chat.content, "contentType": chat.content_type}
+                  for i, chat in enumerate(chats) if outcomes[i] is None}
+        for screen in self.screens:
+            if not drafts:
+                break
+            wanted = list(drafts)
+            verdicts = screen.screen([drafts[i] for i in wanted],
+                                     [chats[i].given_msg_id for i in wanted])
+            for i, verdict in zip(wanted, verdicts):
+                if isinstance(verdict, FrameError):
+                    outcomes[i] = verdict
+                    del drafts[i]
+                else:
+                    drafts[i] = verdict
+        return drafts
+
+    def _store(self, session: Session, chats: list[Chat], drafts: dict[int, dict],
+               outcomes: list) -> None:
+        wanted = list(drafts)
+        try:
+            stored = self.messages.send_many([drafts[i] for i in wanted])
+        except BackendFailure as e:           # the whole batch
+            stored = [e] * len(wanted)
+        except Exception as e:
+            log.exception("conn=%s user=%s storing chats failed", session.conn_id, session.user_id)
+            stored = [e] * len(wanted)
+        for i, answer in zip(wanted, stored):
+            outcomes[i] = answer if isinstance(answer, dict) else \
+                backend_error(answer, "message", chats[i].given_msg_id)
+
+    def _answer(self, session: Session, chat: Chat, stored: dict, t0: float) -> None:
+        """The `sent` ack of a stored chat, then its delivery to the recipient."""
+        msg_id, seq = chat.msg_id, stored["seq"]
+        duplicate = bool(stored.get("duplicate"))
+        session.reply(encode_ack(msg_id, "sent", stored["createdAt"], seq, duplicate=duplicate))
+        self.sent_latency.observe(time.perf_counter() - t0)
+        if not duplicate:
+            self.own_devices.copy_sent(session, stored)
+        elif stored.get("delivered"):
+            session.reply(encode_ack(msg_id, "delivered", stored["deliveredAt"], seq))
+            return
+        connections = self.deliver(stored, t0)
+        if self.listeners and not duplicate:
+            for listener in self.listeners:
+                listener.chat_stored(stored, connections)
+
+    def deliver(self, stored: dict, t0: float | None = None) -> int:
+        """Hand a stored chat to every connection of its recipient (on every node); how
+        many took it. Written to a socket, it is recorded as delivered."""
+        return self.hub.send_to_user(stored["toUserId"], Outgoing(
+            encode_chat(stored), (stored["fromUserId"], stored["msgId"]), stored["seq"], t0))
+

@@ -1,0 +1,2 @@
+"""The WebSocket layer: the socket (websocket), one connection's pumps (session),
+admission and counting (connections, limits), and the echo endpoint."""

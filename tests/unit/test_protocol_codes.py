@@ -1,0 +1,39 @@
+"""Close and error codes: the values of PROTOCOL.md section 4 (and the extensions in
+docs/protocol.md), which the gateway, the services and the SDK share."""
+from __future__ import annotations
+
+from skyeim.protocol import CloseCode, ErrorCode
+
+# PROTOCOL.md section 4, "Close codes"
+CONTRACT_CLOSE_CODES = {1000: "normal", 1001: "shutting down", 1009: "message too big",
+                        1011: "internal error", 4001: "replaced", 4002: "too slow",
+                        4003: "token expired or revoked", 4004: "heartbeat timeout"}
+# PROTOCOL.md section 4, the error frame's codes
+CONTRACT_ERROR_CODES = {"bad_json", "bad_request", "unknown_type", "unsupported_frame",
+                        "not_friends", "rate_limited", "unauthorized", "forbidden", "rejected",
+                        "unavailable", "internal"}
+
+
+def test_every_close_code_of_the_contract_is_there_with_its_value():
+    assert set(CONTRACT_CLOSE_CODES) <= {int(c) for c in CloseCode}
+    assert (CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.TOO_BIG, CloseCode.INTERNAL) == \
+        (1000, 1001, 1009, 1011)
+    assert (CloseCode.REPLACED, CloseCode.TOO_SLOW, CloseCode.TOKEN_EXPIRED,
+            CloseCode.HEARTBEAT_TIMEOUT) == (4001, 4002, 4003, 4004)
+
+
+def test_only_replaced_and_token_expired_forbid_reconnecting_by_oneself():
+    assert {c for c in CloseCode if not c.reconnect} == \
+        {CloseCode.REPLACED, CloseCode.TOKEN_EXPIRED}
+
+
+def test_every_error_code_of_the_contract_is_there_with_its_value():
+    assert CONTRACT_ERROR_CODES <= {str(c) for c in ErrorCode}
+    assert ErrorCode("bad_request") is ErrorCode.BAD_REQUEST
+
+
+def test_codes_read_as_their_plain_values_in_json_and_logs():
+    import json
+    assert json.dumps({"code": ErrorCode.RATE_LIMITED, "close": CloseCode.TOO_SLOW}) == \
+        '{"code": "rate_limited", "close": 4002}'
+    assert f"{CloseCode.REPLACED} {ErrorCode.NOT_FRIENDS}" == "4001 not_friends"
