@@ -22,9 +22,10 @@ def test_every_close_code_of_the_contract_is_there_with_its_value():
             CloseCode.HEARTBEAT_TIMEOUT) == (4001, 4002, 4003, 4004)
 
 
-def test_only_replaced_and_token_expired_forbid_reconnecting_by_oneself():
-    assert {c for c in CloseCode if not c.reconnect} == \
-        {CloseCode.REPLACED, CloseCode.TOKEN_EXPIRED}
+def test_a_client_reconnects_by_itself_only_after_a_close_that_may_not_recur():
+    assert {c for c in CloseCode if c.reconnect} == {
+        CloseCode.GOING_AWAY, CloseCode.ABNORMAL, CloseCode.INTERNAL, CloseCode.TOO_SLOW,
+        CloseCode.HEARTBEAT_TIMEOUT}
 
 
 def test_every_error_code_of_the_contract_is_there_with_its_value():

@@ -63,6 +63,8 @@ export const ErrorCode = Object.freeze({
   TOO_LARGE: "too_large",
   DB_LOCKED: "db_locked",
   DB_FULL: "db_full",
+  TOO_MANY_MEMBERS: "too_many_members",
+  ERROR: "error",
 });
 
 // The client's own connection states ("state" events).
