@@ -38,3 +38,19 @@ def test_codes_read_as_their_plain_values_in_json_and_logs():
     assert json.dumps({"code": ErrorCode.RATE_LIMITED, "close": CloseCode.TOO_SLOW}) == \
         '{"code": "rate_limited", "close": 4002}'
     assert f"{CloseCode.REPLACED} {ErrorCode.NOT_FRIENDS}" == "4001 not_friends"
+
+
+def test_a_signature_is_the_hex_hmac_sha256_of_the_exact_body():
+    import hashlib
+    import hmac
+
+    from skyeim.protocol.signatures import sign, verify_signature
+    body = b'{"id":"e1","event":"user.online"}'
+    expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert sign(body, "s3cret") == expected
+    assert verify_signature(body, expected, "s3cret")
+    assert not verify_signature(body + b" ", expected, "s3cret")      # the exact bytes
+    assert not verify_signature(body, expected, "other")
+    assert not verify_signature(body, None, "s3cret")
+    assert not verify_signature(body, "sha256=zz\u00e9", "s3cret")
+    assert not verify_signature(body, expected, "")                   # no secret, no trust
