@@ -170,9 +170,25 @@ class OneToOneChat:
             for listener in self.listeners:
                 listener.chat_stored(stored, connections)
 
-    def deliver(self, stored: dict, t0: float | None = None) -> int:
+    def deliver(self, stored: dict, t0: float | None = None, ack: bool = True) -> int:
         """Hand a stored chat to every connection of its recipient (on every node); how
-        many took it. Written to a socket, it is recorded as delivered."""
+        many took it. Written to a socket, it is recorded as delivered (and its sender
+        gets `ack delivered` unless ``ack`` is False)."""
         return self.hub.send_to_user(stored["toUserId"], Outgoing(
-            encode_chat(stored), (stored["fromUserId"], stored["msgId"]), stored["seq"], t0))
+            encode_chat(stored), (stored["fromUserId"], stored["msgId"]), stored["seq"], t0,
+            ack))
 
+    def post(self, draft: dict) -> tuple[dict, int]:
+        """Store a chat made without a client (the server API, PROTOCOL.md 9.2: no
+        friendship check, no screen, no acks) and deliver it as a client's: (the stored
+        answer, connections that took it). Raises the service's failure when not stored."""
+        answer = self.messages.send_many([draft])[0]
+        if not isinstance(answer, dict):
+            raise answer
+        if answer.get("duplicate") and answer.get("delivered"):
+            return answer, 0
+        connections = self.deliver(answer, ack=False)    # no acks to the sender (9.2)
+        if not answer.get("duplicate"):
+            for listener in self.listeners:
+                listener.chat_stored(answer, connections)
+        return answer, connections

@@ -37,11 +37,13 @@ _conn_ids = itertools.count(1)
 class Outgoing:
     """A chat frame bound for this connection: written once, then reported as delivered."""
 
-    __slots__ = ("text", "key", "seq", "t0")
+    __slots__ = ("text", "key", "seq", "t0", "ack")
 
-    def __init__(self, text: str, key: tuple[int, str], seq: int, t0: float | None = None):
+    def __init__(self, text: str, key: tuple[int, str], seq: int, t0: float | None = None,
+                 ack: bool = True):
         self.text, self.key, self.seq = text, key, seq
         self.t0 = t0        # when the chat arrived (live chats), for the delivered-ack latency
+        self.ack = ack      # its sender gets `ack delivered` (not a server API chat's, 9.2)
 
 
 class _Close:
