@@ -188,7 +188,7 @@ class ClusterConfig:
 class ServerApiConfig:
     """PROTOCOL.md 9.2: the server API under /server/v1/ for the team's backend.
     An empty Key turns it off (the whole /server/ tree answers 404)."""
-    key: str = ""                # the X-Api-Key the backend sends
+    key: str = field(default="", repr=False)   # the X-Api-Key the backend sends (never logged)
 
     @property
     def enabled(self) -> bool:
