@@ -87,14 +87,12 @@ def post_message():
         msg_id = str(uuid.uuid4())
     elif not is_msg_id(msg_id):
         raise bad_request("msgId must be 1 to 64 characters of A-Z a-z 0-9 _ -")
-    stored, connections = gateway.chat.post({
+    stored, delivered = gateway.chat.post({
         "msgId": msg_id, "fromUserId": sender, "toUserId": to,
         "content": _content(body, gateway.cfg.chat.max_content_length),
         "contentType": _content_type(body)})
-    duplicate = bool(stored.get("duplicate"))
-    delivered = connections > 0 or (duplicate and bool(stored.get("delivered")))
     return jsonify(msgId=stored["msgId"], seq=stored["seq"], createdAt=stored["createdAt"],
-                   duplicate=duplicate, delivered=delivered)
+                   duplicate=bool(stored.get("duplicate")), delivered=delivered)
 
 
 def _content(body: dict, max_length: int) -> str:
