@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from cluster_harness import running_cluster
-from harness import UUID4, new_msg_id, running_system, wait_until
+from harness import UUID4, free_port, new_msg_id, running_system, wait_until
 from server_api_harness import KEY, WS_OVERRIDE, assert_error, call, metric_value
 from skyeim.server import ServerApi, ServerApiError
 
@@ -51,6 +51,17 @@ def test_without_a_key_configured_the_server_tree_is_404(system, method, path):
                          ids=["missing", "empty", "wrong", "longer", "shorter"])
 def test_a_missing_or_wrong_key_is_401(srv, method, path, key):
     assert_error(call(srv.url, method, path, key=key, json_body={}), 401, "unauthorized")
+
+
+def test_the_client_raises_the_gateways_error_or_status_0_when_unreached(srv):
+    with pytest.raises(ServerApiError) as e:
+        ServerApi(srv.url, "wrong-key").stats()
+    assert (e.value.status, e.value.code) == (401, "unauthorized")
+    with pytest.raises(ServerApiError) as e:
+        ServerApi(f"http://127.0.0.1:{free_port()}", KEY, timeout=2).stats()
+    assert e.value.status == 0
+    with pytest.raises(ValueError):
+        ServerApi(srv.url, KEY).notice("e", None)          # neither user_ids nor everyone
 
 
 def test_requests_are_counted_by_route_and_status(srv, api):
@@ -210,6 +221,17 @@ def test_a_notice_reaches_the_listed_users_only(srv, api):
     assert api.notice("x", None, user_ids=[srv.minted_user("off").id]) == 0
 
 
+def test_notice_data_up_to_max_content_length_bytes_is_accepted(srv, api):
+    u = srv.minted_user("big")
+    w = srv.connect(u)
+    data = "é" * 8191                        # 2 * 8191 + 2 quotes = 16384 bytes as JSON
+    assert api.notice("big", data, user_ids=[u.id]) == 1
+    assert w.expect("notice")["data"] == data
+    r = call(srv.url, "POST", "/notices", json_body={"userIds": [u.id], "event": "big",
+                                                     "data": data + "x"})
+    assert_error(r, 400, "bad_request", names="data")
+
+
 def test_a_notice_to_everyone_reaches_every_connection(srv, api):
     users = [srv.minted_user(f"all{i}") for i in range(3)]
     conns = [srv.connect(u) for u in users]
@@ -318,13 +340,14 @@ def test_cluster_disconnect_closes_connections_on_every_node(cluster):
 def test_cluster_message_from_a_backend_account(cluster):
     n1, n2 = cluster[1], cluster[2]
     bot, rcpt = cluster.minted_user("bot"), cluster.minted_user("rcpt")
-    w = n2.connect(rcpt)
+    bot_ws, w = n1.connect(bot), n2.connect(rcpt)
     msg_id = f"sys-{uuid.uuid4().hex}"
     sent = ServerApi(n1.url, KEY).send_message(bot.id, rcpt.id, "hello from the system",
                                                msg_id=msg_id)
     assert sent["delivered"] is True and sent["duplicate"] is False
     chat = w.expect("chat")
     assert chat["msgId"] == msg_id and chat["seq"] == sent["seq"]
+    bot_ws.assert_no_frame(1.0)                  # no `ack delivered` from the other node either
     r = n2.api("GET", "/api/messages", rcpt, params={"peerId": bot.id})
     assert [m["msgId"] for m in r.json()["messages"]] == [msg_id]
 
