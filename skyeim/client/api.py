@@ -56,8 +56,8 @@ class Api:
         self.token = token
         self.timeout = timeout
         self.session = session or requests.Session()
-        if ca_file:
-            self.session.verify = str(ca_file)
+        # per request: requests lets $REQUESTS_CA_BUNDLE override a Session's verify
+        self.verify: str | bool = str(ca_file) if ca_file else True
 
     def __repr__(self) -> str:
         return f"<Api {self.base_url}>"
@@ -71,7 +71,7 @@ class Api:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
             r = self.session.request(method, self.base_url + path, json=json, params=params,
-                                     headers=headers, timeout=self.timeout)
+                                     headers=headers, timeout=self.timeout, verify=self.verify)
         except requests.RequestException as e:
             raise api_error(None, "unreachable", f"{self.base_url}: {type(e).__name__}") from None
         try:

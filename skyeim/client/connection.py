@@ -352,9 +352,9 @@ class Connection:
             opts["origin"] = self.origin
         else:
             opts["suppress_origin"] = True        # non-browser clients send no Origin
-        if self.ca_file:
-            opts["sslopt"] = {"ca_certs": str(self.ca_file)}
-        ws = websocket.WebSocket(enable_multithread=True)
+        # TLS options go to the constructor (connect() ignores them)
+        sslopt = {"ca_certs": str(self.ca_file)} if self.ca_file else None
+        ws = websocket.WebSocket(enable_multithread=True, sslopt=sslopt)
         try:
             ws.connect(url, **opts)
         except websocket.WebSocketBadStatusException as e:
