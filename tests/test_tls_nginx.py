@@ -13,10 +13,13 @@ import requests
 
 from browser_harness import TIMEOUT_MS, VIEWPORT, chromium
 from harness import PASSWORD, System, close_open_clients, unique, wait_until
-from nginx_harness import SITE, Nginx, make_certificates, require_nginx
+from nginx_harness import SITE, Nginx, make_certificates, require_nginx, session_from
 from sdk_harness import cli, next_of, ok, one_line_error
 from skyeim.client import Api, ChatMessage, Client, ConnectFailed
 from skyeim.config import WebSocketConfig
+
+
+ADDRESS_FAILURES = 4     # failed logins per client address (auth.yaml LoginLimit) here
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,8 @@ def tls(tmp_path_factory, certs):
     """(system, nginx): a standalone system behind nginx on https://127.0.0.1:<port>."""
     require_nginx()
     system = System(tmp_path_factory.mktemp("system"),
-                    ws={"WebSocket": {"TrustedProxies": ["127.0.0.1"]}}).start()
+                    ws={"WebSocket": {"TrustedProxies": ["127.0.0.1"]}},
+                    auth={"LoginLimit": {"MaxAddressFailures": ADDRESS_FAILURES}}).start()
     nginx = Nginx(tmp_path_factory.mktemp("nginx"), system.port, certs)
     try:
         nginx.start()
@@ -158,3 +162,25 @@ def test_web_page_over_https_chats_over_wss(tls, certs):
         b.close()
     assert sockets and all(url.startswith(f"wss://127.0.0.1:{nginx.https_port}/ws")
                            for url in sockets), sockets
+
+
+def test_login_limit_counts_the_address_nginx_saw(tls, certs):
+    """nginx sets X-Forwarded-For to its client's address; the gateway believes it
+    (nginx is in TrustedProxies) and the Auth service counts failed logins per
+    that address: one address locked out, another (and the proxy's own) not."""
+    system, nginx = tls
+    name, _ = _user(nginx.url, certs.ca, "limited")
+    attacker, other = session_from("127.0.0.2", certs.ca), session_from("127.0.0.3", certs.ca)
+
+    def login(session, username, password, **headers):
+        return session.post(nginx.url + "/api/login", json={"username": username,
+                            "password": password}, headers=headers, timeout=10)
+
+    for i in range(ADDRESS_FAILURES):      # random names; a forged X-Forwarded-For changes nothing
+        r = login(attacker, unique("nobody"), "wrong", **{"X-Forwarded-For": f"10.9.9.{i}"})
+        assert r.status_code == 401, r.text
+    r = login(attacker, name, PASSWORD)
+    assert r.status_code == 429 and r.json()["code"] == "rate_limited", r.text
+    assert int(r.headers["Retry-After"]) > 0
+    assert login(other, name, PASSWORD).status_code == 200
+    assert Api(nginx.url, ca_file=certs.ca).login(name, PASSWORD).user_id > 0   # from 127.0.0.1

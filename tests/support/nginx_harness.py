@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
+from requests.adapters import HTTPAdapter
 
 from harness import REPO, free_port, reap
 
@@ -87,6 +89,26 @@ def site_config(gateway_port: int, https_port: int, http_port: int, certs: Certi
             ("/var/log/nginx/skyeim.error.log", str(logs / "skyeim.error.log"))):
         text = _replace(text, old, new)
     return text
+
+
+class _SourceAdapter(HTTPAdapter):
+    def __init__(self, source: str):
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kw):
+        kw["source_address"] = (self.source, 0)
+        return super().init_poolmanager(*args, **kw)
+
+
+def session_from(source: str, ca: Path) -> requests.Session:
+    """HTTP from another loopback address (127.0.0.2, ...: all of 127/8 is this
+    machine), so that nginx sees another client address; trusting ``ca``."""
+    session = requests.Session()
+    session.mount("https://", _SourceAdapter(source))
+    session.verify = str(ca)
+    session.trust_env = False           # $REQUESTS_CA_BUNDLE would replace verify
+    return session
 
 
 class Nginx:
