@@ -5,6 +5,11 @@ Dependencies come from the package index pip is configured with (``pip config
 list``: this machine's local index and links, as for the README's install).
 Programs of a venv run with the venv's bin on PATH, from a directory outside the
 checkout and without PYTHONPATH, so ``import skyeim`` finds the installed copy.
+
+The server's requirements are many and large: by default a venv borrows them
+from the test's own venv (``Venv.borrow_site_packages``: a .pth file after its
+own site-packages, which were installed from the same pins), and
+SKYEIM_PACKAGING_FULL=1 installs ``skyeim[server]`` from the index instead.
 """
 from __future__ import annotations
 
@@ -12,11 +17,13 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
 from harness import REPO
 
+FULL = os.environ.get("SKYEIM_PACKAGING_FULL") == "1"
 PIP_TIMEOUT = 300.0     # s one pip command may take (an install downloads on a cold cache)
 # what the wheel is built from; the rest of the checkout (tests, data, .venv) stays out
 SOURCES = ("pyproject.toml", "README.md", "skyeim")
@@ -64,7 +71,8 @@ class Venv:
 
     def __init__(self, path: Path):
         self.path = path
-        venv.EnvBuilder(with_pip=True, clear=True).create(path)
+        # no pip of its own (ensurepip is the slowest part): the test's pip installs into it
+        venv.EnvBuilder(with_pip=False, clear=True).create(path)
         self.bin = path / "bin"
         self.python = self.bin / "python"
         self.cwd = path.parent            # outside the checkout
@@ -72,7 +80,15 @@ class Venv:
         self.env["PATH"] = f"{self.bin}{os.pathsep}{self.env.get('PATH', '')}"
 
     def pip_install(self, *requirements: str) -> None:
-        run([str(self.python), "-m", "pip", "install", "-q", *requirements], cwd=self.cwd)
+        run([sys.executable, "-m", "pip", "--python", str(self.python), "install", "-q",
+             *requirements], cwd=self.cwd)
+
+    def borrow_site_packages(self) -> None:
+        """Make the test venv's packages (the server's requirements) importable here,
+        after this venv's own: a .pth file naming the test venv's site-packages."""
+        site = self.python_says("import sysconfig; print(sysconfig.get_paths()['purelib'])")
+        Path(site, "zz_borrowed_server_requirements.pth").write_text(
+            sysconfig.get_paths()["purelib"] + "\n")
 
     def run(self, argv: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess:
         return run(argv, cwd=self.cwd, timeout=timeout, env=self.env)
