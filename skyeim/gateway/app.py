@@ -10,7 +10,7 @@ import logging
 
 from flask import Flask, current_app, jsonify, request
 
-from skyeim import tokens
+from skyeim import __version__, tokens
 from skyeim.gateway.backends.clients import BackendRejected, BackendUnavailable
 from skyeim.gateway.composition import Gateway
 from skyeim.gateway.rest.api import api
@@ -172,7 +172,7 @@ def index_page():
 
 
 def healthz():
-    return jsonify(ok=True)
+    return jsonify(ok=True, version=__version__)
 
 
 def readyz():
