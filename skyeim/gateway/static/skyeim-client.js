@@ -65,6 +65,8 @@ export const ErrorCode = Object.freeze({
   DB_FULL: "db_full",
   TOO_MANY_MEMBERS: "too_many_members",
   ERROR: "error",
+  TOO_LATE: "too_late",
+  RECALLED: "recalled",
 });
 
 // The client's own connection states ("state" events).
