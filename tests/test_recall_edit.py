@@ -9,7 +9,7 @@ import pytest
 
 from cluster_harness import running_cluster
 from harness import new_msg_id
-from sdk_harness import next_of
+from sdk_harness import account, cli, next_of, ok, one_line_error
 from skyeim.client import ChatMessage, Client, MessageEdited, MessageRecalled, MessagesDeleted
 
 SKIP = ("pong", "online", "offline")
@@ -222,3 +222,20 @@ def test_the_sdk_recalls_edits_deletes_and_catches_up_after_a_reconnect(system):
     finally:
         a.close()
         b.close()
+
+
+def test_the_cli_edits_and_recalls_and_says_why_when_it_cannot(system, tmp_path):
+    a_name, a_file, a_id = account(system, tmp_path, "cli_ed_a")
+    b_name, b_file, b_id = account(system, tmp_path, "cli_ed_b")
+    sent = ok(cli(system, tmp_path, "send", str(b_id), "typo hree", "--msg-id", "cli-edit-1",
+                  token_file=a_file))
+    assert "cli-edit-1" in sent
+    out = ok(cli(system, tmp_path, "edit", "cli-edit-1", "typo here", token_file=a_file))
+    assert "edit" in out and "typo here" in out
+    assert "recalled" in ok(cli(system, tmp_path, "recall", "cli-edit-1", token_file=a_file))
+    err = one_line_error(cli(system, tmp_path, "edit", "cli-edit-1", "again", token_file=a_file))
+    assert "recalled: a recalled message cannot be edited" in err
+    err = one_line_error(cli(system, tmp_path, "recall", "cli-edit-1", token_file=b_file))
+    assert "not_found" in err
+    history = ok(cli(system, tmp_path, "history", str(a_id), token_file=b_file))
+    assert "typo" not in history and "recalled" in history
