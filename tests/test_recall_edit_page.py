@@ -77,7 +77,7 @@ def test_edit_recall_and_delete_from_the_page(browser, system):
 
     # recall: both pages show the marker, not the content
     mine.locator('[data-action="recall"]').click()
-    expect(mine).to_have_class("msg mine recalled")
+    expect(mine).to_have_class("msg mine recalled-msg")
     expect(mine).to_contain_text("You recalled this message")
     expect(at_bob).to_contain_text(f"{a_name} recalled this message")
     expect(at_bob).not_to_contain_text("meet at 6")

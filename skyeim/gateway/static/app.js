@@ -458,7 +458,7 @@ function messageNode(conv, m) {
   if (m.seq != null) li.dataset.seq = String(m.seq);
   if (mineMsg) li.dataset.status = m.status;
   const bubble = el("div", "bubble");
-  li.classList.toggle("recalled", m.recalled);
+  li.classList.toggle("recalled-msg", m.recalled);
   if (m.recalled) {
     bubble.append(el("span", "text recalled-text",
       mineMsg ? "You recalled this message" : `${friendName(m.fromUserId)} recalled this message`));
