@@ -139,9 +139,13 @@ _GATEWAY_PATHS = ("/ws", "/healthz", "/readyz", "/metrics")
 class ChatConfig:
     require_friendship: bool = False
     max_content_length: int = 16384
+    recall_window: int = 120        # s after createdAt a sender may recall a message (as Tencent Cloud Chat)
+    edit_window: int = 900          # s after createdAt a sender may edit it
 
     def validate(self, key: str) -> None:
         _positive(f"{key}.MaxContentLength", self.max_content_length)
+        _positive(f"{key}.RecallWindow", self.recall_window)
+        _positive(f"{key}.EditWindow", self.edit_window)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from skyeim.gateway.features.connection import ConnectionLife
 from skyeim.gateway.features.delivery import DeliveryRecorder
 from skyeim.gateway.features.devices import Devices
 from skyeim.gateway.features.friendships import Friendships
+from skyeim.gateway.features.edits import MessageEdits
 from skyeim.gateway.features.groups import Groups
 from skyeim.gateway.features.presence import Presence
 from skyeim.gateway.features.receipts import ReadReceipts
@@ -71,6 +72,9 @@ class Gateway:
                                  require_friendship=chat_cfg.require_friendship,
                                  max_content_length=chat_cfg.max_content_length)
         receipts = ReadReceipts(messages=message, hub=hub, own_devices=self.devices)
+        edits = MessageEdits(messages=message, hub=hub, recall_window_s=chat_cfg.recall_window,
+                             edit_window_s=chat_cfg.edit_window,
+                             max_content_length=chat_cfg.max_content_length)
         syncer = Syncer(messages=message, membership=self.groups, recorder=self.recorder)
         typing = TypingRelay(hub=hub, friends=friend, groups=self.groups, metrics=metrics,
                              require_friendship=chat_cfg.require_friendship)
@@ -82,8 +86,8 @@ class Gateway:
         # every client frame type, in one table; then the dispatcher that reads it
         self.frames = FrameRegistry()
         connection.register(self.frames)
-        for feature in (self.presence, self.chat, receipts, refresh, syncer, typing, self.groups,
-                        self.server_push, self.friendships):
+        for feature in (self.presence, self.chat, receipts, edits, refresh, syncer, typing,
+                        self.groups, self.server_push, self.friendships):
             feature.register(self.frames)
         self.dispatcher = Dispatcher(self.frames, metrics.frames_in)
 
