@@ -18,6 +18,7 @@ from skyeim.gateway.features.chat import OneToOneChat
 from skyeim.gateway.features.connection import ConnectionLife
 from skyeim.gateway.features.delivery import DeliveryRecorder
 from skyeim.gateway.features.devices import Devices
+from skyeim.gateway.features.friendships import Friendships
 from skyeim.gateway.features.groups import Groups
 from skyeim.gateway.features.presence import Presence
 from skyeim.gateway.features.receipts import ReadReceipts
@@ -73,11 +74,14 @@ class Gateway:
         typing = TypingRelay(hub=hub, friends=friend, groups=self.groups, metrics=metrics,
                              require_friendship=chat_cfg.require_friendship)
         refresh = TokenRefresh(self.revocations)
+        # friendship changes to live connections (PROTOCOL.md 9.5); /api/friends uses it
+        self.friendships = Friendships(friends=friend, auth=backends.auth, hub=hub)
 
         # every client frame type, in one table; then the dispatcher that reads it
         self.frames = FrameRegistry()
         connection.register(self.frames)
-        for feature in (self.presence, self.chat, receipts, refresh, syncer, typing, self.groups):
+        for feature in (self.presence, self.chat, receipts, refresh, syncer, typing, self.groups,
+                        self.friendships):
             feature.register(self.frames)
         self.dispatcher = Dispatcher(self.frames, metrics.frames_in)
 
