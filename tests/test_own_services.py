@@ -303,3 +303,19 @@ def test_cluster_chat_with_both_acks_and_backlog(cluster):
     c = cluster[2].connect(carol)
     assert [m["msgId"] for m in c.backlog] == [later]
     assert read_until(a, "ack")["msgId"] == later
+
+
+def test_groups_are_beyond_section_6(healthy):
+    """A Friend service without the group endpoints: a user is in no group; creating
+    one answers the service's 404, a `groupchat` gets an error, never a lost chat."""
+    system = healthy
+    alice, bob = system.users("alice", "bob")
+    a = system.connect(alice)
+    a.assert_no_frame(0.5)                       # no group_unread
+    r = system.api("POST", "/api/groups", alice, json={"name": "g", "memberIds": [bob.id]})
+    assert (r.status_code, r.json()["code"]) == (404, "not_found"), r.text
+    assert system.api("GET", "/api/groups", alice).json()["groups"] == []
+    mid = new_msg_id()
+    a.send("groupchat", {"groupId": 1, "msgId": mid, "content": "anyone?"})
+    err = a.expect("error")
+    assert (err["msgId"], err["code"]) == (mid, "forbidden"), err      # not a member
