@@ -319,3 +319,27 @@ def test_groups_are_beyond_section_6(healthy):
     a.send("groupchat", {"groupId": 1, "msgId": mid, "content": "anyone?"})
     err = a.expect("error")
     assert (err["msgId"], err["code"]) == (mid, "forbidden"), err      # not a member
+
+
+def test_sync_pages_come_from_history(healthy):
+    """`sync` (docs/protocol.md) without /v1/messages/conversation: the pages are read
+    from the section 6 history, in ascending seq, with hasMore, gap ranges exact."""
+    system = healthy
+    alice, bob = system.users("alice", "bob")
+    system.seed_many(bob, alice, 7, prefix="b")
+    ca = system.connect(alice, connected_timeout=20)
+    ca.send("sync", {"requestId": "r1", "limit": 3,
+                     "conversations": [{"peerId": bob.id, "afterSeq": 0}]})
+    pages = [read_until(ca, "sync_messages", 10) for _ in range(3)]
+    assert [([m["seq"] for m in p["messages"]], p["hasMore"]) for p in pages] == \
+        [([1, 2, 3], True), ([4, 5, 6], True), ([7], False)]
+    assert [m["content"] for m in pages[0]["messages"]] == ["b #0", "b #1", "b #2"]
+    assert all(m["status"] in ("delivered", "read") for p in pages for m in p["messages"])
+    done = read_until(ca, "sync_complete", 10)
+    assert done["conversations"] == [{"peerId": bob.id, "lastSeq": 7, "hasMore": False}]
+    ca.send("sync", {"requestId": "r2", "limit": 2,       # a gap: the client holds 1-2, 6-7
+                     "conversations": [{"peerId": bob.id, "afterSeq": 2, "beforeSeq": 6}]})
+    pages = [read_until(ca, "sync_messages", 10) for _ in range(2)]
+    assert [([m["seq"] for m in p["messages"]], p["hasMore"]) for p in pages] == \
+        [([3, 4], True), ([5], False)]
+    assert read_until(ca, "sync_complete", 10)["conversations"][0]["lastSeq"] == 5
