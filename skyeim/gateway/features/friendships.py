@@ -15,10 +15,12 @@ now" / "is no friend now".
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 import gevent
 
 from skyeim.gateway.backends.clients import AuthService, BackendFailure, FriendService
+from skyeim.gateway.features.base import FriendshipListener
 from skyeim.gateway.frames.codec import encode
 from skyeim.gateway.frames.registry import FrameRegistry
 from skyeim.gateway.routing.hub import Hub
@@ -30,8 +32,10 @@ NAME_WAIT = 1.0
 
 
 class Friendships:
-    def __init__(self, *, friends: FriendService, auth: AuthService, hub: Hub):
+    def __init__(self, *, friends: FriendService, auth: AuthService, hub: Hub,
+                 listeners: Sequence[FriendshipListener] = ()):
         self.friends, self.auth, self.hub = friends, auth, hub
+        self.listeners = tuple(listeners)
 
     def register(self, frames: FrameRegistry) -> None:
         frames.add_server_types("friend_added", "friend_removed")
@@ -40,11 +44,20 @@ class Friendships:
         """Befriend the two (Friend service; raises its BackendFailure), then tell them."""
         self.friends.add(user_id, friend_id)
         self.announce_added(user_id, friend_id)
+        self._tell_listeners(user_id, friend_id, True)
 
     def remove(self, user_id: int, friend_id: int) -> None:
         """End the friendship (Friend service; raises its BackendFailure), then tell them."""
         self.friends.remove(user_id, friend_id)
         self.announce_removed(user_id, friend_id)
+        self._tell_listeners(user_id, friend_id, False)
+
+    def _tell_listeners(self, user_id: int, friend_id: int, added: bool) -> None:
+        for listener in self.listeners:
+            try:
+                listener.friendship_changed(user_id, friend_id, added)
+            except Exception:       # a listener's bug must not fail the caller's request
+                log.exception("friendship listener %r failed", listener)
 
     def announce_added(self, a: int, b: int, names: dict[int, str] | None = None) -> None:
         """``friend_added`` to both users' connections; ``names``: usernames already known."""
