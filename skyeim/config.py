@@ -189,6 +189,17 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class OptionalEndpointsConfig:
+    """PROTOCOL.md 9.1: the service endpoints beyond section 6 (batch calls) are an
+    optimisation. One that answers 404 or 405 is replaced by the section 6 calls
+    (logged once) and tried again every ProbeInterval seconds."""
+    probe_interval: float = 60.0  # s
+
+    def validate(self, key: str) -> None:
+        _positive(f"{key}.ProbeInterval", self.probe_interval)
+
+
+@dataclass(frozen=True)
 class ServerApiConfig:
     """PROTOCOL.md 9.2: the server API under /server/v1/ for the team's backend.
     An empty Key turns it off (the whole /server/ tree answers 404)."""
@@ -220,10 +231,12 @@ class GatewayConfig:
     groups: GroupsConfig = field(default_factory=GroupsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    optional_endpoints: OptionalEndpointsConfig = field(default_factory=OptionalEndpointsConfig)
     server_api: ServerApiConfig = field(default_factory=ServerApiConfig)
 
     def validate(self, key: str = "") -> None:
         _port("Port", self.port)
+        self.optional_endpoints.validate("OptionalEndpoints")
         self.cluster.validate("Cluster")
         self.auth.validate("Auth")
         self.message_rpc.validate("MessageRpc")

@@ -79,7 +79,8 @@ class Gateway:
         typing = TypingRelay(hub=hub, friends=friend, groups=self.groups, metrics=metrics,
                              require_friendship=chat_cfg.require_friendship)
         refresh = TokenRefresh(self.revocations)
-        # the server API's (PROTOCOL.md 9.2, 9.5)
+        # the server API's (PROTOCOL.md 9.2); friendship changes to live connections
+        # (9.5), for /api/friends and /server/v1/friends
         self.server_push = ServerPush(hub)
         self.friendships = Friendships(friends=friend, auth=backends.auth, hub=hub)
 
