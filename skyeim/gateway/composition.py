@@ -19,11 +19,13 @@ from skyeim.gateway.features.connection import ConnectionLife
 from skyeim.gateway.features.delivery import DeliveryRecorder
 from skyeim.gateway.features.devices import Devices
 from skyeim.gateway.features.groups import Groups
+from skyeim.gateway.features.hooks import BeforeSendHook
 from skyeim.gateway.features.presence import Presence
 from skyeim.gateway.features.receipts import ReadReceipts
 from skyeim.gateway.features.revocation import Revocations
 from skyeim.gateway.features.sync import Syncer
 from skyeim.gateway.features.typing_relay import TypingRelay
+from skyeim.gateway.features.webhooks import Webhooks, WebhookSender
 from skyeim.gateway.frames.dispatch import Dispatcher
 from skyeim.gateway.frames.registry import FrameRegistry
 from skyeim.gateway.routing.hub import Hub
@@ -57,17 +59,33 @@ class Gateway:
             self.hub = Hub()
         hub = self.hub
 
+        # PROTOCOL.md 9.3 webhooks and 9.4 the before-send hook: off without a Url
+        self.webhook_sender = WebhookSender(cfg.webhooks, metrics)
+        self.webhooks = Webhooks(cfg.webhooks, self.webhook_sender)
+        presence_listeners, chat_listeners, screens = [], [], []
+        if cfg.webhooks.enabled:
+            chat_listeners.append(self.webhooks)
+            if cfg.cluster.enabled:     # once per cluster, decided in Redis
+                self.hub.watch_presence(self.webhooks.presence_changed)
+            else:
+                presence_listeners.append(self.webhooks)
+        if cfg.hooks.before_send.enabled:
+            screens.append(BeforeSendHook(cfg.hooks.before_send, cfg.webhooks.secret, hub,
+                                          metrics, chat_cfg.max_content_length))
+
         # the features, each with what it uses
         self.revocations = Revocations(cfg.auth, backends.auth, self.connections)
-        self.presence = Presence(hub, friend)
+        self.presence = Presence(hub, friend, listeners=presence_listeners)
         self.devices = Devices(ws_cfg, hub)
         self.recorder = DeliveryRecorder(message, hub, metrics)
         self.groups = Groups(cfg=cfg.groups, messages=message, friends=friend, hub=hub,
-                             metrics=metrics, max_content_length=chat_cfg.max_content_length)
+                             metrics=metrics, max_content_length=chat_cfg.max_content_length,
+                             screens=screens)
         self.chat = OneToOneChat(messages=message, friends=friend, hub=hub,
                                  own_devices=self.devices, metrics=metrics,
                                  require_friendship=chat_cfg.require_friendship,
-                                 max_content_length=chat_cfg.max_content_length)
+                                 max_content_length=chat_cfg.max_content_length,
+                                 screens=screens, listeners=chat_listeners)
         receipts = ReadReceipts(messages=message, hub=hub, own_devices=self.devices)
         syncer = Syncer(messages=message, membership=self.groups, recorder=self.recorder)
         typing = TypingRelay(hub=hub, friends=friend, groups=self.groups, metrics=metrics,
@@ -125,7 +143,17 @@ class Gateway:
     def start(self) -> None:
         self.hub.start()
         self.revocations.start()
+        if self.cfg.webhooks.enabled:
+            self.webhook_sender.start()
 
     def shutdown(self, timeout: float) -> None:
-        """Stop reading, finish frames in flight, flush queues, close everyone with 1001."""
+        """Stop reading, finish frames in flight, flush queues, close everyone with 1001;
+        then the webhook events still waiting get a moment (a tenth of the timeout)."""
         graceful_stop(timeout, self.connections, self.recorder, self.presence, self.hub)
+        self.webhook_sender.stop(timeout / 10)
+
+    # -- what the REST API (and the server API) tell -------------------------------------
+
+    def friendship_changed(self, user_id: int, friend_id: int, added: bool) -> None:
+        """A friendship was created or removed through the gateway (webhooks 9.3)."""
+        self.webhooks.friend_changed(user_id, friend_id, added)

@@ -74,6 +74,7 @@ def add_friend():
     if fid == uid:
         raise bad_request("you cannot befriend yourself")
     gateway.backends.friend.add(uid, fid)
+    gateway.friendship_changed(uid, fid, added=True)
     return jsonify(ok=True)
 
 
@@ -83,7 +84,9 @@ def remove_friend(friend_id: str):
     fid = positive_int_arg(friend_id)
     if not is_user_id(fid):
         raise bad_request("friendId must be an integer user id")
-    current_gateway().backends.friend.remove(uid, fid)
+    gateway = current_gateway()
+    gateway.backends.friend.remove(uid, fid)
+    gateway.friendship_changed(uid, fid, added=False)
     return jsonify(ok=True)
 
 
