@@ -176,3 +176,21 @@ def test_groupchat_goes_through_the_hook(hooked_system, hook):
     history = system.api("GET", f"/api/groups/{gid}/messages", alice)
     assert history.status_code == 200, history.text
     assert [m["content"] for m in history.json()["messages"]] == ["**** group"]
+
+
+def test_in_a_cluster_a_resend_to_another_node_is_not_asked_again(tmp_path_factory, hook):
+    from cluster_harness import running_cluster
+    hook.answer = moderate
+    ws = {**hooked(hook.url), "WebSocket": {"MultiLogin": "allow"}}
+    with running_cluster(tmp_path_factory.mktemp("hookcluster"), "hookcluster", nodes=2,
+                         heartbeat_interval=1, node_ttl=3, ws=ws) as system:
+        alice, bob = system.users("hkc_a", "hkc_b")
+        on1, on2 = system[1].connect(alice), system[2].connect(alice)
+        mid = new_msg_id()
+        on1.chat(bob, "darn, from node 1", msg_id=mid)
+        first = on1.expect_ack(mid, "sent", skip=SKIP)
+        on2.chat(bob, "darn, from node 1", msg_id=mid)       # the resend lands on node 2
+        again = on2.expect_ack(mid, "sent", skip=SKIP + ("chat",))
+        assert again.get("duplicate") is True and again["seq"] == first["seq"]
+        assert [b["msgId"] for b in hook.bodies()].count(mid) == 1
+        assert contents(system, alice, bob) == ["****, from node 1"]
