@@ -63,8 +63,9 @@ class Gateway:
         self.webhook_sender = WebhookSender(cfg.webhooks, metrics)
         self.webhooks = Webhooks(cfg.webhooks, self.webhook_sender)
         presence_listeners, chat_listeners, screens = [], [], []
-        if cfg.webhooks.enabled:
+        if cfg.webhooks.wants("message.offline"):
             chat_listeners.append(self.webhooks)
+        if cfg.webhooks.wants("user.online") or cfg.webhooks.wants("user.offline"):
             if cfg.cluster.enabled:     # once per cluster, decided in Redis
                 self.hub.watch_presence(self.webhooks.presence_changed)
             else:
