@@ -241,3 +241,19 @@ def test_cluster_message_offline_and_friend_events_once(hooked_cluster):
     assert offline == [to_carol]
     assert len(receiver.events("friend.added", userId=alice.id)) == 1
     assert all(r.signed_ok for r in receiver.received)
+
+
+def test_cluster_users_of_a_dead_node_go_offline_once(hooked_cluster):
+    system, receiver = hooked_cluster
+    n1, n2 = system[1], system[2]
+    dave = _fresh_user(system, "whc_dead")
+    n2.connect(dave)
+    receiver.wait_event("user.online", userId=dave.id)
+    n2.kill()                                      # no goodbye: node 1 cleans up after NodeTTL
+    try:
+        receiver.wait_event("user.offline", timeout=20, userId=dave.id)
+        time.sleep(SETTLE)
+        assert len(receiver.events("user.offline", userId=dave.id)) == 1
+        assert len(receiver.events("user.online", userId=dave.id)) == 1
+    finally:
+        system.ensure_running()
