@@ -185,6 +185,17 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class ServerApiConfig:
+    """PROTOCOL.md 9.2: the server API under /server/v1/ for the team's backend.
+    An empty Key turns it off (the whole /server/ tree answers 404)."""
+    key: str = field(default="", repr=False)   # the X-Api-Key the backend sends (never logged)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.key)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -207,6 +218,7 @@ class GatewayConfig:
     log: LogConfig = field(default_factory=LogConfig)
     webhooks: WebhooksConfig = field(default_factory=lambda: WebhooksConfig())
     hooks: HooksConfig = field(default_factory=lambda: HooksConfig())
+    server_api: ServerApiConfig = field(default_factory=ServerApiConfig)
 
     def validate(self, key: str = "") -> None:
         _port("Port", self.port)
