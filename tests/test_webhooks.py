@@ -86,6 +86,27 @@ def test_events_are_signed_and_shaped_as_protocol_says(system_factory, receiver)
     assert not verify_signature(r0.raw, r0.headers[HEADER], "another-secret")
 
 
+def test_the_server_api_friendships_and_messages_make_events_too(system_factory, receiver):
+    from server_api_harness import WS_OVERRIDE, call
+    system = system_factory(ws={**webhooks(receiver.url), **WS_OVERRIDE})
+    alice, bob = system.users("wh_s1", "wh_s2")
+    r = call(system.url, "POST", "/friends", json_body={"userId": alice.id, "friendId": bob.id})
+    assert r.status_code == 200, r.text
+    assert receiver.wait_event("friend.added")[0]["data"] == {"userId": alice.id,
+                                                              "friendId": bob.id}
+    r = call(system.url, "DELETE", f"/friends/{bob.id}/{alice.id}")
+    assert r.status_code == 200, r.text
+    assert receiver.wait_event("friend.removed")[0]["data"] == {"userId": bob.id,
+                                                                "friendId": alice.id}
+    r = call(system.url, "POST", "/messages", json_body={"fromUserId": alice.id,
+                                                          "toUserId": bob.id, "content": "ping"})
+    assert r.status_code == 200, r.text
+    pushed = receiver.wait_event("message.offline")[0]["data"]["message"]
+    assert (pushed["msgId"], pushed["content"]) == (r.json()["msgId"], "ping")
+    time.sleep(SETTLE)
+    assert len(receiver.events()) == 3
+
+
 def test_a_multilogin_replacement_is_neither_offline_nor_online(system_factory, receiver):
     system = system_factory(ws=webhooks(receiver.url))
     alice = system.users("wh_kick")[0]
