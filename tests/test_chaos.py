@@ -4,7 +4,8 @@ The shipped supervisord.conf (with etc/*.yaml, free ports and a private data
 directory: chaos_harness.ShippedLayout) runs the four programs. SDK users chat
 in pairs, continuously, with reconnect and resend on. Each of the four
 programs is killed with SIGKILL in turn (waiting until supervisord has it
-back), then random ones every few seconds for a bounded run:
+back), then the Friend service and the gateway at once, then random ones
+every few seconds for a bounded run:
 SKYEIM_CHAOS_SECONDS (default 120 s, the CI run) counted from the first kill.
 
 Once things settle:
@@ -22,6 +23,7 @@ docs/reliability.md, "Killed processes under supervisord").
 from __future__ import annotations
 
 import random
+import threading
 import time
 
 import pytest
@@ -53,11 +55,16 @@ def test_kill_nine_under_supervisord_loses_nothing_and_presence_heals(layout):
     try:
         crowd.start()
         time.sleep(3)                               # chatting before the first kill
+        watcher_stop = threading.Event()
+        killer.watch(watcher_stop)
         t0 = time.monotonic()
-        for program in PROGRAMS:                    # each in turn, back before the next
-            k = killer.kill(program)
-            assert k is not None, f"{program} not running:\n{layout.status()}"
-            killer.wait_back(k)
+        # each in turn, back before the next; then the Friend service and the gateway at
+        # once (users come back while their friend lists may be unavailable)
+        for group in [(p,) for p in PROGRAMS] + [("friend", "gateway")]:
+            kills = [killer.kill(program) for program in group]
+            assert all(kills), f"{group} not running:\n{layout.status()}"
+            for k in kills:
+                killer.wait_back(k)
             time.sleep(2)
         while time.monotonic() - t0 < duration:     # then random ones
             k = killer.kill_random()
@@ -66,6 +73,7 @@ def test_kill_nine_under_supervisord_loses_nothing_and_presence_heals(layout):
         for k in killer.kills:                      # every program back
             if k.back_after is None:
                 killer.wait_back(k)
+        watcher_stop.set()
         crowd.stop_sending.set()
 
         # settle: everything acked, delivered, and presence healed
@@ -96,6 +104,8 @@ def test_kill_nine_under_supervisord_loses_nothing_and_presence_heals(layout):
         print(f"  chats sent {sent}, acked sent {acked}, acked delivered {delivered_acks}, "
               f"received {received}, repeated on a later connection {crowd.wire_repeats()}")
         print(f"  after settling: {state}")
+        gateway_log = layout.logs().get("gateway.log", "")
+        print(f"  presence repair rounds in gateway.log: {gateway_log.count('presence repaired for')}")
 
         errors = [e for u in crowd.users for e in u.errors]
         assert not errors, errors

@@ -185,13 +185,33 @@ class Killer:
         self.kills.append(k)
         return k
 
-    def wait_back(self, k: Kill, timeout: float = 60.0) -> float:
-        deadline = k.at + timeout
-        path = "/readyz" if k.program == "gateway" else "/healthz"
-        while time.monotonic() < deadline:
-            pid = self.layout.running().get(k.program)
+    def poll(self) -> None:
+        """Note the programs killed that are back: a new pid, RUNNING, and answering."""
+        pending = [k for k in self.kills if k.back_after is None]
+        if not pending:
+            return
+        running = self.layout.running()
+        for k in pending:
+            pid = running.get(k.program)
+            path = "/readyz" if k.program == "gateway" else "/healthz"
             if pid is not None and pid != k.pid and self.layout.healthy(k.program, path):
-                k.back_after = time.monotonic() - k.at
+                if k.back_after is None:
+                    k.back_after = time.monotonic() - k.at
+
+    def watch(self, stop: threading.Event) -> threading.Thread:
+        """poll() every 0.2 s in a thread until ``stop``."""
+        def run() -> None:
+            while not stop.wait(0.2):
+                self.poll()
+        t = threading.Thread(target=run, daemon=True, name="killer-watch")
+        t.start()
+        return t
+
+    def wait_back(self, k: Kill, timeout: float = 60.0) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll()
+            if k.back_after is not None:
                 return k.back_after
             time.sleep(0.2)
         raise AssertionError(f"{k.program} not back within {timeout:g}s:\n{self.layout.status()}")
