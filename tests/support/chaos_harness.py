@@ -167,6 +167,7 @@ class Kill:
     pid: int
     at: float                      # monotonic
     back_after: float | None = None   # s until the program answered again (a new pid, healthz)
+    probe: str = "/healthz"        # what "answered" means (the gateway: /readyz, unless told)
 
 
 class Killer:
@@ -176,12 +177,13 @@ class Killer:
         self.layout, self.rng = layout, rng
         self.kills: list[Kill] = []
 
-    def kill(self, program: str) -> Kill | None:
+    def kill(self, program: str, probe: str | None = None) -> Kill | None:
         pid = self.layout.running().get(program)
         if pid is None or not _alive(pid):
             return None
         os.kill(pid, signal.SIGKILL)
-        k = Kill(program, pid, time.monotonic())
+        probe = probe or ("/readyz" if program == "gateway" else "/healthz")
+        k = Kill(program, pid, time.monotonic(), probe=probe)
         self.kills.append(k)
         return k
 
@@ -193,8 +195,7 @@ class Killer:
         running = self.layout.running()
         for k in pending:
             pid = running.get(k.program)
-            path = "/readyz" if k.program == "gateway" else "/healthz"
-            if pid is not None and pid != k.pid and self.layout.healthy(k.program, path):
+            if pid is not None and pid != k.pid and self.layout.healthy(k.program, k.probe):
                 if k.back_after is None:
                     k.back_after = time.monotonic() - k.at
 
@@ -215,6 +216,16 @@ class Killer:
                 return k.back_after
             time.sleep(0.2)
         raise AssertionError(f"{k.program} not back within {timeout:g}s:\n{self.layout.status()}")
+
+    def stop(self, program: str) -> None:
+        """SIGKILL ``program`` and have supervisord leave it stopped (until ``start``)."""
+        self.kill(program)
+        out = self.layout.ctl("stop", program)
+        assert "ERROR" not in out.stdout or "not running" in out.stdout, out.stdout
+
+    def start(self, program: str) -> None:
+        out = self.layout.ctl("start", program, timeout=60)
+        assert "started" in out.stdout or "already started" in out.stdout, out.stdout + out.stderr
 
     def kill_random(self) -> Kill | None:
         """A random program among the RUNNING ones (one that is restarting is left alone,
@@ -432,6 +443,9 @@ class ChatCrowd:
         live = {u.user_id for u in self.users if u.client.live}
         return [f"{u.name} sees {fid} offline" for u in self.users if u.client.live
                 for fid in sorted(u.friends & live) if not u.online_view.get(fid)]
+
+    def all_live(self) -> bool:
+        return all(u.client.live for u in self.users)
 
     def stale_rest_presence(self) -> list[str]:
         live = {u.user_id for u in self.users if u.client.live}
