@@ -168,6 +168,7 @@ class Kill:
     at: float                      # monotonic
     back_after: float | None = None   # s until the program answered again (a new pid, healthz)
     probe: str = "/healthz"        # what "answered" means (the gateway: /readyz, unless told)
+    held: bool = False             # kept stopped on purpose: not an outage to measure
 
 
 class Killer:
@@ -219,7 +220,9 @@ class Killer:
 
     def stop(self, program: str) -> None:
         """SIGKILL ``program`` and have supervisord leave it stopped (until ``start``)."""
-        self.kill(program)
+        k = self.kill(program)
+        if k is not None:
+            k.held = True
         out = self.layout.ctl("stop", program)
         assert "ERROR" not in out.stdout or "not running" in out.stdout, out.stdout
 
@@ -237,7 +240,7 @@ class Killer:
         return {p: sum(k.program == p for k in self.kills) for p in PROGRAMS}
 
     def longest_outage(self) -> tuple[float, str]:
-        done = [k for k in self.kills if k.back_after is not None]
+        done = [k for k in self.kills if k.back_after is not None and not k.held]
         if not done:
             return 0.0, "-"
         k = max(done, key=lambda k: k.back_after)
