@@ -65,7 +65,7 @@ def test_kill_nine_under_supervisord_loses_nothing_and_presence_heals(layout):
             k = killer.kill(program)
             assert k is not None, f"{program} not running:\n{layout.status()}"
             killer.wait_back(k)
-            time.sleep(2)
+            time.sleep(1)
 
         # the gateway dies while the Friend service is down: the users come back
         # without friend lists (no `online`, no onlineFriends); once the Friend
