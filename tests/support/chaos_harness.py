@@ -231,10 +231,13 @@ class Killer:
         assert "started" in out.stdout or "already started" in out.stdout, out.stdout + out.stderr
 
     def kill_random(self) -> Kill | None:
-        """A random program among the RUNNING ones (one that is restarting is left alone,
-        so that supervisord's startretries are never used up)."""
-        running = sorted(self.layout.running())
-        return self.kill(self.rng.choice(running)) if running else None
+        """A random program among those that are back (RUNNING and answering): one that
+        is restarting is left alone, so that supervisord's startretries are never used
+        up and each outage measured is one restart."""
+        self.poll()
+        pending = {k.program for k in self.kills if k.back_after is None}
+        ready = sorted(set(self.layout.running()) - pending)
+        return self.kill(self.rng.choice(ready)) if ready else None
 
     def per_program(self) -> dict[str, int]:
         return {p: sum(k.program == p for k in self.kills) for p in PROGRAMS}
