@@ -12,6 +12,7 @@ Once things settle:
 - every chat acked ``sent`` has reached its recipient exactly once by
   (fromUserId, msgId) -- live, in the unread push or by sync after a
   reconnect -- and no ``chat`` frame came twice on one connection;
+- the store holds each of them once, each conversation's seqs 1..n with no gap;
 - presence has healed: every user sees each of its (connected) friends
   online, from the ``connected`` and ``online``/``offline`` frames it got, and
   GET /api/friends says the same;
@@ -71,7 +72,7 @@ def test_kill_nine_under_supervisord_loses_nothing_and_presence_heals(layout):
         # without friend lists (no `online`, no onlineFriends); once the Friend
         # service is back, presence must heal by itself
         killer.stop("friend")
-        killer.wait_back(killer.kill("gateway", probe="/healthz"))
+        killer.wait_back(killer.kill("gateway"))
         wait_until(crowd.all_live, timeout=30, message="users not back after the gateway restart")
         killer.start("friend")
         killer.wait_back(killer.kill("auth"))       # (a kill that leaves the friend alone)
@@ -126,6 +127,7 @@ def test_kill_nine_under_supervisord_loses_nothing_and_presence_heals(layout):
         assert not state.get("unacked"), f"chats never acked: {state['unacked']}"
         assert not crowd.missing(), f"acked sent but never received: {crowd.missing()}"
         assert not crowd.duplicates(), f"received twice by the SDK: {crowd.duplicates()}"
+        assert not (problems := crowd.store_problems()), problems
         assert not crowd.wire_duplicates(), f"a chat frame twice on one connection: {crowd.wire_duplicates()}"
         assert not state.get("not live"), state
         assert not crowd.stale_presence(), crowd.stale_presence()

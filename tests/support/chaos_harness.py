@@ -34,9 +34,8 @@ from pathlib import Path
 import requests
 
 from harness import PASSWORD, REPO, free_port, unique
-from skyeim.client import (Api, Backoff, ChatError, ChatMessage, Connected, NotConnected,
-                           Presence, SkyeIMError)
-from skyeim.client import Client
+from skyeim.client import (Api, Backoff, ChatMessage, Client, Connected, NotConnected, Presence,
+                           SkyeIMError)
 
 BIN = Path(sys.executable).parent
 PROGRAMS = ("gateway", "message", "friend", "auth")
@@ -167,7 +166,7 @@ class Kill:
     pid: int
     at: float                      # monotonic
     back_after: float | None = None   # s until the program answered again (a new pid, healthz)
-    probe: str = "/healthz"        # what "answered" means (the gateway: /readyz, unless told)
+    probe: str = "/healthz"        # what "answered" means (the process serves, whatever else is down)
     held: bool = False             # kept stopped on purpose: not an outage to measure
 
 
@@ -178,12 +177,11 @@ class Killer:
         self.layout, self.rng = layout, rng
         self.kills: list[Kill] = []
 
-    def kill(self, program: str, probe: str | None = None) -> Kill | None:
+    def kill(self, program: str, probe: str = "/healthz") -> Kill | None:
         pid = self.layout.running().get(program)
         if pid is None or not _alive(pid):
             return None
         os.kill(pid, signal.SIGKILL)
-        probe = probe or ("/readyz" if program == "gateway" else "/healthz")
         k = Kill(program, pid, time.monotonic(), probe=probe)
         self.kills.append(k)
         return k
@@ -282,7 +280,6 @@ class ChatUser:
     peer: "ChatUser | None" = None
     friends: set[int] = field(default_factory=set)
     sent: list[str] = field(default_factory=list)          # msgIds, in order
-    refused: dict[str, str] = field(default_factory=dict)  # msgId -> error code
     received: collections.Counter = field(default_factory=collections.Counter)  # (from, msgId)
     online_view: dict[int, bool] = field(default_factory=dict)   # friend -> online, from frames
     connects: int = 0
@@ -398,7 +395,7 @@ class ChatCrowd:
     # -- the outcome ------------------------------------------------------------------------
 
     def acked(self, u: ChatUser) -> list[str]:
-        """u's chats acked ``sent`` (or delivered); chats refused are noted in ``refused``."""
+        """u's chats acked ``sent`` (or delivered)."""
         out = []
         for msg_id in u.sent:
             r = u.client.result(msg_id)
@@ -417,6 +414,29 @@ class ChatCrowd:
             lost = [m for m in self.acked(u.peer) if m not in got]
             if lost:
                 out[u.name] = lost
+        return out
+
+    def store_problems(self) -> list[str]:
+        """Each pair's conversation as the store holds it (GET /api/messages): every chat
+        acked ``sent`` once, seqs 1..n without a gap or a repeat."""
+        out = []
+        for u in self.users[::2]:
+            msgs, before = [], None
+            for _ in range(10_000):                      # bounded; ends at the last page
+                page = u.api.history(u.peer.user_id, limit=100, before_seq=before)
+                msgs += page.messages
+                before = page.next_before
+                if before is None:
+                    break
+            seqs = sorted(m.seq for m in msgs)
+            if seqs != list(range(1, len(seqs) + 1)):
+                out.append(f"{u.name}/{u.peer.name}: seqs are not 1..{len(seqs)}")
+            keys = collections.Counter((m.from_user_id, m.msg_id) for m in msgs)
+            out += [f"{u.name}/{u.peer.name}: {k} stored {n} times" for k, n in keys.items() if n > 1]
+            for v in (u, u.peer):
+                lost = [m for m in self.acked(v) if (v.user_id, m) not in keys]
+                if lost:
+                    out.append(f"{v.name}: acked sent but not in the store: {lost[:5]}")
         return out
 
     def duplicates(self) -> dict[str, list]:
@@ -481,4 +501,4 @@ def chaos_seconds(default: float = 120.0) -> float:
 
 
 __all__ = ["ShippedLayout", "Killer", "Kill", "ChatCrowd", "ChatUser", "ObservedClient",
-           "chaos_seconds", "PROGRAMS", "ChatError"]
+           "chaos_seconds", "PROGRAMS"]
