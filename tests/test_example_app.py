@@ -12,9 +12,9 @@ import requests
 
 from skyeim.protocol.signatures import sign
 
-from .support import browser_harness
-from .support.example_harness import ExampleApp, example_system
-from .support.harness import new_msg_id, unique
+import browser_harness
+from example_harness import ExampleApp, example_system
+from harness import new_msg_id, unique
 
 
 @pytest.fixture(scope="module")

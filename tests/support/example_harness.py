@@ -18,7 +18,7 @@ from typing import Iterator
 
 import requests
 
-from .harness import REPO, System, close_open_clients, free_port, reap
+from harness import REPO, System, close_open_clients, free_port, reap
 
 APP = REPO / "examples" / "flask_app" / "app.py"
 
