@@ -64,7 +64,12 @@ function start(login) {
     const p = e.msgId && $("log").querySelector(`[data-msg-id="${e.msgId}"]`);
     if (p) { p.dataset.status = e.code; p.title = e.message || e.code; p.textContent += ` (${e.code}: ${e.message})`; }
   });
-  client.on("friend_added", (f) => { addPeer(f.userId, f.username); line(`${f.username || f.userId} is now your friend`, "notice"); });
+  // username is null: SkyeIM's Auth service does not know our users; we do
+  client.on("friend_added", async (f) => {
+    const name = f.username || await nameOf(f.userId);
+    addPeer(f.userId, name);
+    line(`${name} is now your friend`, "notice");
+  });
   client.on("notice", (n) => line(`notice ${n.event}: ${JSON.stringify(n.data)}`, "notice"));
   client.connect();
 }

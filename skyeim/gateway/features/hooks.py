@@ -83,6 +83,8 @@ class BeforeSendHook:
             if self.cfg.on_error == "reject":
                 return FrameError(ErrorCode.UNAVAILABLE,
                                   "the before-send hook is unavailable; retry", msg_id)
+            # stored as sent: a resend of it must not be asked later (and perhaps refused)
+            self.hub.remember(key, draft["content"], VERDICT_TTL)
             return draft
         elapsed = time.perf_counter() - t0
         if answer.get("allow") is not True:
@@ -105,9 +107,11 @@ class BeforeSendHook:
         headers = {"Content-Type": "application/json"}
         if self.secret:
             headers[HEADER] = sign(body, self.secret)
+        limit = self.cfg.timeout / 1000
         try:
-            resp = self.http.post(self.cfg.url, data=body, headers=headers,
-                                  timeout=self.cfg.timeout / 1000)
+            # requests' timeout bounds the connect and each read; gevent's, the whole call
+            with gevent.Timeout(limit, HookError(f"no answer within {self.cfg.timeout} ms")):
+                resp = self.http.post(self.cfg.url, data=body, headers=headers, timeout=limit)
         except requests.RequestException as e:
             raise HookError(type(e).__name__) from None
         if not 200 <= resp.status_code < 300:
@@ -126,4 +130,6 @@ class BeforeSendHook:
 
     @staticmethod
     def _key(draft: dict) -> str:
-        return f"hook:{draft['fromUserId']}:{draft['msgId']}"
+        # the target too: a groupchat that reuses a 1:1 chat's msgId is another message
+        target = f"g{draft['groupId']}" if "groupId" in draft else f"u{draft.get('toUserId')}"
+        return f"hook:{draft['fromUserId']}:{draft['msgId']}:{target}"

@@ -116,9 +116,11 @@ class WebhookSender:
                 self.retries.inc()
                 gevent.sleep(pause)
                 pause = min(pause * 2, RETRY_MAX_PAUSE)
+            limit = self.cfg.timeout / 1000
             try:
-                resp = self.http.post(self.cfg.url, data=body, headers=headers,
-                                      timeout=self.cfg.timeout / 1000)
+                # requests' timeout bounds each read; gevent's, the whole call
+                with gevent.Timeout(limit, requests.Timeout(f"no answer within {self.cfg.timeout} ms")):
+                    resp = self.http.post(self.cfg.url, data=body, headers=headers, timeout=limit)
                 resp.close()
                 if 200 <= resp.status_code < 300:
                     self.sent.labels(event).inc()
