@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests.support.harness import System, User
+from harness import System, User
 
 ELF = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 8 + b"\x02\x00\x3e\x00" + b"\x00" * 300
 
@@ -51,54 +51,50 @@ def stored_files(root: Path) -> list[Path]:
 
 
 def chunked_upload(system: System, token: str, total: int, chunk: int = 16384,
-                   timeout: float = 20.0) -> tuple[int, bytes, int]:
-    """POST /api/files with a chunked body whose file part has ``total`` bytes, sent
-    until the gateway answers; (status, answer head and body, bytes of file data sent)."""
+                   keep_sending: int = 64 << 20, timeout: float = 20.0) -> tuple[int, bytes, int | None]:
+    """POST /api/files with a chunked body whose file part would have ``total`` bytes,
+    sent until the gateway answers. Then it goes on sending, up to ``keep_sending``
+    bytes more, to see the gateway drop the connection. Returns (status, the answer,
+    bytes sent after the answer until the connection broke, or None if it never did)."""
     boundary = "skyeimtestboundary"
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
             f"filename=\"big.txt\"\r\nContent-Type: text/plain\r\n\r\n").encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    sock = socket.create_connection((system.host, system.port), timeout=timeout)
-    sent = 0
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)   # little in flight
+    sock.settimeout(timeout)
+    sock.connect((system.host, system.port))
+    piece = b"a" * chunk
+    frame = b"%x\r\n%s\r\n" % (len(piece), piece)
     try:
         sock.sendall((f"POST /api/files HTTP/1.1\r\nHost: {system.host}\r\n"
                       f"Authorization: Bearer {token}\r\n"
                       f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
                       f"Transfer-Encoding: chunked\r\n\r\n").encode())
-
-        def send_chunk(data: bytes) -> None:
-            sock.sendall(b"%x\r\n%s\r\n" % (len(data), data))
-
-        send_chunk(head)
-        answered = False
-        deadline = time.monotonic() + timeout
+        sock.sendall(b"%x\r\n%s\r\n" % (len(head), head))
+        sent, deadline = 0, time.monotonic() + timeout
         while sent < total and time.monotonic() < deadline:
             if select.select([sock], [], [], 0)[0]:
-                answered = True
-                break
-            piece = b"a" * min(chunk, total - sent)
-            try:
-                send_chunk(piece)
-            except OSError:
-                answered = True
-                break
-            sent += len(piece)
-        if not answered:
-            try:
-                send_chunk(tail)
-                sock.sendall(b"0\r\n\r\n")
-            except OSError:
-                pass
+                break                                  # the gateway answered
+            sock.sendall(frame)
+            sent += chunk
         answer = b""
-        while b"\r\n\r\n" not in answer or not _complete(answer):
-            if not select.select([sock], [], [], timeout)[0]:
-                break
+        while not _complete(answer) and time.monotonic() < deadline:
+            if not select.select([sock], [], [], 1.0)[0]:
+                continue
             data = sock.recv(65536)
             if not data:
                 break
             answer += data
         status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
-        return status, answer, sent
+        after = 0
+        sock.settimeout(5.0)
+        try:
+            while after < keep_sending and time.monotonic() < deadline:
+                sock.sendall(frame)
+                after += chunk
+        except OSError:
+            return status, answer, after
+        return status, answer, None
     finally:
         sock.close()
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request, send_file
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.http import parse_options_header
 
 from skyeim.gateway.backends.files import THUMBNAIL
@@ -103,9 +104,14 @@ def _send(file_id: str, variant: str):
             raise ApiError(404, ErrorCode.NOT_FOUND, "this file's bytes are missing")
     inline = variant == THUMBNAIL or record["mime"] in _INLINE
     # Range (206, 416), If-None-Match and Last-Modified: werkzeug's conditional answer
-    resp = send_file(path, mimetype=mime, as_attachment=not inline,
-                     download_name=record["name"] if variant != THUMBNAIL else None,
-                     conditional=True, etag=f"{file_id}-{variant or 'file'}", max_age=0)
+    try:
+        resp = send_file(path, mimetype=mime, as_attachment=not inline,
+                         download_name=record["name"] if variant != THUMBNAIL else None,
+                         conditional=True, etag=f"{file_id}-{variant or 'file'}", max_age=0)
+    except RequestedRangeNotSatisfiable:
+        resp = error_response(416, ErrorCode.BAD_REQUEST, "the range is not within the file")
+        resp.headers["Content-Range"] = f"bytes */{path.stat().st_size}"
+        return resp
     if variant == THUMBNAIL:
         resp.headers["Content-Disposition"] = "inline"
     resp.headers["X-Content-Type-Options"] = "nosniff"

@@ -1,14 +1,18 @@
 """A request body read as a stream (uploads), and what is left of it when the
 gateway refuses it part way (413). gevent's server would read and discard the
-rest after the answer, however large; ``refuse_rest`` makes it read at most
-LINGER_BYTES more within LINGER_SECONDS (so that a client that stops sending on
-the answer gets to read it, instead of a reset), then close the connection."""
+rest after the answer, however large; ``refuse_rest`` makes it read (and drop)
+what follows for at most LINGER_SECONDS, LINGER_BYTES, or until the client pauses
+LINGER_IDLE (a lingering close, as nginx does: a client that stops sending on the
+answer gets to read it, instead of a reset), then close the connection."""
 from __future__ import annotations
+
+import time
 
 import gevent
 
-LINGER_BYTES = 1 << 20          # bytes of a refused body still read (and dropped) after the answer
+LINGER_BYTES = 32 << 20         # bytes of a refused body still read (and dropped) after the answer
 LINGER_SECONDS = 2.0
+LINGER_IDLE = 0.5
 CHUNK = 64 * 1024
 
 
@@ -31,14 +35,15 @@ def refuse_rest(environ: dict, response) -> None:
         return
 
     def linger() -> None:
-        left = LINGER_BYTES
+        left, until = LINGER_BYTES, time.monotonic() + LINGER_SECONDS
         try:
-            with gevent.Timeout(LINGER_SECONDS, False):
-                while left > 0:
+            while left > 0 and time.monotonic() < until:
+                data = None
+                with gevent.Timeout(min(LINGER_IDLE, max(until - time.monotonic(), 0.01)), False):
                     data = stream.read(min(CHUNK, left))
-                    if not data:
-                        break
-                    left -= len(data)
+                if not data:       # the end, a pause, or the time is up
+                    break
+                left -= len(data)
         except Exception:          # the client went away or sent a broken chunk
             pass
         # gevent's Input: nothing left to discard after the response (the connection closes)
