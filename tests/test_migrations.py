@@ -145,9 +145,10 @@ def test_a_5118138_database_is_upgraded_with_everything_intact(backend, tmp_path
         assert done.returncode == 1, done
         lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
         assert "made by an earlier release: recorded as schema 0001 at the service's first start" \
-            in lines["message"] and "recorded as schema 0001 at the service's first start" in lines["auth"]
-        assert (f"recorded as schema 0001, then this release needs 0002: run python -m skyeim.admin "
-                f"migrate -f {system.paths['friend']}") in lines["friend"]
+            in lines["auth"]
+        for store in ("message", "friend"):      # each has a revision 0002
+            assert (f"recorded as schema 0001, then this release needs 0002: run python -m "
+                    f"skyeim.admin migrate -f {system.paths[store]}") in lines[store]
         refused = run_service_once("friend", system.paths["friend"])
         assert refused.returncode != 0 and "Traceback" not in refused.stderr
         assert refused.stderr.splitlines() == [
@@ -160,7 +161,7 @@ def test_a_5118138_database_is_upgraded_with_everything_intact(backend, tmp_path
         assert done.returncode == 0, done
         stamped = "recorded as 0001 (made by an earlier release)"
         assert [ln.split(": ", 1)[1] for ln in done.stdout.splitlines()] == [
-            stamped, f"{stamped}, then 0001 -> 0002", stamped]
+            f"{stamped}, then 0001 -> 0002", f"{stamped}, then 0001 -> 0002", stamped]
         assert run_admin("check", "--config-dir", configs).returncode == 0
 
         system.start()
@@ -219,7 +220,7 @@ def test_services_that_start_at_once_on_an_empty_database_make_the_schema_once(b
                 assert s.stop() == 0
         assert not any("Traceback" in log for log in logs), logs
         created = [line for log in logs[:2] for line in log.splitlines()
-                   if "created the message store's schema 0001" in line]
+                   if f"created the message store's schema {migrations.head('message')}" in line]
         assert len(created) == 1, logs
         for store in STORES:
             with connection(urls[store]) as conn:
@@ -235,18 +236,23 @@ def test_services_that_start_at_once_on_a_5118138_database_record_it_once(backen
             urls = {s: f"sqlite:///{p}" for s, p in copy_sqlite(tmp_path).items()}
         else:
             load_postgresql(urls["message"])
-        services = start_at_once(["message", "message", "auth"], urls, tmp_path)
+        # a store this release still keeps at 0001 (a service never migrates by itself:
+        # one at 0002 refuses an old database, as the upgrade test shows)
+        store = next((s for s in STORES if migrations.head(s) == migrations.BASELINE), None)
+        if store is None:
+            pytest.skip("every store has a revision after 0001: no service stamps at start")
+        services = start_at_once([store, store], urls, tmp_path)
         try:
             logs = [s.log() for s in services]
         finally:
             for s in services:
                 s.stop()
         assert not any("Traceback" in log for log in logs), logs
-        stamped = [line for log in logs[:2] for line in log.splitlines()
-                   if "recorded the message store (made by an earlier release) as schema 0001" in line]
+        stamped = [line for log in logs for line in log.splitlines()
+                   if f"recorded the {store} store (made by an earlier release) as schema 0001" in line]
         assert len(stamped) == 1, logs
-        with connection(urls["message"]) as conn:
-            assert migrations.current(conn, "message") == "0001"
+        with connection(urls[store]) as conn:
+            assert migrations.current(conn, store) == "0001"
 
 
 def test_a_schema_newer_than_this_release_is_refused(tmp_path):
@@ -260,7 +266,8 @@ def test_a_schema_newer_than_this_release_is_refused(tmp_path):
     assert refused.returncode != 0 and len(refused.stderr.splitlines()) == 1, refused.stderr
     assert refused.stderr.startswith(
         f"error: {path}: {tmp_path / 'message.db'} is at schema 9999 of the message store, "
-        f"which this release does not know (it knows up to 0001): run the release that wrote it")
+        f"which this release does not know (it knows up to {migrations.head('message')}): "
+        f"run the release that wrote it")
     done = run_admin("migrate", "-f", str(path))
     assert done.returncode == 1 and "which this release does not know" in done.stderr
     assert "which this release does not know" in run_admin("status", "-f", str(path)).stdout
