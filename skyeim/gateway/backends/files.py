@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from pathlib import Path
 
 from skyeim.gateway.backends.clients import BackendRejected, MessageService
 
 THUMBNAIL = "thumb"       # the variant of an image's thumbnail
+STALE_UPLOAD_SECONDS = 3600   # a temporary upload file this old was left by a crash
 
 
 class FileRecords:
@@ -60,9 +62,15 @@ class LocalStorage:
 
     def start(self) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)
-        # what a crash left half-written: never a finished file
+        # what a crash left half-written (never a finished file); only old ones, since
+        # the nodes of a cluster share the directory and another may be mid-upload
+        cutoff = time.time() - STALE_UPLOAD_SECONDS
         for stale in self.tmp.iterdir():
-            stale.unlink(missing_ok=True)
+            try:
+                if stale.stat().st_mtime < cutoff:
+                    stale.unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def new_upload(self) -> tuple[Path, object]:
         """A fresh temporary file (path, binary file object) for an upload's bytes."""
