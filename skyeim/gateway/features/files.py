@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 FILE_CONTENT_TYPES = frozenset({ContentType.IMAGE, ContentType.FILE, ContentType.VOICE})
 SNIFF_BYTES = 8192            # the head kept for sniffing
 MAX_FIELDS = 16               # form fields besides the file (ignored) in one upload
+MAX_DECODER_BUFFER = 1 << 20  # bytes the multipart decoder may hold between two chunks
 MAX_NAME = 255
 FILE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")   # as the Message service checks it
 _WEB_IMAGES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
@@ -125,7 +126,10 @@ class Files:
         limit = self.cfg.max_size
         if declared_length is not None and declared_length > limit + 64 * 1024:
             raise self._too_large()
-        decoder = MultipartDecoder(boundary, max_form_memory_size=64 * 1024)
+        # the decoder's buffer is emptied after every chunk (each event handled at once);
+        # its bound only stops a part's headers that never end
+        decoder = MultipartDecoder(boundary, max_form_memory_size=MAX_DECODER_BUFFER,
+                                   max_parts=MAX_FIELDS + 1)
         tmp, out = self.storage.new_upload()
         size, head, name, in_file, done_file, fields = 0, b"", None, False, False, 0
         try:
