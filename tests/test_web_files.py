@@ -9,7 +9,7 @@ import re
 import pytest
 
 from browser_harness import chromium
-from files_harness import ELF, jpeg_bytes, png_bytes
+from files_harness import ELF, file_message, jpeg_bytes, png_bytes
 from harness import running_system
 from web_files_harness import ChatTab, expect
 
@@ -94,4 +94,29 @@ def test_a_file_shows_as_a_link_and_a_refused_type_says_why(browser, system):
         assert not a.errors and not b.errors, (a.errors, b.errors)
     finally:
         a.close()
+        b.close()
+
+
+def test_an_image_sent_to_a_group_shows_inline_in_the_group(browser, system):
+    ann, bob = system.users("w3_ann", "w3_bob")
+    gid = system.api("POST", "/api/groups", ann, json_body={"name": "pics",
+                                                            "memberIds": [bob.id]}).json()["groupId"]
+    r = system.api("POST", "/api/files", ann, files={"file": ("group.png", png_bytes(90, 60),
+                                                              "image/png")})
+    assert r.status_code == 200, r.text
+    b = ChatTab(browser, system)
+    try:
+        b.sign_in(bob.username)
+        b.q(f'#group-list .group[data-group-id="{gid}"]').click()
+        expect(b.q("#group-conversation")).to_be_visible()
+        sender = system.connect(ann)
+        sender.send("groupchat", {"groupId": gid, "msgId": "g-img-1", "contentType": 2,
+                                  "content": file_message(r.json())})
+        sender.expect_ack("g-img-1", "sent", skip=("pong", "group_unread"))
+        sender.close()
+        img = b.q("#group-message-list img.inline-image")
+        expect(img).to_have_attribute("alt", "group.png")
+        assert loaded_image(img) == (90, 60)
+        assert not b.errors, b.errors
+    finally:
         b.close()

@@ -903,6 +903,7 @@ function onError(d) {
 // groups.js: what it shares with this page
 const groups = createGroups({
   api, uuid4, closeConversation,
+  renderFile: (m) => files.render(m),
   session: () => state.session,
   client: () => state.client,
   name: (id) => friendName(id),
