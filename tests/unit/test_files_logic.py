@@ -10,7 +10,8 @@ import time
 from PIL import Image
 
 from skyeim.client.files import file_content, http_base, parse_file_content
-from skyeim.gateway.features.files import clean_name, file_content as server_file_content
+from skyeim.gateway.features.files import clean_name, image_facts
+from skyeim.gateway.features.files import file_content as server_file_content
 from skyeim.gateway.features.files import sniff, type_allowed
 
 
@@ -82,3 +83,17 @@ def test_the_sdk_writes_and_reads_the_content_format():
     assert server_file_content(content)["name"] == "a.png"
     assert parse_file_content("plain text") is None and server_file_content("{nope") is None
     assert http_base("ws://h:1/ws") == "http://h:1" and http_base("https://h") == "https://h"
+
+
+def test_a_turned_photo_reports_its_shown_size_and_gets_an_upright_thumbnail(tmp_path):
+
+    im = Image.new("RGB", (400, 100), (255, 0, 0))
+    exif = im.getexif()
+    exif[0x0112] = 6                      # EXIF: turn 90 degrees to show
+    im.save(tmp_path / "photo.jpg", "JPEG", exif=exif)
+    assert image_facts(tmp_path / "photo.jpg", tmp_path / "t", 256, 10**9) == (100, 400, "image/jpeg")
+    with Image.open(tmp_path / "t") as thumb:
+        assert thumb.size == (64, 256)
+    assert image_facts(tmp_path / "photo.jpg", tmp_path / "t2", 256, 1000) == (100, 400, None)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    assert image_facts(tmp_path / "broken.png", tmp_path / "t3", 256, 10**9) is None

@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 
 import filetype
 import gevent
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from werkzeug.sansio.multipart import NEED_DATA, Data, Epilogue, Field, File, MultipartDecoder
 
 from skyeim.config import FilesConfig
@@ -52,7 +52,7 @@ MAX_FIELDS = 16               # form fields besides the file (ignored) in one up
 MAX_DECODER_BUFFER = 1 << 20  # bytes the multipart decoder may hold between two chunks
 MAX_NAME = 255
 FILE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")   # as the Message service checks it
-_WEB_IMAGES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+_EXIF_ORIENTATION = 0x0112
 
 
 def sniff(head: bytes) -> str | None:
@@ -90,11 +90,16 @@ def image_facts(path: Path, thumb_path: Path, size: int, max_pixels: int
     try:
         with Image.open(path) as im:
             width, height = im.size
-            if width * height > max_pixels:
+            pixels = width * height
+            if im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                width, height = height, width        # shown turned (a phone's photo)
+            if pixels > max_pixels:
                 return width, height, None
             im.draft("RGB", (size, size))            # JPEG: decode at a reduced scale
             im.seek(0)
-            frame = im.convert("RGBA") if im.mode in ("RGBA", "LA", "P", "PA") else im.convert("RGB")
+            frame = ImageOps.exif_transpose(im)
+            frame = frame.convert("RGBA") if frame.mode in ("RGBA", "LA", "P", "PA") \
+                else frame.convert("RGB")
             frame.thumbnail((size, size))
             if frame.mode == "RGBA":
                 frame.save(thumb_path, "PNG", optimize=True)
@@ -261,8 +266,8 @@ class Files:
         for draft, msg_id in zip(drafts, msg_ids):
             try:
                 out.append(self._screen_one(draft, msg_id))
-            except FrameError as e:
-                out.append(e)
+            except FrameError as e:          # the membership check's: echo this chat's msgId
+                out.append(e if e.msg_id == msg_id else FrameError(e.code, e.message, msg_id))
             except BackendFailure as e:
                 out.append(backend_error(e, "message", msg_id))
         return out

@@ -17,6 +17,7 @@ from werkzeug.http import parse_options_header
 
 from skyeim.gateway.backends.files import THUMBNAIL
 from skyeim.gateway.features.files import FILE_ID_PATTERN
+from skyeim.gateway.frames.codec import FrameError
 from skyeim.gateway.rest.caller import bearer_token, caller_id, current_gateway
 from skyeim.gateway.transport.body import body_chunks, refuse_rest
 from skyeim.protocol import ErrorCode
@@ -73,7 +74,10 @@ def _checked_id(file_id: str) -> str:
 
 
 def _readable(gateway, uid: int, file_id: str) -> dict:
-    record = gateway.files.readable(uid, file_id)
+    try:
+        record = gateway.files.readable(uid, file_id)
+    except FrameError as e:      # a group's members could not be fetched
+        raise ApiError(503, ErrorCode.UNAVAILABLE, e.message) from None
     if record is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, _NOT_FOUND)
     return record
