@@ -139,9 +139,13 @@ _GATEWAY_PATHS = ("/ws", "/healthz", "/readyz", "/metrics")
 class ChatConfig:
     require_friendship: bool = False
     max_content_length: int = 16384
+    recall_window: int = 120        # s after createdAt a sender may recall a message (as Tencent Cloud Chat)
+    edit_window: int = 900          # s after createdAt a sender may edit it
 
     def validate(self, key: str) -> None:
         _positive(f"{key}.MaxContentLength", self.max_content_length)
+        _positive(f"{key}.RecallWindow", self.recall_window)
+        _positive(f"{key}.EditWindow", self.edit_window)
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,17 @@ class FilesConfig:
 
 
 @dataclass(frozen=True)
+class ServerApiConfig:
+    """PROTOCOL.md 9.2: the server API under /server/v1/ for the team's backend.
+    An empty Key turns it off (the whole /server/ tree answers 404)."""
+    key: str = field(default="", repr=False)   # the X-Api-Key the backend sends (never logged)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.key)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -239,6 +254,7 @@ class GatewayConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     log: LogConfig = field(default_factory=LogConfig)
     files: FilesConfig = field(default_factory=FilesConfig)
+    server_api: ServerApiConfig = field(default_factory=ServerApiConfig)
 
     def validate(self, key: str = "") -> None:
         _port("Port", self.port)

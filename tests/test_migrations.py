@@ -98,10 +98,10 @@ def test_the_check_sees_a_table_changed_without_a_migration(tmp_path):
     changed = sa.MetaData(info=models("message").info)
     for table in models("message").tables.values():
         table.to_metadata(changed)
-    changed.tables["messages"].append_column(sa.Column("edited_at", sa.BigInteger, nullable=True))
+    changed.tables["messages"].append_column(sa.Column("not_migrated", sa.BigInteger, nullable=True))
     with connection(url) as conn:
         diffs = migrations.differences(conn, "message", changed)
-    assert [d[0] for d in diffs] == ["add_column"] and diffs[0][3].name == "edited_at"
+    assert [d[0] for d in diffs] == ["add_column"] and diffs[0][3].name == "not_migrated"
     # and the admin tool's check finds an index made by hand
     with connection(url) as conn:
         conn.exec_driver_sql("CREATE INDEX ix_by_hand ON messages (created_at)")
@@ -144,24 +144,31 @@ def test_a_5118138_database_is_upgraded_with_everything_intact(backend, tmp_path
         done = run_admin("status", "--config-dir", configs)
         assert done.returncode == 1, done
         lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
-        assert "made by an earlier release: recorded as schema 0001 at the service's first start" \
-            in lines["auth"]
-        for store in ("message", "friend"):      # each has a revision 0002
-            assert (f"recorded as schema 0001, then this release needs 0002: run python -m "
-                    f"skyeim.admin migrate -f {system.paths[store]}") in lines[store]
+        # a store whose head is still 0001 is recorded at the first start; a newer one
+        # (message, friend) needs the admin tool's migrate, named in one line
+        for store in STORES:
+            head = migrations.head(store)
+            if head == migrations.BASELINE:
+                assert "made by an earlier release: recorded as schema 0001 at the service's " \
+                    "first start" in lines[store]
+            else:
+                assert (f"recorded as schema 0001, then this release needs {head}: run python -m "
+                        f"skyeim.admin migrate -f {system.paths[store]}") in lines[store]
+        friend_head = migrations.head("friend")
         refused = run_service_once("friend", system.paths["friend"])
         assert refused.returncode != 0 and "Traceback" not in refused.stderr
         assert refused.stderr.splitlines() == [
             f"error: {system.paths['friend']}: {migrations.describe(system.config['friend']['DataSource'])} "
             f"is at schema 0001 of "
-            f"the friend store, this release needs 0002: back it up, then run python -m skyeim.admin "
+            f"the friend store, this release needs {friend_head}: back it up, then run python -m skyeim.admin "
             f"migrate -f {system.paths['friend']}"]
 
         done = run_admin("migrate", "--config-dir", configs)
         assert done.returncode == 0, done
         stamped = "recorded as 0001 (made by an earlier release)"
         assert [ln.split(": ", 1)[1] for ln in done.stdout.splitlines()] == [
-            f"{stamped}, then 0001 -> 0002", f"{stamped}, then 0001 -> 0002", stamped]
+            stamped if migrations.head(store) == migrations.BASELINE
+            else f"{stamped}, then 0001 -> {migrations.head(store)}" for store in STORES]
         assert run_admin("check", "--config-dir", configs).returncode == 0
 
         system.start()
@@ -173,7 +180,7 @@ def test_a_5118138_database_is_upgraded_with_everything_intact(backend, tmp_path
 
         # and back: the friend store down to 0001 (its data stays), refused, up again
         done = run_admin("migrate", "-f", str(system.paths["friend"]), "--to", "0001")
-        assert done.returncode == 0 and done.stdout.rstrip().endswith("0002 -> 0001"), done
+        assert done.returncode == 0 and done.stdout.rstrip().endswith(f"{friend_head} -> 0001"), done
         assert run_service_once("friend", system.paths["friend"]).returncode != 0
         assert run_admin("migrate", "--config-dir", configs).returncode == 0
         system.start()
@@ -236,23 +243,25 @@ def test_services_that_start_at_once_on_a_5118138_database_record_it_once(backen
             urls = {s: f"sqlite:///{p}" for s, p in copy_sqlite(tmp_path).items()}
         else:
             load_postgresql(urls["message"])
-        # a store this release still keeps at 0001 (a service never migrates by itself:
-        # one at 0002 refuses an old database, as the upgrade test shows)
-        store = next((s for s in STORES if migrations.head(s) == migrations.BASELINE), None)
-        if store is None:
-            pytest.skip("every store has a revision after 0001: no service stamps at start")
-        services = start_at_once([store, store], urls, tmp_path)
+        # auth's head is 0001: recorded once; message's is newer: both refuse, nothing changed
+        services = start_at_once(["auth", "auth", "message", "message"], urls, tmp_path,
+                                 expect_exit={"message"})
         try:
             logs = [s.log() for s in services]
         finally:
             for s in services:
                 s.stop()
         assert not any("Traceback" in log for log in logs), logs
-        stamped = [line for log in logs for line in log.splitlines()
-                   if f"recorded the {store} store (made by an earlier release) as schema 0001" in line]
+        stamped = [line for log in logs[:2] for line in log.splitlines()
+                   if "recorded the auth store (made by an earlier release) as schema 0001" in line]
         assert len(stamped) == 1, logs
-        with connection(urls[store]) as conn:
-            assert migrations.current(conn, store) == "0001"
+        for log in logs[2:]:
+            assert f"this release needs {migrations.head('message')}: back it up, then run " \
+                "python -m skyeim.admin migrate" in log, log
+        with connection(urls["auth"]) as conn:
+            assert migrations.current(conn, "auth") == "0001"
+        with connection(urls["message"]) as conn:
+            assert migrations.current(conn, "message") is None      # left as it was
 
 
 def test_a_schema_newer_than_this_release_is_refused(tmp_path):
@@ -266,8 +275,8 @@ def test_a_schema_newer_than_this_release_is_refused(tmp_path):
     assert refused.returncode != 0 and len(refused.stderr.splitlines()) == 1, refused.stderr
     assert refused.stderr.startswith(
         f"error: {path}: {tmp_path / 'message.db'} is at schema 9999 of the message store, "
-        f"which this release does not know (it knows up to {migrations.head('message')}): "
-        f"run the release that wrote it")
+        f"which this release does not know (it knows up to {migrations.head('message')}): run the "
+        f"release that wrote it")
     done = run_admin("migrate", "-f", str(path))
     assert done.returncode == 1 and "which this release does not know" in done.stderr
     assert "which this release does not know" in run_admin("status", "-f", str(path)).stdout

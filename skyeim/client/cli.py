@@ -31,11 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from skyeim import __version__
 from skyeim.protocol import is_msg_id
 
 from .api import Api
 from .errors import ChatError, SkyeIMError
-from .frames import AnyFrame, ChatMessage, ErrorFrame
+from .frames import AnyFrame, ChatMessage, ErrorFrame, MessageEdited, MessageRecalled
 from .logins import NAME, LoginError, Logins, read_record, write_private
 from .pretty import chat_line, describe, fmt_ms
 from .ws import Client
@@ -65,11 +66,11 @@ def read_password(args: argparse.Namespace, confirm: bool = False) -> str:
 
 
 def _api(args: argparse.Namespace) -> Api:
-    return Api(args.url, token=args.token, timeout=args.timeout)
+    return Api(args.url, token=args.token, timeout=args.timeout, ca_file=args.ca_file)
 
 
 def _client(args: argparse.Namespace, **kw: Any) -> Client:
-    return Client(args.url, args.token, connect_timeout=args.timeout, **kw)
+    return Client(args.url, args.token, connect_timeout=args.timeout, ca_file=args.ca_file, **kw)
 
 
 def resolve_peer(args: argparse.Namespace, who: str) -> tuple[int, str | None]:
@@ -90,15 +91,16 @@ def resolve_peer(args: argparse.Namespace, who: str) -> tuple[int, str | None]:
 # -- commands ------------------------------------------------------------------------------------
 
 def cmd_register(args: argparse.Namespace) -> None:
-    user_id = Api(args.url, timeout=args.timeout).register(args.username,
-                                                           read_password(args, True))
+    user_id = _api(args).register(args.username, read_password(args, True))
     print(f"registered {args.username} (user id {user_id})")
 
 
 def cmd_login(args: argparse.Namespace) -> None:
-    login = Api(args.url, timeout=args.timeout).login(args.username, read_password(args))
+    login = _api(args).login(args.username, read_password(args))
     record = {"url": args.url, "username": args.username, "userId": login.user_id,
               "token": login.token, "expiresAt": login.expires_at}
+    if args.ca_file:               # later commands of this user trust the same CA
+        record["caFile"] = os.path.abspath(args.ca_file)
     if args.token_file is not None:
         write_private(args.token_file, json.dumps(record))
         path = args.token_file
@@ -204,6 +206,30 @@ def cmd_read(args: argparse.Namespace) -> None:
     print(f"sent a read receipt for {what} from {who}")
 
 
+def cmd_change(args: argparse.Namespace) -> None:
+    """recall MSGID / edit MSGID TEXT: wait for the gateway's answer frame (or its error)."""
+    want = MessageRecalled if args.command == "recall" else MessageEdited
+    client = _client(args, reconnect=False, sync=False)
+    try:
+        client.connect()
+        if args.command == "recall":
+            client.recall(args.msg_id)
+        else:
+            client.edit(args.msg_id, args.text)
+        deadline = time.monotonic() + args.timeout
+        while True:                                  # bounded by the deadline
+            frame = client.next_frame(max(deadline - time.monotonic(), 0.001))
+            if isinstance(frame, ErrorFrame) and frame.msg_id == args.msg_id:
+                raise CliError(f"{frame.code}: {frame.message}")
+            if isinstance(frame, want) and frame.msg_id == args.msg_id:
+                print(describe(frame))
+                return
+    except TimeoutError:
+        raise CliError(f"no answer from the gateway within {args.timeout:g} s") from None
+    finally:
+        client.close()
+
+
 def cmd_listen(args: argparse.Namespace) -> None:
     client = _client(args)
     client.connect()
@@ -232,8 +258,9 @@ def cmd_history(args: argparse.Namespace) -> None:
                           "hasMore": page.has_more}, ensure_ascii=False))
         return
     for m in reversed(page.messages):          # oldest first, as a conversation reads
+        text = "(recalled)" if m.recalled else m.content + (" (edited)" if m.edited else "")
         print(f"#{m.seq}\t{fmt_ms(m.created_at)}\t{m.from_user_id} -> {m.to_user_id}\t"
-              f"[{m.status}]\t{m.content}")
+              f"[{m.status}]\t{text}")
     if page.has_more:
         print(f"(older messages: --before {page.next_before})", file=sys.stderr)
 
@@ -344,6 +371,9 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
                         "else ~/.config/skyeim/tokens/NAME.json)")
     p.add_argument("--token", default=d(None), help="use this token instead of a saved one")
     p.add_argument("--timeout", type=float, default=d(10.0), help="seconds per request or ack")
+    p.add_argument("--ca-file", default=d(None), metavar="PEM",
+                   help="for an https:// URL: trust the CA(s) in this file instead of the "
+                        "system's (default: $SKYEIM_CA_FILE)")
     p.add_argument("-v", "--verbose", action="store_true", default=d(False),
                    help="log connection events")
     return p
@@ -352,6 +382,7 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="SkyeIM command line client.",
                                 parents=[_common(False)])
+    p.add_argument("--version", action="version", version=f"skyeim {__version__}")
     common = [_common(True)]
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -406,6 +437,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only these messages (default: every unread one from PEER)")
     s.add_argument("--name", action="store_true", help="PEER is a username even if all digits")
 
+    s = command("recall", cmd_change, True, help="take back a chat you sent (within the "
+                                                 "gateway's Chat.RecallWindow)")
+    s.add_argument("msg_id", type=_msg_id, metavar="MSGID")
+    s = command("edit", cmd_change, True, help="replace the text of a chat you sent (within "
+                                               "Chat.EditWindow)")
+    s.add_argument("msg_id", type=_msg_id, metavar="MSGID")
+    s.add_argument("text")
+
     s = command("listen", cmd_listen, True, help="print frames as they arrive (one JSON object "
                                                  "per line) until Ctrl-C")
     s.add_argument("--pretty", action="store_true", help="human-readable lines instead of JSON")
@@ -456,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.token_file is None and os.environ.get("SKYEIM_TOKEN_FILE"):
         args.token_file = Path(os.environ["SKYEIM_TOKEN_FILE"])
     args.user = args.user or os.environ.get("SKYEIM_USER") or None
+    args.ca_file = args.ca_file or os.environ.get("SKYEIM_CA_FILE") or None
     try:
         if args.token_file is None:
             note = Logins().migrate()
@@ -464,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         record = _token(args) if args.needs_token else {}
         args.url = (args.url or os.environ.get("SKYEIM_URL") or record.get("url")
                     or DEFAULT_URL).rstrip("/")
+        args.ca_file = args.ca_file or record.get("caFile") or None
         args.func(args)
         return 0
     except (SkyeIMError, CliError, LoginError, ValueError, OSError) as e:

@@ -105,6 +105,10 @@ class Client:
     ``ChatMessage`` frames, in seq order, and every message (by fromUserId
     and msgId) is yielded once, whether it came live, as backlog or by sync.
     ``SyncComplete`` frames say when a sync has been answered.
+
+    ``ca_file``: for ``wss://`` (or ``https://``) URLs, a PEM file of the CA(s)
+    to trust instead of the system's store, e.g. a private CA in front of a
+    gateway behind nginx (docs/deploy.md).
     """
 
     # settings and counters kept by the parts (settable, as they always were)
@@ -120,6 +124,7 @@ class Client:
     io_timeout = _Part("_conn")
     keepalive = _Part("_conn")
     close_timeout = _Part("_conn")
+    ca_file = _Part("_conn")
     reconnects = _Part("_conn")            # successful reconnects (a `connected` after the first)
     reconnect_attempts = _Part("_conn")    # handshakes tried while reconnecting
     max_outbox = _Part("_outbox", "limit")
@@ -136,7 +141,7 @@ class Client:
                  close_timeout: float = 1.0, max_outbox: int = 1000, max_queue: int = 10000,
                  max_message_size: int = 65536, rate_limit: tuple[float, int] | None = (40, 80),
                  max_retries: int = 5, sync: bool = True, platform: str | None = None,
-                 typing_interval: float = 1.0):
+                 typing_interval: float = 1.0, ca_file: str | None = None):
         self._name = f"skyeim-client-{next(_ids)}"
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)       # acks, connected, pongs
@@ -148,7 +153,7 @@ class Client:
             token_provider=token_provider, origin=origin, headers=headers, platform=platform,
             reconnect=reconnect, backoff=backoff, connect_timeout=connect_timeout,
             io_timeout=io_timeout, keepalive=keepalive, close_timeout=close_timeout,
-            rate_limit=rate_limit, name=self._name)
+            rate_limit=rate_limit, ca_file=ca_file, name=self._name)
         self._outbox = Outbox(max_outbox, max_retries, rng=backoff.rng)
         self._inbox = Inbox(sync, own=lambda msg_id: self._outbox.find(msg_id) is not None)
         self._typing = TypingThrottle(typing_interval)
@@ -356,6 +361,38 @@ class Client:
         if msg_ids is not None:
             data["msgIds"] = list(msg_ids)
         self._send_frame({"type": "read", "data": data})
+
+    # -- recall, edit, delete for me (docs/protocol.md "Recall, edit, delete") ----------------
+    def recall(self, msg_id: str) -> None:
+        """Take back a chat this user sent (within the gateway's Chat.RecallWindow). Both
+        users' devices get ``MessageRecalled``; a refusal is an ``ErrorFrame`` with the
+        msgId and code ``too_late`` or ``not_found``."""
+        self._send_frame({"type": "recall", "data": {"msgId": self._own_msg_id(msg_id)}})
+
+    def edit(self, msg_id: str, content: str) -> None:
+        """Replace the content of a chat this user sent (within Chat.EditWindow); both
+        users' devices get ``MessageEdited`` (refusals: ``too_late``, ``recalled``,
+        ``not_found``)."""
+        if not isinstance(content, str) or not content:
+            raise ValueError("content must be a non-empty string")
+        self._send_frame({"type": "edit", "data": {"msgId": self._own_msg_id(msg_id),
+                                                   "content": content}})
+
+    def delete_for_me(self, peer_id: int, msg_ids: list[str]) -> None:
+        """Hide messages of the conversation with ``peer_id`` (from either side) from this
+        user's history; this user's devices get ``MessagesDeleted``, the peer nothing."""
+        if not is_user_id(peer_id):
+            raise ValueError("peer_id must be a positive integer user id")
+        ids = [self._own_msg_id(m) for m in msg_ids]
+        if not 1 <= len(ids) <= 200:
+            raise ValueError("give 1 to 200 msgIds")
+        self._send_frame({"type": "delete", "data": {"peerId": peer_id, "msgIds": ids}})
+
+    @staticmethod
+    def _own_msg_id(msg_id: str) -> str:
+        if not is_msg_id(msg_id):
+            raise ValueError("msg_id must be 1 to 64 characters of [A-Za-z0-9_-]")
+        return msg_id
 
     def send_typing(self, to_user_id: int | None = None, state: str = "typing", *,
                     group_id: int | None = None) -> bool:

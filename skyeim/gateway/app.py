@@ -10,13 +10,14 @@ import logging
 
 from flask import Flask, current_app, jsonify, request
 
-from skyeim import tokens
+from skyeim import __version__, tokens
 from skyeim.gateway.backends.clients import BackendRejected, BackendUnavailable
 from skyeim.gateway.composition import Gateway
 from skyeim.gateway.rest.api import api
 from skyeim.gateway.rest.files import files_api
 from skyeim.gateway.rest.caller import GATEWAY_KEY, bearer_token, current_gateway
 from skyeim.gateway.rest.groups import groups_api
+from skyeim.gateway.rest import server_api
 from skyeim.gateway.transport.echo import serve_echo
 from skyeim.gateway.transport.limits import ConnectionLimits
 from skyeim.metrics import add_metrics_route
@@ -81,6 +82,7 @@ def create_app(gateway: Gateway) -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(groups_api)
     app.register_blueprint(files_api)
+    server_api.install(app, gateway)      # /server/v1 (PROTOCOL.md 9.2), when ServerApi.Key is set
     add_metrics_route(app, gateway.metrics.registry)
     return app
 
@@ -172,7 +174,7 @@ def index_page():
 
 
 def healthz():
-    return jsonify(ok=True)
+    return jsonify(ok=True, version=__version__)
 
 
 def readyz():

@@ -280,6 +280,27 @@ class MessageService(ServiceClient):
             params["beforeSeq"] = before_seq
         return self.call("GET", "/v1/messages/conversation", params=params)
 
+    # -- recall, edit, delete for me (docs/protocol.md "Recall, edit, delete"): not in
+    # PROTOCOL.md section 6, so a team's own Message service may answer 404 (not_found)
+
+    def recall(self, user_id: int, msg_id: str, window_ms: int) -> dict:
+        return self.call("POST", "/v1/messages/recall",
+                         json={"userId": user_id, "msgId": msg_id, "windowMs": window_ms})
+
+    def edit(self, user_id: int, msg_id: str, content: str, window_ms: int) -> dict:
+        return self.call("POST", "/v1/messages/edit", json={
+            "userId": user_id, "msgId": msg_id, "content": content, "windowMs": window_ms})
+
+    def hide(self, user_id: int, peer_id: int, keys: list[tuple[int, str]]) -> list[dict]:
+        answer = self.call("POST", "/v1/messages/hide", json={
+            "userId": user_id, "peerId": peer_id,
+            "messages": [{"fromUserId": f, "msgId": m} for f, m in keys]})
+        return answer.get("messages", [])
+
+    def changes(self, user_id: int, peer_id: int, since_ms: int, limit: int) -> dict:
+        return self.call("GET", "/v1/messages/changes", params={
+            "userId": user_id, "peerId": peer_id, "since": since_ms, "limit": limit})
+
 
     # -- groups (docs/protocol.md "Groups"); not batched: one call per group message
 
