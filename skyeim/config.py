@@ -197,6 +197,36 @@ class OptionalEndpointsConfig:
 
     def validate(self, key: str) -> None:
         _positive(f"{key}.ProbeInterval", self.probe_interval)
+class FilesConfig:
+    """Files, images and voice (docs/protocol.md "Files, images and voice"): POST /api/files."""
+    max_size: int = 20 * 1024 * 1024    # bytes of one upload; more is 413 while streaming
+    dir: str = "data/files"             # local storage (Storage: local); shared by cluster nodes
+    # MIME types decided by sniffing the content (a trailing /* takes a family);
+    # text/plain: content no signature matches that is UTF-8 without NUL
+    allowed_types: tuple[str, ...] = (
+        "image/jpeg", "image/png", "image/gif", "image/webp",
+        "audio/*", "video/mp4", "video/webm", "application/pdf", "application/zip",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "text/plain")
+    storage: str = "local"              # local (Dir); an s3:// URL is documented, not built
+    link_ttl: int = 3600                # s a signed download URL stays valid
+    link_secret: str = ""               # HMAC key of signed URLs; "" = derived from Auth.AccessSecret
+    thumbnail_size: int = 256           # px, the longer side of an image's thumbnail
+    max_image_pixels: int = 50_000_000  # larger images are stored without thumbnail/width/height
+
+    def validate(self, key: str) -> None:
+        for name in ("max_size", "link_ttl", "thumbnail_size", "max_image_pixels"):
+            _positive(f"{key}.{_camel(name)}", getattr(self, name))
+        if not self.dir:
+            raise ConfigError(f"{key}.Dir: must not be empty")
+        if self.storage != "local":
+            raise ConfigError(f"{key}.Storage: only local is built (an s3:// URL is not yet), "
+                              f"got {self.storage!r}")
+        for t in self.allowed_types:
+            if not re.fullmatch(r"[a-z0-9.+-]+/([a-z0-9.+-]+|\*)", t):
+                raise ConfigError(f"{key}.AllowedTypes: {t!r} is not a MIME type like image/png or audio/*")
 
 
 @dataclass(frozen=True)
@@ -234,11 +264,13 @@ class GatewayConfig:
     optional_endpoints: OptionalEndpointsConfig = field(default_factory=OptionalEndpointsConfig)
     webhooks: WebhooksConfig = field(default_factory=lambda: WebhooksConfig())
     hooks: HooksConfig = field(default_factory=lambda: HooksConfig())
+    files: FilesConfig = field(default_factory=FilesConfig)
     server_api: ServerApiConfig = field(default_factory=ServerApiConfig)
 
     def validate(self, key: str = "") -> None:
         _port("Port", self.port)
         self.optional_endpoints.validate("OptionalEndpoints")
+        self.files.validate("Files")
         self.cluster.validate("Cluster")
         self.webhooks.validate("Webhooks")
         self.hooks.validate("Hooks")

@@ -12,12 +12,14 @@ from __future__ import annotations
 from skyeim import tokens
 from skyeim.config import GatewayConfig
 from skyeim.gateway.backends.clients import Backends
+from skyeim.gateway.backends.files import FileRecords, LocalStorage
 from skyeim.gateway.features import connection
 from skyeim.gateway.features.auth import TokenRefresh
 from skyeim.gateway.features.chat import OneToOneChat
 from skyeim.gateway.features.connection import ConnectionLife
 from skyeim.gateway.features.delivery import DeliveryRecorder
 from skyeim.gateway.features.devices import Devices
+from skyeim.gateway.features.files import Files
 from skyeim.gateway.features.friendships import Friendships
 from skyeim.gateway.features.edits import MessageEdits
 from skyeim.gateway.features.groups import Groups
@@ -83,8 +85,15 @@ class Gateway:
         self.devices = Devices(ws_cfg, hub)
         self.recorder = DeliveryRecorder(message, hub, metrics)
         self.groups = Groups(cfg=cfg.groups, messages=message, friends=friend, hub=hub,
-                             metrics=metrics, max_content_length=chat_cfg.max_content_length,
-                             screens=screens)
+                             metrics=metrics, max_content_length=chat_cfg.max_content_length)
+        # files: a chat screen that grants a conversation the file it carries (1:1 and
+        # groups); it asks the groups for membership, so the groups get it as their
+        # screen once both exist. After the before-send hook: a refused chat grants nothing.
+        self.files = Files(cfg=cfg.files, access_secret=cfg.auth.access_secret,
+                           records=FileRecords(message), storage=LocalStorage(cfg.files.dir),
+                           membership=self.groups)
+        screens = [*screens, self.files]
+        self.groups.screens = tuple(screens)
         self.chat = OneToOneChat(messages=message, friends=friend, hub=hub,
                                  own_devices=self.devices, metrics=metrics,
                                  require_friendship=chat_cfg.require_friendship,
@@ -164,6 +173,7 @@ class Gateway:
         self.revocations.start()
         if self.cfg.webhooks.enabled:
             self.webhook_sender.start()
+        self.files.start()
 
     def shutdown(self, timeout: float) -> None:
         """Stop reading, finish frames in flight, flush queues, close everyone with 1001;
