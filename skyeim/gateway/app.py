@@ -18,7 +18,8 @@ from skyeim.gateway.rest.caller import GATEWAY_KEY, bearer_token, current_gatewa
 from skyeim.gateway.rest.groups import groups_api
 from skyeim.gateway.transport.echo import serve_echo
 from skyeim.gateway.transport.limits import ConnectionLimits
-from skyeim.metrics import add_metrics_route
+from skyeim.gateway.transport.websocket import USER_ID_KEY
+from skyeim.metrics import add_metrics_route, instrument_routes
 from skyeim.protocol import ErrorCode, parse_platform
 from skyeim.web import error_response, install_json_errors
 
@@ -79,6 +80,8 @@ def create_app(gateway: Gateway) -> Flask:
     app.add_url_rule("/", "index", index_page)
     app.register_blueprint(api)
     app.register_blueprint(groups_api)
+    instrument_routes(app, gateway.metrics.registry, "REST API requests served by the gateway (/api).",
+                      prefix="/api/")
     add_metrics_route(app, gateway.metrics.registry)
     return app
 
@@ -122,6 +125,7 @@ def ws_handler():
     if refused:
         return _refuse(gateway, 503, ErrorCode.TOO_MANY_CONNECTIONS, refused)
     try:
+        request.environ[USER_ID_KEY] = claims.user_id     # for the access log's open/close lines
         ws.accept()
         gateway.serve(ws, claims, platform)
     finally:
