@@ -300,7 +300,7 @@ def load(cls: type, path: str | os.PathLike) -> Any:
 def yaml_error_line(path: str | os.PathLike, e: yaml.YAMLError) -> str:
     """One line naming the file, line and column (1-based) of a YAML syntax error."""
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-    what = " ".join(p for p in (getattr(e, "context", None), getattr(e, "problem", None)) if p)
+    what = ": ".join(p for p in (getattr(e, "context", None), getattr(e, "problem", None)) if p)
     what = what or str(e).splitlines()[0]
     if mark is None:
         return f"{path}: not valid YAML: {what}"
