@@ -84,7 +84,15 @@ def _drain_header_block(rfile) -> None:
             pass
 
 
+# environ key: the client's address as the app worked it out (the gateway believes
+# X-Forwarded-For from WebSocket.TrustedProxies); the access log prefers it to the peer's
+CLIENT_ADDRESS_KEY = "skyeim.client_address"
+
+
 def remote_address(handler) -> str:
+    environ = getattr(handler, "environ", None)
+    if environ and environ.get(CLIENT_ADDRESS_KEY):
+        return str(environ[CLIENT_ADDRESS_KEY])
     addr = getattr(handler, "client_address", None)
     if isinstance(addr, tuple) and addr:
         return str(addr[0])

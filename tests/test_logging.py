@@ -119,3 +119,17 @@ def test_debug_has_no_urllib3_connection_pool_lines(system_factory):
 def test_the_program_says_which_configuration_file_it_loaded(system):
     path = str(system.paths["ws"])
     assert any(f"configuration: {path}" in line for line in _lines(system))
+
+
+def test_the_access_log_names_the_client_behind_a_trusted_proxy_only(system_factory):
+    system = system_factory(ws={"WebSocket": {"TrustedProxies": ["127.0.0.1/32"]}})
+    r = system.session.get(system.url + "/healthz", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=10)
+    assert r.status_code == 200
+    _wait_for(system, re.compile(r" skyeim\.access GET /healthz 200 \d+\.\dms 203\.0\.113\.9$"))
+
+
+def test_a_forwarded_address_from_an_untrusted_peer_is_not_logged(system):
+    r = system.session.get(system.url + "/readyz", headers={"X-Forwarded-For": "198.51.100.7"}, timeout=10)
+    assert r.status_code == 200
+    _wait_for(system, re.compile(r" skyeim\.access GET /readyz 200 \d+\.\dms 127\.0\.0\.1$"))
+    assert "198.51.100.7" not in system.log_text()

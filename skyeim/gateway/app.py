@@ -22,6 +22,7 @@ from skyeim.gateway.transport.websocket import USER_ID_KEY
 from skyeim.metrics import add_metrics_route, instrument_routes
 from skyeim.protocol import ErrorCode, parse_platform
 from skyeim.web import error_response, install_json_errors
+from skyeim.wsgi import CLIENT_ADDRESS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,10 @@ def create_app(gateway: Gateway) -> Flask:
     app.extensions["skyeim.limits"] = ConnectionLimits(
         ws_cfg.max_connections_per_ip, ws_cfg.max_connections_per_user, ws_cfg.trusted_proxies)
     install_json_errors(app)
+
+    @app.before_request
+    def _client_address():     # for the access log: X-Forwarded-For from TrustedProxies only
+        request.environ[CLIENT_ADDRESS_KEY] = app.extensions["skyeim.limits"].client_ip(request.environ)
 
     @app.errorhandler(405)
     def _method_not_allowed(e):
