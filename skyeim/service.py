@@ -20,8 +20,8 @@ import gevent.event
 import gevent.pywsgi
 from flask import Flask, jsonify
 
+from skyeim import __version__, logs, tokens
 from skyeim import config as config_module
-from skyeim import logs, tokens
 from skyeim.db import DatabaseUnavailable
 from skyeim.metrics import instrument_service
 from skyeim.migrations import refusals_name
@@ -59,7 +59,7 @@ def make_app(name: str, config: Any) -> Flask:
 
     @app.get("/healthz")
     def healthz():
-        return jsonify(ok=True)
+        return jsonify(ok=True, version=__version__)
 
     @app.errorhandler(DatabaseUnavailable)
     def _database_unavailable(e: DatabaseUnavailable):
@@ -100,9 +100,11 @@ def serve(app: Flask, host: str, port: int) -> gevent.pywsgi.WSGIServer:
     return server
 
 
-def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask]) -> None:
+def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask],
+         prog: str | None = None) -> None:
     """Run a service until SIGTERM/SIGINT; exits 0 then, 2 on a bad config, 1 if it cannot listen."""
-    parser = argparse.ArgumentParser(description="Run a SkyeIM backend service.")
+    parser = argparse.ArgumentParser(prog=prog, description="Run a SkyeIM backend service.")
+    parser.add_argument("--version", action="version", version=f"skyeim {__version__}")
     default_config = _default_config(create_app)
     parser.add_argument("-f", "--config", default=None,
                         help=f"the service's YAML config file (default: {default_config})")
