@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import pytest
 
-from http_input import bodies, post_routes, raw_request
+from harness import running_system
+from http_input import SERVER_API_KEY, bodies, post_routes, raw_request
 
 BODIES = bodies()
 
 
 def _routes(tmp_path_factory) -> list[tuple[str, str]]:
     return post_routes(tmp_path_factory.mktemp("routes"))
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory):
+    """The default system, with the server API (PROTOCOL.md 9.2) on."""
+    with running_system(tmp_path_factory.mktemp("http_input"),
+                        ws={"ServerApi": {"Key": SERVER_API_KEY}}) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +43,10 @@ def _url(system, program: str, path: str) -> str:
 
 def _send(system, caller, program: str, path: str, body: bytes):
     headers = {"Content-Type": "application/json"}
-    if program == "gateway":
+    if program == "gateway" and path.startswith("/server/"):
+        headers["X-Api-Key"] = SERVER_API_KEY
+        session = system.session
+    elif program == "gateway":
         headers["Authorization"] = f"Bearer {caller.token}"
         session = system.session
     else:
@@ -59,6 +71,7 @@ def test_the_route_list_covers_every_program_and_the_named_endpoints(routes):
     assert programs == {"gateway", "message", "friend", "auth"}
     paths = {(p, path) for p, path in routes}
     for want in [("gateway", "/api/register"), ("gateway", "/api/login"),
+                 ("gateway", "/server/v1/messages"),
                  ("message", "/v1/messages"), ("message", "/v1/messages/batch"),
                  ("friend", "/v1/friends"), ("auth", "/v1/tokens")]:
         assert want in paths, (want, sorted(paths))

@@ -21,6 +21,7 @@ from skyeim import config
 SERVICE_APPS = {"message": config.ServiceConfig, "friend": config.ServiceConfig,
                 "auth": config.AuthServiceConfig}
 
+SERVER_API_KEY = "http-input-server-api-key"     # the server API (/server/v1) is mounted with a key
 PATH_PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 PARAM_VALUES = {"group_id": "1", "user_id": "1", "friend_id": "1", "peer_id": "1"}
 
@@ -32,7 +33,8 @@ def post_routes(tmp: Path) -> list[tuple[str, str]]:
     from skyeim.gateway.composition import Gateway
 
     routes = []
-    gw_cfg = config.from_mapping(config.GatewayConfig, {"Auth": {"AccessSecret": "r" * 32}})
+    gw_cfg = config.from_mapping(config.GatewayConfig, {"Auth": {"AccessSecret": "r" * 32},
+                                                        "ServerApi": {"Key": SERVER_API_KEY}})
     routes += [("gateway", p) for p in _posts(create_app(Gateway.from_config(gw_cfg)))]
     for name, cls in SERVICE_APPS.items():
         raw = {"Name": name, "Port": 1, "DataSource": f"sqlite:///{tmp / (name + '.db')}"}
