@@ -243,6 +243,10 @@ class ServerApiConfig:
 @dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
+    # text: "2026-12-06T14:03:07.123Z INFO logger message"; json: one object per line
+    # (ts, level, logger, msg and the event's fields): docs/operations.md "Logs"
+    format: Literal["text", "json"] = "text"
+    access: bool = True          # the access log (one line per request, WebSocket open/close)
 
 
 @dataclass(frozen=True)
@@ -406,13 +410,25 @@ def load(cls: type, path: str | os.PathLike) -> Any:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(yaml_error_line(path, e)) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 (byte {e.start})") from None
     try:
         cfg = from_mapping(cls, raw if raw is not None else {})
         cfg.validate()
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return cfg
+
+
+def yaml_error_line(path: str | os.PathLike, e: yaml.YAMLError) -> str:
+    """One line naming the file, line and column (1-based) of a YAML syntax error."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    what = ": ".join(p for p in (getattr(e, "context", None), getattr(e, "problem", None)) if p)
+    what = what or str(e).splitlines()[0]
+    if mark is None:
+        return f"{path}: not valid YAML: {what}"
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {what}"
 
 
 def from_mapping(cls: type, raw: Any, key: str = "") -> Any:
