@@ -20,7 +20,7 @@ import sys  # noqa: E402
 import gevent  # noqa: E402
 import gevent.event  # noqa: E402
 
-from skyeim import config, logs  # noqa: E402
+from skyeim import config, fds, logs  # noqa: E402
 
 log = logging.getLogger("skyeim.wsserver")
 
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("--insecure-dev: %s", refusal)
     if (warning := weak_secret_warning(cfg.auth.access_secret)):
         log.warning("Auth.%s", warning)
+    fds.start_up(cfg.name, max_connections=cfg.web_socket.max_connections, logger=log)
 
     # imported after the config is known good, so a bad file fails fast and quietly
     import importlib

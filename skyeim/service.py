@@ -20,7 +20,7 @@ import gevent.pywsgi
 from flask import Flask, jsonify
 
 from skyeim import config as config_module
-from skyeim import logs, tokens
+from skyeim import fds, logs, tokens
 from skyeim.db import DatabaseUnavailable
 from skyeim.metrics import instrument_service
 from skyeim.migrations import refusals_name
@@ -73,7 +73,7 @@ def on_shutdown(app: Flask, fn: Callable[[], None]) -> None:
     app.extensions.setdefault(_SHUTDOWN_KEY, []).append(fn)
 
 
-class _Server(gevent.pywsgi.WSGIServer):
+class _Server(fds.QuietAccept, gevent.pywsgi.WSGIServer):
     def handle(self, sock, address):
         # A client that goes quiet (idle keep-alive, stalled upload) must not
         # hold a greenlet and a socket forever.
@@ -121,6 +121,7 @@ def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask]) 
     logs.setup(cfg.log.level, debug=args.debug)
     if refusal:
         log.warning("--insecure-dev: %s", refusal)
+    fds.start_up(f"the {cfg.name} service", logger=log)
     with refusals_name(args.config):        # a schema it must not use: one line naming the file
         app = create_app(cfg)
     try:

@@ -547,8 +547,10 @@ class System:
     process (``wsserver.py --standalone``); otherwise four processes."""
 
     def __init__(self, tmp: Path, *, ws: dict | None = None, message: dict | None = None,
-                 friend: dict | None = None, auth: dict | None = None, standalone: bool = True):
+                 friend: dict | None = None, auth: dict | None = None, standalone: bool = True,
+                 launcher: list[str] | None = None):
         self.tmp = Path(tmp)
+        self.launcher = list(launcher or [])   # a prefix for every program, e.g. prlimit ... --
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.standalone = standalone
         self.secret = secrets.token_urlsafe(24)
@@ -595,7 +597,7 @@ class System:
         log_file = open(log_path, "wb")
         self._log_files.append(log_file)
         self.log_paths[name] = log_path
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([*self.launcher, *argv], cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1",
                                      "PYTHONPATH": str(REPO)})
         self.procs[name] = proc
