@@ -12,6 +12,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402  (monkey-patching must come first)
+import dataclasses  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
@@ -20,7 +21,7 @@ import sys  # noqa: E402
 import gevent  # noqa: E402
 import gevent.event  # noqa: E402
 
-from skyeim import config, fds, logs  # noqa: E402
+from skyeim import config, fds, internal_secret, logs  # noqa: E402
 
 log = logging.getLogger("skyeim.wsserver")
 
@@ -61,9 +62,29 @@ def main(argv: list[str] | None = None) -> int:
     if refusal and not args.insecure_dev:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
+    secret_note = None
+    if args.standalone and not cfg.internal_secret:
+        # the services run in this process: a random secret that never leaves it
+        secret = internal_secret.generated()
+        cfg = dataclasses.replace(cfg, internal_secret=secret)
+        service_cfgs = [(c if c.internal_secret else dataclasses.replace(c, internal_secret=secret), m)
+                        for c, m in service_cfgs]
+        secret_note = "InternalSecret is empty: using a random one made in this process (standalone)"
+    elif not cfg.internal_secret:
+        # the services' addresses decide: the shared file is safe on one machine only
+        endpoints = [ep for rpc in (cfg.message_rpc, cfg.friend_rpc, cfg.auth_rpc) for ep in rpc.endpoints]
+        hosts = [ep.split("://", 1)[-1].rsplit(":", 1)[0] for ep in endpoints]
+        try:
+            cfg, secret_note = internal_secret.fill_in(
+                cfg, hosts, f"{args.config}: {cfg.name} (its services' addresses)", args.insecure_dev)
+        except internal_secret.SecretError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     logs.setup(cfg.log.level, debug=args.debug)
     if refusal:
         log.warning("--insecure-dev: %s", refusal)
+    if secret_note:
+        log.info("%s", secret_note)
     if (warning := weak_secret_warning(cfg.auth.access_secret)):
         log.warning("Auth.%s", warning)
     fds.start_up(cfg.name, max_connections=cfg.web_socket.max_connections, logger=log)

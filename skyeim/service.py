@@ -20,7 +20,7 @@ import gevent.pywsgi
 from flask import Flask, jsonify
 
 from skyeim import config as config_module
-from skyeim import fds, logs, tokens
+from skyeim import fds, internal_secret, logs, tokens
 from skyeim.db import DatabaseUnavailable
 from skyeim.metrics import instrument_service
 from skyeim.migrations import refusals_name
@@ -117,10 +117,18 @@ def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask]) 
     if refusal and not args.insecure_dev:
         print(f"error: {refusal}", file=sys.stderr)
         sys.exit(2)
+    try:
+        cfg, secret_note = internal_secret.fill_in(cfg, [cfg.host], f"{args.config}: the {cfg.name} service",
+                                                   args.insecure_dev)
+    except internal_secret.SecretError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
     logs.setup(cfg.log.level, debug=args.debug)
     if refusal:
         log.warning("--insecure-dev: %s", refusal)
+    if secret_note:
+        log.info("%s", secret_note)
     fds.start_up(f"the {cfg.name} service", logger=log)
     with refusals_name(args.config):        # a schema it must not use: one line naming the file
         app = create_app(cfg)

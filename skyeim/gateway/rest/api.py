@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from skyeim.gateway.backends.clients import BackendRejected
-from skyeim.gateway.rest.caller import caller_id, current_gateway
+from skyeim.gateway.rest.caller import caller_id, client_address, current_gateway
 from skyeim.protocol import ErrorCode, is_user_id
 from skyeim.web import ApiError, bad_request, json_body, limit_arg, positive_int_arg
 
@@ -24,7 +24,7 @@ def login():
     body = json_body()
     try:
         return jsonify(current_gateway().backends.auth.login(
-            body.get("username"), body.get("password"), request.remote_addr or ""))
+            body.get("username"), body.get("password"), client_address()))
     except BackendRejected as e:
         if e.status == 401:       # wrong password or unknown user: the caller's 401, not ours
             raise ApiError(401, ErrorCode.UNAUTHORIZED, e.message) from None
@@ -38,7 +38,7 @@ def change_password():
     try:
         return jsonify(current_gateway().backends.auth.change_password(
             body.get("username"), body.get("oldPassword"), body.get("newPassword"),
-            request.remote_addr or ""))
+            client_address()))
     except BackendRejected as e:
         if e.status == 401:       # a wrong old password: the caller's 401
             raise ApiError(401, ErrorCode.UNAUTHORIZED, e.message) from None
