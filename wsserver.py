@@ -96,12 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     from skyeim.gateway.app import create_app
     from skyeim.gateway.composition import Gateway
     from skyeim.gateway.transport.websocket import make_server
+    from skyeim.metrics import serve_admin
 
     servers = []
+    admins = []          # the admin listeners (/metrics), gateway's and in-process services'
     try:
         for scfg, module in service_cfgs:
             app = importlib.import_module(module).create_app(scfg)
             servers.append((service.serve(app, scfg.host, scfg.port), app))
+            admin = serve_admin(scfg.admin, scfg.name, app.extensions[service.METRICS_KEY])
+            if admin is not None:
+                admins.append(admin)
             log.info("%s service listening on %s:%s", scfg.name, scfg.host, scfg.port)
         gateway = Gateway.from_config(cfg)
         ws_cfg = cfg.web_socket
@@ -117,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             log=gevent.pywsgi.LoggingLogAdapter(logging.getLogger("skyeim.http"), logging.DEBUG),
             error_log=gevent.pywsgi.LoggingLogAdapter(logging.getLogger("skyeim.http"), logging.ERROR))
         server.start()
+        admin = serve_admin(cfg.admin, cfg.name, gateway.metrics.registry)
+        if admin is not None:
+            admins.append(admin)
+            log.info("%s admin listener (/metrics) on %s:%s", cfg.name, cfg.admin.host, cfg.admin.port)
         gateway.start()
         tune_gc(gateway)
     except OSError as e:
@@ -139,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     server.close()                                   # stop accepting
     gateway.shutdown(ws_cfg.shutdown_timeout)
     server.stop(timeout=1)
+    for admin in admins:
+        admin.stop(timeout=1)
     for srv, app in servers:
         srv.stop(timeout=2)
         service.run_shutdown_hooks(app)

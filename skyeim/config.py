@@ -185,6 +185,20 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """The admin listener (docs/operations.md "The admin listener"): GET /metrics and
+    /healthz for operators and scrapers, never on the public port. Port 0 = none."""
+    host: str = "127.0.0.1"
+    port: int = 0
+
+    def validate(self, key: str) -> None:
+        if self.port:
+            _port(f"{key}.Port", self.port)
+        if not self.host:
+            raise ConfigError(f"{key}.Host: must not be empty")
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -205,9 +219,11 @@ class GatewayConfig:
     groups: GroupsConfig = field(default_factory=GroupsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def validate(self, key: str = "") -> None:
         _port("Port", self.port)
+        _admin(self.admin, self.port)
         self.cluster.validate("Cluster")
         self.auth.validate("Auth")
         self.message_rpc.validate("MessageRpc")
@@ -231,11 +247,13 @@ class ServiceConfig:
     internal_secret: str = ""
     pool_size: int = 10          # database connections (PostgreSQL)
     log: LogConfig = field(default_factory=LogConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def validate(self, key: str = "") -> None:
         if not self.name:
             raise ConfigError("Name: must not be empty")
         _port("Port", self.port)
+        _admin(self.admin, self.port)
         _positive("PoolSize", self.pool_size)
 
     @property
@@ -370,6 +388,13 @@ def _kind(v: Any) -> str:
 def _positive(key: str, v: float) -> None:
     if v <= 0:
         raise ConfigError(f"{key}: must be greater than 0, got {v!r}")
+
+
+def _admin(admin: AdminConfig, public_port: int) -> None:
+    admin.validate("Admin")
+    if admin.port and admin.port == public_port:
+        raise ConfigError(f"Admin.Port: must not be the public Port ({public_port}): "
+                          "/metrics is for operators only")
 
 
 def _port(key: str, v: int) -> None:

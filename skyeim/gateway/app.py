@@ -18,7 +18,6 @@ from skyeim.gateway.rest.caller import GATEWAY_KEY, bearer_token, current_gatewa
 from skyeim.gateway.rest.groups import groups_api
 from skyeim.gateway.transport.echo import serve_echo
 from skyeim.gateway.transport.limits import ConnectionLimits
-from skyeim.metrics import add_metrics_route
 from skyeim.protocol import ErrorCode, parse_platform
 from skyeim.web import error_response, install_json_errors
 
@@ -79,7 +78,7 @@ def create_app(gateway: Gateway) -> Flask:
     app.add_url_rule("/", "index", index_page)
     app.register_blueprint(api)
     app.register_blueprint(groups_api)
-    add_metrics_route(app, gateway.metrics.registry)
+    # /metrics: on the admin listener only (wsserver.py, skyeim.metrics.serve_admin)
     return app
 
 
