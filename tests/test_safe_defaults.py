@@ -53,7 +53,7 @@ def fail_logins(port: int, count: int, source: str = "127.0.0.1", headers=None) 
 
 def test_shipped_layout_without_secrets_keys_the_login_limit_on_the_real_address(tmp_path):
     layout = ShippedLayout(tmp_path / "vm")          # no SKYEIM_* secret at all
-    with layout.start():
+    with layout.start(["prlimit", "--nofile=1024:20000", "--"]):     # a VM's limits (minfds needs them)
         port = layout.ports["ws"]
         secret_file = layout.root / "data" / "internal-secret"
         assert secret_file.exists()

@@ -22,7 +22,6 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
@@ -60,8 +59,7 @@ class ShippedLayout:
         self.conf.write_text((REPO / "supervisord.conf").read_text())
         for name in ("skyeim", "wsserver.py"):
             (self.root / name).symlink_to(REPO / name)
-        (self.root / ".venv").symlink_to(Path(sys.executable).resolve().parents[1]
-                                         if not (REPO / ".venv").exists() else (REPO / ".venv").resolve())
+        (self.root / ".venv").symlink_to(Path(sys.prefix))     # the venv running these tests
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SKYEIM_")}
         self.env.update(env or {})
         self.env["SKYEIM_PORT"] = str(self.ports["ws"])      # the gateway's port (etc/ws.yaml)
@@ -160,8 +158,3 @@ def tracebacks(logs: dict[str, str]) -> dict[str, int]:
     """Log file -> number of 'Traceback' lines, for the files that have any."""
     return {name: text.count("Traceback") for name, text in logs.items() if "Traceback" in text}
 
-
-def wait_gone(pid: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-        time.sleep(0.1)
