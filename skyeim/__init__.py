@@ -1,3 +1,3 @@
 """SkyeIM: a real-time messaging gateway and its backend services."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

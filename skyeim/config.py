@@ -185,6 +185,17 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class ServerApiConfig:
+    """PROTOCOL.md 9.2: the server API under /server/v1/ for the team's backend.
+    An empty Key turns it off (the whole /server/ tree answers 404)."""
+    key: str = field(default="", repr=False)   # the X-Api-Key the backend sends (never logged)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.key)
+
+
+@dataclass(frozen=True)
 class AdminConfig:
     """The admin listener (docs/operations.md "The admin listener"): GET /metrics and
     /healthz for operators and scrapers, never on the public port. Port 0 = none."""
@@ -219,6 +230,7 @@ class GatewayConfig:
     groups: GroupsConfig = field(default_factory=GroupsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    server_api: ServerApiConfig = field(default_factory=ServerApiConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
 
     def validate(self, key: str = "") -> None:

@@ -19,8 +19,8 @@ import gevent.event
 import gevent.pywsgi
 from flask import Flask, jsonify
 
+from skyeim import __version__, fds, internal_secret, logs, tokens
 from skyeim import config as config_module
-from skyeim import fds, internal_secret, logs, tokens
 from skyeim.db import DatabaseUnavailable
 from skyeim.metrics import instrument_service, serve_admin
 from skyeim.migrations import refusals_name
@@ -58,7 +58,7 @@ def make_app(name: str, config: Any) -> Flask:
 
     @app.get("/healthz")
     def healthz():
-        return jsonify(ok=True)
+        return jsonify(ok=True, version=__version__)
 
     @app.errorhandler(DatabaseUnavailable)
     def _database_unavailable(e: DatabaseUnavailable):
@@ -99,9 +99,11 @@ def serve(app: Flask, host: str, port: int) -> gevent.pywsgi.WSGIServer:
     return server
 
 
-def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask]) -> None:
+def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask],
+         prog: str | None = None) -> None:
     """Run a service until SIGTERM/SIGINT; exits 0 then, 2 on a bad config, 1 if it cannot listen."""
-    parser = argparse.ArgumentParser(description="Run a SkyeIM backend service.")
+    parser = argparse.ArgumentParser(prog=prog, description="Run a SkyeIM backend service.")
+    parser.add_argument("--version", action="version", version=f"skyeim {__version__}")
     parser.add_argument("-f", "--config", required=True, help="the service's YAML config file")
     parser.add_argument("--debug", action="store_true", help="log at debug level (one line per request)")
     parser.add_argument("--insecure-dev", action="store_true",

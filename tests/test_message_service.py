@@ -25,6 +25,7 @@ import requests
 import sqlalchemy as sa
 
 from service_harness import POSTGRES_URL, REPO, STOP_TIMEOUT, ServiceProcess, database_url, free_port
+import skyeim
 from skyeim.db import Database, now_ms
 from skyeim.message import store
 
@@ -773,7 +774,7 @@ def test_internal_secret_is_required(svc, headers):
 
 def test_healthz_needs_no_secret(svc):
     r = requests.get(svc.url + "/healthz", timeout=HTTP_TIMEOUT)
-    assert r.status_code == 200 and r.json() == {"ok": True}
+    assert r.status_code == 200 and r.json() == {"ok": True, "version": skyeim.__version__}
 
 
 def test_unknown_routes_and_methods_answer_json(svc):

@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from skyeim import __version__
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from skyeim.bench.scenarios import Sizes
@@ -13,6 +15,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m skyeim.bench",
         description="Benchmark SkyeIM: start (or point at) a system on 127.0.0.1, drive it from "
                     "separate load processes, print a table, write JSON and a PNG chart.")
+    p.add_argument("--version", action="version", version=f"skyeim {__version__}")
     p.add_argument("--scenario", default="all",
                    help="idle, chat, storm, backlog, presence, or all (several: comma-separated)")
     p.add_argument("--target", default="standalone",

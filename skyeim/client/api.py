@@ -45,14 +45,19 @@ class HistoryPage:
 
 
 class Api:
-    """``Api("http://127.0.0.1:10300")``; ``login()`` keeps the token for later calls."""
+    """``Api("http://127.0.0.1:10300")``; ``login()`` keeps the token for later calls.
+    ``ca_file``: for an ``https://`` URL, a PEM file of the CA(s) to trust instead
+    of the system's store (a private CA in front of the gateway)."""
 
     def __init__(self, base_url: str = "http://127.0.0.1:10300", token: str | None = None,
-                 timeout: float = 10.0, session: requests.Session | None = None):
+                 timeout: float = 10.0, session: requests.Session | None = None,
+                 ca_file: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
         self.session = session or requests.Session()
+        # per request: requests lets $REQUESTS_CA_BUNDLE override a Session's verify
+        self.verify: str | bool = str(ca_file) if ca_file else True
 
     def __repr__(self) -> str:
         return f"<Api {self.base_url}>"
@@ -66,7 +71,7 @@ class Api:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
             r = self.session.request(method, self.base_url + path, json=json, params=params,
-                                     headers=headers, timeout=self.timeout)
+                                     headers=headers, timeout=self.timeout, verify=self.verify)
         except requests.RequestException as e:
             raise api_error(None, "unreachable", f"{self.base_url}: {type(e).__name__}") from None
         try:

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from skyeim import __version__
 from skyeim.protocol import is_msg_id
 
 from .api import Api
@@ -65,11 +66,11 @@ def read_password(args: argparse.Namespace, confirm: bool = False) -> str:
 
 
 def _api(args: argparse.Namespace) -> Api:
-    return Api(args.url, token=args.token, timeout=args.timeout)
+    return Api(args.url, token=args.token, timeout=args.timeout, ca_file=args.ca_file)
 
 
 def _client(args: argparse.Namespace, **kw: Any) -> Client:
-    return Client(args.url, args.token, connect_timeout=args.timeout, **kw)
+    return Client(args.url, args.token, connect_timeout=args.timeout, ca_file=args.ca_file, **kw)
 
 
 def resolve_peer(args: argparse.Namespace, who: str) -> tuple[int, str | None]:
@@ -90,15 +91,16 @@ def resolve_peer(args: argparse.Namespace, who: str) -> tuple[int, str | None]:
 # -- commands ------------------------------------------------------------------------------------
 
 def cmd_register(args: argparse.Namespace) -> None:
-    user_id = Api(args.url, timeout=args.timeout).register(args.username,
-                                                           read_password(args, True))
+    user_id = _api(args).register(args.username, read_password(args, True))
     print(f"registered {args.username} (user id {user_id})")
 
 
 def cmd_login(args: argparse.Namespace) -> None:
-    login = Api(args.url, timeout=args.timeout).login(args.username, read_password(args))
+    login = _api(args).login(args.username, read_password(args))
     record = {"url": args.url, "username": args.username, "userId": login.user_id,
               "token": login.token, "expiresAt": login.expires_at}
+    if args.ca_file:               # later commands of this user trust the same CA
+        record["caFile"] = os.path.abspath(args.ca_file)
     if args.token_file is not None:
         write_private(args.token_file, json.dumps(record))
         path = args.token_file
@@ -321,6 +323,9 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
                         "else ~/.config/skyeim/tokens/NAME.json)")
     p.add_argument("--token", default=d(None), help="use this token instead of a saved one")
     p.add_argument("--timeout", type=float, default=d(10.0), help="seconds per request or ack")
+    p.add_argument("--ca-file", default=d(None), metavar="PEM",
+                   help="for an https:// URL: trust the CA(s) in this file instead of the "
+                        "system's (default: $SKYEIM_CA_FILE)")
     p.add_argument("-v", "--verbose", action="store_true", default=d(False),
                    help="log connection events")
     return p
@@ -329,6 +334,7 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="SkyeIM command line client.",
                                 parents=[_common(False)])
+    p.add_argument("--version", action="version", version=f"skyeim {__version__}")
     common = [_common(True)]
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -423,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.token_file is None and os.environ.get("SKYEIM_TOKEN_FILE"):
         args.token_file = Path(os.environ["SKYEIM_TOKEN_FILE"])
     args.user = args.user or os.environ.get("SKYEIM_USER") or None
+    args.ca_file = args.ca_file or os.environ.get("SKYEIM_CA_FILE") or None
     try:
         if args.token_file is None:
             note = Logins().migrate()
@@ -431,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         record = _token(args) if args.needs_token else {}
         args.url = (args.url or os.environ.get("SKYEIM_URL") or record.get("url")
                     or DEFAULT_URL).rstrip("/")
+        args.ca_file = args.ca_file or record.get("caFile") or None
         args.func(args)
         return 0
     except (SkyeIMError, CliError, LoginError, ValueError, OSError) as e:

@@ -142,13 +142,14 @@ class Connection:
                  backoff: Backoff | None = None, connect_timeout: float = 10.0,
                  io_timeout: float = 30.0, keepalive: float | None = 20.0,
                  close_timeout: float = 1.0, rate_limit: tuple[float, int] | None = (40, 80),
-                 name: str = "skyeim-client"):
+                 ca_file: str | None = None, name: str = "skyeim-client"):
         self.url = ws_url(url)
         self.token, self.use_header, self.token_provider = token, use_header, token_provider
         self.origin, self.headers, self.platform = origin, list(headers or []), platform
         self.reconnect, self.backoff = reconnect, backoff or Backoff()
         self.connect_timeout, self.io_timeout = connect_timeout, io_timeout
         self.keepalive, self.close_timeout = keepalive, close_timeout
+        self.ca_file = ca_file       # wss: trust this CA file (PEM) instead of the system's
         self.name = name
         self._cond = cond
         self._on_message, self._next_chat, self._on_end = on_message, next_chat, on_end
@@ -351,7 +352,9 @@ class Connection:
             opts["origin"] = self.origin
         else:
             opts["suppress_origin"] = True        # non-browser clients send no Origin
-        ws = websocket.WebSocket(enable_multithread=True)
+        # TLS options go to the constructor (connect() ignores them)
+        sslopt = {"ca_certs": str(self.ca_file)} if self.ca_file else None
+        ws = websocket.WebSocket(enable_multithread=True, sslopt=sslopt)
         try:
             ws.connect(url, **opts)
         except websocket.WebSocketBadStatusException as e:

@@ -103,6 +103,10 @@ class Client:
     ``ChatMessage`` frames, in seq order, and every message (by fromUserId
     and msgId) is yielded once, whether it came live, as backlog or by sync.
     ``SyncComplete`` frames say when a sync has been answered.
+
+    ``ca_file``: for ``wss://`` (or ``https://``) URLs, a PEM file of the CA(s)
+    to trust instead of the system's store, e.g. a private CA in front of a
+    gateway behind nginx (docs/deploy.md).
     """
 
     # settings and counters kept by the parts (settable, as they always were)
@@ -118,6 +122,7 @@ class Client:
     io_timeout = _Part("_conn")
     keepalive = _Part("_conn")
     close_timeout = _Part("_conn")
+    ca_file = _Part("_conn")
     reconnects = _Part("_conn")            # successful reconnects (a `connected` after the first)
     reconnect_attempts = _Part("_conn")    # handshakes tried while reconnecting
     max_outbox = _Part("_outbox", "limit")
@@ -134,7 +139,7 @@ class Client:
                  close_timeout: float = 1.0, max_outbox: int = 1000, max_queue: int = 10000,
                  max_message_size: int = 65536, rate_limit: tuple[float, int] | None = (40, 80),
                  max_retries: int = 5, sync: bool = True, platform: str | None = None,
-                 typing_interval: float = 1.0):
+                 typing_interval: float = 1.0, ca_file: str | None = None):
         self._name = f"skyeim-client-{next(_ids)}"
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)       # acks, connected, pongs
@@ -146,7 +151,7 @@ class Client:
             token_provider=token_provider, origin=origin, headers=headers, platform=platform,
             reconnect=reconnect, backoff=backoff, connect_timeout=connect_timeout,
             io_timeout=io_timeout, keepalive=keepalive, close_timeout=close_timeout,
-            rate_limit=rate_limit, name=self._name)
+            rate_limit=rate_limit, ca_file=ca_file, name=self._name)
         self._outbox = Outbox(max_outbox, max_retries, rng=backoff.rng)
         self._inbox = Inbox(sync, own=lambda msg_id: self._outbox.find(msg_id) is not None)
         self._typing = TypingThrottle(typing_interval)

@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import TextIO
 
+from skyeim import __version__
 from skyeim.contract.auth import AuthChecks
 from skyeim.contract.friend import FriendChecks
 from skyeim.contract.message import MessageChecks
@@ -27,6 +28,7 @@ at a test deployment, or at a live one where such data does no harm."""
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m skyeim.contract", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"skyeim {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="run the section 6 checks",
                                 description=DESCRIPTION,

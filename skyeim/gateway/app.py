@@ -10,12 +10,13 @@ import logging
 
 from flask import Flask, current_app, jsonify, request
 
-from skyeim import tokens
+from skyeim import __version__, tokens
 from skyeim.gateway.backends.clients import BackendRejected, BackendUnavailable
 from skyeim.gateway.composition import Gateway
 from skyeim.gateway.rest.api import api
 from skyeim.gateway.rest.caller import GATEWAY_KEY, bearer_token, current_gateway
 from skyeim.gateway.rest.groups import groups_api
+from skyeim.gateway.rest import server_api
 from skyeim.gateway.transport.echo import serve_echo
 from skyeim.gateway.transport.limits import ConnectionLimits
 from skyeim.protocol import ErrorCode, parse_platform
@@ -78,7 +79,8 @@ def create_app(gateway: Gateway) -> Flask:
     app.add_url_rule("/", "index", index_page)
     app.register_blueprint(api)
     app.register_blueprint(groups_api)
-    # /metrics: on the admin listener only (wsserver.py, skyeim.metrics.serve_admin)
+    server_api.install(app, gateway)      # /server/v1 (PROTOCOL.md 9.2), when ServerApi.Key is set
+    # /metrics: on the admin listener only (gateway/cli.py, skyeim.metrics.serve_admin)
     return app
 
 
@@ -169,7 +171,7 @@ def index_page():
 
 
 def healthz():
-    return jsonify(ok=True)
+    return jsonify(ok=True, version=__version__)
 
 
 def readyz():

@@ -19,16 +19,18 @@ from skyeim.gateway.features.chat import OneToOneChat
 from skyeim.gateway.features.connection import ConnectionLife
 from skyeim.gateway.features.delivery import DeliveryRecorder
 from skyeim.gateway.features.devices import Devices
+from skyeim.gateway.features.friendships import Friendships
 from skyeim.gateway.features.groups import Groups
 from skyeim.gateway.features.presence import Presence
 from skyeim.gateway.features.receipts import ReadReceipts
 from skyeim.gateway.features.revocation import Revocations
+from skyeim.gateway.features.server_push import ServerPush
 from skyeim.gateway.features.sync import Syncer
 from skyeim.gateway.features.typing_relay import TypingRelay
 from skyeim.gateway.frames.dispatch import Dispatcher
 from skyeim.gateway.frames.registry import FrameRegistry
 from skyeim.gateway.routing.hub import Hub
-from skyeim.gateway.routing.messages import Broadcast
+from skyeim.gateway.routing.messages import Broadcast, Disconnect, Everyone
 from skyeim.gateway.shutdown import graceful_stop
 from skyeim.gateway.transport.connections import Connections
 from skyeim.gateway.transport.session import SessionContext
@@ -75,11 +77,15 @@ class Gateway:
         typing = TypingRelay(hub=hub, friends=friend, groups=self.groups, metrics=metrics,
                              require_friendship=chat_cfg.require_friendship)
         refresh = TokenRefresh(self.revocations)
+        # the server API's (PROTOCOL.md 9.2, 9.5)
+        self.server_push = ServerPush(hub)
+        self.friendships = Friendships(friends=friend, auth=backends.auth, hub=hub)
 
         # every client frame type, in one table; then the dispatcher that reads it
         self.frames = FrameRegistry()
         connection.register(self.frames)
-        for feature in (self.presence, self.chat, receipts, refresh, syncer, typing, self.groups):
+        for feature in (self.presence, self.chat, receipts, refresh, syncer, typing, self.groups,
+                        self.server_push, self.friendships):
             feature.register(self.frames)
         self.dispatcher = Dispatcher(self.frames, metrics.frames_in)
 
@@ -120,7 +126,10 @@ class Gateway:
         self.presence.users_back(user_ids)
 
     def _broadcast_received(self, message: Broadcast) -> None:
-        self.groups.from_other_node(message)
+        if isinstance(message, (Everyone, Disconnect)):
+            self.server_push.from_other_node(message)
+        else:
+            self.groups.from_other_node(message)
 
     # -- life ---------------------------------------------------------------------------
 

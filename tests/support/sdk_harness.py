@@ -140,7 +140,7 @@ class Proxy:
 
 CLI_TIMEOUT = 60
 CLI_ENV = ("XDG_CONFIG_HOME", "SKYEIM_URL", "SKYEIM_TOKEN", "SKYEIM_TOKEN_FILE",
-           "SKYEIM_PASSWORD", "SKYEIM_USER")
+           "SKYEIM_PASSWORD", "SKYEIM_USER", "SKYEIM_CA_FILE")
 
 
 def cli_env(home: Path, **extra: str) -> dict:

@@ -18,6 +18,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Sequence
 
+import gevent.event
+
 from skyeim.gateway.backends.clients import (BackendFailure, BackendUnavailable, FriendService,
                                              MessageService)
 from skyeim.gateway.features.base import ChatListener, ChatScreen, OwnDevices, backend_error
@@ -30,6 +32,8 @@ from skyeim.metrics import GatewayMetrics
 from skyeim.protocol import ErrorCode, is_user_id
 
 log = logging.getLogger(__name__)
+
+POST_WRITE_WAIT = 1.0     # s a server API chat waits to be written to a socket here (9.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,3 +180,27 @@ class OneToOneChat:
         return self.hub.send_to_user(stored["toUserId"], Outgoing(
             encode_chat(stored), (stored["fromUserId"], stored["msgId"]), stored["seq"], t0))
 
+    def post(self, draft: dict, write_wait: float = POST_WRITE_WAIT) -> tuple[dict, bool]:
+        """Store a chat made without a client (the server API, PROTOCOL.md 9.2: no
+        friendship check, no screen, no acks to the sender) and deliver it as a client's:
+        (the stored answer, delivered). Delivered: written to one of the recipient's
+        sockets here within ``write_wait`` s, or handed to another node that holds one
+        (or delivered before, for a duplicate). Raises the service's failure when not
+        stored."""
+        answer = self.messages.send_many([draft])[0]
+        if not isinstance(answer, dict):
+            raise answer
+        if answer.get("duplicate") and answer.get("delivered"):
+            return answer, True
+        to = answer["toUserId"]
+        written = gevent.event.Event()
+        here = self.hub.local_count(to)
+        connections = self.hub.send_to_user(to, Outgoing(
+            encode_chat(answer), (answer["fromUserId"], answer["msgId"]), answer["seq"],
+            ack=False, written=written))
+        if not answer.get("duplicate"):
+            for listener in self.listeners:
+                listener.chat_stored(answer, connections)
+        if connections > here:              # routed to another node holding the recipient
+            return answer, True
+        return answer, connections > 0 and written.wait(write_wait)

@@ -81,7 +81,7 @@ class DeliveryRecorder:
             items = by_recipient[recipient]
             for m in acks:
                 item = items.get((m["fromUserId"], m["msgId"]))
-                if item is None:
+                if item is None or not item.ack:      # (a server API chat: no ack, 9.2)
                     continue
                 acks_by_sender.setdefault(m["fromUserId"], []).append(encode_ack(
                     m["msgId"], "delivered", m["deliveredAt"], item.seq))

@@ -2,14 +2,24 @@
 friends and history, for browser and app clients."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from skyeim.gateway.backends.clients import BackendRejected
-from skyeim.gateway.rest.caller import caller_id, client_address, current_gateway
+from skyeim.gateway.rest.caller import caller_id, current_gateway
 from skyeim.protocol import ErrorCode, is_user_id
 from skyeim.web import ApiError, bad_request, json_body, limit_arg, positive_int_arg
 
 api = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _client_address() -> str:
+    """The caller's address for the Auth service's per-address login limit: the TCP
+    peer's, or behind a proxy of ``WebSocket.TrustedProxies`` (nginx) the one it
+    put in X-Forwarded-For, as for the connection limits."""
+    limits = current_app.extensions.get("skyeim.limits")
+    if limits is None:
+        return request.remote_addr or ""
+    return limits.client_ip(request.environ)
 
 
 @api.post("/register")
@@ -24,7 +34,7 @@ def login():
     body = json_body()
     try:
         return jsonify(current_gateway().backends.auth.login(
-            body.get("username"), body.get("password"), client_address()))
+            body.get("username"), body.get("password"), _client_address()))
     except BackendRejected as e:
         if e.status == 401:       # wrong password or unknown user: the caller's 401, not ours
             raise ApiError(401, ErrorCode.UNAUTHORIZED, e.message) from None
@@ -38,7 +48,7 @@ def change_password():
     try:
         return jsonify(current_gateway().backends.auth.change_password(
             body.get("username"), body.get("oldPassword"), body.get("newPassword"),
-            client_address()))
+            _client_address()))
     except BackendRejected as e:
         if e.status == 401:       # a wrong old password: the caller's 401
             raise ApiError(401, ErrorCode.UNAUTHORIZED, e.message) from None

@@ -9,21 +9,10 @@ from skyeim.protocol import ErrorCode
 from skyeim.web import ApiError
 
 GATEWAY_KEY = "skyeim.gateway"        # app.extensions[...]: the Gateway (app.create_app)
-LIMITS_KEY = "skyeim.limits"          # app.extensions[...]: the ConnectionLimits (app.create_app)
 
 
 def current_gateway() -> Gateway:
     return current_app.extensions[GATEWAY_KEY]
-
-
-def client_address() -> str:
-    """The real client's address: the TCP peer, or X-Forwarded-For when the peer is
-    one of WebSocket.TrustedProxies (transport.limits.ConnectionLimits.client_ip).
-    Sent to the Auth service as X-Client-Address, for its per-address login limit."""
-    limits = current_app.extensions.get(LIMITS_KEY)
-    if limits is None:
-        return request.remote_addr or ""
-    return limits.client_ip(request.environ)
 
 
 def bearer_token() -> str | None:

@@ -10,6 +10,7 @@ Redis keys (all under ``Cluster.KeyPrefix``, ``P`` below):
   P user:<uid>   hash: node id -> that user's connections on the node
   P users:<id>   set: the user ids connected on node <id>
   P gen:<uid>    a counter that orders a user's logins across the cluster
+  P conns:<id>   a node's live connections, refreshed with its heartbeat (server API stats)
   P forgotten:<id>  set when other nodes gave node <id> up (it stalled past NodeTTL)
   P chan:<id>    the Pub/Sub channel of node <id>
   P kick         the channel every node hears: "user U logged in anew (login number G)"
@@ -87,6 +88,9 @@ class ClusterHub(Hub):
     def _k_users(self, node: str) -> str:
         return f"{self.prefix}users:{node}"
 
+    def _k_conns(self, node: str) -> str:
+        return f"{self.prefix}conns:{node}"
+
     def _k_chan(self, node: str) -> str:
         return f"{self.prefix}chan:{node}"
 
@@ -109,7 +113,8 @@ class ClusterHub(Hub):
             pipe = self.redis.pipeline(transaction=False)
             for uid in list(self._sessions):
                 pipe.hdel(self._k_user(uid), self.node_id)
-            pipe.delete(self._k_node(self.node_id), self._k_users(self.node_id))
+            pipe.delete(self._k_node(self.node_id), self._k_users(self.node_id),
+                        self._k_conns(self.node_id))
             pipe.srem(f"{self.prefix}nodes", self.node_id)
             pipe.execute()
         except redis.RedisError as e:
@@ -250,6 +255,21 @@ class ClusterHub(Hub):
             self._failed("count", e)
             return self.local_users()
 
+    def connection_count(self) -> int:
+        """Connections on the whole cluster: this node's now, the others' as of their
+        last heartbeat (Cluster.HeartbeatInterval)."""
+        local = self.local_connections()
+        if not self.redis_ok:
+            return local
+        try:
+            members = self.redis.smembers(f"{self.prefix}nodes")
+            others = self._live(sorted(n for n in members if n != self.node_id))
+            counts = self.redis.mget([self._k_conns(n) for n in others]) if others else []
+            return local + sum(int(c) for c in counts if c)
+        except (redis.RedisError, ValueError) as e:
+            self._failed("connections", e)
+            return local
+
     def _remote_nodes(self, uid: int) -> list[str]:
         """Other live nodes holding a connection of ``uid``."""
         return self._live([n for n in self.redis.hkeys(self._k_user(uid)) if n != self.node_id])
@@ -356,6 +376,7 @@ class ClusterHub(Hub):
             counts = {uid: len(sessions) for uid, sessions in self._sessions.items()}
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(self._k_node(self.node_id), int(time.time()), ex=self.cfg.node_ttl)
+        pipe.set(self._k_conns(self.node_id), self.local_connections(), ex=self.cfg.node_ttl)
         pipe.sadd(f"{self.prefix}nodes", self.node_id)
         for uid, n in counts.items():
             pipe.hset(self._k_user(uid), self.node_id, n)
@@ -380,10 +401,11 @@ class ClusterHub(Hub):
         nodes_key = f"{self.prefix}nodes"
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(self._k_node(self.node_id), int(time.time()), ex=self.cfg.node_ttl)
+        pipe.set(self._k_conns(self.node_id), self.local_connections(), ex=self.cfg.node_ttl)
         pipe.sadd(nodes_key, self.node_id)
         pipe.smembers(nodes_key)
         pipe.delete(f"{self.prefix}forgotten:{self.node_id}")
-        _, _, members, forgotten = pipe.execute()
+        _, _, _, members, forgotten = pipe.execute()
         if forgotten:
             # we stalled past NodeTTL and the others gave our users up (offline to
             # their friends): register them again and say they are back

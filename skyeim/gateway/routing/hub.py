@@ -114,6 +114,26 @@ class Hub:
             targets = [s for u in users for s in sessions[u] if s is not exclude]
         return sum(1 for s in targets if s.send(item))
 
+    def send_to_everyone_here(self, item) -> int:
+        """Queue ``item`` on every session in this process; how many took it."""
+        with self._lock:
+            targets = [s for sessions in self._sessions.values() for s in sessions]
+        return sum(1 for s in targets if s.send(item))
+
+    def sessions_here(self, user_id: int) -> list[Sink]:
+        """``user_id``'s sessions in this process."""
+        with self._lock:
+            return list(self._sessions.get(user_id, ()))
+
+    def local_connections(self) -> int:
+        """Sessions in this process."""
+        with self._lock:
+            return sum(map(len, self._sessions.values()))
+
+    def connection_count(self) -> int:
+        """Live connections (on the whole cluster, in a cluster)."""
+        return self.local_connections()
+
     def broadcast(self, message: Broadcast) -> None:
         """Tell every other node (a group frame to fan out, a changed member list);
         alone, there is nobody to tell."""

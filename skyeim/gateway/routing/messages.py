@@ -2,10 +2,12 @@
 
 JSON objects with short keys, on three kinds of channel (``P`` is Cluster.KeyPrefix):
 
-  P chan:<node>  UserFrame     {u, x, k?, s?, w?}   a frame for a user connected on that node
+  P chan:<node>  UserFrame     {u, x, k?, s?, q?, w?}   a frame for a user connected on that node
   P kick         Kick          {kick, g, n, p?}     a user logged in anew (login number g on node n)
   P group        GroupFrame    {grp, x, not?, n}    a group frame for every node's local members
                  GroupChanged  {grp, changed, n}    a group's member list changed
+                 Everyone      {all, n}             a frame for every node's connections (a notice)
+                 Disconnect    {dis, n}             close a user's connections with 4003
 
 The keys are the wire between nodes, perhaps of two versions during a rolling
 upgrade: change them only in ways an older node still reads. ``decode`` raises
@@ -32,21 +34,25 @@ class UserFrame:
     key: tuple[int, str] | None = None    # a chat's (fromUserId, msgId): recorded as delivered
     seq: int | None = None                # the chat's seq (with key)
     wait: float = 0.0                     # s a full send queue may take to drain (Session.send)
+    quiet: bool = False                   # (with key) no `ack delivered` to the sender (q: 1)
 
     @classmethod
     def of(cls, user_id: int, item: str | Outgoing, wait: float = 0.0) -> "UserFrame":
         if isinstance(item, Outgoing):
-            return cls(user_id, item.text, item.key, item.seq, wait)
+            return cls(user_id, item.text, item.key, item.seq, wait, not item.ack)
         return cls(user_id, item, wait=wait)
 
     def item(self) -> str | Outgoing:
         """What to queue on the user's sessions."""
-        return self.text if self.key is None else Outgoing(self.text, self.key, self.seq)
+        return self.text if self.key is None else \
+            Outgoing(self.text, self.key, self.seq, ack=not self.quiet)
 
     def encode(self) -> str:
         msg: dict = {"u": self.user_id, "x": self.text}
         if self.key is not None:
             msg.update(k=list(self.key), s=self.seq)
+            if self.quiet:
+                msg["q"] = 1
         if self.wait:
             msg["w"] = self.wait
         return json.dumps(msg)
@@ -97,8 +103,30 @@ class GroupChanged:
         return json.dumps({"grp": self.group_id, "changed": True, "n": self.node})
 
 
-Broadcast = GroupFrame | GroupChanged        # what goes to every node
-Message = UserFrame | Kick | GroupFrame | GroupChanged
+@dataclass(frozen=True, slots=True)
+class Everyone:
+    """A frame for every live connection on every node (a server API notice to everyone)."""
+
+    text: str
+    node: str = ""
+
+    def encode(self) -> str:
+        return json.dumps({"all": self.text, "n": self.node})
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Every node closes ``user_id``'s connections with 4003 (the server API's disconnect)."""
+
+    user_id: int
+    node: str = ""
+
+    def encode(self) -> str:
+        return json.dumps({"dis": self.user_id, "n": self.node})
+
+
+Broadcast = GroupFrame | GroupChanged | Everyone | Disconnect    # what goes to every node
+Message = UserFrame | Kick | GroupFrame | GroupChanged | Everyone | Disconnect
 
 
 def decode(data: str | bytes) -> Message:
@@ -111,6 +139,10 @@ def decode(data: str | bytes) -> Message:
     try:
         if "kick" in msg:
             return Kick(int(msg["kick"]), int(msg["g"]), _str(msg["n"]), _opt_str(msg.get("p")))
+        if "all" in msg:
+            return Everyone(_str(msg["all"]), _str(msg["n"]))
+        if "dis" in msg:
+            return Disconnect(_int(msg["dis"]), _str(msg["n"]))
         if "grp" in msg:
             gid, node = _int(msg["grp"]), _str(msg["n"])
             if msg.get("changed"):
@@ -125,7 +157,8 @@ def decode(data: str | bytes) -> Message:
         if "k" not in msg:
             return UserFrame(uid, text, wait=wait)
         sender, msg_id = msg["k"]
-        return UserFrame(uid, text, (_int(sender), _str(msg_id)), _int(msg["s"]), wait)
+        return UserFrame(uid, text, (_int(sender), _str(msg_id)), _int(msg["s"]), wait,
+                         bool(msg.get("q")))
     except (KeyError, TypeError, ValueError) as e:     # (int() of junk, a k of the wrong length)
         raise MalformedMessage(str(e)) from None
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import gevent
+import gevent.event
 from gevent.queue import Empty, Full, Queue
 
 from skyeim.config import GatewayAuthConfig, WebSocketConfig
@@ -37,11 +38,14 @@ _conn_ids = itertools.count(1)
 class Outgoing:
     """A chat frame bound for this connection: written once, then reported as delivered."""
 
-    __slots__ = ("text", "key", "seq", "t0")
+    __slots__ = ("text", "key", "seq", "t0", "ack", "written")
 
-    def __init__(self, text: str, key: tuple[int, str], seq: int, t0: float | None = None):
+    def __init__(self, text: str, key: tuple[int, str], seq: int, t0: float | None = None,
+                 ack: bool = True, written: gevent.event.Event | None = None):
         self.text, self.key, self.seq = text, key, seq
         self.t0 = t0        # when the chat arrived (live chats), for the delivered-ack latency
+        self.ack = ack      # its sender gets `ack delivered` (not a server API chat's, 9.2)
+        self.written = written   # set once it is on a socket here (the server API waits on it)
 
 
 class _Close:
@@ -268,6 +272,8 @@ class Session:
         record, uid = self.ctx.record_delivery, self.user_id
         for item in chats:
             record(uid, item)
+            if item.written is not None:
+                item.written.set()
         texts.clear()
         chats.clear()
 
