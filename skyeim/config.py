@@ -139,9 +139,13 @@ _GATEWAY_PATHS = ("/ws", "/healthz", "/readyz", "/metrics")
 class ChatConfig:
     require_friendship: bool = False
     max_content_length: int = 16384
+    recall_window: int = 120        # s after createdAt a sender may recall a message (as Tencent Cloud Chat)
+    edit_window: int = 900          # s after createdAt a sender may edit it
 
     def validate(self, key: str) -> None:
         _positive(f"{key}.MaxContentLength", self.max_content_length)
+        _positive(f"{key}.RecallWindow", self.recall_window)
+        _positive(f"{key}.EditWindow", self.edit_window)
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,17 @@ class ClusterConfig:
         if self.node_ttl <= self.heartbeat_interval:
             raise ConfigError(f"{key}.NodeTTL: must be longer than HeartbeatInterval "
                               f"({self.node_ttl} <= {self.heartbeat_interval})")
+
+
+@dataclass(frozen=True)
+class OptionalEndpointsConfig:
+    """PROTOCOL.md 9.1: the service endpoints beyond section 6 (batch calls) are an
+    optimisation. One that answers 404 or 405 is replaced by the section 6 calls
+    (logged once) and tried again every ProbeInterval seconds."""
+    probe_interval: float = 60.0  # s
+
+    def validate(self, key: str) -> None:
+        _positive(f"{key}.ProbeInterval", self.probe_interval)
 
 
 @dataclass(frozen=True)
@@ -230,13 +245,19 @@ class GatewayConfig:
     groups: GroupsConfig = field(default_factory=GroupsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    optional_endpoints: OptionalEndpointsConfig = field(default_factory=OptionalEndpointsConfig)
+    webhooks: WebhooksConfig = field(default_factory=lambda: WebhooksConfig())
+    hooks: HooksConfig = field(default_factory=lambda: HooksConfig())
     server_api: ServerApiConfig = field(default_factory=ServerApiConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
 
     def validate(self, key: str = "") -> None:
         _port("Port", self.port)
+        self.optional_endpoints.validate("OptionalEndpoints")
         _admin(self.admin, self.port)
         self.cluster.validate("Cluster")
+        self.webhooks.validate("Webhooks")
+        self.hooks.validate("Hooks")
         self.auth.validate("Auth")
         self.message_rpc.validate("MessageRpc")
         self.friend_rpc.validate("FriendRpc")
@@ -299,6 +320,65 @@ class AuthServiceConfig(ServiceConfig):
             raise ConfigError("AccessSecret: must not be empty")
         _positive("AccessExpire", self.access_expire)
         self.login_limit.validate("LoginLimit")
+
+
+# ---------------------------------------------------------------------------
+# PROTOCOL.md 9.3 and 9.4: webhooks and the before-send hook (off while Url is empty)
+
+WEBHOOK_EVENTS = ("user.online", "user.offline", "message.offline", "friend.added",
+                  "friend.removed")
+
+
+@dataclass(frozen=True)
+class WebhooksConfig:
+    url: str = ""                # http(s)://... that receives the events; empty = off
+    secret: str = ""             # HMAC-SHA256 key of X-SkyeIM-Signature (also signs 9.4)
+    events: tuple[str, ...] = ()  # which to send; empty = all
+    timeout: int = 2000          # ms per POST
+    max_attempts: int = 5        # tries per event (retried with growing pauses)
+    queue_size: int = 10000      # events waiting; more are dropped (counted)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    def wants(self, event: str) -> bool:
+        return self.enabled and (not self.events or event in self.events)
+
+    def validate(self, key: str) -> None:
+        if self.url and not re.match(r"https?://[^\s/]+", self.url):
+            raise ConfigError(f"{key}.Url: {self.url!r} is not an http(s):// URL")
+        for i, e in enumerate(self.events):
+            if e not in WEBHOOK_EVENTS:
+                raise ConfigError(f"{key}.Events[{i}]: {e!r} is not one of "
+                                  f"{', '.join(WEBHOOK_EVENTS)}")
+        _positive(f"{key}.Timeout", self.timeout)
+        _positive(f"{key}.MaxAttempts", self.max_attempts)
+        _positive(f"{key}.QueueSize", self.queue_size)
+
+
+@dataclass(frozen=True)
+class BeforeSendConfig:
+    url: str = ""                # http(s)://... asked before each chat is stored; empty = off
+    timeout: int = 500           # ms per call
+    on_error: Literal["allow", "reject"] = "allow"   # a timeout, connection error or non-2xx
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    def validate(self, key: str) -> None:
+        if self.url and not re.match(r"https?://[^\s/]+", self.url):
+            raise ConfigError(f"{key}.Url: {self.url!r} is not an http(s):// URL")
+        _positive(f"{key}.Timeout", self.timeout)
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    before_send: BeforeSendConfig = field(default_factory=BeforeSendConfig)
+
+    def validate(self, key: str) -> None:
+        self.before_send.validate(f"{key}.BeforeSend")
 
 
 # ---------------------------------------------------------------------------

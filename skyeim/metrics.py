@@ -99,6 +99,24 @@ class GatewayMetrics:
         self.gc_pause = Histogram("skyeim_gc_pause_seconds",
                                   "Garbage collector pauses (the whole process stops), by generation.",
                                   ["generation"], buckets=LATENCY_BUCKETS, registry=r)
+        # PROTOCOL.md 9.3 webhooks and 9.4 the before-send hook (features/webhooks.py, hooks.py)
+        self.webhook_queue = Gauge("skyeim_webhook_queue_depth", "Webhook events waiting to be sent.",
+                                   registry=r)
+        self.webhook_sent = Counter("skyeim_webhook_sent_total",
+                                    "Webhook events the receiver accepted (2xx), by event.",
+                                    ["event"], registry=r)
+        self.webhook_retries = Counter("skyeim_webhook_retries_total",
+                                       "Webhook POSTs tried again after a failure.", registry=r)
+        self.webhook_failed = Counter("skyeim_webhook_failed_total",
+                                      "Webhook events given up after Webhooks.MaxAttempts.",
+                                      registry=r)
+        self.webhook_drops = Counter("skyeim_webhook_dropped_total",
+                                     "Webhook events dropped because the queue was full.",
+                                     registry=r)
+        self.hook_latency = Histogram("skyeim_before_send_hook_seconds",
+                                      "Calls to the before-send hook, by outcome "
+                                      "(allow, rewrite, refuse, error).",
+                                      ["outcome"], buckets=LATENCY_BUCKETS, registry=r)
         # label children looked up once: the hot path must not build label tuples per frame
         self._in = {t: self.frames_in.labels(t) for t in
                     ("ping", "chat", "read", "auth", "sync", "typing", "typing_dropped", "invalid",

@@ -28,7 +28,7 @@ POSTGRES_URL = os.environ.get("SKYEIM_TEST_POSTGRES_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REQUIRE_SERVICES = os.environ.get("SKYEIM_REQUIRE_SERVICES") == "1"
 INTERNAL_SECRET = "test-internal-secret"
-START_TIMEOUT = 20.0   # s for a service to answer /healthz
+START_TIMEOUT = 60.0   # s for a service to answer /healthz (generous: a loaded machine)
 STOP_TIMEOUT = 10.0    # s for a service to exit after SIGTERM
 
 
@@ -44,7 +44,8 @@ class ServiceProcess:
     It runs in ``cwd`` (default: the repository root).
     """
 
-    def __init__(self, module: str, config: dict, workdir: Path, cwd: Path | None = None):
+    def __init__(self, module: str, config: dict, workdir: Path, cwd: Path | None = None,
+                 wait_healthy: bool = True):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / f"{config['Name']}-{self.port}.yaml"
@@ -58,9 +59,11 @@ class ServiceProcess:
             cwd=cwd or REPO, stdout=self._log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(REPO), "SKYEIM_INTERNAL_SECRET_FILE": str(self.secret_file)})
         self.session = requests.Session()
-        self._wait_healthy()
-        secret = config.get("InternalSecret") or self.secret_file.read_text().strip()
-        self.session.headers["X-Internal-Secret"] = secret
+        self.session.headers["X-Internal-Secret"] = config.get("InternalSecret", "")
+        if wait_healthy:
+            self._wait_healthy()
+            if not config.get("InternalSecret"):    # the generated one, made by now
+                self.session.headers["X-Internal-Secret"] = self.secret_file.read_text().strip()
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT

@@ -83,7 +83,7 @@ def add_friend():
         raise bad_request('send {"friendId": <id>} or {"username": "<name>"}')
     if fid == uid:
         raise bad_request("you cannot befriend yourself")
-    gateway.backends.friend.add(uid, fid)
+    gateway.friendships.add(uid, fid)           # and friend_added to both (PROTOCOL.md 9.5)
     return jsonify(ok=True)
 
 
@@ -93,7 +93,7 @@ def remove_friend(friend_id: str):
     fid = positive_int_arg(friend_id)
     if not is_user_id(fid):
         raise bad_request("friendId must be an integer user id")
-    current_gateway().backends.friend.remove(uid, fid)
+    current_gateway().friendships.remove(uid, fid)     # and friend_removed to both
     return jsonify(ok=True)
 
 

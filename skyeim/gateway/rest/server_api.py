@@ -193,5 +193,6 @@ def remove_friend(user_id: str, friend_id: str):
     fid = path_user_id(friend_id, "friendId")
     if uid == fid:
         raise bad_request("friendId must differ from userId")
-    current_gateway().friendships.remove(uid, fid)
+    gateway = current_gateway()
+    gateway.friendships.remove(uid, fid)
     return jsonify(ok=True)
