@@ -197,6 +197,9 @@ class OptionalEndpointsConfig:
 
     def validate(self, key: str) -> None:
         _positive(f"{key}.ProbeInterval", self.probe_interval)
+
+
+@dataclass(frozen=True)
 class FilesConfig:
     """Files, images and voice (docs/protocol.md "Files, images and voice"): POST /api/files."""
     max_size: int = 20 * 1024 * 1024    # bytes of one upload; more is 413 while streaming
