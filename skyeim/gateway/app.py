@@ -15,6 +15,7 @@ from skyeim.gateway.backends.clients import BackendRejected, BackendUnavailable
 from skyeim.gateway.composition import Gateway
 from skyeim.gateway.rest.api import api
 from skyeim.gateway.rest.caller import GATEWAY_KEY, bearer_token, current_gateway
+from skyeim.gateway.rest.conversations import conversations_api
 from skyeim.gateway.rest.groups import groups_api
 from skyeim.gateway.transport.echo import serve_echo
 from skyeim.gateway.transport.limits import ConnectionLimits
@@ -79,6 +80,7 @@ def create_app(gateway: Gateway) -> Flask:
     app.add_url_rule("/", "index", index_page)
     app.register_blueprint(api)
     app.register_blueprint(groups_api)
+    app.register_blueprint(conversations_api)
     add_metrics_route(app, gateway.metrics.registry)
     return app
 

@@ -16,6 +16,7 @@ from skyeim.gateway.features import connection
 from skyeim.gateway.features.auth import TokenRefresh
 from skyeim.gateway.features.chat import OneToOneChat
 from skyeim.gateway.features.connection import ConnectionLife
+from skyeim.gateway.features.conversations import Conversations
 from skyeim.gateway.features.delivery import DeliveryRecorder
 from skyeim.gateway.features.devices import Devices
 from skyeim.gateway.features.groups import Groups
@@ -73,11 +74,14 @@ class Gateway:
         typing = TypingRelay(hub=hub, friends=friend, groups=self.groups, metrics=metrics,
                              require_friendship=chat_cfg.require_friendship)
         refresh = TokenRefresh(self.revocations)
+        self.conversations = Conversations(messages=message, friends=friend, auth=backends.auth,
+                                           membership=self.groups, hub=hub)
 
         # every client frame type, in one table; then the dispatcher that reads it
         self.frames = FrameRegistry()
         connection.register(self.frames)
-        for feature in (self.presence, self.chat, receipts, refresh, syncer, typing, self.groups):
+        for feature in (self.presence, self.chat, receipts, refresh, syncer, typing, self.groups,
+                        self.conversations):
             feature.register(self.frames)
         self.dispatcher = Dispatcher(self.frames, metrics.frames_in)
 
