@@ -108,6 +108,8 @@ const EVENTS = Object.freeze({
   groupchat: (d) => isId(d.groupId) && isStr(d.msgId) && isId(d.fromUserId),
   group_read: (d) => isId(d.groupId) && isId(d.userId),
   group_unread: (d) => Array.isArray(d.groups),
+  conversations: (d) => Array.isArray(d.items),
+  conversation_updated: (d) => isId(d.peerId) || isId(d.groupId),
 });
 export const SERVER_FRAME_TYPES = Object.freeze(Object.keys(EVENTS));
 
