@@ -23,7 +23,7 @@ import re
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import and_, bindparam, func, or_, select, tuple_
+from sqlalchemy import and_, case, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -36,6 +36,7 @@ from skyeim.web import bad_request, body_user_id, json_body, limit_arg
 MAX_GROUPS = 10_000                 # groups passed in one list call
 _CURSOR = re.compile(r"([01])\.([0-9]{1,19})\.([01])\.([0-9]{1,19})")
 
+_UNREAD_MESSAGES = messages.alias("unread_messages")
 Key = tuple[int, int, int, int]     # (pinned, last_at, kind, id), compared descending
 uc = user_conversations.c
 
@@ -56,8 +57,20 @@ def decode_cursor(raw: Any) -> Key | None:
 # -- reading -------------------------------------------------------------------------
 
 def _chat_rows(conn: Connection, user_id: int, before: Key | None, limit: int) -> list:
-    q = select(uc.peer_id, uc.last_at, uc.last_seq, uc.pinned, uc.muted).where(
-        uc.user_id == user_id, uc.kind == KIND_CHAT)
+    """The 1:1 rows after ``before``, each with its last message's columns (a key
+    lookup per row) and its unread count (the partial unread index): one statement."""
+    m = messages.c
+    lo = case((uc.user_id < uc.peer_id, uc.user_id), else_=uc.peer_id)
+    hi = case((uc.user_id < uc.peer_id, uc.peer_id), else_=uc.user_id)
+    um = _UNREAD_MESSAGES.c
+    unread = (select(func.count()).select_from(_UNREAD_MESSAGES)
+              .where(um.to_user_id == user_id, um.from_user_id == uc.peer_id, um.read_at.is_(None))
+              .correlate(user_conversations).scalar_subquery())
+    q = (select(uc.peer_id, uc.last_at, uc.last_seq, uc.pinned, uc.muted,
+                unread.label("unread"), *store._CHAT_COLUMNS)
+         .select_from(user_conversations.outerjoin(
+             messages, and_(m.user_lo == lo, m.user_hi == hi, m.seq == uc.last_seq)))
+         .where(uc.user_id == user_id, uc.kind == KIND_CHAT))
     if before is not None:
         p, t, kind, ident = before
         bound = tuple_(uc.pinned, uc.last_at, uc.peer_id)
@@ -66,39 +79,6 @@ def _chat_rows(conn: Connection, user_id: int, before: Key | None, limit: int) -
                     else bound <= tuple_(p, t, MAX_USER_ID))
     q = q.order_by(uc.pinned.desc(), uc.last_at.desc(), uc.peer_id.desc()).limit(limit)
     return conn.execute(q).all()
-
-
-@functools.lru_cache(maxsize=None)
-def _last_chats_statement(size: int):
-    m = messages.c
-    return select(*store._CHAT_COLUMNS).where(or_(*[
-        and_(m.user_lo == bindparam(f"l{i}"), m.user_hi == bindparam(f"h{i}"),
-             m.seq == bindparam(f"s{i}")) for i in range(size)]))
-
-
-def _last_chats(conn: Connection, user_id: int, rows: list) -> dict[int, Any]:
-    """peer -> the stored row of the conversation's last message (one unique-key
-    lookup per conversation, in one statement per chunk)."""
-    keys = [tuple(sorted((user_id, r.peer_id))) + (r.last_seq,) for r in rows if r.last_seq]
-    found: dict[int, Any] = {}
-    for chunk in store._chunks(keys):
-        params = {}
-        for i, (lo, hi, seq) in enumerate(chunk):
-            params[f"l{i}"], params[f"h{i}"], params[f"s{i}"] = lo, hi, seq
-        for r in conn.execute(_last_chats_statement(len(chunk)), params):
-            found[r.to_user_id if r.from_user_id == user_id else r.from_user_id] = r
-    return found
-
-
-def _unread_counts(conn: Connection, user_id: int, peers: list[int]) -> dict[int, int]:
-    """peer -> messages from it to ``user_id`` not read (the partial unread index)."""
-    if not peers:
-        return {}
-    m = messages.c
-    rows = conn.execute(select(m.from_user_id, func.count()).where(
-        m.to_user_id == user_id, store._UNREAD, m.from_user_id.in_(peers))
-        .group_by(m.from_user_id))
-    return {f: n for f, n in rows}
 
 
 def _group_lasts(conn: Connection, group_ids: list[int]) -> dict[int, Any]:
@@ -134,17 +114,13 @@ def conversation_page(conn: Connection, user_id: int, my_groups: list[dict], bef
                 candidates.append((key, "group", (g, last, flag)))
     candidates.sort(key=lambda c: c[0], reverse=True)
     page, more = candidates[:limit], len(candidates) > limit
-    chat_rows = [r for _, kind, r in page if kind == "chat"]
-    last_chats = _last_chats(conn, user_id, chat_rows)
-    unread = _unread_counts(conn, user_id, [r.peer_id for r in chat_rows])
     items = []
     for key, kind, r in page:
         if kind == "chat":
-            last = last_chats.get(r.peer_id)
             items.append({"kind": "chat", "peerId": r.peer_id, "lastAt": r.last_at,
-                          "lastSeq": r.last_seq, "unread": unread.get(r.peer_id, 0),
+                          "lastSeq": r.last_seq, "unread": r.unread,
                           "muted": bool(r.muted), "pinned": bool(r.pinned),
-                          "lastMessage": store.chat_message(last) if last is not None else None})
+                          "lastMessage": store.chat_message(r) if r.msg_id is not None else None})
         else:
             g, last, flag = r
             last_seq = last.seq if last is not None else 0
