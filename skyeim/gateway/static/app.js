@@ -25,6 +25,7 @@ const state = {
   friends: new Map(),      // userId -> {userId, username, online, lastSeen}
   convs: new Map(),        // peerId -> conversation (see getConv)
   mine: new Map(),         // msgId -> my message object (for acks and read receipts)
+  convList: new Map(),     // peerId -> item of GET /api/conversations (order, unread, muted, pinned)
   current: null,           // peerId of the open conversation
   localSeq: 0,             // orders my not-yet-acked messages
   timers: { countdown: null, friends: null },
@@ -343,7 +344,6 @@ const friendNodes = new Map();   // userId -> {li, btn, sig}
 function renderFriends() {
   const ids = new Set(state.friends.keys());
   for (const [id, c] of state.convs) if (c.msgs.size) ids.add(id);   // strangers who wrote
-  const entries = [...ids].map((id) => ({ id, f: state.friends.get(id), c: state.convs.get(id) }));
   for (const id of state.convList.keys()) ids.add(id);                 // the server's list
   const entries = [...ids].map((id) => ({ id, f: state.friends.get(id), c: state.convs.get(id),
     meta: state.convList.get(id) }));
@@ -489,6 +489,11 @@ function renderConvHead() {
   $("conv-typing").textContent = typing ? `${friendName(id)} is typing…` : "";
   show($("conv-typing"), typing);
   show($("conv-presence"), !typing);
+  const meta = state.convList.get(id) || {};
+  $("conv-pin").textContent = meta.pinned ? "Unpin" : "Pin";
+  $("conv-pin").setAttribute("aria-pressed", String(Boolean(meta.pinned)));
+  $("conv-mute").textContent = meta.muted ? "Unmute" : "Mute";
+  $("conv-mute").setAttribute("aria-pressed", String(Boolean(meta.muted)));
 }
 
 function renderConversation() {
