@@ -51,11 +51,14 @@ def test_the_friend_list_follows_the_conversation_list_with_badges_pin_and_mute(
     assert (first["peerId"], first["pinned"], first["muted"]) == (a.id, True, True)
 
     # a chat arriving live moves its friend up, under the pinned one, with a badge
-    system.seed_message(c, me, "news")      # stored: the unread push of the next connect ...
-    page.evaluate("() => 0")
+    sender = system.connect(c)
+    sender.chat(me.id, "news")
+    page.wait_for_function(f"() => [...document.querySelectorAll('#friend-list .friend')]"
+                           f".map(e => Number(e.dataset.userId)).join() === '{a.id},{c.id},{b.id}'")
+    expect(friend(c).locator(".badge")).to_have_text("1")
     r = system.api("GET", "/api/conversations", me).json()["items"]
     assert [i["peerId"] for i in r] == [a.id, c.id, b.id]
-    page.reload()                            # ... and the list after a reload
+    page.reload()                            # the same order from the server's list
     page.wait_for_function(f"() => [...document.querySelectorAll('#friend-list .friend')]"
                            f".map(e => Number(e.dataset.userId)).join() === '{a.id},{c.id},{b.id}'")
     expect(friend(c).locator(".badge")).to_have_text("1")
