@@ -35,6 +35,10 @@ def upgrade() -> None:
             f"SELECT c.{me}, 0, c.{peer}, m.created_at, c.last_seq, 0, 0 FROM conversations c "
             "JOIN messages m ON m.user_lo = c.user_lo AND m.user_hi = c.user_hi "
             "AND m.seq = c.last_seq")
+    if op.get_bind().dialect.name == "postgresql":
+        # the planner's statistics of the filled table now, not at autovacuum's next round:
+        # without them a list page's plan is several times slower (docs/performance.md)
+        op.execute("ANALYZE user_conversations")
 
 
 def downgrade() -> None:
