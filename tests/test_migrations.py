@@ -98,10 +98,10 @@ def test_the_check_sees_a_table_changed_without_a_migration(tmp_path):
     changed = sa.MetaData(info=models("message").info)
     for table in models("message").tables.values():
         table.to_metadata(changed)
-    changed.tables["messages"].append_column(sa.Column("edited_at", sa.BigInteger, nullable=True))
+    changed.tables["messages"].append_column(sa.Column("not_migrated", sa.BigInteger, nullable=True))
     with connection(url) as conn:
         diffs = migrations.differences(conn, "message", changed)
-    assert [d[0] for d in diffs] == ["add_column"] and diffs[0][3].name == "edited_at"
+    assert [d[0] for d in diffs] == ["add_column"] and diffs[0][3].name == "not_migrated"
     # and the admin tool's check finds an index made by hand
     with connection(url) as conn:
         conn.exec_driver_sql("CREATE INDEX ix_by_hand ON messages (created_at)")
@@ -144,23 +144,31 @@ def test_a_5118138_database_is_upgraded_with_everything_intact(backend, tmp_path
         done = run_admin("status", "--config-dir", configs)
         assert done.returncode == 1, done
         lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
-        assert "made by an earlier release: recorded as schema 0001 at the service's first start" \
-            in lines["message"] and "recorded as schema 0001 at the service's first start" in lines["auth"]
-        assert (f"recorded as schema 0001, then this release needs 0002: run python -m skyeim.admin "
-                f"migrate -f {system.paths['friend']}") in lines["friend"]
+        # a store whose head is still 0001 is recorded at the first start; a newer one
+        # (message, friend) needs the admin tool's migrate, named in one line
+        for store in STORES:
+            head = migrations.head(store)
+            if head == migrations.BASELINE:
+                assert "made by an earlier release: recorded as schema 0001 at the service's " \
+                    "first start" in lines[store]
+            else:
+                assert (f"recorded as schema 0001, then this release needs {head}: run python -m "
+                        f"skyeim.admin migrate -f {system.paths[store]}") in lines[store]
+        friend_head = migrations.head("friend")
         refused = run_service_once("friend", system.paths["friend"])
         assert refused.returncode != 0 and "Traceback" not in refused.stderr
         assert refused.stderr.splitlines() == [
             f"error: {system.paths['friend']}: {migrations.describe(system.config['friend']['DataSource'])} "
             f"is at schema 0001 of "
-            f"the friend store, this release needs 0002: back it up, then run python -m skyeim.admin "
+            f"the friend store, this release needs {friend_head}: back it up, then run python -m skyeim.admin "
             f"migrate -f {system.paths['friend']}"]
 
         done = run_admin("migrate", "--config-dir", configs)
         assert done.returncode == 0, done
         stamped = "recorded as 0001 (made by an earlier release)"
         assert [ln.split(": ", 1)[1] for ln in done.stdout.splitlines()] == [
-            stamped, f"{stamped}, then 0001 -> 0002", stamped]
+            stamped if migrations.head(store) == migrations.BASELINE
+            else f"{stamped}, then 0001 -> {migrations.head(store)}" for store in STORES]
         assert run_admin("check", "--config-dir", configs).returncode == 0
 
         system.start()
@@ -172,7 +180,7 @@ def test_a_5118138_database_is_upgraded_with_everything_intact(backend, tmp_path
 
         # and back: the friend store down to 0001 (its data stays), refused, up again
         done = run_admin("migrate", "-f", str(system.paths["friend"]), "--to", "0001")
-        assert done.returncode == 0 and done.stdout.rstrip().endswith("0002 -> 0001"), done
+        assert done.returncode == 0 and done.stdout.rstrip().endswith(f"{friend_head} -> 0001"), done
         assert run_service_once("friend", system.paths["friend"]).returncode != 0
         assert run_admin("migrate", "--config-dir", configs).returncode == 0
         system.start()
@@ -219,7 +227,7 @@ def test_services_that_start_at_once_on_an_empty_database_make_the_schema_once(b
                 assert s.stop() == 0
         assert not any("Traceback" in log for log in logs), logs
         created = [line for log in logs[:2] for line in log.splitlines()
-                   if "created the message store's schema 0001" in line]
+                   if f"created the message store's schema {migrations.head('message')}" in line]
         assert len(created) == 1, logs
         for store in STORES:
             with connection(urls[store]) as conn:
@@ -235,7 +243,11 @@ def test_services_that_start_at_once_on_a_5118138_database_record_it_once(backen
             urls = {s: f"sqlite:///{p}" for s, p in copy_sqlite(tmp_path).items()}
         else:
             load_postgresql(urls["message"])
-        services = start_at_once(["message", "message", "auth"], urls, tmp_path)
+        # a store whose head is 0001 (auth) is recorded once; one whose head is newer
+        # (the first such: message or friend) refuses in both processes, nothing changed
+        newer = next(s for s in STORES if migrations.head(s) != migrations.BASELINE)
+        services = start_at_once(["auth", "auth", newer, newer], urls, tmp_path,
+                                 expect_exit={newer})
         try:
             logs = [s.log() for s in services]
         finally:
@@ -243,10 +255,15 @@ def test_services_that_start_at_once_on_a_5118138_database_record_it_once(backen
                 s.stop()
         assert not any("Traceback" in log for log in logs), logs
         stamped = [line for log in logs[:2] for line in log.splitlines()
-                   if "recorded the message store (made by an earlier release) as schema 0001" in line]
+                   if "recorded the auth store (made by an earlier release) as schema 0001" in line]
         assert len(stamped) == 1, logs
-        with connection(urls["message"]) as conn:
-            assert migrations.current(conn, "message") == "0001"
+        for log in logs[2:]:
+            assert f"this release needs {migrations.head(newer)}: back it up, then run " \
+                "python -m skyeim.admin migrate" in log, log
+        with connection(urls["auth"]) as conn:
+            assert migrations.current(conn, "auth") == "0001"
+        with connection(urls[newer]) as conn:
+            assert migrations.current(conn, newer) is None      # left as it was
 
 
 def test_a_schema_newer_than_this_release_is_refused(tmp_path):
@@ -260,7 +277,8 @@ def test_a_schema_newer_than_this_release_is_refused(tmp_path):
     assert refused.returncode != 0 and len(refused.stderr.splitlines()) == 1, refused.stderr
     assert refused.stderr.startswith(
         f"error: {path}: {tmp_path / 'message.db'} is at schema 9999 of the message store, "
-        f"which this release does not know (it knows up to 0001): run the release that wrote it")
+        f"which this release does not know (it knows up to {migrations.head('message')}): run the "
+        f"release that wrote it")
     done = run_admin("migrate", "-f", str(path))
     assert done.returncode == 1 and "which this release does not know" in done.stderr
     assert "which this release does not know" in run_admin("status", "-f", str(path)).stdout

@@ -22,6 +22,7 @@ from skyeim.gateway.features.friendships import Friendships
 from skyeim.gateway.features.groups import Groups
 from skyeim.gateway.features.presence import Presence
 from skyeim.gateway.features.receipts import ReadReceipts
+from skyeim.gateway.features.relations import Relations
 from skyeim.gateway.features.revocation import Revocations
 from skyeim.gateway.features.server_push import ServerPush
 from skyeim.gateway.features.sync import Syncer
@@ -64,26 +65,31 @@ class Gateway:
         self.presence = Presence(hub, friend)
         self.devices = Devices(ws_cfg, hub)
         self.recorder = DeliveryRecorder(message, hub, metrics)
+        # friend requests and blocks, on the Friendships of 9.5
+        self.friendships = Friendships(friends=friend, auth=backends.auth, hub=hub)
+        self.relations = Relations(cfg=cfg.friends, friends=friend, auth=backends.auth, hub=hub,
+                                   friendships=self.friendships)
         self.groups = Groups(cfg=cfg.groups, messages=message, friends=friend, hub=hub,
                              metrics=metrics, max_content_length=chat_cfg.max_content_length)
         self.chat = OneToOneChat(messages=message, friends=friend, hub=hub,
                                  own_devices=self.devices, metrics=metrics,
                                  require_friendship=chat_cfg.require_friendship,
-                                 max_content_length=chat_cfg.max_content_length)
+                                 max_content_length=chat_cfg.max_content_length,
+                                 blocks=self.relations)
         receipts = ReadReceipts(messages=message, hub=hub, own_devices=self.devices)
         syncer = Syncer(messages=message, membership=self.groups, recorder=self.recorder)
         typing = TypingRelay(hub=hub, friends=friend, groups=self.groups, metrics=metrics,
-                             require_friendship=chat_cfg.require_friendship)
+                             require_friendship=chat_cfg.require_friendship,
+                             blocks=self.relations)
         refresh = TokenRefresh(self.revocations)
         # the server API's (PROTOCOL.md 9.2, 9.5)
         self.server_push = ServerPush(hub)
-        self.friendships = Friendships(friends=friend, auth=backends.auth, hub=hub)
 
         # every client frame type, in one table; then the dispatcher that reads it
         self.frames = FrameRegistry()
         connection.register(self.frames)
         for feature in (self.presence, self.chat, receipts, refresh, syncer, typing, self.groups,
-                        self.server_push, self.friendships):
+                        self.server_push, self.friendships, self.relations):
             feature.register(self.frames)
         self.dispatcher = Dispatcher(self.frames, metrics.frames_in)
 
@@ -93,7 +99,7 @@ class Gateway:
         self.life = ConnectionLife(ws_cfg=ws_cfg, hub=hub, messages=message,
                                    connections=self.connections, presence=self.presence,
                                    tokens=self.revocations, session_context=context,
-                                   metrics=metrics, after_connected=[self.groups])
+                                   metrics=metrics, after_connected=[self.groups, self.relations])
 
     # -- what the handshake and the REST API ask ---------------------------------------
 

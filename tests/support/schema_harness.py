@@ -37,11 +37,18 @@ def service_config(store: str, data_source: str) -> dict:
     return cfg
 
 
-def start_at_once(stores: list[str], data_source: dict[str, str], workdir: Path) -> list[ServiceProcess]:
+def start_at_once(stores: list[str], data_source: dict[str, str], workdir: Path,
+                  expect_exit: set[str] = frozenset(), exit_timeout: float = 60.0) -> list[ServiceProcess]:
     """One service process per entry of ``stores`` (a store may repeat), all
-    spawned at the same moment; returned once every one answers /healthz."""
+    spawned at the same moment; returned once every one answers /healthz, or, for
+    the stores of ``expect_exit`` (expected to refuse to start), has exited."""
     def start(store: str) -> ServiceProcess:
-        return ServiceProcess(MODULES[store], service_config(store, data_source[store]), workdir)
+        refuses = store in expect_exit
+        proc = ServiceProcess(MODULES[store], service_config(store, data_source[store]), workdir,
+                              wait_healthy=not refuses)
+        if refuses:
+            proc.proc.wait(exit_timeout)
+        return proc
 
     with ThreadPoolExecutor(len(stores)) as pool:
         futures = [pool.submit(start, s) for s in stores]

@@ -44,7 +44,8 @@ class ServiceProcess:
     It runs in ``cwd`` (default: the repository root).
     """
 
-    def __init__(self, module: str, config: dict, workdir: Path, cwd: Path | None = None):
+    def __init__(self, module: str, config: dict, workdir: Path, cwd: Path | None = None,
+                 wait_healthy: bool = True):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / f"{config['Name']}-{self.port}.yaml"
@@ -57,7 +58,8 @@ class ServiceProcess:
             env={**os.environ, "PYTHONPATH": str(REPO)})
         self.session = requests.Session()
         self.session.headers["X-Internal-Secret"] = config.get("InternalSecret", "")
-        self._wait_healthy()
+        if wait_healthy:
+            self._wait_healthy()
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT

@@ -348,6 +348,38 @@ class FriendService(ServiceClient):
     def remove(self, user_id: int, friend_id: int) -> None:
         self.call("DELETE", f"/v1/friends/{user_id}/{friend_id}")
 
+    # -- friend requests and blocks (skyeim/friend/relations_api.py; optional, PROTOCOL 9.1)
+
+    def request(self, from_id: int, to_id: int) -> dict:
+        return self.call("POST", "/v1/friends/requests",
+                         json={"fromUserId": from_id, "toUserId": to_id})
+
+    def requests(self, user_id: int) -> dict:
+        return self.call("GET", f"/v1/friends/requests/{user_id}")
+
+    def request_pending(self, from_id: int, to_id: int) -> bool:
+        return bool(self.call("GET", f"/v1/friends/requests/{from_id}/{to_id}").get("pending"))
+
+    def decline(self, user_id: int, from_id: int) -> bool:
+        return bool(self.call("POST", "/v1/friends/requests/decline",
+                              json={"userId": user_id, "fromUserId": from_id}).get("declined"))
+
+    def block(self, user_id: int, blocked_id: int) -> dict:
+        return self.call("POST", "/v1/blocks", json={"userId": user_id, "blockedId": blocked_id})
+
+    def unblock(self, user_id: int, blocked_id: int) -> bool:
+        return bool(self.call("DELETE", f"/v1/blocks/{user_id}/{blocked_id}").get("unblocked"))
+
+    def blocks(self, user_id: int) -> list[dict]:
+        return self.call("GET", f"/v1/blocks/{user_id}").get("blocked", [])
+
+    def blocked_pairs(self, pairs: list[tuple[int, int]]) -> list[bool]:
+        found = self.call("POST", "/v1/blocks/check",
+                          json={"pairs": [list(p) for p in pairs]}).get("blocked")
+        if not isinstance(found, list) or len(found) != len(pairs):
+            raise BackendUnavailable(f"{self.name} service: a block check answer without blocked")
+        return [bool(b) for b in found]
+
     # -- groups (the relations side: skyeim/friend/groups_api.py)
 
     MEMBER_PAGE = 10_000

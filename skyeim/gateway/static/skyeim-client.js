@@ -64,6 +64,7 @@ export const ErrorCode = Object.freeze({
   DB_LOCKED: "db_locked",
   DB_FULL: "db_full",
   TOO_MANY_MEMBERS: "too_many_members",
+  UNSUPPORTED: "unsupported",
   ERROR: "error",
 });
 
