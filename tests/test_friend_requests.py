@@ -153,6 +153,7 @@ def test_a_blocked_user_cannot_chat_type_or_befriend_without_friendship_rules(op
     cb.chat(alice.id, "before", msg_id=mid)
     cb.expect_ack(mid, "sent")
     assert ca.expect("chat")["msgId"] == mid
+    cb.expect_ack(mid, "delivered", timeout=10)
     block(open_chat, alice, bob)
     for sender, to in ((cb, alice), (ca, bob)):        # either way
         mid = new_msg_id()

@@ -36,8 +36,9 @@ def _unsupported(e: Unsupported):
     return jsonify(code=ErrorCode.UNSUPPORTED, message=str(e)), 501
 
 
-def _other(raw, caller: int) -> int:
-    uid = positive_int_arg(raw) if isinstance(raw, str) and raw.isascii() else raw
+def _other(raw, caller: int, in_path: bool = True) -> int:
+    """Another user's id: from a path segment (digits) or a JSON body (an integer)."""
+    uid = (positive_int_arg(raw) if raw.isascii() else None) if in_path else raw
     if not is_user_id(uid):
         raise bad_request("userId must be an integer user id")
     if uid == caller:
@@ -78,7 +79,7 @@ def list_blocks():
 @relations_api.post("/blocks")
 def block():
     uid, gateway = caller_id(), current_gateway()
-    gateway.relations.block(uid, _existing(gateway, _other(json_body().get("userId"), uid)))
+    gateway.relations.block(uid, _existing(gateway, _other(json_body().get("userId"), uid, in_path=False)))
     return jsonify(ok=True)
 
 
