@@ -139,9 +139,13 @@ _GATEWAY_PATHS = ("/ws", "/healthz", "/readyz", "/metrics")
 class ChatConfig:
     require_friendship: bool = False
     max_content_length: int = 16384
+    recall_window: int = 120        # s after createdAt a sender may recall a message (as Tencent Cloud Chat)
+    edit_window: int = 900          # s after createdAt a sender may edit it
 
     def validate(self, key: str) -> None:
         _positive(f"{key}.MaxContentLength", self.max_content_length)
+        _positive(f"{key}.RecallWindow", self.recall_window)
+        _positive(f"{key}.EditWindow", self.edit_window)
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,17 @@ class ClusterConfig:
         if self.node_ttl <= self.heartbeat_interval:
             raise ConfigError(f"{key}.NodeTTL: must be longer than HeartbeatInterval "
                               f"({self.node_ttl} <= {self.heartbeat_interval})")
+
+
+@dataclass(frozen=True)
+class OptionalEndpointsConfig:
+    """PROTOCOL.md 9.1: the service endpoints beyond section 6 (batch calls) are an
+    optimisation. One that answers 404 or 405 is replaced by the section 6 calls
+    (logged once) and tried again every ProbeInterval seconds."""
+    probe_interval: float = 60.0  # s
+
+    def validate(self, key: str) -> None:
+        _positive(f"{key}.ProbeInterval", self.probe_interval)
 
 
 @dataclass(frozen=True)
@@ -229,11 +244,13 @@ class GatewayConfig:
     groups: GroupsConfig = field(default_factory=GroupsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    optional_endpoints: OptionalEndpointsConfig = field(default_factory=OptionalEndpointsConfig)
     server_api: ServerApiConfig = field(default_factory=ServerApiConfig)
     friends: FriendsConfig = field(default_factory=FriendsConfig)
 
     def validate(self, key: str = "") -> None:
         _port("Port", self.port)
+        self.optional_endpoints.validate("OptionalEndpoints")
         self.cluster.validate("Cluster")
         self.auth.validate("Auth")
         self.message_rpc.validate("MessageRpc")

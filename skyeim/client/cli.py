@@ -36,7 +36,7 @@ from skyeim.protocol import is_msg_id
 
 from .api import Api
 from .errors import ChatError, SkyeIMError
-from .frames import AnyFrame, ChatMessage, ErrorFrame
+from .frames import AnyFrame, ChatMessage, ErrorFrame, MessageEdited, MessageRecalled
 from .logins import NAME, LoginError, Logins, read_record, write_private
 from .pretty import chat_line, describe, fmt_ms
 from .ws import Client
@@ -183,6 +183,30 @@ def cmd_read(args: argparse.Namespace) -> None:
     print(f"sent a read receipt for {what} from {who}")
 
 
+def cmd_change(args: argparse.Namespace) -> None:
+    """recall MSGID / edit MSGID TEXT: wait for the gateway's answer frame (or its error)."""
+    want = MessageRecalled if args.command == "recall" else MessageEdited
+    client = _client(args, reconnect=False, sync=False)
+    try:
+        client.connect()
+        if args.command == "recall":
+            client.recall(args.msg_id)
+        else:
+            client.edit(args.msg_id, args.text)
+        deadline = time.monotonic() + args.timeout
+        while True:                                  # bounded by the deadline
+            frame = client.next_frame(max(deadline - time.monotonic(), 0.001))
+            if isinstance(frame, ErrorFrame) and frame.msg_id == args.msg_id:
+                raise CliError(f"{frame.code}: {frame.message}")
+            if isinstance(frame, want) and frame.msg_id == args.msg_id:
+                print(describe(frame))
+                return
+    except TimeoutError:
+        raise CliError(f"no answer from the gateway within {args.timeout:g} s") from None
+    finally:
+        client.close()
+
+
 def cmd_listen(args: argparse.Namespace) -> None:
     client = _client(args)
     client.connect()
@@ -211,8 +235,9 @@ def cmd_history(args: argparse.Namespace) -> None:
                           "hasMore": page.has_more}, ensure_ascii=False))
         return
     for m in reversed(page.messages):          # oldest first, as a conversation reads
+        text = "(recalled)" if m.recalled else m.content + (" (edited)" if m.edited else "")
         print(f"#{m.seq}\t{fmt_ms(m.created_at)}\t{m.from_user_id} -> {m.to_user_id}\t"
-              f"[{m.status}]\t{m.content}")
+              f"[{m.status}]\t{text}")
     if page.has_more:
         print(f"(older messages: --before {page.next_before})", file=sys.stderr)
 
@@ -378,6 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("msg_ids", type=_msg_id, nargs="*", metavar="MSGID",
                    help="only these messages (default: every unread one from PEER)")
     s.add_argument("--name", action="store_true", help="PEER is a username even if all digits")
+
+    s = command("recall", cmd_change, True, help="take back a chat you sent (within the "
+                                                 "gateway's Chat.RecallWindow)")
+    s.add_argument("msg_id", type=_msg_id, metavar="MSGID")
+    s = command("edit", cmd_change, True, help="replace the text of a chat you sent (within "
+                                               "Chat.EditWindow)")
+    s.add_argument("msg_id", type=_msg_id, metavar="MSGID")
+    s.add_argument("text")
 
     s = command("listen", cmd_listen, True, help="print frames as they arrive (one JSON object "
                                                  "per line) until Ctrl-C")

@@ -41,6 +41,10 @@ class ChatMessage:
     seq: int | None = None
     status: str | None = None            # only in history and sync: sent, delivered or read
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+    # extension (docs/protocol.md "Recall, edit, delete"), in history and sync only
+    recalled: bool = False               # the sender took it back: content is ""
+    edited: bool = False                 # content is the edited one
+    deleted: bool = False                # this user deleted it for themselves: content is ""
     type: ClassVar[str] = "chat"
 
     @classmethod
@@ -49,7 +53,8 @@ class ChatMessage:
         return cls(_str(d.get("msgId")), _int(d.get("fromUserId")), _int(d.get("toUserId")),
                    _str(d.get("content")), ct if type(ct) is int else 1,
                    _int(d.get("createdAt")), _int(d.get("seq")), _str(d.get("status")),
-                   raw if raw is not None else {"type": "chat", "data": d})
+                   raw if raw is not None else {"type": "chat", "data": d},
+                   d.get("recalled") is True, d.get("edited") is True, d.get("deleted") is True)
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,7 @@ class SyncComplete:
     request_id: str | None
     conversations: tuple[dict, ...] = ()
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+    server_time: int | None = None       # ms: the next sync's changedSince (recall, edit)
     type: ClassVar[str] = "sync_complete"
 
 
@@ -217,9 +223,46 @@ class FriendRemoved:
     type: ClassVar[str] = "friend_removed"
 
 
+@dataclass(frozen=True)
+class MessageRecalled:
+    """Extension (docs/protocol.md "Recall, edit, delete"): the sender took back a
+    message of the conversation of ``from_user_id`` and ``to_user_id``."""
+    msg_id: str | None
+    from_user_id: int | None
+    to_user_id: int | None
+    seq: int | None = None
+    recalled_at: int | None = None       # ms
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "message_recalled"
+
+
+@dataclass(frozen=True)
+class MessageEdited:
+    """Extension: the sender replaced a message's content."""
+    msg_id: str | None
+    from_user_id: int | None
+    to_user_id: int | None
+    seq: int | None = None
+    content: str | None = None
+    content_type: int = 1
+    edited_at: int | None = None         # ms
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "message_edited"
+
+
+@dataclass(frozen=True)
+class MessagesDeleted:
+    """Extension: this user deleted messages of the conversation with ``peer_id`` for
+    themselves (on this or another device)."""
+    peer_id: int | None
+    msg_ids: tuple[str, ...] = ()
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "messages_deleted"
+
+
 AnyFrame = Frame | ChatMessage | Ack | ReadReceipt | Presence | Connected | ErrorFrame \
     | TokenExpiring | Pong | SyncComplete | Typing | GroupMessage | GroupRead | GroupUnread \
-    | Notice | FriendAdded | FriendRemoved
+    | Notice | FriendAdded | FriendRemoved | MessageRecalled | MessageEdited | MessagesDeleted
 
 
 def _dicts(v: Any) -> tuple[dict, ...]:
@@ -263,7 +306,19 @@ _PARSERS: dict[str, Callable[[dict, dict], AnyFrame]] = {
                                        _str(d.get("message")), raw),
     "token_expiring": lambda d, raw: TokenExpiring(_int(d.get("expiresAt")), raw),
     "sync_complete": lambda d, raw: SyncComplete(_str(d.get("requestId")),
-                                                 _dicts(d.get("conversations")), raw),
+                                                 _dicts(d.get("conversations")), raw,
+                                                 _int(d.get("serverTime"))),
+    "message_recalled": lambda d, raw: MessageRecalled(
+        _str(d.get("msgId")), _int(d.get("fromUserId")), _int(d.get("toUserId")),
+        _int(d.get("seq")), _int(d.get("recalledAt")), raw),
+    "message_edited": lambda d, raw: MessageEdited(
+        _str(d.get("msgId")), _int(d.get("fromUserId")), _int(d.get("toUserId")),
+        _int(d.get("seq")), _str(d.get("content")),
+        d.get("contentType") if type(d.get("contentType")) is int else 1,
+        _int(d.get("editedAt")), raw),
+    "messages_deleted": lambda d, raw: MessagesDeleted(
+        _int(d.get("peerId")), tuple(i for i in d.get("msgIds") or () if isinstance(i, str))
+        if isinstance(d.get("msgIds"), list) else (), raw),
     "notice": lambda d, raw: Notice(_str(d.get("event")), d.get("data"),
                                     _int(d.get("timestamp")), raw),
     "friend_added": lambda d, raw: FriendAdded(_int(d.get("userId")), _str(d.get("username")),

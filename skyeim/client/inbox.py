@@ -65,7 +65,8 @@ class Inbox:
         if isinstance(frame, Connected):
             return self.conversations.catch_up()
         if isinstance(frame, SyncComplete):
-            return (self.conversations.complete(frame.request_id, frame.conversations)
+            return (self.conversations.complete(frame.request_id, frame.conversations,
+                                                frame.server_time)
                     + self.groups.complete(frame.request_id, frame.conversations))
         if isinstance(frame, GroupUnread):
             return self.groups.on_unread(frame.groups)

@@ -12,7 +12,8 @@ from skyeim.protocol import ContentType
 
 from .frames import (Ack, AnyFrame, ChatMessage, Connected, ErrorFrame, Frame, FriendAdded,
                      FriendRemoved, GroupMessage, GroupRead, GroupUnread, Notice, Pong, Presence,
-                     ReadReceipt, SyncComplete, TokenExpiring, Typing)
+                     MessageEdited, MessageRecalled, MessagesDeleted, ReadReceipt, SyncComplete,
+                     TokenExpiring, Typing)
 
 MAX_SHOWN = 10           # conversations or groups named in one line
 
@@ -58,8 +59,11 @@ def _sync_page(data: Any) -> str:
 
 def _describe_chat(f: ChatMessage) -> str:
     status = f" ({f.status})" if f.status else ""
-    return (f"chat   #{f.seq} from {f.from_user_id} to {f.to_user_id} [{f.msg_id}]{status} "
-            f"{_content(f.content_type, f.content)}")
+    if f.recalled or f.deleted:
+        what = "(recalled)" if f.recalled else "(deleted for me)"
+    else:
+        what = _content(f.content_type, f.content) + (" (edited)" if f.edited else "")
+    return f"chat   #{f.seq} from {f.from_user_id} to {f.to_user_id} [{f.msg_id}]{status} {what}"
 
 
 def _describe_ack(f: Ack) -> str:
@@ -125,6 +129,11 @@ _LINES: dict[type, Any] = {
     Notice: lambda f: f"notice {f.event}: {_json(f.data)}",
     FriendAdded: _describe_friend_added,
     FriendRemoved: lambda f: f"friend removed: user {f.user_id}",
+    MessageRecalled: lambda f: (f"recall #{f.seq} from {f.from_user_id} to {f.to_user_id} "
+                                f"[{f.msg_id}] recalled"),
+    MessageEdited: lambda f: (f"edit   #{f.seq} from {f.from_user_id} to {f.to_user_id} "
+                              f"[{f.msg_id}] {_content(f.content_type, f.content)}"),
+    MessagesDeleted: lambda f: f"deleted for me, with {f.peer_id}: {_some(list(f.msg_ids))}",
 }
 
 

@@ -28,6 +28,9 @@ class Conversations:
         self._busy: dict[int, str] = {}          # peer -> requestId of its sync in flight
         self._requests: dict[str, list[int]] = {}
         self._gap_tries: dict[int, tuple[int, int]] = {}   # peer -> (mark, tries) of its gap
+        # peer -> serverTime of its last sync_complete: the next sync asks what was
+        # recalled or edited since (unknown: 0, every change, a page at most)
+        self._changed_since: dict[int, int] = {}
 
     # -- what the client sees -------------------------------------------------------
     def track(self, peer: int, last_seq: int) -> None:
@@ -109,9 +112,15 @@ class Conversations:
             ranges.append((peer, mark, min(above)))
         return self._frames(ranges)
 
-    def complete(self, request_id: str | None, conversations: list) -> list[dict]:
-        """A sync_complete: follow-up frames for conversations cut short, then gaps."""
+    def complete(self, request_id: str | None, conversations: list,
+                 server_time: int | None = None) -> list[dict]:
+        """A sync_complete: follow-up frames for conversations cut short, then gaps.
+        ``server_time``: the next sync of these conversations asks what was recalled
+        or edited since then (changedSince)."""
         peers = self._requests.pop(request_id, []) if request_id else []
+        if server_time is not None:
+            for p in peers:
+                self._changed_since[p] = server_time
         for p in peers:
             if self._busy.get(p) == request_id:
                 del self._busy[p]
@@ -141,6 +150,8 @@ class Conversations:
                 convs.append(conv)
                 self._busy[peer] = rid
             self._requests[rid] = [c["peerId"] for c in convs]
-            frames.append({"type": "sync", "data": {"requestId": rid, "conversations": convs,
-                                                    "limit": PAGE}})
+            data = {"requestId": rid, "conversations": convs, "limit": PAGE}
+            if convs:                             # recalls and edits since the last sync
+                data["changedSince"] = min(self._changed_since.get(c["peerId"], 0) for c in convs)
+            frames.append({"type": "sync", "data": data})
         return frames

@@ -328,6 +328,38 @@ class Client:
             data["msgIds"] = list(msg_ids)
         self._send_frame({"type": "read", "data": data})
 
+    # -- recall, edit, delete for me (docs/protocol.md "Recall, edit, delete") ----------------
+    def recall(self, msg_id: str) -> None:
+        """Take back a chat this user sent (within the gateway's Chat.RecallWindow). Both
+        users' devices get ``MessageRecalled``; a refusal is an ``ErrorFrame`` with the
+        msgId and code ``too_late`` or ``not_found``."""
+        self._send_frame({"type": "recall", "data": {"msgId": self._own_msg_id(msg_id)}})
+
+    def edit(self, msg_id: str, content: str) -> None:
+        """Replace the content of a chat this user sent (within Chat.EditWindow); both
+        users' devices get ``MessageEdited`` (refusals: ``too_late``, ``recalled``,
+        ``not_found``)."""
+        if not isinstance(content, str) or not content:
+            raise ValueError("content must be a non-empty string")
+        self._send_frame({"type": "edit", "data": {"msgId": self._own_msg_id(msg_id),
+                                                   "content": content}})
+
+    def delete_for_me(self, peer_id: int, msg_ids: list[str]) -> None:
+        """Hide messages of the conversation with ``peer_id`` (from either side) from this
+        user's history; this user's devices get ``MessagesDeleted``, the peer nothing."""
+        if not is_user_id(peer_id):
+            raise ValueError("peer_id must be a positive integer user id")
+        ids = [self._own_msg_id(m) for m in msg_ids]
+        if not 1 <= len(ids) <= 200:
+            raise ValueError("give 1 to 200 msgIds")
+        self._send_frame({"type": "delete", "data": {"peerId": peer_id, "msgIds": ids}})
+
+    @staticmethod
+    def _own_msg_id(msg_id: str) -> str:
+        if not is_msg_id(msg_id):
+            raise ValueError("msg_id must be 1 to 64 characters of [A-Za-z0-9_-]")
+        return msg_id
+
     def send_typing(self, to_user_id: int | None = None, state: str = "typing", *,
                     group_id: int | None = None) -> bool:
         """Tell ``to_user_id`` (or the members of ``group_id``) that this user is typing

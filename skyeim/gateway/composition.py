@@ -19,6 +19,7 @@ from skyeim.gateway.features.connection import ConnectionLife
 from skyeim.gateway.features.delivery import DeliveryRecorder
 from skyeim.gateway.features.devices import Devices
 from skyeim.gateway.features.friendships import Friendships
+from skyeim.gateway.features.edits import MessageEdits
 from skyeim.gateway.features.groups import Groups
 from skyeim.gateway.features.presence import Presence
 from skyeim.gateway.features.receipts import ReadReceipts
@@ -77,19 +78,23 @@ class Gateway:
                                  max_content_length=chat_cfg.max_content_length,
                                  blocks=self.relations)
         receipts = ReadReceipts(messages=message, hub=hub, own_devices=self.devices)
+        edits = MessageEdits(messages=message, hub=hub, recall_window_s=chat_cfg.recall_window,
+                             edit_window_s=chat_cfg.edit_window,
+                             max_content_length=chat_cfg.max_content_length)
         syncer = Syncer(messages=message, membership=self.groups, recorder=self.recorder)
         typing = TypingRelay(hub=hub, friends=friend, groups=self.groups, metrics=metrics,
                              require_friendship=chat_cfg.require_friendship,
                              blocks=self.relations)
         refresh = TokenRefresh(self.revocations)
-        # the server API's (PROTOCOL.md 9.2, 9.5)
+        # the server API's (PROTOCOL.md 9.2); friendship changes to live connections
+        # (9.5), for /api/friends and /server/v1/friends
         self.server_push = ServerPush(hub)
 
         # every client frame type, in one table; then the dispatcher that reads it
         self.frames = FrameRegistry()
         connection.register(self.frames)
-        for feature in (self.presence, self.chat, receipts, refresh, syncer, typing, self.groups,
-                        self.server_push, self.friendships, self.relations):
+        for feature in (self.presence, self.chat, receipts, edits, refresh, syncer, typing,
+                        self.groups, self.server_push, self.friendships, self.relations):
             feature.register(self.frames)
         self.dispatcher = Dispatcher(self.frames, metrics.frames_in)
 

@@ -10,7 +10,7 @@ from flask import Flask, request
 from skyeim.config import ServiceConfig
 from skyeim.db import Database
 from skyeim.message import groups, store
-from skyeim.protocol import CONTENT_TYPES, MAX_USER_ID, is_msg_id
+from skyeim.protocol import CONTENT_TYPES, MAX_USER_ID, ErrorCode, is_msg_id
 from skyeim.service import make_app, on_shutdown
 from skyeim.web import ApiError, bad_request, body_user_id, json_body, limit_arg, user_id_list
 
@@ -133,9 +133,51 @@ def create_app(config: ServiceConfig) -> Flask:
         if before_seq is not None and before_seq <= after_seq:
             raise bad_request("beforeSeq must be greater than afterSeq")
         limit = limit_arg(request.args.get("limit"))
-        rows, has_more = db.run(store.conversation_page, user_id, peer_id, after_seq,
-                                before_seq, limit)
-        return {"messages": [{**store.chat_message(r), "status": store.status(r)} for r in rows],
+        rows, has_more, hidden = db.run(_conversation_page, user_id, peer_id, after_seq,
+                                        before_seq, limit)
+        return {"messages": [_synced(r, (r.from_user_id, r.msg_id) in hidden) for r in rows],
+                "hasMore": has_more}
+
+    # -- recall, edit, delete for me (docs/protocol.md "Recall, edit, delete") ----------
+
+    @app.post("/v1/messages/recall")
+    def recall():
+        body = json_body()
+        row = _changed(db.run, store.recall, body_user_id(body, "userId"),
+                       _msg_id(body.get("msgId"), "msgId"), _window(body))
+        return _change(row)
+
+    @app.post("/v1/messages/edit")
+    def edit():
+        body = json_body()
+        row = _changed(db.run, store.edit, body_user_id(body, "userId"),
+                       _msg_id(body.get("msgId"), "msgId"), _content(body.get("content")),
+                       _window(body))
+        return _change(row)
+
+    @app.post("/v1/messages/hide")
+    def hide():
+        """Delete for me: {userId, peerId, messages: [{fromUserId, msgId}]} ->
+        {messages: [the keys hidden, now or before]}."""
+        body = json_body()
+        peer_id = body_user_id(body, "peerId")
+        user_id, keys = _delivery(body)
+        if user_id == peer_id:
+            raise bad_request("peerId must differ from userId")
+        hidden = db.run(store.hide, user_id, peer_id, keys)
+        return {"messages": [{"fromUserId": f, "msgId": m} for f, m in hidden]}
+
+    @app.get("/v1/messages/changes")
+    def changes():
+        """The conversation's messages recalled or edited after ``since`` (ms)."""
+        user_id = _query_int("userId")
+        peer_id = _query_int("peerId")
+        if user_id == peer_id:
+            raise bad_request("peerId must differ from userId")
+        since = _query_int("since", required=False, minimum=0) or 0
+        limit = limit_arg(request.args.get("limit"))
+        rows, has_more = db.run(store.changes_since, user_id, peer_id, since, limit)
+        return {"messages": [{**_change(r), "changedAt": r.changed_at} for r in rows],
                 "hasMore": has_more}
 
     groups.add_routes(app, db, _query_int, _msg_id, _content, _content_type)
@@ -155,6 +197,43 @@ def _new_message(body: dict) -> store.NewMessage:
     if msg.from_user_id == msg.to_user_id:
         raise bad_request("toUserId must differ from fromUserId")
     return msg
+
+
+def _conversation_page(conn, user_id: int, peer_id: int, after_seq: int,
+                       before_seq: int | None, limit: int):
+    rows, has_more = store.conversation_page(conn, user_id, peer_id, after_seq, before_seq, limit)
+    return rows, has_more, store.hidden_among(conn, user_id, rows)
+
+
+def _synced(row, hidden: bool) -> dict:
+    """A sync page's entry; a message the user deleted for themselves keeps its
+    place (its seq) with ``deleted: true`` and no content."""
+    out = {**store.chat_message(row), "status": store.status(row)}
+    if hidden:
+        out["content"], out["deleted"] = "", True
+    return out
+
+
+def _changed(run, change, *args):
+    try:
+        return run(change, *args)
+    except store.Refused as e:
+        status = 404 if e.code == "not_found" else 409
+        raise ApiError(status, ErrorCode(e.code), e.message) from None
+
+
+def _change(row) -> dict:
+    return {**store.chat_message(row), "status": store.status(row)}
+
+
+def _window(body: dict) -> int:
+    """windowMs: how long after createdAt the change is allowed (the gateway's Chat config)."""
+    value = body.get("windowMs")
+    if value is None:
+        return 120_000
+    if type(value) is not int or not 1 <= value <= 10 ** 12:
+        raise bad_request("windowMs must be a positive integer (ms)")
+    return value
 
 
 def _unread_answer(rows: list, has_more: bool) -> dict:

@@ -58,6 +58,10 @@ messages = Table(
     Column("seq", BigInteger, nullable=False),
     Column("delivered_at", BigInteger, nullable=True),   # ms, first delivery
     Column("read_at", BigInteger, nullable=True),        # ms
+    # recall and edit (schema 0003): when, and the later of the two for "changed since"
+    Column("recalled_at", BigInteger, nullable=True),    # ms; the content is then ""
+    Column("edited_at", BigInteger, nullable=True),      # ms, the last edit
+    Column("changed_at", BigInteger, nullable=True),     # ms
     UniqueConstraint("from_user_id", "msg_id", name="uq_messages_sender_msg_id"),
     UniqueConstraint("user_lo", "user_hi", "seq", name="uq_messages_conversation_seq"),
 )
@@ -71,6 +75,22 @@ Index("ix_messages_unread_by_recipient", messages.c.to_user_id, messages.c.id,
 Index("ix_messages_unread_by_pair", messages.c.to_user_id, messages.c.from_user_id, messages.c.id,
       postgresql_where=_UNREAD, sqlite_where=_UNREAD)
 
+_CHANGED = messages.c.changed_at.isnot(None)
+# "What changed in this conversation since T" (a sync after a recall or edit);
+# partial, so it holds only the few messages ever recalled or edited.
+Index("ix_messages_changed", messages.c.user_lo, messages.c.user_hi, messages.c.changed_at,
+      postgresql_where=_CHANGED, sqlite_where=_CHANGED)
+
+# The messages a user deleted for themselves: gone from that user's history only.
+hidden_messages = Table(
+    "hidden_messages", metadata,
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("from_user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("msg_id", String(64), primary_key=True),
+    Column("peer_id", BigInteger, nullable=False),
+    Column("hidden_at", BigInteger, nullable=False),
+)
+
 conversations = Table(
     "conversations", metadata,
     Column("user_lo", BigInteger, primary_key=True, autoincrement=False),
@@ -80,7 +100,8 @@ conversations = Table(
 
 _CHAT_COLUMNS = (messages.c.id, messages.c.msg_id, messages.c.from_user_id, messages.c.to_user_id,
                  messages.c.content, messages.c.content_type, messages.c.created_at, messages.c.seq,
-                 messages.c.delivered_at, messages.c.read_at)
+                 messages.c.delivered_at, messages.c.read_at, messages.c.recalled_at,
+                 messages.c.edited_at)
 
 
 @dataclass(frozen=True)
@@ -104,13 +125,22 @@ class NewRow(NamedTuple):
     seq: int
     delivered_at: None = None
     read_at: None = None
+    recalled_at: None = None
+    edited_at: None = None
 
 
 def chat_message(row: Row | NewRow) -> dict[str, Any]:
-    """The protocol's ChatMessage for a stored row."""
-    return {"msgId": row.msg_id, "fromUserId": row.from_user_id, "toUserId": row.to_user_id,
-            "content": row.content, "contentType": row.content_type,
-            "createdAt": row.created_at, "seq": row.seq}
+    """The protocol's ChatMessage for a stored row; a recalled or edited one also
+    says so (``recalled``/``recalledAt``, ``edited``/``editedAt``: fields a v1
+    client ignores)."""
+    out = {"msgId": row.msg_id, "fromUserId": row.from_user_id, "toUserId": row.to_user_id,
+           "content": row.content, "contentType": row.content_type,
+           "createdAt": row.created_at, "seq": row.seq}
+    if row.recalled_at is not None:
+        out["recalled"], out["recalledAt"] = True, row.recalled_at
+    elif row.edited_at is not None:
+        out["edited"], out["editedAt"] = True, row.edited_at
+    return out
 
 
 def status(row: Row) -> str:
@@ -335,11 +365,31 @@ def history_page(conn: Connection, user_id: int, peer_id: int, before_seq: int |
                  limit: int) -> tuple[list[Row], bool]:
     """The conversation of the two users, newest first, seq < ``before_seq``."""
     lo, hi = sorted((user_id, peer_id))
-    query = select(*_CHAT_COLUMNS).where(messages.c.user_lo == lo, messages.c.user_hi == hi)
+    query = select(*_CHAT_COLUMNS).where(messages.c.user_lo == lo, messages.c.user_hi == hi,
+                                         ~_hidden_for(user_id))
     if before_seq is not None:
         query = query.where(messages.c.seq < before_seq)
     rows = conn.execute(query.order_by(messages.c.seq.desc()).limit(limit + 1)).all()
     return rows[:limit], len(rows) > limit
+
+
+def _hidden_for(user_id: int):
+    """The messages ``user_id`` deleted for themselves (a condition on ``messages``)."""
+    return select(hidden_messages.c.msg_id).where(
+        hidden_messages.c.user_id == user_id,
+        hidden_messages.c.from_user_id == messages.c.from_user_id,
+        hidden_messages.c.msg_id == messages.c.msg_id).exists()
+
+
+def hidden_among(conn: Connection, user_id: int, rows: list) -> set[tuple[int, str]]:
+    """Which of ``rows`` (chat rows) ``user_id`` deleted for themselves."""
+    if not rows:
+        return set()
+    found = conn.execute(select(hidden_messages.c.from_user_id, hidden_messages.c.msg_id).where(
+        hidden_messages.c.user_id == user_id,
+        hidden_messages.c.msg_id.in_(list({r.msg_id for r in rows})))).all()
+    keys = {(r.from_user_id, r.msg_id) for r in rows}
+    return {(f, m) for f, m in found if (f, m) in keys}
 
 
 def conversation_page(conn: Connection, user_id: int, peer_id: int, after_seq: int,
@@ -424,3 +474,97 @@ def mark_read(conn: Connection, user_id: int, peer_id: int,
         .values(read_at=now, delivered_at=func.coalesce(messages.c.delivered_at, now))
         .returning(messages.c.id, messages.c.msg_id)).all()
     return [r.msg_id for r in sorted(marked, key=lambda r: r.id)], now
+
+
+# -- recall, edit, delete for me (schema 0003) ------------------------------------------
+
+class Refused(Exception):
+    """A recall or edit this store will not make: ``code`` is not_found (no such
+    message from that sender), too_late (past the window) or recalled (an edit of
+    a recalled message)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _own_message(conn: Connection, user_id: int, msg_id: str) -> Row:
+    row = conn.execute(select(*_CHAT_COLUMNS).where(
+        messages.c.from_user_id == user_id, messages.c.msg_id == msg_id)
+        .with_for_update()).first()
+    if row is None:
+        raise Refused("not_found", f"no message {msg_id} sent by user {user_id}")
+    return row
+
+
+def recall(conn: Connection, user_id: int, msg_id: str, window_ms: int) -> Row:
+    """Recall the sender's message within ``window_ms`` of its createdAt: its content
+    becomes "", it is marked recalled, and, if still unread, it counts as read (it
+    is never pushed again). Recalling a recalled message answers it again
+    (idempotent, whatever the window). Returns the row as it is now."""
+    row = _own_message(conn, user_id, msg_id)
+    if row.recalled_at is not None:
+        return row
+    now = now_ms()
+    if now - row.created_at > window_ms:
+        raise Refused("too_late", f"a message can be recalled within {window_ms // 1000} s")
+    conn.execute(update(messages).where(messages.c.from_user_id == user_id,
+                                        messages.c.msg_id == msg_id)
+                 .values(content="", recalled_at=now, changed_at=now,
+                         read_at=func.coalesce(messages.c.read_at, now),
+                         delivered_at=func.coalesce(messages.c.delivered_at, now)))
+    return find_message(conn, user_id, msg_id)
+
+
+def edit(conn: Connection, user_id: int, msg_id: str, content: str, window_ms: int) -> Row:
+    """Replace the content of the sender's message within ``window_ms`` of its
+    createdAt. The same content again changes nothing (idempotent)."""
+    row = _own_message(conn, user_id, msg_id)
+    if row.recalled_at is not None:
+        raise Refused("recalled", "a recalled message cannot be edited")
+    if row.content == content and row.edited_at is not None:
+        return row
+    now = now_ms()
+    if now - row.created_at > window_ms:
+        raise Refused("too_late", f"a message can be edited within {window_ms // 1000} s")
+    conn.execute(update(messages).where(messages.c.from_user_id == user_id,
+                                        messages.c.msg_id == msg_id)
+                 .values(content=content, edited_at=now, changed_at=now))
+    return find_message(conn, user_id, msg_id)
+
+
+def hide(conn: Connection, user_id: int, peer_id: int, keys: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Delete for me: hide the messages ``(from_user_id, msg_id)`` of the conversation
+    with ``peer_id`` from ``user_id``'s history (not the peer's). Keys of other
+    conversations, unknown ones and those already hidden are skipped; returns the
+    keys it hid now or earlier (idempotent)."""
+    lo, hi = sorted((user_id, peer_id))
+    wanted = list(dict.fromkeys(k for k in keys if k[0] in (user_id, peer_id)))
+    if not wanted:
+        return []
+    found = {(r.from_user_id, r.msg_id) for r in _find_many(conn, wanted)
+             if sorted((r.from_user_id, r.to_user_id)) == [lo, hi]}
+    already = {(r.from_user_id, r.msg_id) for r in conn.execute(
+        select(hidden_messages.c.from_user_id, hidden_messages.c.msg_id).where(
+            hidden_messages.c.user_id == user_id,
+            hidden_messages.c.msg_id.in_([m for _, m in found] or [""])))}
+    now = now_ms()
+    new = [k for k in wanted if k in found and k not in already]
+    if new:
+        conn.execute(hidden_messages.insert(), [
+            {"user_id": user_id, "from_user_id": f, "msg_id": m, "peer_id": peer_id,
+             "hidden_at": now} for f, m in new])
+    return [k for k in wanted if k in found]
+
+
+def changes_since(conn: Connection, user_id: int, peer_id: int, since_ms: int,
+                  limit: int) -> tuple[list[Row], bool]:
+    """The conversation's messages recalled or edited after ``since_ms``, oldest
+    change first (a sync tells a returning device about them)."""
+    lo, hi = sorted((user_id, peer_id))
+    rows = conn.execute(
+        select(*_CHAT_COLUMNS, messages.c.changed_at)
+        .where(messages.c.user_lo == lo, messages.c.user_hi == hi, _CHANGED,
+               messages.c.changed_at > since_ms)
+        .order_by(messages.c.changed_at, messages.c.seq).limit(limit + 1)).all()
+    return rows[:limit], len(rows) > limit

@@ -28,7 +28,7 @@ POSTGRES_URL = os.environ.get("SKYEIM_TEST_POSTGRES_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REQUIRE_SERVICES = os.environ.get("SKYEIM_REQUIRE_SERVICES") == "1"
 INTERNAL_SECRET = "test-internal-secret"
-START_TIMEOUT = 20.0   # s for a service to answer /healthz
+START_TIMEOUT = 60.0   # s for a service to answer /healthz (generous: a loaded machine)
 STOP_TIMEOUT = 10.0    # s for a service to exit after SIGTERM
 
 

@@ -10,9 +10,11 @@ from skyeim.gateway.frames.dispatch import Dispatcher
 from skyeim.gateway.frames.registry import Echo, FrameRegistry, FrameType
 from skyeim.protocol import ErrorCode, TokenBucket
 
-CLIENT_TYPES = {"ping", "chat", "read", "auth", "sync", "typing", "groupchat", "group_read"}
+CLIENT_TYPES = {"ping", "chat", "read", "auth", "sync", "typing", "groupchat", "group_read",
+                "recall", "edit", "delete"}
 SERVER_ONLY = {"connected", "pong", "ack", "online", "offline", "error", "token_expiring",
-               "sync_messages", "sync_complete", "group_unread"}
+               "sync_messages", "sync_complete", "group_unread", "message_recalled",
+               "message_edited", "messages_deleted"}
 
 
 def test_every_client_frame_type_is_registered_once(registry):

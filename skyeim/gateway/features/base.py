@@ -119,6 +119,13 @@ class ChatListener(Protocol):
     def chat_stored(self, message: dict, connections: int) -> None: ...
 
 
+class FriendshipListener(Protocol):
+    """A friendship made or ended through the gateway (features/friendships.py), after
+    the Friend service stored it (webhooks friend.added / friend.removed, PROTOCOL.md 9.3)."""
+
+    def friendship_changed(self, user_id: int, friend_id: int, added: bool) -> None: ...
+
+
 class ChatScreen(Protocol):
     """A step between a chat's validation and its storing (the before-send hook,
     PROTOCOL.md 9.4): for each draft ({fromUserId, toUserId | groupId, msgId, content,

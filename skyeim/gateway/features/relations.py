@@ -36,9 +36,6 @@ from skyeim.gateway.transport.session import Session
 
 log = logging.getLogger(__name__)
 
-UNSUPPORTED_RECHECK = 60.0    # s before asking again a Friend service that lacked the endpoints
-
-
 class Unsupported(Exception):
     """The Friend service has no friend requests / blocks (PROTOCOL.md 9.1)."""
 
@@ -65,7 +62,6 @@ class Relations:
         self.cache_ttl = cfg.block_cache_ttl_ms / 1000.0
         # (low, high) user ids -> (blocked, trusted until, monotonic)
         self._cache: OrderedDict[tuple[int, int], tuple[bool, float]] = OrderedDict()
-        self._unsupported_until = 0.0
 
     def register(self, frames: FrameRegistry) -> None:
         frames.add_server_types("friend_request", "friend_request_answered", "friend_requests")
@@ -183,8 +179,6 @@ class Relations:
         """Which of ``peers`` stand in a block with ``user_id`` (either way): the cache,
         then one service call for the rest. Raises BackendUnavailable/Rejected."""
         now = time.monotonic()
-        if now < self._unsupported_until:
-            return set()
         blocked, unknown = set(), []
         for peer in peers:
             hit = self._cache.get(_pair(user_id, peer))
@@ -195,13 +189,8 @@ class Relations:
                 unknown.append(peer)
         if not unknown:
             return blocked
-        try:
-            found = self.friends.blocked_pairs([(user_id, p) for p in unknown])
-        except BackendRejected as e:
-            if not _absent(e):
-                raise
-            log.warning("the Friend service has no /v1/blocks/check: nobody is blocked")
-            self._unsupported_until = now + UNSUPPORTED_RECHECK
+        found = self.friends.blocked_pairs([(user_id, p) for p in unknown])
+        if found is None:               # a Friend service without blocks (9.1)
             return blocked
         for peer, is_blocked in zip(unknown, found):
             self._remember(user_id, peer, is_blocked)

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import gevent
 
-from skyeim.gateway.backends.clients import BackendFailure, MessageService
+from skyeim.gateway.backends.clients import BackendFailure, BackendRejected, MessageService
 from skyeim.gateway.features.base import DeliveryRecording, GroupMembership, backend_error
-from skyeim.gateway.frames.codec import (FrameError, bad_request, chat_data, data_object, encode,
-                                         optional_msg_id)
+from skyeim.gateway.frames.codec import (FrameError, bad_request, change_frame, data_object, encode,
+                                         optional_msg_id, synced_data)
 from skyeim.gateway.frames.registry import Echo, FrameRegistry, FrameType
 from skyeim.gateway.transport.session import Outgoing, Session
 from skyeim.protocol import MAX_USER_ID, is_positive_id, is_user_id
@@ -42,6 +42,7 @@ class Sync:
     request_id: str | None        # echoed in every answer (and in an error)
     ranges: tuple[Range, ...]
     limit: int                    # messages per page
+    changed_since: int | None = None  # extension: also tell of recalls/edits after this (ms)
 
 
 def parse_sync(data, sender_id: int) -> Sync:
@@ -85,7 +86,10 @@ def parse_sync(data, sender_id: int) -> Sync:
         if before is not None and (type(before) is not int or not after < before <= MAX_USER_ID):
             raise bad(f"conversations[{i}].beforeSeq must be an integer seq above afterSeq")
         ranges.append(Range(peer, after, before, group))
-    return Sync(request_id, tuple(ranges), min(limit, MAX_PAGE))
+    since = data.get("changedSince")
+    if since is not None and (type(since) is not int or not 0 <= since <= MAX_USER_ID):
+        raise bad("changedSince must be a time in ms (a sync_complete's serverTime)")
+    return Sync(request_id, tuple(ranges), min(limit, MAX_PAGE), since)
 
 
 class Syncer:
@@ -106,6 +110,7 @@ class Syncer:
         while session.held is not None and not session.closing and time.monotonic() < deadline:
             gevent.sleep(0.01)
         uid, rid = session.user_id, sync.request_id
+        started = int(time.time() * 1000)   # the next sync's changedSince
         for r in sync.ranges:         # every group named: a member's, before anything is answered
             if r.group_id:
                 self.membership.member_ids(r.group_id, uid, request_id=rid)
@@ -124,13 +129,34 @@ class Syncer:
                     if not session.reply(encode("sync_messages", {
                             "requestId": rid, **name,
                             "messages": messages if r.group_id else
-                            [{**chat_data(m), "status": m.get("status")} for m in messages],
+                            [synced_data(m) for m in messages],
                             "hasMore": has_more})):
                         return                    # the connection is going away
                     if not r.group_id:
                         self._record_delivery(uid, messages)
+            if sync.changed_since is not None and not r.group_id:
+                self._changes(session, uid, r.peer_id, sync.changed_since, r.after_seq, rid)
             done.append({**name, "lastSeq": last, "hasMore": has_more})
-        session.reply(encode("sync_complete", {"requestId": rid, "conversations": done}))
+        session.reply(encode("sync_complete", {"requestId": rid, "conversations": done,
+                                               "serverTime": started}))
+
+    def _changes(self, session: Session, uid: int, peer_id: int, since: int, after_seq: int,
+                 rid: str | None) -> None:
+        """message_recalled / message_edited for what changed after ``since`` among the
+        messages the client already held (seq <= afterSeq: the pages brought the rest
+        as they are now); bounded to one page of changes per conversation."""
+        try:
+            page = self.messages.changes(uid, peer_id, since, MAX_PAGE)
+        except BackendRejected as e:
+            if e.status in (404, 405):
+                return        # a Message service without recall and edit (PROTOCOL.md 9.1)
+            raise backend_error(e, "message", request_id=rid) from None
+        except BackendFailure as e:
+            raise backend_error(e, "message", request_id=rid) from None
+        for m in page.get("messages") or []:
+            text = change_frame(m) if m.get("seq", 0) <= after_seq else None
+            if text is not None and not session.reply(text):
+                return
 
     def _page(self, uid: int, r: Range, after: int, limit: int, rid: str | None) -> dict:
         message = self.messages

@@ -126,6 +126,43 @@ def chat_data(m: dict) -> dict:
             "createdAt": m["createdAt"], "seq": m["seq"]}
 
 
+# recall and edit (features/edits.py, and a sync's changes in features/sync.py)
+
+def recalled_frame(m: dict) -> str:
+    return encode("message_recalled", {
+        "msgId": m["msgId"], "fromUserId": m["fromUserId"], "toUserId": m["toUserId"],
+        "seq": m["seq"], "recalledAt": m.get("recalledAt")})
+
+
+def edited_frame(m: dict) -> str:
+    return encode("message_edited", {
+        "msgId": m["msgId"], "fromUserId": m["fromUserId"], "toUserId": m["toUserId"],
+        "seq": m["seq"], "content": m["content"], "contentType": m["contentType"],
+        "editedAt": m.get("editedAt")})
+
+
+def change_frame(m: dict) -> str | None:
+    """The frame that tells a device about a changed message (None: unchanged)."""
+    if m.get("recalled"):
+        return recalled_frame(m)
+    if m.get("edited"):
+        return edited_frame(m)
+    return None
+
+
+# what a stored message may say besides its ChatMessage (recall, edit, delete for me)
+_MARKERS = ("recalled", "recalledAt", "edited", "editedAt", "deleted")
+
+
+def synced_data(m: dict) -> dict:
+    """A sync page's entry: the ChatMessage, its status, and its markers."""
+    out = {**chat_data(m), "status": m.get("status")}
+    for key in _MARKERS:
+        if key in m:
+            out[key] = m[key]
+    return out
+
+
 def encode_chat(m: dict) -> str:
     return encode("chat", chat_data(m))
 

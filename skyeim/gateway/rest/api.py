@@ -93,7 +93,7 @@ def remove_friend(friend_id: str):
     fid = positive_int_arg(friend_id)
     if not is_user_id(fid):
         raise bad_request("friendId must be an integer user id")
-    current_gateway().backends.friend.remove(uid, fid)
+    current_gateway().friendships.remove(uid, fid)     # and friend_removed to both
     return jsonify(ok=True)
 
 

@@ -31,6 +31,7 @@ const state = {
   typingFrom: new Map(),   // peerId -> timer hiding its "is typing" (a signal, never stored)
   typingSentAt: 0,         // when we last sent "typing" (throttle)
   typingTo: null,          // peerId we last told "typing"
+  changing: new Set(),     // msgIds of my recalls/edits awaiting their answer (an error is a toast)
 };
 
 const live = () => Boolean(state.client && state.client.live);
@@ -243,12 +244,17 @@ function mergeMessage(conv, m) {
   const key = `${m.fromUserId}:${m.msgId}`;
   let cur = conv.msgs.get(key);
   if (m.seq != null) state.client.track(conv.peerId, m.seq);
+  if (m.deleted) {                  // deleted for me (on another device): not shown
+    if (cur) conv.msgs.delete(key);
+    return null;
+  }
   if (!cur) {
     cur = {
       key, msgId: m.msgId, fromUserId: m.fromUserId, toUserId: m.toUserId,
       content: m.content, contentType: m.contentType || 1,
       createdAt: m.createdAt, seq: m.seq == null ? null : m.seq,
       status: m.status || "sent", local: ++state.localSeq, error: "",
+      recalled: Boolean(m.recalled), edited: Boolean(m.edited),
     };
     conv.msgs.set(key, cur);
     if (cur.fromUserId === state.session.userId) state.mine.set(cur.msgId, cur);
@@ -257,6 +263,8 @@ function mergeMessage(conv, m) {
   if (m.seq != null) cur.seq = m.seq;
   if (m.createdAt != null && cur.seq != null) cur.createdAt = m.createdAt;
   if (m.status && STATUS_RANK[m.status] > STATUS_RANK[cur.status]) cur.status = m.status;
+  if (m.recalled) { cur.recalled = true; cur.content = ""; }
+  else if (m.edited && !cur.recalled) { cur.edited = true; cur.content = m.content; }
   return cur;
 }
 
@@ -437,7 +445,7 @@ function tickFor(m) {
 
 function messageNode(conv, m) {
   const mineMsg = m.fromUserId === state.session.userId;
-  const sig = [m.status, m.seq, m.createdAt, m.error].join("|");
+  const sig = [m.status, m.seq, m.createdAt, m.error, m.recalled, m.edited, m.content].join("|");
   let node = conv.nodes.get(m.key);
   if (node && node.sig === sig) return node.li;
   if (!node) {
@@ -450,17 +458,77 @@ function messageNode(conv, m) {
   if (m.seq != null) li.dataset.seq = String(m.seq);
   if (mineMsg) li.dataset.status = m.status;
   const bubble = el("div", "bubble");
-  const label = TYPE_LABEL[m.contentType];
-  if (label) bubble.append(el("span", "kind", `${label}: `));
-  bubble.append(el("span", "text", m.content));
+  li.classList.toggle("recalled-msg", m.recalled);
+  if (m.recalled) {
+    bubble.append(el("span", "text recalled-text",
+      mineMsg ? "You recalled this message" : `${friendName(m.fromUserId)} recalled this message`));
+  } else {
+    const label = TYPE_LABEL[m.contentType];
+    if (label) bubble.append(el("span", "kind", `${label}: `));
+    bubble.append(el("span", "text", m.content));
+  }
   const meta = el("span", "meta");
+  if (m.edited && !m.recalled) meta.append(el("span", "edited", "edited"));
   meta.append(el("span", "time", m.createdAt ? timeOf(m.createdAt) : ""));
   if (mineMsg) meta.append(tickFor(m));
   bubble.append(meta);
   const parts = [bubble];
+  if (m.seq != null && !m.recalled) parts.push(messageActions(m, mineMsg));
   if (m.status === "failed" && m.error) parts.push(el("div", "msg-error", `Not sent: ${m.error}`));
   li.replaceChildren(...parts);
   return li;
+}
+
+// Recall and edit (my own messages, within the gateway's windows) and delete for me.
+function messageActions(m, mineMsg) {
+  const row = el("div", "msg-actions");
+  const action = (name, label, fn) => {
+    const b = el("button", "msg-action", label);
+    b.type = "button";
+    b.dataset.action = name;
+    b.addEventListener("click", fn);
+    row.append(b);
+  };
+  if (mineMsg) {
+    action("edit", "Edit", () => {
+      const text = window.prompt("Edit message", m.content);
+      if (text && text !== m.content) { state.changing.add(m.msgId); state.client.edit(m.msgId, text); }
+    });
+    action("recall", "Recall", () => { state.changing.add(m.msgId); state.client.recall(m.msgId); });
+  }
+  action("delete", "Delete for me", () => {
+    const peer = mineMsg ? m.toUserId : m.fromUserId;
+    state.client.deleteForMe(peer, [m.msgId]);
+  });
+  return row;
+}
+
+function changedMessage(d, apply) {
+  const me = state.session.userId;
+  const peer = d.fromUserId === me ? d.toUserId : d.fromUserId;
+  const conv = getConv(peer);
+  const cur = conv.msgs.get(`${d.fromUserId}:${d.msgId}`);
+  state.changing.delete(d.msgId);
+  if (!cur) return;
+  apply(cur);
+  if (state.current === peer) renderMessages("auto");
+}
+
+function onRecalled(d) {
+  changedMessage(d, (m) => { m.recalled = true; m.content = ""; });
+}
+
+function onEdited(d) {
+  changedMessage(d, (m) => { if (!m.recalled) { m.edited = true; m.content = d.content; } });
+}
+
+function onDeletedForMe(d) {
+  const conv = getConv(d.peerId);
+  const me = state.session.userId;
+  for (const id of d.msgIds) {
+    for (const from of [me, d.peerId]) conv.msgs.delete(`${from}:${id}`);
+  }
+  if (state.current === d.peerId) renderMessages("auto");
 }
 
 // mode: "bottom" (scroll to the end), "prepend" (keep what is on screen in place),
@@ -618,6 +686,9 @@ function listen(client) {
   client.on("notice", onNotice);
   client.on("error", onError);
   client.on("sync_messages", onSyncMessages);
+  client.on("message_recalled", onRecalled);
+  client.on("message_edited", onEdited);
+  client.on("messages_deleted", onDeletedForMe);
   client.on("token_expiring", () => showBanner(
     "Your session expires soon. Sign in again to keep chatting.",
     "Sign in again", () => signOut(""), "expiring"));
@@ -830,8 +901,8 @@ function onSyncMessages(d) {
   const conv = getConv(d.peerId);
   for (const m of d.messages) {
     if (!m || typeof m.msgId !== "string" || !Number.isInteger(m.fromUserId)) continue;
-    mergeMessage(conv, m);
-    if (m.fromUserId !== me && m.status !== "read") conv.unread.add(m.msgId);
+    const cur = mergeMessage(conv, m);
+    if (cur && !cur.recalled && m.fromUserId !== me && m.status !== "read") conv.unread.add(m.msgId);
   }
   flushReads();
   renderFriends();
@@ -839,6 +910,12 @@ function onSyncMessages(d) {
 }
 
 function onError(d) {
+  if (d.msgId != null && state.changing.delete(d.msgId)) {     // a refused recall or edit
+    const why = d.code === ErrorCode.TOO_LATE ? "It is too late to change that message."
+      : d.code === ErrorCode.RECALLED ? "That message was recalled." : (d.message || d.code);
+    showBanner(why, "OK", hideBanner, "error");
+    return;
+  }
   const m = d.msgId != null ? state.mine.get(d.msgId) : null;
   if (!m) {
     if (d.msgId == null) console.warn("gateway error", d.code, d.message);

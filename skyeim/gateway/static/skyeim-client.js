@@ -66,6 +66,8 @@ export const ErrorCode = Object.freeze({
   TOO_MANY_MEMBERS: "too_many_members",
   UNSUPPORTED: "unsupported",
   ERROR: "error",
+  TOO_LATE: "too_late",
+  RECALLED: "recalled",
 });
 
 // The client's own connection states ("state" events).
@@ -103,6 +105,9 @@ const EVENTS = Object.freeze({
   notice: (d) => isStr(d.event) && "data" in d,
   friend_added: (d) => isId(d.userId),
   friend_removed: (d) => isId(d.userId),
+  message_recalled: (d) => isStr(d.msgId) && isId(d.fromUserId) && isId(d.toUserId),
+  message_edited: (d) => isStr(d.msgId) && isId(d.fromUserId) && isId(d.toUserId) && isStr(d.content),
+  messages_deleted: (d) => isId(d.peerId) && Array.isArray(d.msgIds),
   sync_messages: (d) => (isId(d.peerId) || isId(d.groupId)) && Array.isArray(d.messages),
   sync_complete: (d) => Array.isArray(d.conversations),
   groupchat: (d) => isId(d.groupId) && isStr(d.msgId) && isId(d.fromUserId),
@@ -398,6 +403,20 @@ export class SkyeClient {
     try { storage.setItem(storageKey, JSON.stringify(this.outbox)); } catch (e) { /* full */ }
   }
 
+  // -- recall, edit, delete for me (docs/protocol.md "Recall, edit, delete") ----------
+
+  /** Take back a chat this user sent (within Chat.RecallWindow): both users get
+   *  "message_recalled"; a refusal is an "error" (too_late, not_found) with its msgId. */
+  recall(msgId) { return this.sendFrame("recall", { msgId }); }
+
+  /** Replace the content of a chat this user sent (within Chat.EditWindow):
+   *  both users get "message_edited". */
+  edit(msgId, content) { return this.sendFrame("edit", { msgId, content }); }
+
+  /** Hide messages of the conversation with `peerId` from this user's history only:
+   *  this user's devices get "messages_deleted". */
+  deleteForMe(peerId, msgIds) { return this.sendFrame("delete", { peerId, msgIds }); }
+
   // -- sync -------------------------------------------------------------------------
 
   /** The newest seq held of the conversation with `peerId` (sync asks after it). */
@@ -415,8 +434,10 @@ export class SkyeClient {
   _sendSync(ranges) {
     for (let i = 0; i < ranges.length; i += SYNC_MAX_CONVERSATIONS) {
       this._syncIds += 1;
+      // changedSince: recalls and edits since the last complete sync (0 at first: all)
       this.sendFrame("sync", { requestId: `js-${this._connId}-${this._syncIds}`,
-        conversations: ranges.slice(i, i + SYNC_MAX_CONVERSATIONS), limit: SYNC_LIMIT });
+        conversations: ranges.slice(i, i + SYNC_MAX_CONVERSATIONS), limit: SYNC_LIMIT,
+        changedSince: this._changedSince || 0 });
     }
   }
 
@@ -492,6 +513,7 @@ export class SkyeClient {
       this._pump();
       if (this.options.sync) this.syncNow();
     } else if (type === "sync_complete" && this.options.sync) {
+      if (Number.isSafeInteger(d.serverTime)) this._changedSince = Math.max(this._changedSince || 0, d.serverTime);
       const more = d.conversations.filter((c) => isObj(c) && c.hasMore && isId(c.peerId)
         && Number.isSafeInteger(c.lastSeq));
       if (more.length && ++this._syncRounds <= this.options.syncRounds) {
