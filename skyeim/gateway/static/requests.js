@@ -67,9 +67,10 @@ export function createRequests(app) {
   async function blockCurrent() {
     const id = app.current();
     if (!Number.isInteger(id)) return;
+    const name = app.name(id);         // before friend_removed takes the friend away
     try {
       await app.api("POST", "/api/blocks", { userId: id });
-      app.say(`Blocked ${app.name(id)}.`, true);
+      app.say(`Blocked ${name}.`, true);
       app.closeConversation();
       app.refreshFriends();
     } catch (err) { app.say(err.message, false); }
