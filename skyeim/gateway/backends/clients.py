@@ -521,6 +521,9 @@ class FriendService(ServiceClient):
         self._lists = self._batcher("friend lists", self._lists_batch, self.LISTS_BATCH, wait)
         self._group_lists = self._batcher("group lists", self._group_lists_batch,
                                           self.LISTS_BATCH, wait)
+        # the chats' block checks (features/relations.py), from every connection: coalesced
+        self._block_checks = self._batcher("block checks", self._block_check_batch,
+                                           self.LISTS_BATCH, self.timeout * 2 + 1.0)
 
     def friends(self, user_id: int) -> list[int]:
         return _batched(self._lists, user_id)
@@ -544,6 +547,7 @@ class FriendService(ServiceClient):
     def close(self) -> None:
         self._lists.stop()
         self._group_lists.stop()
+        self._block_checks.stop()
 
     def add(self, user_id: int, friend_id: int) -> None:
         self.call("POST", "/v1/friends", json={"userId": user_id, "friendId": friend_id})
@@ -578,10 +582,20 @@ class FriendService(ServiceClient):
 
     def blocked_pairs(self, pairs: list[tuple[int, int]]) -> list[bool] | None:
         """For each pair, whether one blocked the other; None when the service has no
-        blocks (9.1: the optional endpoint answers 404 / 405, probed again later)."""
+        blocks (9.1: the optional endpoint answers 404 / 405, probed again later).
+        Concurrent callers share calls (batching.py)."""
+        found = _batched_many(self._block_checks, pairs)
+        if any(b is None for b in found):
+            return None
+        for b in found:
+            if isinstance(b, BackendRejected):
+                raise b
+        return found
+
+    def _block_check_batch(self, pairs: list[tuple[int, int]]) -> list:
         body = self.call_optional(self._blocks_check_ep, json={"pairs": [list(p) for p in pairs]})
         if body is None:
-            return None
+            return [None] * len(pairs)
         found = body.get("blocked")
         if not isinstance(found, list) or len(found) != len(pairs):
             raise BackendUnavailable(f"{self.name} service: a block check answer without blocked")
