@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import sys
@@ -26,6 +27,7 @@ from skyeim.metrics import instrument_service
 from skyeim.migrations import refusals_name
 from skyeim.protocol import ErrorCode
 from skyeim.web import error_response, install_json_errors, require_internal_secret
+from skyeim.wsgi import Handler
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ def serve(app: Flask, host: str, port: int) -> gevent.pywsgi.WSGIServer:
     server = _Server(
         (host, port), app,
         backlog=LISTEN_BACKLOG,
-        # one line per request is noise at info level; keep it for --debug
+        handler_class=Handler,    # the access log (skyeim.access) and 431 (skyeim.wsgi)
         log=gevent.pywsgi.LoggingLogAdapter(wsgi_log, logging.DEBUG),
         error_log=gevent.pywsgi.LoggingLogAdapter(wsgi_log, logging.ERROR),
     )
@@ -103,11 +105,16 @@ def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask],
     """Run a service until SIGTERM/SIGINT; exits 0 then, 2 on a bad config, 1 if it cannot listen."""
     parser = argparse.ArgumentParser(prog=prog, description="Run a SkyeIM backend service.")
     parser.add_argument("--version", action="version", version=f"skyeim {__version__}")
-    parser.add_argument("-f", "--config", required=True, help="the service's YAML config file")
+    default_config = _default_config(create_app)
+    parser.add_argument("-f", "--config", default=None,
+                        help=f"the service's YAML config file (default: {default_config})")
     parser.add_argument("--debug", action="store_true", help="log at debug level (one line per request)")
     parser.add_argument("--insecure-dev", action="store_true",
                         help="start even with the shipped default AccessSecret on a public address")
     args = parser.parse_args(argv)
+    implicit = args.config is None
+    if implicit:
+        args.config = default_config
 
     try:
         cfg = config_module.load(config_cls, args.config)
@@ -120,7 +127,8 @@ def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask],
         print(f"error: {refusal}", file=sys.stderr)
         sys.exit(2)
 
-    logs.setup(cfg.log.level, debug=args.debug)
+    logs.setup(cfg.log.level, debug=args.debug, fmt=cfg.log.format, access=cfg.log.access)
+    log.info("configuration: %s%s", os.path.abspath(args.config), " (the default; -f to choose)" if implicit else "")
     if refusal:
         log.warning("--insecure-dev: %s", refusal)
     with refusals_name(args.config):        # a schema it must not use: one line naming the file
@@ -142,6 +150,12 @@ def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask],
     server.stop(timeout=SHUTDOWN_TIMEOUT)
     run_shutdown_hooks(app)
     log.info("%s stopped", cfg.name)
+
+
+def _default_config(create_app: Callable) -> str:
+    """etc/<service>.yaml for a create_app in skyeim.<service>.app."""
+    parts = getattr(create_app, "__module__", "").split(".")
+    return f"etc/{parts[1]}.yaml" if len(parts) > 1 else "etc/service.yaml"
 
 
 def run_shutdown_hooks(app: Flask) -> None:

@@ -242,13 +242,14 @@ def test_friend_service_down_chat_works_presence_skipped_then_back(split):
 
     s.start_service("friend")
     # presence returns by itself (within the breaker's cool-off): bob reconnects until
-    # alice is told; each attempt is a full offline/online cycle
+    # alice is told and bob's own connect sees her; each attempt is a full offline/online
+    # cycle (the presence repair may tell alice before bob's connect gets the friend list)
     deadline = time.monotonic() + MAX_COOLDOWN + 15
     while True:
         cb.close()
         cb = s.connect(bob)
         seen = [f for f in ca.frames_for(1.0) if f["type"] == "online"]
-        if seen:
+        if seen and cb.connected["onlineFriends"]:
             break
         assert time.monotonic() < deadline, "presence did not come back"
     assert seen[-1]["data"]["userId"] == bob.id

@@ -38,7 +38,10 @@ def read_sync(client: Client, timeout: float = 10.0) -> tuple[list[dict], dict]:
         if frame["type"] in SKIP:
             continue
         if frame["type"] == "sync_complete":
-            return pages, frame["data"]
+            done = frame["data"]
+            # serverTime: the next sync's changedSince (docs/protocol.md "Recall, edit, delete")
+            assert isinstance(done.pop("serverTime"), int), done
+            return pages, done
         assert frame["type"] == "sync_messages", frame
         pages.append(frame["data"])
     raise AssertionError("no sync_complete")

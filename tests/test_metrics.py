@@ -85,8 +85,8 @@ def test_chats_that_arrive_together_share_one_batch_call(system):
     assert sent == ids
     after = scrape(system.url)
     rawws.close_raw_sockets()
-    assert delta(before, after, 'skyeim_backend_batch_size_sum{batch="message sends"}') == 6
-    assert delta(before, after, 'skyeim_backend_batch_size_count{batch="message sends"}') == 1
+    assert delta(before, after, 'skyeim_backend_batch_size_sum{batch="message_sends"}') == 6
+    assert delta(before, after, 'skyeim_backend_batch_size_count{batch="message_sends"}') == 1
 
 
 def test_refused_handshakes_are_counted(system):
@@ -118,3 +118,43 @@ def test_gateway_reports_process_figures_for_leak_watching(system):
     ca.close()
     cb.close()
     eventually(lambda: scrape(system.url)["skyeim_greenlets"] <= idle + 1)
+
+
+def _label_values(text: str) -> list[tuple[str, str]]:
+    """(series, value) of every label value in a /metrics page."""
+    out = []
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            out += [(line.split("{", 1)[0], v) for v in re.findall(r'="((?:[^"\\]|\\.)*)"', line)]
+    return out
+
+
+def test_label_values_have_no_spaces_in_any_program(system):
+    """Spaces in label values break the simplest scrapers and greps (issue 12)."""
+    alice, bob = system.users("met_lv1", "met_lv2")
+    system.befriend(alice, bob)
+    c = system.connect(alice)                 # friend lists, unread first pages, group lists batched
+    c.chat(bob.id, "hi")
+    c.expect("ack")
+    c.close()
+    for url in [system.url] + [system.service_url(n) for n in ("message", "friend", "auth")]:
+        text = requests.get(url + "/metrics", timeout=5).text
+        values = _label_values(text)
+        assert values, url
+        spaced = [(series, v) for series, v in values if " " in v]
+        assert not spaced, (url, spaced[:5])
+
+
+def test_gateway_counts_and_times_its_api_requests_by_route_and_status(system):
+    before = scrape(system.url)
+    alice = system.register_user("met_api")
+    system.api("GET", "/api/friends", alice)
+    system.api("POST", "/api/friends", alice, json_body={"friendId": "x"})
+    after = scrape(system.url)
+    series = 'skyeim_http_request_seconds_count{method="%s",route="%s",status="%s"}'
+    assert delta(before, after, series % ("POST", "/api/register", "200")) == 1
+    assert delta(before, after, series % ("POST", "/api/login", "200")) == 1
+    assert delta(before, after, series % ("GET", "/api/friends", "200")) == 1
+    assert delta(before, after, series % ("POST", "/api/friends", "400")) == 1
+    # only /api: the WebSocket, the probes and the page are not in it
+    assert not any('route="/ws"' in k or 'route="/healthz"' in k for k in after)

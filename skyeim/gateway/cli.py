@@ -23,6 +23,7 @@ import sys  # noqa: E402
 
 import gevent  # noqa: E402
 import gevent.event  # noqa: E402
+import gevent.pool  # noqa: E402
 
 from skyeim import __version__, config, logs  # noqa: E402
 
@@ -40,7 +41,8 @@ SERVICES = (  # (config file, config class, app factory module)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skyeim-gateway", description="Run the SkyeIM WebSocket gateway.")
     parser.add_argument("--version", action="version", version=f"skyeim {__version__}")
-    parser.add_argument("-f", "--config", default="etc/ws.yaml", help="the gateway's YAML file")
+    parser.add_argument("-f", "--config", default=None,
+                        help="the gateway's YAML file (default: etc/ws.yaml)")
     parser.add_argument("--standalone", action="store_true",
                         help="also run the Message, Friend and Auth services in this process")
     parser.add_argument("--debug", action="store_true",
@@ -48,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--insecure-dev", action="store_true",
                         help="start even with the shipped default AccessSecret on a public address")
     args = parser.parse_args(argv)
+    implicit = args.config is None
+    if implicit:
+        args.config = "etc/ws.yaml"
 
     try:
         cfg = config.load(config.GatewayConfig, args.config)
@@ -66,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if refusal and not args.insecure_dev:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
-    logs.setup(cfg.log.level, debug=args.debug)
+    logs.setup(cfg.log.level, debug=args.debug, fmt=cfg.log.format, access=cfg.log.access)
+    log.info("configuration: %s%s", os.path.abspath(args.config),
+             " (the default; -f to choose)" if implicit else "")
     if refusal:
         log.warning("--insecure-dev: %s", refusal)
     if (warning := weak_secret_warning(cfg.auth.access_secret)):
@@ -98,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             # a client that takes nothing for PongTimeout is gone: the heartbeat's bound
             write_timeout=ws_cfg.pong_timeout,
             log=gevent.pywsgi.LoggingLogAdapter(logging.getLogger("skyeim.http"), logging.DEBUG),
+            spawn=gevent.pool.Pool(None),    # counted by skyeim_greenlets (no heap walk per scrape)
             error_log=gevent.pywsgi.LoggingLogAdapter(logging.getLogger("skyeim.http"), logging.ERROR))
         server.start()
+        gateway.metrics.count_greenlets(lambda: len(server.pool) + gateway.connections.count)
         gateway.start()
         tune_gc(gateway)
     except OSError as e:

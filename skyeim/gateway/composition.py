@@ -12,15 +12,18 @@ from __future__ import annotations
 from skyeim import tokens
 from skyeim.config import GatewayConfig
 from skyeim.gateway.backends.clients import Backends
+from skyeim.gateway.backends.files import FileRecords, LocalStorage
 from skyeim.gateway.features import connection
 from skyeim.gateway.features.auth import TokenRefresh
 from skyeim.gateway.features.chat import OneToOneChat
 from skyeim.gateway.features.connection import ConnectionLife
 from skyeim.gateway.features.delivery import DeliveryRecorder
 from skyeim.gateway.features.devices import Devices
+from skyeim.gateway.features.files import Files
 from skyeim.gateway.features.friendships import Friendships
 from skyeim.gateway.features.edits import MessageEdits
 from skyeim.gateway.features.groups import Groups
+from skyeim.gateway.features.hooks import BeforeSendHook
 from skyeim.gateway.features.presence import Presence
 from skyeim.gateway.features.receipts import ReadReceipts
 from skyeim.gateway.features.relations import Relations
@@ -28,6 +31,7 @@ from skyeim.gateway.features.revocation import Revocations
 from skyeim.gateway.features.server_push import ServerPush
 from skyeim.gateway.features.sync import Syncer
 from skyeim.gateway.features.typing_relay import TypingRelay
+from skyeim.gateway.features.webhooks import Webhooks, WebhookSender
 from skyeim.gateway.frames.dispatch import Dispatcher
 from skyeim.gateway.frames.registry import FrameRegistry
 from skyeim.gateway.routing.hub import Hub
@@ -61,21 +65,50 @@ class Gateway:
             self.hub = Hub()
         hub = self.hub
 
+        # PROTOCOL.md 9.3 webhooks and 9.4 the before-send hook: off without a Url
+        self.webhook_sender = WebhookSender(cfg.webhooks, metrics)
+        self.webhooks = Webhooks(cfg.webhooks, self.webhook_sender)
+        presence_listeners, chat_listeners, screens = [], [], []
+        if cfg.webhooks.wants("message.offline"):
+            chat_listeners.append(self.webhooks)
+        if cfg.webhooks.wants("user.online") or cfg.webhooks.wants("user.offline"):
+            if cfg.cluster.enabled:     # once per cluster, decided in Redis
+                self.hub.watch_presence(self.webhooks.presence_changed)
+            else:
+                presence_listeners.append(self.webhooks)
+        if cfg.hooks.before_send.enabled:
+            screens.append(BeforeSendHook(cfg.hooks.before_send, cfg.webhooks.secret, hub,
+                                          metrics, chat_cfg.max_content_length))
+
         # the features, each with what it uses
         self.revocations = Revocations(cfg.auth, backends.auth, self.connections)
-        self.presence = Presence(hub, friend)
+        self.presence = Presence(hub, friend, listeners=presence_listeners)
         self.devices = Devices(ws_cfg, hub)
         self.recorder = DeliveryRecorder(message, hub, metrics)
-        # friend requests and blocks, on the Friendships of 9.5
-        self.friendships = Friendships(friends=friend, auth=backends.auth, hub=hub)
+        # friendship changes to live connections (9.5), for /api/friends and
+        # /server/v1/friends; friend requests and blocks on top of them
+        friendship_listeners = []
+        if cfg.webhooks.wants("friend.added") or cfg.webhooks.wants("friend.removed"):
+            friendship_listeners.append(self.webhooks)
+        self.friendships = Friendships(friends=friend, auth=backends.auth, hub=hub,
+                                       listeners=friendship_listeners)
         self.relations = Relations(cfg=cfg.friends, friends=friend, auth=backends.auth, hub=hub,
                                    friendships=self.friendships)
         self.groups = Groups(cfg=cfg.groups, messages=message, friends=friend, hub=hub,
                              metrics=metrics, max_content_length=chat_cfg.max_content_length)
+        # files: a chat screen that grants a conversation the file it carries (1:1 and
+        # groups); it asks the groups for membership, so the groups get it as their
+        # screen once both exist. After the before-send hook: a refused chat grants nothing.
+        self.files = Files(cfg=cfg.files, access_secret=cfg.auth.access_secret,
+                           records=FileRecords(message), storage=LocalStorage(cfg.files.dir),
+                           membership=self.groups)
+        screens = [*screens, self.files]
+        self.groups.screens = tuple(screens)
         self.chat = OneToOneChat(messages=message, friends=friend, hub=hub,
                                  own_devices=self.devices, metrics=metrics,
                                  require_friendship=chat_cfg.require_friendship,
                                  max_content_length=chat_cfg.max_content_length,
+                                 screens=screens, listeners=chat_listeners,
                                  blocks=self.relations)
         receipts = ReadReceipts(messages=message, hub=hub, own_devices=self.devices)
         edits = MessageEdits(messages=message, hub=hub, recall_window_s=chat_cfg.recall_window,
@@ -86,8 +119,7 @@ class Gateway:
                              require_friendship=chat_cfg.require_friendship,
                              blocks=self.relations)
         refresh = TokenRefresh(self.revocations)
-        # the server API's (PROTOCOL.md 9.2); friendship changes to live connections
-        # (9.5), for /api/friends and /server/v1/friends
+        # the server API's (PROTOCOL.md 9.2)
         self.server_push = ServerPush(hub)
 
         # every client frame type, in one table; then the dispatcher that reads it
@@ -145,7 +177,13 @@ class Gateway:
     def start(self) -> None:
         self.hub.start()
         self.revocations.start()
+        if self.cfg.webhooks.enabled:
+            self.webhook_sender.start()
+        self.files.start()
 
     def shutdown(self, timeout: float) -> None:
-        """Stop reading, finish frames in flight, flush queues, close everyone with 1001."""
+        """Stop reading, finish frames in flight, flush queues, close everyone with 1001;
+        then the webhook events still waiting get a moment (a tenth of the timeout)."""
         graceful_stop(timeout, self.connections, self.recorder, self.presence, self.hub)
+        self.webhook_sender.stop(timeout / 10)
+

@@ -46,7 +46,9 @@ from geventwebsocket.websocket import WebSocket as _UpstreamWebSocket
 from wsaccel.utf8validator import Utf8Validator
 from wsaccel.xormask import XorMaskerSimple
 
+from skyeim import logs
 from skyeim.protocol import CloseCode
+from skyeim.wsgi import HttpHandlerMixin, remote_address
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,9 @@ class WebSocket(_UpstreamWebSocket):
         self.accepted = True
         self._sock.settimeout(None)             # the handshake timeout no longer applies
         self.last_seen = time.monotonic()
+        # the access log (skyeim.logs): the view may have put the user's id in the environ
+        logs.log_ws_open(self.environ.get("PATH_INFO", ""), remote_address(handler),
+                         self.environ.get(USER_ID_KEY))
 
     # -- reading (one greenlet only) ---------------------------------------------
 
@@ -338,8 +343,13 @@ class WebSocket(_UpstreamWebSocket):
 READ_BUFFER = 1024     # bytes of read buffer per connection
 
 
-class WebSocketHandler(_UpstreamHandler):
+USER_ID_KEY = "skyeim.user_id"    # environ key: the WebSocket's user, for the access log
+
+
+class WebSocketHandler(HttpHandlerMixin, _UpstreamHandler):
     """gevent pywsgi handler that lets the WSGI app decide on the upgrade.
+
+    HttpHandlerMixin (skyeim.wsgi): the access log and 431 for oversized headers.
 
     Server attributes read: ``max_message_size``, ``close_timeout``,
     ``handshake_timeout`` (set by :func:`make_server`).
@@ -413,6 +423,10 @@ class WebSocketHandler(_UpstreamHandler):
                 if not ws.closed:
                     ws.close(CloseCode.NORMAL)
                 ws.linger()
+                code = ws.close_code if ws.close_code is not None else CloseCode.ABNORMAL
+                logs.log_ws_close(self.environ.get("PATH_INFO", ""), int(code),
+                                  (time.time() - self.time_start) * 1000, remote_address(self),
+                                  self.environ.get(USER_ID_KEY))
             self.environ["wsgi.websocket"] = None
             self.websocket = None
 
@@ -436,13 +450,6 @@ class WebSocketHandler(_UpstreamHandler):
         accept = base64.b64encode(hashlib.sha1((key + GUID).encode("ascii")).digest()).decode()
         return [("Upgrade", "websocket"), ("Connection", "Upgrade"),
                 ("Sec-WebSocket-Accept", accept)]
-
-    def log_request(self):
-        # one line per request at debug level, and never the query string: it may hold a token
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s %s %.1fms", self.command, self.path.split("?", 1)[0],
-                      (self._orig_status or "-").split(" ", 1)[0],
-                      (time.time() - self.time_start) * 1000)
 
     def start_response(self, status, headers, exc_info=None):
         ws = getattr(self, "websocket", None)
