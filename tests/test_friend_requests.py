@@ -38,9 +38,10 @@ def test_a_request_then_accept_befriends_with_frames_to_both(accepting):
     mid = new_msg_id()
     ca.chat(bob.id, "too early", msg_id=mid)
     ca.expect_error("not_friends", mid)
-    # a second request is no second frame
+    # a second request is no second frame (the connect-time list may still come: bob's
+    # connection was new, and a request made meanwhile is in both; the list is state)
     request_friend(accepting, alice, bob)
-    cb.assert_no_frame(0.5)
+    cb.assert_no_frame(0.5, skip=("pong", "friend_requests"))
 
     assert accept(accepting, bob, alice) == {"ok": True}
     assert cb.expect("friend_added")["userId"] == alice.id
