@@ -197,6 +197,9 @@ class OptionalEndpointsConfig:
 
     def validate(self, key: str) -> None:
         _positive(f"{key}.ProbeInterval", self.probe_interval)
+
+
+@dataclass(frozen=True)
 class FilesConfig:
     """Files, images and voice (docs/protocol.md "Files, images and voice"): POST /api/files."""
     max_size: int = 20 * 1024 * 1024    # bytes of one upload; more is 413 while streaming
@@ -254,6 +257,20 @@ class FriendsConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """The admin listener (docs/operations.md "The admin listener"): GET /metrics and
+    /healthz for operators and scrapers, never on the public port. Port 0 = none."""
+    host: str = "127.0.0.1"
+    port: int = 0
+
+    def validate(self, key: str) -> None:
+        if self.port:
+            _port(f"{key}.Port", self.port)
+        if not self.host:
+            raise ConfigError(f"{key}.Host: must not be empty")
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     # text: "2026-12-06T14:03:07.123Z INFO logger message"; json: one object per line
@@ -284,11 +301,13 @@ class GatewayConfig:
     files: FilesConfig = field(default_factory=FilesConfig)
     server_api: ServerApiConfig = field(default_factory=ServerApiConfig)
     friends: FriendsConfig = field(default_factory=FriendsConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def validate(self, key: str = "") -> None:
         _port("Port", self.port)
         self.optional_endpoints.validate("OptionalEndpoints")
         self.files.validate("Files")
+        _admin(self.admin, self.port)
         self.cluster.validate("Cluster")
         self.webhooks.validate("Webhooks")
         self.hooks.validate("Hooks")
@@ -315,11 +334,13 @@ class ServiceConfig:
     internal_secret: str = ""
     pool_size: int = 10          # database connections (PostgreSQL)
     log: LogConfig = field(default_factory=LogConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def validate(self, key: str = "") -> None:
         if not self.name:
             raise ConfigError("Name: must not be empty")
         _port("Port", self.port)
+        _admin(self.admin, self.port)
         _positive("PoolSize", self.pool_size)
 
     @property
@@ -525,6 +546,13 @@ def _kind(v: Any) -> str:
 def _positive(key: str, v: float) -> None:
     if v <= 0:
         raise ConfigError(f"{key}: must be greater than 0, got {v!r}")
+
+
+def _admin(admin: AdminConfig, public_port: int) -> None:
+    admin.validate("Admin")
+    if admin.port and admin.port == public_port:
+        raise ConfigError(f"Admin.Port: must not be the public Port ({public_port}): "
+                          "/metrics is for operators only")
 
 
 def _port(key: str, v: int) -> None:

@@ -1,13 +1,17 @@
-"""Prometheus metrics, served at /metrics by the gateway and by every service.
+"""Prometheus metrics, served at /metrics by the gateway and by every service,
+on each program's admin listener (``Admin: {Host, Port}``), never on its
+public port: an operator's figures are nobody else's business.
 
 Each app has its own registry, so that in standalone mode (four apps in one
 process) each /metrics shows its own program's figures.
 """
 from __future__ import annotations
 
+import logging
 import time
 
-from flask import Flask, Response, g, request
+import gevent.pywsgi
+from flask import Flask, Response, g, jsonify, request
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                ProcessCollector, disable_created_metrics, generate_latest)
 
@@ -21,6 +25,32 @@ def add_metrics_route(app: Flask, registry: CollectorRegistry) -> None:
     @app.get("/metrics")
     def metrics():
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def admin_app(name: str, registry: CollectorRegistry) -> Flask:
+    """The admin listener's app: GET /metrics (this program's registry) and /healthz."""
+    app = Flask(f"skyeim.{name}.admin")
+    add_metrics_route(app, registry)
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(ok=True)
+
+    return app
+
+
+def serve_admin(admin, name: str, registry: CollectorRegistry) -> gevent.pywsgi.WSGIServer | None:
+    """Start the admin listener of ``admin`` (config.AdminConfig) in the background;
+    None when its Port is 0. Raises OSError when it cannot listen."""
+    if not admin.port:
+        return None
+    wsgi_log = logging.getLogger(f"skyeim.{name}.admin")
+    server = gevent.pywsgi.WSGIServer(
+        (admin.host, admin.port), admin_app(name, registry),
+        log=gevent.pywsgi.LoggingLogAdapter(wsgi_log, logging.DEBUG),
+        error_log=gevent.pywsgi.LoggingLogAdapter(wsgi_log, logging.ERROR))
+    server.start()
+    return server
 
 
 class GatewayMetrics:
@@ -142,8 +172,7 @@ def instrument_service(app: Flask, name: str) -> CollectorRegistry:
     """Request counts and latency by route and status for a backend service."""
     r = CollectorRegistry()
     instrument_routes(app, r, f"Requests served by the {name} service.")
-    add_metrics_route(app, r)
-    return r
+    return r           # served by the admin listener (serve_admin), not by this app
 
 
 def instrument_routes(app: Flask, registry: CollectorRegistry, doc: str, prefix: str = "/") -> None:

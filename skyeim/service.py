@@ -20,10 +20,10 @@ import gevent.event
 import gevent.pywsgi
 from flask import Flask, jsonify
 
-from skyeim import __version__, logs, tokens
+from skyeim import __version__, fds, internal_secret, logs, tokens
 from skyeim import config as config_module
 from skyeim.db import DatabaseUnavailable
-from skyeim.metrics import instrument_service
+from skyeim.metrics import instrument_service, serve_admin
 from skyeim.migrations import refusals_name
 from skyeim.protocol import ErrorCode
 from skyeim.web import error_response, install_json_errors, require_internal_secret
@@ -37,6 +37,7 @@ MAX_BODY_BYTES = 1 << 20      # request bodies; the largest legal one is far sma
 SHUTDOWN_TIMEOUT = 5          # s in-flight requests get to finish on SIGTERM
 
 _SHUTDOWN_KEY = "skyeim.on_shutdown"
+METRICS_KEY = "skyeim.metrics"      # app.extensions[...]: the app's registry, for the admin listener
 
 # DatabaseUnavailable.reason -> the 503 answer's code: an operator sees at once
 # whether to look for a lock holder or for disk space; callers retry either way
@@ -55,7 +56,7 @@ def make_app(name: str, config: Any) -> Flask:
     app.json.sort_keys = False          # keep fields in the contract's order
     install_json_errors(app)
     require_internal_secret(app, config.internal_secret)
-    instrument_service(app, name)
+    app.extensions[METRICS_KEY] = instrument_service(app, name)
 
     @app.get("/healthz")
     def healthz():
@@ -75,7 +76,7 @@ def on_shutdown(app: Flask, fn: Callable[[], None]) -> None:
     app.extensions.setdefault(_SHUTDOWN_KEY, []).append(fn)
 
 
-class _Server(gevent.pywsgi.WSGIServer):
+class _Server(fds.QuietAccept, gevent.pywsgi.WSGIServer):
     def handle(self, sock, address):
         # A client that goes quiet (idle keep-alive, stalled upload) must not
         # hold a greenlet and a socket forever.
@@ -126,11 +127,20 @@ def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask],
     if refusal and not args.insecure_dev:
         print(f"error: {refusal}", file=sys.stderr)
         sys.exit(2)
+    try:
+        cfg, secret_note = internal_secret.fill_in(cfg, [cfg.host], f"{args.config}: the {cfg.name} service",
+                                                   args.insecure_dev)
+    except internal_secret.SecretError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
     logs.setup(cfg.log.level, debug=args.debug, fmt=cfg.log.format, access=cfg.log.access)
     log.info("configuration: %s%s", os.path.abspath(args.config), " (the default; -f to choose)" if implicit else "")
     if refusal:
         log.warning("--insecure-dev: %s", refusal)
+    if secret_note:
+        log.info("%s", secret_note)
+    fds.start_up(f"the {cfg.name} service", logger=log)
     with refusals_name(args.config):        # a schema it must not use: one line naming the file
         app = create_app(cfg)
     try:
@@ -139,7 +149,16 @@ def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask],
         log.error("%s cannot listen on %s:%s: %s", cfg.name, cfg.host, cfg.port, e.strerror or e)
         run_shutdown_hooks(app)
         sys.exit(1)
-    log.info("%s listening on %s:%s", cfg.name, cfg.host, server.server_port)
+    try:
+        admin = serve_admin(cfg.admin, cfg.name, app.extensions[METRICS_KEY])
+    except OSError as e:
+        log.error("%s cannot listen on Admin %s:%s: %s", cfg.name, cfg.admin.host, cfg.admin.port,
+                  e.strerror or e)
+        server.stop(timeout=0)
+        run_shutdown_hooks(app)
+        sys.exit(1)
+    log.info("%s listening on %s:%s%s", cfg.name, cfg.host, server.server_port,
+             f" (admin, /metrics: {cfg.admin.host}:{cfg.admin.port})" if admin else "")
 
     stop = gevent.event.Event()
     handlers = [gevent.signal_handler(sig, stop.set) for sig in (signal.SIGTERM, signal.SIGINT)]
@@ -148,6 +167,8 @@ def main(argv: list[str], config_cls: type, create_app: Callable[[Any], Flask],
     for h in handlers:
         h.cancel()
     server.stop(timeout=SHUTDOWN_TIMEOUT)
+    if admin is not None:
+        admin.stop(timeout=1)
     run_shutdown_hooks(app)
     log.info("%s stopped", cfg.name)
 

@@ -88,7 +88,7 @@ def test_a_refusal_answers_rejected_and_stores_nothing(hooked_system, hook):
     ca.expect_ack(ok, "sent", skip=SKIP)
     assert cb.expect("chat", skip=SKIP)["msgId"] == ok      # the refused one never came
     assert contents(system, alice, bob) == ["a fine message"]
-    values = scrape(system.url)
+    values = scrape(system.metrics_url)
     assert values['skyeim_before_send_hook_seconds_count{outcome="refuse"}'] == 1
     assert values['skyeim_before_send_hook_seconds_count{outcome="allow"}'] == 1
 
@@ -126,7 +126,7 @@ def test_on_error_allow_stores_the_chat_as_sent(system_factory, hook, failure):
     assert time.monotonic() - t0 < 4.0
     hook.release()
     assert contents(system, alice, bob) == ["moderation is down"]
-    assert scrape(system.url)['skyeim_before_send_hook_seconds_count{outcome="error"}'] == 1
+    assert scrape(system.metrics_url)['skyeim_before_send_hook_seconds_count{outcome="error"}'] == 1
 
 
 @pytest.mark.parametrize("failure", ["hang", "500"])

@@ -45,6 +45,16 @@ def test_shipped_gateway_keys_keep_the_original_names_and_defaults():
     assert ws.multi_login == "kick" and ws.allowed_origins == () and ws.max_connections == 0
     assert (ws.rate_limit.rate, ws.rate_limit.burst) == (50, 100)
     assert cfg.chat.require_friendship is False and cfg.chat.max_content_length == 16384
+    assert (cfg.admin.host, cfg.admin.port) == ("127.0.0.1", 10400)      # /metrics, not on 10300
+
+
+@pytest.mark.parametrize("name,cls,port", [("message.yaml", ServiceConfig, 10401),
+                                           ("friend.yaml", ServiceConfig, 10402),
+                                           ("auth.yaml", AuthServiceConfig, 10403)])
+def test_shipped_services_have_their_admin_listener_on_loopback(name, cls, port):
+    cfg = config.load(cls, ROOT / "etc" / name)
+    assert (cfg.admin.host, cfg.admin.port) == ("127.0.0.1", port)
+    assert config.from_mapping(cls, {}).admin.port == 0       # an old file: no admin listener
 
 
 def test_env_expansion_with_default_and_typed_values(tmp_path, monkeypatch):
@@ -76,6 +86,9 @@ def test_env_expansion_with_default_and_typed_values(tmp_path, monkeypatch):
     ("WebSocket: {EchoPath: echo}\n", "WebSocket.EchoPath: 'echo' is not a path like /echo"),
     ("WebSocket: {EchoPath: /ws}\n", "WebSocket.EchoPath: '/ws' is a route of the gateway"),
     ("WebSocket: {EchoPath: /api/echo}\n", "WebSocket.EchoPath: '/api/echo' is a route of the gateway"),
+    ("Port: 10300\nAdmin: {Port: 10300}\n", "Admin.Port: must not be the public Port"),
+    ("Admin: {Port: 70000}\n", "Admin.Port: must be a TCP port"),
+    ("Admin: {Metrics: true}\n", "Admin.Metrics: unknown key"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, needle):
     p = write(tmp_path, "Auth: {AccessSecret: x}\n" + text if "Auth:" not in text else text)
@@ -148,7 +161,9 @@ def test_every_port_key_of_the_shipped_files_has_an_environment_variable():
     # a new port or data path in etc/*.yaml must get its ${SKYEIM_...} too
     for path in (ROOT / "etc").glob("*.yaml"):
         for line in path.read_text().splitlines():
-            if re.match(r"\s*(Port|DataSource):", line) or re.search(r"Endpoints:", line):
+            if line.lstrip().startswith("#"):
+                continue
+            if re.search(r"\b(Port|DataSource|Endpoints):", line):   # Admin's Port too
                 assert "${SKYEIM_" in line, f"{path.name}: {line}"
 
 

@@ -65,16 +65,16 @@ def test_the_client_raises_the_gateways_error_or_status_0_when_unreached(srv):
 
 
 def test_requests_are_counted_by_route_and_status(srv, api):
-    before_ok = metric_value(srv.url, "skyeim_server_api_requests_total",
+    before_ok = metric_value(srv.metrics_url, "skyeim_server_api_requests_total",
                              route="/server/v1/stats", status="200")
-    before_401 = metric_value(srv.url, "skyeim_server_api_requests_total",
+    before_401 = metric_value(srv.metrics_url, "skyeim_server_api_requests_total",
                               route="/server/v1/stats", status="401")
     api.stats()
     api.stats()
     call(srv.url, "GET", "/stats", key="nope")
-    assert metric_value(srv.url, "skyeim_server_api_requests_total",
+    assert metric_value(srv.metrics_url, "skyeim_server_api_requests_total",
                         route="/server/v1/stats", status="200") == before_ok + 2
-    assert metric_value(srv.url, "skyeim_server_api_requests_total",
+    assert metric_value(srv.metrics_url, "skyeim_server_api_requests_total",
                         route="/server/v1/stats", status="401") == before_401 + 1
 
 

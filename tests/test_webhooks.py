@@ -144,7 +144,7 @@ def test_a_failing_receiver_gets_the_event_again_with_the_same_id(system_factory
     assert len(tries) == 3, tries
     assert len({b["id"] for b in tries}) == 1
     assert [b["event"] for b in receiver.bodies()][-1] == "message.offline"   # in order
-    values = scrape(system.url)
+    values = scrape(system.metrics_url)
     assert values["skyeim_webhook_retries_total"] >= 2
     assert values['skyeim_webhook_sent_total{event="user.online"}'] == 1
 
@@ -161,7 +161,7 @@ def test_a_hanging_receiver_never_delays_chat_and_a_full_queue_drops(system_fact
         ca.expect_ack(mid, "sent", skip=SKIP)
     took = time.monotonic() - t0
     assert took < 5.0, f"20 chats took {took:.1f}s with the receiver hanging"
-    values = scrape(system.url)
+    values = scrape(system.metrics_url)
     # user.online in flight (it stays in the queue until done) and two message.offline
     # fill the queue of 3: the other 18 were dropped and counted
     assert values["skyeim_webhook_dropped_total"] == 18, values

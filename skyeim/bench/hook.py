@@ -127,7 +127,7 @@ def run(chats: int, out: str, fd_limit: int = 4096, log_level: str = "warning") 
             try:
                 results[label] = summary(measure(system, chats))
                 if label == "on":
-                    results["hook_call_mean_ms"] = _hook_call_mean_ms(system.url)
+                    results["hook_call_mean_ms"] = _hook_call_mean_ms(system.metrics_url)
             finally:
                 system.stop()
     finally:

@@ -22,7 +22,7 @@ from skyeim.gateway.rest import server_api
 from skyeim.gateway.transport.echo import serve_echo
 from skyeim.gateway.transport.limits import ConnectionLimits
 from skyeim.gateway.transport.websocket import USER_ID_KEY
-from skyeim.metrics import add_metrics_route, instrument_routes
+from skyeim.metrics import instrument_routes
 from skyeim.protocol import ErrorCode, parse_platform
 from skyeim.web import error_response, install_json_errors
 from skyeim.wsgi import CLIENT_ADDRESS_KEY
@@ -93,7 +93,7 @@ def create_app(gateway: Gateway) -> Flask:
     server_api.install(app, gateway)      # /server/v1 (PROTOCOL.md 9.2), when ServerApi.Key is set
     instrument_routes(app, gateway.metrics.registry, "REST API requests served by the gateway (/api).",
                       prefix="/api/")
-    add_metrics_route(app, gateway.metrics.registry)
+    # /metrics: on the admin listener only (gateway/cli.py, skyeim.metrics.serve_admin)
     return app
 
 

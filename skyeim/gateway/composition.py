@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from skyeim import tokens
 from skyeim.config import GatewayConfig
+from skyeim.fds import FdBudget
 from skyeim.gateway.backends.clients import Backends
 from skyeim.gateway.backends.files import FileRecords, LocalStorage
 from skyeim.gateway.features import connection
@@ -54,7 +55,8 @@ class Gateway:
         self.cfg, self.backends, self.metrics = cfg, backends, metrics
         ws_cfg, chat_cfg = cfg.web_socket, cfg.chat
         message, friend = backends.message, backends.friend
-        self.connections = Connections(ws_cfg.max_connections, metrics.connections)
+        # out of descriptors (limit minus a reserve for the services, Redis, logs): 503 overloaded
+        self.connections = Connections(ws_cfg.max_connections, metrics.connections, FdBudget())
         if cfg.cluster.enabled:
             from skyeim.gateway.routing.cluster import ClusterHub   # needs the redis package
             self.hub: Hub = ClusterHub(

@@ -5,7 +5,7 @@ chat in pairs and remember everything they sent, got and saw.
 ``ShippedLayout`` runs supervisord.conf and etc/*.yaml *as shipped*: both are
 copied unchanged into a temporary run directory (where ``%(here)s`` points, with
 symlinks to the checkout's .venv, skyeim/ and wsserver.py), except that every
-port of the 103xx family in the YAML files is replaced by a free port. The
+port of the 103xx and 104xx families in the YAML files is replaced by a free port. The
 SQLite stores and the logs land in that directory's data/.
 
 ``ChatUser`` is the real SDK ``Client`` (reconnect and resend on, sync on) with
@@ -68,7 +68,8 @@ class ShippedLayout:
         shutil.copy(REPO / "supervisord.conf", self.run / "supervisord.conf")
         self.port_map: dict[str, int] = {}
         for src in sorted((REPO / "etc").glob("*.yaml")):
-            text = re.sub(r"\b103\d\d\b", lambda m: str(self._port(m.group(0))), src.read_text())
+            # the client ports (103xx) and the admin listeners (104xx)
+            text = re.sub(r"\b10[34]\d\d\b", lambda m: str(self._port(m.group(0))), src.read_text())
             (self.run / "etc" / src.name).write_text(text)
         self.ports = {"gateway": self._port("10300"), "message": self._port("10301"),
                       "friend": self._port("10302"), "auth": self._port("10303")}

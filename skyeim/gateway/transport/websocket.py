@@ -47,6 +47,7 @@ from wsaccel.utf8validator import Utf8Validator
 from wsaccel.xormask import XorMaskerSimple
 
 from skyeim import logs
+from skyeim.fds import QuietAccept
 from skyeim.protocol import CloseCode
 from skyeim.wsgi import HttpHandlerMixin, remote_address
 
@@ -465,6 +466,10 @@ class WebSocketHandler(HttpHandlerMixin, _UpstreamHandler):
         return writer
 
 
+class _Server(QuietAccept, WSGIServer):
+    """Out of descriptors, accept() answers 503 overloaded and goes on (skyeim.fds)."""
+
+
 def make_server(listener, app, *, max_message_size: int, close_timeout: float = 1.0,
                 handshake_timeout: float = 10.0, write_timeout: float = 60.0,
                 backlog: int = 4096, **kwargs) -> WSGIServer:
@@ -474,7 +479,7 @@ def make_server(listener, app, *, max_message_size: int, close_timeout: float = 
     backlog: gevent refuses one for a socket, e.g. the SO_REUSEPORT listener)."""
     if hasattr(listener, "accept"):
         backlog = None
-    server = WSGIServer(listener, app, handler_class=WebSocketHandler, backlog=backlog, **kwargs)
+    server = _Server(listener, app, handler_class=WebSocketHandler, backlog=backlog, **kwargs)
     server.max_message_size = max_message_size
     server.close_timeout = close_timeout
     server.handshake_timeout = handshake_timeout
