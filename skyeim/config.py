@@ -31,7 +31,7 @@ class RpcConfig:
     endpoints: tuple[str, ...] = ()
     timeout: int = 2000          # ms, per HTTP call
     pool_size: int = 128         # keep-alive connections per endpoint
-    # circuit breaker per endpoint (skyeim/gateway/breaker.py): after this many consecutive
+    # circuit breaker per endpoint (skyeim/gateway/backends/breaker.py): after this many consecutive
     # failures calls fail at once for a cool-off that doubles up to the max; 0 = off
     breaker_failures: int = 5
     breaker_cooldown_ms: int = 1000

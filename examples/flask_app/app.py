@@ -11,10 +11,12 @@ It has its own users (a SQLite table with hashed passwords) and, for chat, it:
 - serves a page that chats through skyeim-client.js (the gateway's JavaScript
   client, copied in as a team would copy it into its sources).
 
-Run it (next to a SkyeIM gateway configured as in README.md):
+Run it (next to a SkyeIM gateway configured as examples/flask_app/README.md says):
 
-    SKYEIM_URL=http://127.0.0.1:10300 SKYEIM_ACCESS_SECRET=... \
-    SKYEIM_SERVER_API_KEY=... SKYEIM_WEBHOOK_SECRET=... python app.py
+    PYTHONPATH=. SKYEIM_URL=http://127.0.0.1:10300 SKYEIM_ACCESS_SECRET=... \
+    SKYEIM_SERVER_API_KEY=... SKYEIM_WEBHOOK_SECRET=... python examples/flask_app/app.py
+
+(from the checkout's root: PYTHONPATH=. finds skyeim there; pip install . makes it unneeded).
 """
 from __future__ import annotations
 

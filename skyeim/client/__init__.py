@@ -18,15 +18,18 @@ from .errors import (AckTimeout, ApiError, AuthError, BadRequest, ChatError, Cli
                      HandshakeRefused, NotConnected, NotFound, OutboxFull, Overloaded,
                      ReconnectFailed, Replaced, ServiceUnavailable, SkyeIMError, TokenExpired,
                      TokenRefused, TooManyDevices, Unauthorized)
-from .frames import (Ack, AnyFrame, ChatMessage, Connected, ErrorFrame, Frame, FriendAdded,
-                     FriendRemoved, FriendRequest, FriendRequestAnswered, FriendRequests, GroupMessage, GroupRead, GroupUnread, MessageEdited,
-                     MessageRecalled, MessagesDeleted, Notice, Pong, Presence, ReadReceipt,
-                     SyncComplete, TokenExpiring, Typing, parse_frame)
+from .frames import (Ack, AnyFrame, ChatMessage, Connected, Conversation, ConversationsPage,
+                     ConversationUpdated, ErrorFrame, Frame, FriendAdded, FriendRemoved,
+                     FriendRequest, FriendRequestAnswered, FriendRequests,
+                     GroupMessage, GroupRead, GroupUnread, MessageEdited, MessageRecalled,
+                     MessagesDeleted, Notice, Pong, Presence, ReadReceipt, SyncComplete,
+                     TokenExpiring, Typing, parse_frame)
 from .ws import Client, SendResult, ws_url
 
 __all__ = [
     "Api", "Friend", "HistoryPage", "Login", "Backoff", "RateLimiter", "Client", "SendResult",
-    "ws_url", "Ack", "AnyFrame", "ChatMessage", "Connected", "ErrorFrame", "Frame", "Pong",
+    "ws_url", "Ack", "AnyFrame", "ChatMessage", "Connected", "Conversation", "ConversationsPage",
+    "ConversationUpdated", "ErrorFrame", "Frame", "Pong",
     "GroupMessage", "GroupRead", "GroupUnread", "Notice", "FriendAdded", "FriendRemoved",
     "MessageRecalled", "MessageEdited", "MessagesDeleted",
     "FriendRequest", "FriendRequestAnswered", "FriendRequests", "PendingRequest", "Blocked",

@@ -15,7 +15,7 @@ from skyeim.protocol import ErrorCode
 
 from .errors import ApiError, api_error
 from .files import Source, open_source
-from .frames import ChatMessage, GroupMessage
+from .frames import ChatMessage, ConversationsPage, GroupMessage
 
 
 @dataclass(frozen=True)
@@ -252,6 +252,45 @@ class Api:
         path = f"/api/files/{file_id}" + ("/thumbnail" if thumbnail else "")
         headers = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else None
         return self._call("GET", path, raw=True, headers=headers).content
+    # -- the conversation list (extension: docs/protocol.md "Conversation list") -------------
+    def conversations(self, limit: int | None = None,
+                      before: str | None = None) -> ConversationsPage:
+        """A page of my 1:1 and group conversations, pinned first, then newest first;
+        ``before`` is the ``next_cursor`` of the previous page."""
+        params: dict[str, Any] = {}
+        if limit is not None:
+            params["limit"] = limit
+        if before:
+            params["before"] = before
+        return ConversationsPage.from_data(self._call("GET", "/api/conversations", params=params))
+
+    def all_conversations(self, page_size: int = 200) -> list:
+        """Every conversation, page after page (a bounded number of pages)."""
+        items, cursor = [], None
+        for _ in range(10_000):
+            page = self.conversations(page_size, cursor)
+            items += page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        return items
+
+    def mute(self, peer_id: int | None = None, group_id: int | None = None,
+             muted: bool = True) -> dict:
+        """Mute (or unmute) the conversation with ``peer_id`` or of ``group_id``."""
+        return self._flag("mute", "muted", peer_id, group_id, muted)
+
+    def pin(self, peer_id: int | None = None, group_id: int | None = None,
+            pinned: bool = True) -> dict:
+        """Pin (or unpin) the conversation with ``peer_id`` or of ``group_id``."""
+        return self._flag("pin", "pinned", peer_id, group_id, pinned)
+
+    def _flag(self, what: str, field: str, peer_id: int | None, group_id: int | None,
+              value: bool) -> dict:
+        if (peer_id is None) == (group_id is None):
+            raise ValueError("give peer_id or group_id")
+        target = {"peerId": peer_id} if peer_id is not None else {"groupId": group_id}
+        return self._call("POST", f"/api/conversations/{what}", json={**target, field: bool(value)})
 
     # -- health --------------------------------------------------------------------------------
     def ready(self) -> bool:

@@ -10,6 +10,8 @@ terminal and for trying and debugging a gateway.
     python -m skyeim.client --user bob read alice               # mark alice's messages read
     python -m skyeim.client history bob --limit 20
     python -m skyeim.client chat bob                  # type lines to send them; Ctrl-D ends
+    python -m skyeim.client conversations             # newest first, with unread counts
+    python -m skyeim.client conversations pin bob     # or mute/unmute/unpin; --group ID
 
 Each login is kept in ``~/.config/skyeim/tokens/<username>.json`` (mode 600;
 ``$XDG_CONFIG_HOME``), the last one is the default user, and ``--user NAME``
@@ -39,7 +41,7 @@ from .api import Api
 from .errors import ChatError, SkyeIMError
 from .frames import AnyFrame, ChatMessage, ErrorFrame, MessageEdited, MessageRecalled
 from .logins import NAME, LoginError, Logins, read_record, write_private
-from .pretty import chat_line, describe, fmt_ms
+from .pretty import chat_line, conversation_line, describe, fmt_ms
 from .ws import Client
 
 DEFAULT_URL = "http://127.0.0.1:10300"
@@ -297,6 +299,50 @@ def cmd_history(args: argparse.Namespace) -> None:
         print(f"(older messages: --before {page.next_before})", file=sys.stderr)
 
 
+def cmd_conversations(args: argparse.Namespace) -> None:
+    """The conversation list (extension), or mute/unmute/pin/unpin one conversation."""
+    api = _api(args)
+    if args.action != "list":
+        if args.target is None:
+            raise CliError(f"{args.action} needs a PEER (a user id or a friend's username) "
+                           "or --group ID")
+        if args.group:
+            if not (args.target.isascii() and args.target.isdigit()):
+                raise CliError("with --group, the target is a group id")
+            target = {"group_id": int(args.target)}
+        else:
+            target = {"peer_id": resolve_peer(args, args.target)[0]}
+        on = not args.action.startswith("un")
+        if args.action.endswith("mute"):
+            answer = api.mute(**target, muted=on)
+        else:
+            answer = api.pin(**target, pinned=on)
+        what = f"group {answer.get('groupId')}" if args.group else f"user {answer.get('peerId')}"
+        print(f"{what}: muted={str(answer.get('muted')).lower()} "
+              f"pinned={str(answer.get('pinned')).lower()}")
+        return
+    page = api.conversations(limit=args.limit, before=args.before)
+    if args.json:
+        print(json.dumps({"items": [_conversation_json(c) for c in page.items],
+                          "nextCursor": page.next_cursor}, ensure_ascii=False))
+        return
+    for c in page.items:
+        print(conversation_line(c))
+    if page.next_cursor:
+        print(f"(more: --before {page.next_cursor})", file=sys.stderr)
+
+
+def _conversation_json(c) -> dict:
+    last = c.last_message.raw.get("data") if c.last_message is not None else None
+    out = {"kind": c.kind, "lastAt": c.last_at, "lastSeq": c.last_seq, "unread": c.unread,
+           "muted": c.muted, "pinned": c.pinned, "lastMessage": last}
+    if c.kind == "group":
+        out.update(groupId=c.group_id, name=c.name, readSeq=c.read_seq)
+    else:
+        out.update(peerId=c.peer_id, username=c.username)
+    return out
+
+
 def cmd_chat(args: argparse.Namespace) -> None:
     """One conversation on one connection: its last messages, then what comes in, while
     every line typed is sent; the peer's messages are marked read as they are shown."""
@@ -498,6 +544,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=_positive, default=None, help="messages (default 50, max 200)")
     s.add_argument("--before", type=_positive, default=None, metavar="SEQ",
                    help="only messages older than this seq")
+    s.add_argument("--json", action="store_true", help="print the API's JSON answer")
+
+    s = command("conversations", cmd_conversations, True,
+                help="your conversations, pinned first then newest first, with unread counts; "
+                     "or mute/unmute/pin/unpin one")
+    s.add_argument("action", nargs="?", default="list",
+                   choices=("list", "mute", "unmute", "pin", "unpin"))
+    s.add_argument("target", nargs="?", metavar="PEER",
+                   help="a user id or a friend's username (a group id with --group)")
+    s.add_argument("--group", action="store_true", help="PEER is a group id")
+    s.add_argument("--name", action="store_true", help="PEER is a username even if all digits")
+    s.add_argument("--limit", type=_positive, default=None,
+                   help="conversations (default 50, max 200)")
+    s.add_argument("--before", default=None, metavar="CURSOR",
+                   help="the page after this cursor (printed after a full page)")
     s.add_argument("--json", action="store_true", help="print the API's JSON answer")
 
     s = command("chat", cmd_chat, True, help="chat with a user: shows the conversation and what "

@@ -261,6 +261,65 @@ class MessagesDeleted:
 
 
 @dataclass(frozen=True)
+class Conversation:
+    """Extension (docs/protocol.md "Conversation list"): one item of the list. ``kind``
+    "chat" (``peer_id``, ``username``) or "group" (``group_id``, ``name``, ``read_seq``);
+    ``last_message`` a ChatMessage or GroupMessage (None when there is none yet)."""
+    kind: str | None
+    peer_id: int | None = None
+    group_id: int | None = None
+    username: str | None = None
+    name: str | None = None
+    last_message: "ChatMessage | GroupMessage | None" = None
+    last_at: int | None = None
+    last_seq: int | None = None
+    read_seq: int | None = None
+    unread: int = 0
+    muted: bool = False
+    pinned: bool = False
+
+    @classmethod
+    def from_data(cls, d: dict) -> "Conversation":
+        kind, last = _str(d.get("kind")), d.get("lastMessage")
+        msg = None
+        if isinstance(last, dict):
+            msg = GroupMessage.from_data(last) if kind == "group" else ChatMessage.from_data(last)
+        unread = d.get("unread")
+        return cls(kind, _int(d.get("peerId")), _int(d.get("groupId")), _str(d.get("username")),
+                   _str(d.get("name")), msg, _int(d.get("lastAt")), _int(d.get("lastSeq")),
+                   _int(d.get("readSeq")), unread if type(unread) is int else 0,
+                   d.get("muted") is True, d.get("pinned") is True)
+
+
+@dataclass(frozen=True)
+class ConversationsPage:
+    """Extension: a page of the conversation list (the `conversations` frame, or
+    ``Api.conversations``); ``next_cursor`` is ``before`` for the next page (None: last)."""
+    items: tuple[Conversation, ...] = ()
+    next_cursor: str | None = None
+    request_id: str | None = None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "conversations"
+
+    @classmethod
+    def from_data(cls, d: dict, raw: dict | None = None) -> "ConversationsPage":
+        return cls(tuple(Conversation.from_data(i) for i in _dicts(d.get("items"))),
+                   _str(d.get("nextCursor")), _str(d.get("requestId")),
+                   raw if raw is not None else {"type": "conversations", "data": d})
+
+
+@dataclass(frozen=True)
+class ConversationUpdated:
+    """Extension: I muted/pinned a conversation (from any of my devices)."""
+    peer_id: int | None
+    group_id: int | None
+    muted: bool
+    pinned: bool
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "conversation_updated"
+
+
+@dataclass(frozen=True)
 class FriendRequest:
     """Extension (docs/protocol.md "Friend requests and blocking"): ``from_user_id``
     asks to be my friend (Friends.RequireAcceptance)."""
@@ -296,8 +355,9 @@ def _friend_request(d: dict, raw: dict) -> FriendRequest:
 
 AnyFrame = Frame | ChatMessage | Ack | ReadReceipt | Presence | Connected | ErrorFrame \
     | TokenExpiring | Pong | SyncComplete | Typing | GroupMessage | GroupRead | GroupUnread \
-    | Notice | FriendAdded | FriendRemoved | FriendRequest | FriendRequestAnswered \
-    | FriendRequests | MessageRecalled | MessageEdited | MessagesDeleted
+    | Notice | FriendAdded | FriendRemoved | MessageRecalled | MessageEdited | MessagesDeleted \
+    | ConversationsPage | ConversationUpdated | FriendRequest | FriendRequestAnswered \
+    | FriendRequests
 
 
 def _dicts(v: Any) -> tuple[dict, ...]:
@@ -359,6 +419,10 @@ _PARSERS: dict[str, Callable[[dict, dict], AnyFrame]] = {
     "friend_added": lambda d, raw: FriendAdded(_int(d.get("userId")), _str(d.get("username")),
                                                d.get("online") is True, raw),
     "friend_removed": lambda d, raw: FriendRemoved(_int(d.get("userId")), raw),
+    "conversations": ConversationsPage.from_data,
+    "conversation_updated": lambda d, raw: ConversationUpdated(
+        _int(d.get("peerId")), _int(d.get("groupId")), d.get("muted") is True,
+        d.get("pinned") is True, raw),
     "friend_request": _friend_request,
     "friend_request_answered": lambda d, raw: FriendRequestAnswered(
         _int(d.get("userId")), d.get("accepted") is True, raw),

@@ -10,7 +10,7 @@ from typing import Any
 
 from skyeim.protocol import ContentType
 
-from .frames import (Ack, AnyFrame, ChatMessage, Connected, ErrorFrame, Frame, FriendAdded,
+from .frames import (Ack, AnyFrame, ChatMessage, Connected, Conversation, ErrorFrame, Frame, FriendAdded,
                      FriendRequest, FriendRequestAnswered, FriendRequests,
                      FriendRemoved, GroupMessage, GroupRead, GroupUnread, Notice, Pong, Presence,
                      MessageEdited, MessageRecalled, MessagesDeleted, ReadReceipt, SyncComplete,
@@ -173,3 +173,16 @@ def chat_line(frame: AnyFrame, peer: int, names: dict[int, str]) -> str | None:
     if isinstance(frame, (Pong, SyncComplete, Connected)):
         return None
     return describe(frame)
+
+
+def conversation_line(c: Conversation) -> str:
+    """One line of the conversation list: flags, who, unread, the last message."""
+    flags = ("*" if c.pinned else " ") + ("m" if c.muted else " ")
+    if c.kind == "group":
+        who = f"group {c.group_id} {c.name or '?'}"
+    else:
+        who = f"user {c.peer_id} {c.username or '?'}"
+    last = c.last_message
+    text = "(no messages)" if last is None else \
+        f"{fmt_ms(last.created_at)} {last.from_user_id}: {_content(last.content_type, last.content)}"
+    return f"{flags} {who}\tunread {c.unread}\t{text}"

@@ -308,6 +308,19 @@ class Client:
             raise ValueError("group_id and seq must be positive integers")
         self._send_frame({"type": "group_read", "data": {"groupId": group_id, "seq": seq}})
 
+    def request_conversations(self, limit: int | None = None, before: str | None = None,
+                              request_id: str | None = None) -> None:
+        """Ask for a page of the conversation list (extension); it arrives as a
+        ``ConversationsPage`` frame (with ``request_id`` when one is given)."""
+        data: dict[str, Any] = {}
+        if limit is not None:
+            data["limit"] = limit
+        if before:
+            data["before"] = before
+        if request_id is not None:
+            data["requestId"] = request_id
+        self._send_frame({"type": "conversations", "data": data})
+
     def sync_group(self, group_id: int, after_seq: int | None = None) -> None:
         """Ask for the group's messages after ``after_seq`` (default: the seq held);
         they arrive as GroupMessage frames, each once."""

@@ -16,6 +16,7 @@ from skyeim.gateway.composition import Gateway
 from skyeim.gateway.rest.api import api
 from skyeim.gateway.rest.files import files_api
 from skyeim.gateway.rest.caller import GATEWAY_KEY, bearer_token, current_gateway
+from skyeim.gateway.rest.conversations import conversations_api
 from skyeim.gateway.rest.groups import groups_api
 from skyeim.gateway.rest.relations import relations_api
 from skyeim.gateway.rest import server_api
@@ -90,6 +91,7 @@ def create_app(gateway: Gateway) -> Flask:
     app.register_blueprint(groups_api)
     app.register_blueprint(relations_api)
     app.register_blueprint(files_api)
+    app.register_blueprint(conversations_api)
     server_api.install(app, gateway)      # /server/v1 (PROTOCOL.md 9.2), when ServerApi.Key is set
     instrument_routes(app, gateway.metrics.registry, "REST API requests served by the gateway (/api).",
                       prefix="/api/")

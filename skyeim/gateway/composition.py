@@ -18,6 +18,7 @@ from skyeim.gateway.features import connection
 from skyeim.gateway.features.auth import TokenRefresh
 from skyeim.gateway.features.chat import OneToOneChat
 from skyeim.gateway.features.connection import ConnectionLife
+from skyeim.gateway.features.conversations import Conversations
 from skyeim.gateway.features.delivery import DeliveryRecorder
 from skyeim.gateway.features.devices import Devices
 from skyeim.gateway.features.files import Files
@@ -123,12 +124,15 @@ class Gateway:
         refresh = TokenRefresh(self.revocations)
         # the server API's (PROTOCOL.md 9.2)
         self.server_push = ServerPush(hub)
+        self.conversations = Conversations(messages=message, friends=friend, auth=backends.auth,
+                                           membership=self.groups, hub=hub)
 
         # every client frame type, in one table; then the dispatcher that reads it
         self.frames = FrameRegistry()
         connection.register(self.frames)
         for feature in (self.presence, self.chat, receipts, edits, refresh, syncer, typing,
-                        self.groups, self.server_push, self.friendships, self.relations):
+                        self.groups, self.server_push, self.friendships, self.conversations,
+                        self.relations):
             feature.register(self.frames)
         self.dispatcher = Dispatcher(self.frames, metrics.frames_in)
 

@@ -9,6 +9,11 @@ Two tables:
   Incrementing it in the sending transaction locks the pair's row until
   commit, so seqs are 1, 2, 3, ... with no gaps even with several service
   processes on one PostgreSQL database (a failed send rolls its seq back).
+* ``user_conversations``: per user, one row per 1:1 peer (kind 0) with the
+  conversation's last message time and seq, plus the user's muted/pinned flags
+  (kind 1 rows hold only the flags of a group); written in the sending
+  transaction, read by the conversation list through one index
+  (docs/protocol.md "Conversation list").
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from typing import Any, Iterable, NamedTuple
 
 from sqlalchemy import (BigInteger, Column, Index, Integer, LargeBinary, MetaData, SmallInteger,
                         String, Table, TypeDecorator, UniqueConstraint, and_, bindparam, exc, func,
-                        or_, select, update)
+                        or_, select, tuple_, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
@@ -98,6 +103,23 @@ conversations = Table(
     Column("last_seq", BigInteger, nullable=False),
 )
 
+# kind of a user_conversations row
+KIND_CHAT, KIND_GROUP = 0, 1
+
+user_conversations = Table(
+    "user_conversations", metadata,
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", SmallInteger, primary_key=True, autoincrement=False),
+    Column("peer_id", BigInteger, primary_key=True, autoincrement=False),   # user or group id
+    Column("last_at", BigInteger, nullable=False),     # ms of the last message (0: none yet)
+    Column("last_seq", BigInteger, nullable=False),    # 0: none yet
+    Column("pinned", SmallInteger, nullable=False),    # 0 or 1
+    Column("muted", SmallInteger, nullable=False),     # 0 or 1
+)
+# The conversation list's order (pinned first, then newest first), one range scan a page.
+Index("ix_user_conversations_list", user_conversations.c.user_id, user_conversations.c.kind,
+      user_conversations.c.pinned, user_conversations.c.last_at, user_conversations.c.peer_id)
+
 _CHAT_COLUMNS = (messages.c.id, messages.c.msg_id, messages.c.from_user_id, messages.c.to_user_id,
                  messages.c.content, messages.c.content_type, messages.c.created_at, messages.c.seq,
                  messages.c.delivered_at, messages.c.read_at, messages.c.recalled_at,
@@ -168,6 +190,7 @@ def send_message(conn: Connection, msg: NewMessage) -> tuple[Row, bool]:
             from_user_id=msg.from_user_id, to_user_id=msg.to_user_id, user_lo=lo, user_hi=hi,
             msg_id=msg.msg_id, content=msg.content, content_type=msg.content_type,
             created_at=now_ms(), seq=seq).returning(*_CHAT_COLUMNS)).one()
+        _touch_conversations(conn, [(lo, hi, stored.created_at, seq)])
         savepoint.commit()
     except exc.IntegrityError:
         savepoint.rollback()
@@ -247,6 +270,9 @@ def _send_many(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row, bool
         # be read back: every column of a new row is known here but its storage
         # id, which only unread paging uses.
         conn.execute(messages.insert(), rows)
+        # each pair's conversation row of both users: its newest message, one executemany
+        _touch_conversations(conn, [(lo, hi, now, next_seq[(lo, hi)] - 1)
+                                    for lo, hi in sorted(counts)])
         for i, row in zip(new, rows):
             results[i] = (NewRow(row["msg_id"], row["from_user_id"], row["to_user_id"],
                                  msgs[i].content, row["content_type"], now, row["seq"]), False)
@@ -333,6 +359,30 @@ def _next_seq(conn: Connection, lo: int, hi: int) -> int:
     """Allocate the pair's next seq and return it; the row stays locked until commit."""
     stmt = _seq_upsert(conn.dialect.name).returning(conversations.c.last_seq)
     return conn.execute(stmt, {"user_lo": lo, "user_hi": hi, "last_seq": 1}).scalar_one()
+
+
+def _touch_conversations(conn: Connection, pairs: list[tuple[int, int, int, int]]) -> None:
+    """Record (lo, hi, last_at, last_seq) as the newest message of the pair in both
+    users' conversation rows: one executemany upsert. The caller holds the pair's
+    row in ``conversations`` (locked in global order), so these rows, which only a
+    send of that pair or a single-row flag change writes, cannot deadlock."""
+    rows = []
+    for lo, hi, at, seq in pairs:
+        rows.append({"user_id": lo, "kind": KIND_CHAT, "peer_id": hi, "last_at": at,
+                     "last_seq": seq, "pinned": 0, "muted": 0})
+        rows.append({"user_id": hi, "kind": KIND_CHAT, "peer_id": lo, "last_at": at,
+                     "last_seq": seq, "pinned": 0, "muted": 0})
+    conn.execute(_touch_upsert(conn.dialect.name), rows)
+
+
+@functools.lru_cache(maxsize=None)
+def _touch_upsert(dialect: str):
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(user_conversations)
+    c = user_conversations.c
+    return stmt.on_conflict_do_update(
+        index_elements=[c.user_id, c.kind, c.peer_id],
+        set_={"last_at": stmt.excluded.last_at, "last_seq": stmt.excluded.last_seq})
 
 
 # -- reading -------------------------------------------------------------------

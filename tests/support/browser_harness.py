@@ -214,3 +214,19 @@ class JsClient:
         """The chat frames with ``msg_id`` the page's sockets wrote."""
         return [f["data"] for _, f in self.pages.sent
                 if f.get("type") == "chat" and f.get("data", {}).get("msgId") == msg_id]
+
+
+def sign_in_page(browser, url: str, username: str, password: str):
+    """A new context's page of the chat app at ``url``, signed in as ``username``;
+    (page, JavaScript errors seen so far: a list that keeps filling)."""
+    from playwright.sync_api import expect
+    page = browser.new_context(viewport=VIEWPORT).new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url + "/")
+    page.locator("#login-username").fill(username)
+    page.locator("#login-password").fill(password)
+    page.locator("#login-button").click()
+    expect(page.locator("#chat-view")).to_be_visible()
+    return page, errors

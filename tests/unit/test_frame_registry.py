@@ -11,10 +11,10 @@ from skyeim.gateway.frames.registry import Echo, FrameRegistry, FrameType
 from skyeim.protocol import ErrorCode, TokenBucket
 
 CLIENT_TYPES = {"ping", "chat", "read", "auth", "sync", "typing", "groupchat", "group_read",
-                "recall", "edit", "delete"}
+                "recall", "edit", "delete", "conversations"}
 SERVER_ONLY = {"connected", "pong", "ack", "online", "offline", "error", "token_expiring",
                "sync_messages", "sync_complete", "group_unread", "message_recalled",
-               "message_edited", "messages_deleted"}
+               "message_edited", "messages_deleted", "conversation_updated"}
 
 
 def test_every_client_frame_type_is_registered_once(registry):

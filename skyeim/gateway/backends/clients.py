@@ -506,6 +506,22 @@ class MessageService(ServiceClient):
         return [{g: last.get(g, 0) for g in gids} for gids in wanted]
 
 
+    # -- the conversation list (docs/protocol.md "Conversation list"); optional (PROTOCOL 9.1)
+
+    def conversations(self, user_id: int, groups: list[dict], cursor: str | None,
+                      limit: int) -> dict:
+        """{items, nextCursor}: ``groups`` are the user's ({groupId, readSeq, createdAt})."""
+        body: dict[str, Any] = {"userId": user_id, "limit": limit, "groups": groups}
+        if cursor:
+            body["cursor"] = cursor
+        return self.call("POST", "/v1/conversations/list", json=body)
+
+    def conversation_settings(self, user_id: int, target: dict, flags: dict) -> dict:
+        """Set muted/pinned of one conversation; ``target`` is {peerId} or {groupId}."""
+        return self.call("POST", "/v1/conversations/settings",
+                         json={"userId": user_id, **target, **flags})
+
+
 class FriendService(ServiceClient):
     LISTS_BATCH = 1000              # users whose friend lists one call fetches (the cap)
 

@@ -28,6 +28,7 @@ const state = {
   friends: new Map(),      // userId -> {userId, username, online, lastSeen}
   convs: new Map(),        // peerId -> conversation (see getConv)
   mine: new Map(),         // msgId -> my message object (for acks and read receipts)
+  convList: new Map(),     // peerId -> item of GET /api/conversations (order, unread, muted, pinned)
   current: null,           // peerId of the open conversation
   localSeq: 0,             // orders my not-yet-acked messages
   timers: { countdown: null, friends: null },
@@ -184,7 +185,7 @@ function signOut(message, forget = false) {
   }
   Object.assign(state, {
     session: null, client: null, current: null,
-    friends: new Map(), convs: new Map(), mine: new Map(),
+    friends: new Map(), convs: new Map(), mine: new Map(), convList: new Map(),
   });
   hideBanner();
   document.body.classList.remove("disconnected", "conv-open");
@@ -221,6 +222,7 @@ function startChat() {
   renderConversation();
   refreshFriends();
   groups.refresh();
+  refreshConversations();
   requests.refresh();
   client.connect();
   state.timers.friends = setInterval(() => { if (visible()) refreshFriends(); }, FRIENDS_REFRESH_MS);
@@ -357,17 +359,28 @@ const friendNodes = new Map();   // userId -> {li, btn, sig}
 function renderFriends() {
   const ids = new Set(state.friends.keys());
   for (const [id, c] of state.convs) if (c.msgs.size) ids.add(id);   // strangers who wrote
-  const entries = [...ids].map((id) => ({ id, f: state.friends.get(id), c: state.convs.get(id) }));
-  entries.sort((a, b) => friendName(a.id).localeCompare(friendName(b.id), undefined,
-    { sensitivity: "base" }) || a.id - b.id);
-  const items = entries.map(({ id, f, c }) => {
+  for (const id of state.convList.keys()) ids.add(id);                 // the server's list
+  const entries = [...ids].map((id) => ({ id, f: state.friends.get(id), c: state.convs.get(id),
+    meta: state.convList.get(id) }));
+  // the conversation list's order: pinned first, then newest first, then by name
+  for (const e of entries) e.at = lastActivity(e.c, e.meta);
+  entries.sort((a, b) => (Number(Boolean(b.meta && b.meta.pinned)) - Number(Boolean(a.meta && a.meta.pinned)))
+    || b.at - a.at
+    || friendName(a.id).localeCompare(friendName(b.id), undefined, { sensitivity: "base" })
+    || a.id - b.id);
+  const items = entries.map(({ id, f, c, meta }) => {
     const last = c ? lastMessage(c) : null;
+    const serverLast = meta && meta.lastMessage;
     const sub = last ? (last.fromUserId === state.session.userId ? "You: " : "") + last.content
+      : serverLast ? (serverLast.fromUserId === state.session.userId ? "You: " : "") + serverLast.content
       : (f ? presenceText(f) : "");
-    const n = c ? c.unread.size : 0;
+    const n = unreadOf(c, meta);
+    const pinned = Boolean(meta && meta.pinned);
+    const muted = Boolean(meta && meta.muted);
     const online = Boolean(f && f.online);
     const active = id === state.current;
-    const sig = JSON.stringify([friendName(id), online, active, sub, n, f ? presenceText(f) : ""]);
+    const sig = JSON.stringify([friendName(id), online, active, sub, n, f ? presenceText(f) : "",
+      pinned, muted]);
     let node = friendNodes.get(id);
     if (!node) {   // the button element stays (and keeps the focus) while its content changes
       const li = el("li");
@@ -383,6 +396,8 @@ function renderFriends() {
       node.sig = sig;
       const btn = node.btn;
       btn.dataset.online = String(online);
+      btn.dataset.pinned = String(pinned);
+      btn.dataset.muted = String(muted);
       btn.classList.toggle("active", active);
       if (active) btn.setAttribute("aria-current", "true"); else btn.removeAttribute("aria-current");
       const dot = el("span", `dot${online ? " online" : ""}`);
@@ -390,8 +405,10 @@ function renderFriends() {
       const body = el("span", "friend-body");
       body.append(el("span", "friend-name", friendName(id)), el("span", "friend-sub", sub));
       const parts = [dot, body];
+      if (pinned) parts.push(Object.assign(el("span", "conv-flag", "📌"), { title: "pinned" }));
+      if (muted) parts.push(Object.assign(el("span", "conv-flag", "🔕"), { title: "muted" }));
       if (n > 0) {
-        const badge = el("span", "badge", n > 99 ? "99+" : n);
+        const badge = el("span", muted ? "badge muted" : "badge", n > 99 ? "99+" : n);
         badge.setAttribute("aria-label", `${n} unread`);
         parts.push(badge);
       }
@@ -403,8 +420,76 @@ function renderFriends() {
   for (const id of friendNodes.keys()) if (!ids.has(id)) friendNodes.delete(id);
   show($("no-friends"), items.length === 0);
   let total = 0;
-  for (const c of state.convs.values()) total += c.unread.size;
+  for (const { id, c, meta } of entries) if (!(meta && meta.muted)) total += unreadOf(c, meta);
   document.title = total ? `(${total}) SkyeIM` : "SkyeIM";
+}
+
+// ---------------------------------------------------------------------------
+// The conversation list (GET /api/conversations): order, unread counts, mute and pin
+
+const CONV_PAGES = 5;             // pages of 200 fetched (the 1000 newest conversations)
+
+// Unread: what this page counted itself once the conversation is loaded or a chat came;
+// before that, the server's count.
+function unreadOf(c, meta) {
+  const local = c ? c.unread.size : 0;
+  if (local || (c && c.historyLoaded) || !meta || meta.kind !== "chat") return local;
+  return meta.unread || 0;
+}
+
+function lastActivity(c, meta) {
+  const last = c ? lastMessage(c) : null;
+  return Math.max((last && last.createdAt) || 0, (meta && meta.lastAt) || 0);
+}
+
+let convAsked = 0;
+async function refreshConversations() {
+  const session = state.session;
+  const n = ++convAsked;
+  const next = new Map();
+  let cursor = null;
+  try {
+    for (let i = 0; i < CONV_PAGES; i += 1) {
+      const q = new URLSearchParams({ limit: "200" });
+      if (cursor) q.set("before", cursor);
+      const body = await api("GET", `/api/conversations?${q}`);
+      for (const item of body.items || []) {
+        if (item.kind === "chat" && Number.isInteger(item.peerId)) next.set(item.peerId, item);
+      }
+      cursor = body.nextCursor;
+      if (!cursor) break;
+    }
+  } catch (e) {
+    return;                       // no list (not_supported, or offline): the page works without it
+  }
+  if (session !== state.session || n !== convAsked) return;
+  state.convList = next;
+  renderFriends();
+  renderConvHead();
+}
+
+function onConversationUpdated(d) {
+  if (!Number.isInteger(d.peerId)) return;
+  const meta = state.convList.get(d.peerId)
+    || { kind: "chat", peerId: d.peerId, unread: 0, lastAt: 0, lastMessage: null };
+  meta.muted = Boolean(d.muted);
+  meta.pinned = Boolean(d.pinned);
+  state.convList.set(d.peerId, meta);
+  renderFriends();
+  renderConvHead();
+}
+
+async function toggleFlag(what) {
+  const id = state.current;
+  if (id == null) return;
+  const meta = state.convList.get(id) || {};
+  const field = what === "pin" ? "pinned" : "muted";
+  try {
+    const answer = await api("POST", `/api/conversations/${what}`, { peerId: id, [field]: !meta[field] });
+    onConversationUpdated(answer);
+  } catch (e) {
+    onNotice({ event: "conversation", data: e.message || "That did not work." });
+  }
 }
 
 function renderConvHead() {
@@ -419,6 +504,11 @@ function renderConvHead() {
   $("conv-typing").textContent = typing ? `${friendName(id)} is typing…` : "";
   show($("conv-typing"), typing);
   show($("conv-presence"), !typing);
+  const meta = state.convList.get(id) || {};
+  $("conv-pin").textContent = meta.pinned ? "Unpin" : "Pin";
+  $("conv-pin").setAttribute("aria-pressed", String(Boolean(meta.pinned)));
+  $("conv-mute").textContent = meta.muted ? "Unmute" : "Mute";
+  $("conv-mute").setAttribute("aria-pressed", String(Boolean(meta.muted)));
 }
 
 function renderConversation() {
@@ -732,6 +822,7 @@ function listen(client) {
   client.on("offline", (d) => onPresence(d, false));
   client.on("friend_added", onFriendAdded);
   client.on("friend_removed", onFriendRemoved);
+  client.on("conversation_updated", onConversationUpdated);
   client.on("notice", onNotice);
   client.on("error", onError);
   client.on("sync_messages", onSyncMessages);
@@ -808,6 +899,7 @@ function onConnected(d) {
   renderFriends();
   renderConvHead();
   refreshFriends();
+  refreshConversations();
   flushReads();
   if (state.current != null) {
     const conv = getConv(state.current);
@@ -1016,6 +1108,8 @@ function init() {
   $("register-button").addEventListener("click", () => doLogin(true));
   $("logout-button").addEventListener("click", () => signOut("", true));
   $("back-button").addEventListener("click", closeConversation);
+  $("conv-pin").addEventListener("click", () => toggleFlag("pin"));
+  $("conv-mute").addEventListener("click", () => toggleFlag("mute"));
 
   let statusTimer = null;
   $("add-friend-form").addEventListener("submit", async (e) => {

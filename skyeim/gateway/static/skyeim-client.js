@@ -66,6 +66,7 @@ export const ErrorCode = Object.freeze({
   TOO_MANY_MEMBERS: "too_many_members",
   UNSUPPORTED: "unsupported",
   UNSUPPORTED_TYPE: "unsupported_type",
+  NOT_SUPPORTED: "not_supported",
   ERROR: "error",
   TOO_LATE: "too_late",
   RECALLED: "recalled",
@@ -117,6 +118,8 @@ const EVENTS = Object.freeze({
   groupchat: (d) => isId(d.groupId) && isStr(d.msgId) && isId(d.fromUserId),
   group_read: (d) => isId(d.groupId) && isId(d.userId),
   group_unread: (d) => Array.isArray(d.groups),
+  conversations: (d) => Array.isArray(d.items),
+  conversation_updated: (d) => isId(d.peerId) || isId(d.groupId),
 });
 export const SERVER_FRAME_TYPES = Object.freeze(Object.keys(EVENTS));
 
