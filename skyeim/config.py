@@ -244,6 +244,19 @@ class ServerApiConfig:
 
 
 @dataclass(frozen=True)
+class FriendsConfig:
+    """Friend requests and blocking (docs/protocol.md "Friend requests and blocking")."""
+    require_acceptance: bool = False    # POST /api/friends makes a request the other side accepts
+    block_cache_size: int = 100_000     # user pairs whose block state a gateway keeps (LRU)
+    block_cache_ttl_ms: int = 2000      # how long it is trusted (a block made on another node)
+
+    def validate(self, key: str) -> None:
+        _positive(f"{key}.BlockCacheSize", self.block_cache_size)
+        if self.block_cache_ttl_ms < 0:
+            raise ConfigError(f"{key}.BlockCacheTtlMs: must be 0 (no cache) or more")
+
+
+@dataclass(frozen=True)
 class AdminConfig:
     """The admin listener (docs/operations.md "The admin listener"): GET /metrics and
     /healthz for operators and scrapers, never on the public port. Port 0 = none."""
@@ -287,6 +300,7 @@ class GatewayConfig:
     hooks: HooksConfig = field(default_factory=lambda: HooksConfig())
     files: FilesConfig = field(default_factory=FilesConfig)
     server_api: ServerApiConfig = field(default_factory=ServerApiConfig)
+    friends: FriendsConfig = field(default_factory=FriendsConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
 
     def validate(self, key: str = "") -> None:
@@ -304,6 +318,7 @@ class GatewayConfig:
         self.web_socket.validate("WebSocket")
         self.chat.validate("Chat")
         self.groups.validate("Groups")
+        self.friends.validate("Friends")
         for origin in self.web_socket.allowed_origins:
             if origin != "*" and not re.fullmatch(r"[a-z][a-z0-9+.-]*://[^/\s]+", origin):
                 raise ConfigError(f"WebSocket.AllowedOrigins: {origin!r} is not scheme://host[:port] or \"*\"")

@@ -11,7 +11,7 @@ rest of skyeim only ``skyeim.protocol`` (the codes and id rules of the contract)
         for frame in c:
             print(frame)
 """
-from .api import Api, Friend, HistoryPage, Login
+from .api import Api, Blocked, Friend, HistoryPage, Login, PendingRequest
 from .backoff import Backoff, RateLimiter
 from .errors import (AckTimeout, ApiError, AuthError, BadRequest, ChatError, ClientClosed,
                      ConnectFailed, ConnectionClosed, Conflict, ForbiddenOrigin,
@@ -20,6 +20,7 @@ from .errors import (AckTimeout, ApiError, AuthError, BadRequest, ChatError, Cli
                      TokenRefused, TooManyDevices, Unauthorized)
 from .frames import (Ack, AnyFrame, ChatMessage, Connected, Conversation, ConversationsPage,
                      ConversationUpdated, ErrorFrame, Frame, FriendAdded, FriendRemoved,
+                     FriendRequest, FriendRequestAnswered, FriendRequests,
                      GroupMessage, GroupRead, GroupUnread, MessageEdited, MessageRecalled,
                      MessagesDeleted, Notice, Pong, Presence, ReadReceipt, SyncComplete,
                      TokenExpiring, Typing, parse_frame)
@@ -31,6 +32,7 @@ __all__ = [
     "ConversationUpdated", "ErrorFrame", "Frame", "Pong",
     "GroupMessage", "GroupRead", "GroupUnread", "Notice", "FriendAdded", "FriendRemoved",
     "MessageRecalled", "MessageEdited", "MessagesDeleted",
+    "FriendRequest", "FriendRequestAnswered", "FriendRequests", "PendingRequest", "Blocked",
     "Presence", "ReadReceipt", "SyncComplete", "TokenExpiring", "Typing", "parse_frame", "AckTimeout",
     "ApiError",
     "AuthError", "BadRequest", "ChatError", "ClientClosed", "ConnectFailed", "ConnectionClosed",

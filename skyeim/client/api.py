@@ -33,6 +33,22 @@ class Friend:
 
 
 @dataclass(frozen=True)
+class PendingRequest:
+    """A friend request (docs/protocol.md "Friend requests and blocking"): from
+    ``user_id`` (incoming) or to it (outgoing)."""
+    user_id: int
+    username: str | None
+    created_at: int | None
+
+
+@dataclass(frozen=True)
+class Blocked:
+    user_id: int
+    username: str | None
+    created_at: int | None
+
+
+@dataclass(frozen=True)
 class HistoryPage:
     messages: list[ChatMessage]    # newest first, each with ``status``
     has_more: bool
@@ -121,6 +137,43 @@ class Api:
 
     def remove_friend(self, friend_id: int) -> None:
         self._call("DELETE", f"/api/friends/{int(friend_id)}")
+
+    def request_friend(self, friend: int | str) -> str:
+        """``add_friend`` that says what happened: "friends" (befriended, at once or
+        because they had asked me), or "requested" (Friends.RequireAcceptance: they
+        must accept); ``Conflict`` when I blocked them."""
+        if isinstance(friend, bool):
+            raise ValueError("friend must be a user id or a username")
+        body = {"friendId": friend} if isinstance(friend, int) else {"username": friend}
+        return self._call("POST", "/api/friends", json=body).get("status", "friends")
+
+    # -- friend requests and blocks (extension: docs/protocol.md) ------------------------------
+    def friend_requests(self) -> tuple[list[PendingRequest], list[PendingRequest]]:
+        """(incoming, outgoing) pending requests, oldest first."""
+        b = self._call("GET", "/api/friends/requests")
+        return tuple([PendingRequest(r.get("userId"), r.get("username"), r.get("createdAt"))
+                      for r in b.get(side, []) if isinstance(r, dict)]
+                     for side in ("incoming", "outgoing"))
+
+    def accept_friend(self, user_id: int) -> None:
+        """Accept ``user_id``'s request (``NotFound`` when none is pending)."""
+        self._call("POST", f"/api/friends/requests/{int(user_id)}/accept")
+
+    def decline_friend(self, user_id: int) -> None:
+        self._call("POST", f"/api/friends/requests/{int(user_id)}/decline")
+
+    def blocks(self) -> list[Blocked]:
+        b = self._call("GET", "/api/blocks")
+        return [Blocked(x.get("userId"), x.get("username"), x.get("createdAt"))
+                for x in b.get("blocked", []) if isinstance(x, dict)]
+
+    def block(self, user_id: int) -> None:
+        """Block ``user_id``: unfriends us; their chats, typing, requests and presence
+        no longer reach me (nor mine them)."""
+        self._call("POST", "/api/blocks", json={"userId": int(user_id)})
+
+    def unblock(self, user_id: int) -> None:
+        self._call("DELETE", f"/api/blocks/{int(user_id)}")
 
     # -- messages ------------------------------------------------------------------------------
     def history(self, peer_id: int, limit: int | None = None,

@@ -4,6 +4,7 @@ terminal and for trying and debugging a gateway.
     python -m skyeim.client register alice            # asks for the password
     python -m skyeim.client login alice               # saves alice's token; alice is the default
     python -m skyeim.client friends add bob
+    python -m skyeim.client friends requests          # accept|decline NAME, block|unblock NAME
     python -m skyeim.client send bob "hello" --wait delivered   # a username or a user id
     python -m skyeim.client --user bob listen --pretty          # one line per frame, until Ctrl-C
     python -m skyeim.client --user bob read alice               # mark alice's messages read
@@ -144,12 +145,43 @@ def cmd_friends(args: argparse.Namespace) -> None:
         target: int | str = args.target
         if not args.name and args.target.isascii() and args.target.isdigit():
             target = int(args.target)
-        api.add_friend(target)
-        print(f"added {'user ' if isinstance(target, int) else ''}{target}")
+        status = api.request_friend(target)
+        shown = f"{'user ' if isinstance(target, int) else ''}{target}"
+        print(f"requested {shown}: they must accept" if status == "requested" else f"added {shown}")
+    elif args.action == "requests":
+        incoming, outgoing = api.friend_requests()
+        for direction, rows in (("from", incoming), ("to", outgoing)):
+            for r in rows:
+                print(f"{direction}\t{r.user_id}\t{r.username or '?'}\t{fmt_ms(r.created_at)}")
+    elif args.action == "blocks":
+        for b in api.blocks():
+            print(f"{b.user_id}\t{b.username or '?'}\t{fmt_ms(b.created_at)}")
+    elif args.action in ("accept", "decline"):
+        uid = _resolve_among(args, args.target, api.friend_requests()[0], "requested you")
+        (api.accept_friend if args.action == "accept" else api.decline_friend)(uid)
+        print(f"{args.action}d user {uid}" if args.action == "decline" else f"accepted user {uid}")
+    elif args.action == "block":
+        uid, _ = resolve_peer(args, args.target)
+        api.block(uid)
+        print(f"blocked user {uid}")
+    elif args.action == "unblock":
+        uid = _resolve_among(args, args.target, api.blocks(), "blocked by you")
+        api.unblock(uid)
+        print(f"unblocked user {uid}")
     else:
         uid, _ = resolve_peer(args, args.target)
         api.remove_friend(uid)
         print(f"removed user {uid}")
+
+
+def _resolve_among(args: argparse.Namespace, who: str, entries: list, what: str) -> int:
+    """A user id, or the id of the entry (a pending request, a block) with that username."""
+    if who.isascii() and who.isdigit() and not args.name:
+        return int(who)
+    for e in entries:
+        if e.username is not None and e.username.lower() == who.lower():
+            return e.user_id
+    raise CliError(f"{who}: no such user {what}; give their user id")
 
 
 def cmd_send(args: argparse.Namespace) -> None:
@@ -446,11 +478,19 @@ def build_parser() -> argparse.ArgumentParser:
     command("logout", cmd_logout, False, help="forget the user's saved token")
     command("accounts", cmd_accounts, False, help="the saved logins (and the default user)")
 
-    s = command("friends", cmd_friends, True, help="list, add or remove friends")
+    s = command("friends", cmd_friends, True, help="list, add or remove friends; requests, "
+                                             "accept, decline; block, unblock, blocks")
     fsub = s.add_subparsers(dest="action", required=True, metavar="ACTION")
     fsub.add_parser("list", parents=common, help="your friends, with their presence")
-    for action, help_ in (("add", "befriend a user by username or id"),
-                          ("remove", "unfriend a friend by username or id")):
+    fsub.add_parser("requests", parents=common, help="pending friend requests, from and to you")
+    fsub.add_parser("blocks", parents=common, help="the users you blocked")
+    for action, help_ in (("add", "befriend (or ask, when the gateway wants acceptance) a user "
+                                  "by username or id"),
+                          ("remove", "unfriend a friend by username or id"),
+                          ("accept", "accept a pending request (username or id)"),
+                          ("decline", "decline a pending request (username or id)"),
+                          ("block", "block a user (a friend's username, or an id); unfriends"),
+                          ("unblock", "unblock a user you blocked (username or id)")):
         a = fsub.add_parser(action, parents=common, help=help_)
         a.add_argument("target", metavar="NAME_OR_ID")
         a.add_argument("--name", action="store_true",

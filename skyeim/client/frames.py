@@ -319,10 +319,45 @@ class ConversationUpdated:
     type: ClassVar[str] = "conversation_updated"
 
 
+@dataclass(frozen=True)
+class FriendRequest:
+    """Extension (docs/protocol.md "Friend requests and blocking"): ``from_user_id``
+    asks to be my friend (Friends.RequireAcceptance)."""
+    from_user_id: int | None
+    username: str | None = None
+    created_at: int | None = None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "friend_request"
+
+
+@dataclass(frozen=True)
+class FriendRequestAnswered:
+    """Extension: ``user_id`` accepted (then ``friend_added`` follows) or declined my request."""
+    user_id: int | None
+    accepted: bool = False
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "friend_request_answered"
+
+
+@dataclass(frozen=True)
+class FriendRequests:
+    """Extension: the requests pending for me, after ``connected`` (only when any):
+    each a FriendRequest."""
+    requests: tuple[FriendRequest, ...] = ()
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "friend_requests"
+
+
+def _friend_request(d: dict, raw: dict) -> FriendRequest:
+    return FriendRequest(_int(d.get("fromUserId")), _str(d.get("username")),
+                         _int(d.get("createdAt")), raw)
+
+
 AnyFrame = Frame | ChatMessage | Ack | ReadReceipt | Presence | Connected | ErrorFrame \
     | TokenExpiring | Pong | SyncComplete | Typing | GroupMessage | GroupRead | GroupUnread \
     | Notice | FriendAdded | FriendRemoved | MessageRecalled | MessageEdited | MessagesDeleted \
-    | ConversationsPage | ConversationUpdated
+    | ConversationsPage | ConversationUpdated | FriendRequest | FriendRequestAnswered \
+    | FriendRequests
 
 
 def _dicts(v: Any) -> tuple[dict, ...]:
@@ -388,6 +423,11 @@ _PARSERS: dict[str, Callable[[dict, dict], AnyFrame]] = {
     "conversation_updated": lambda d, raw: ConversationUpdated(
         _int(d.get("peerId")), _int(d.get("groupId")), d.get("muted") is True,
         d.get("pinned") is True, raw),
+    "friend_request": _friend_request,
+    "friend_request_answered": lambda d, raw: FriendRequestAnswered(
+        _int(d.get("userId")), d.get("accepted") is True, raw),
+    "friend_requests": lambda d, raw: FriendRequests(
+        tuple(_friend_request(r, r) for r in _dicts(d.get("requests"))), raw),
 }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from skyeim.protocol import ContentType
 
 from .frames import (Ack, AnyFrame, ChatMessage, Connected, Conversation, ErrorFrame, Frame, FriendAdded,
+                     FriendRequest, FriendRequestAnswered, FriendRequests,
                      FriendRemoved, GroupMessage, GroupRead, GroupUnread, Notice, Pong, Presence,
                      MessageEdited, MessageRecalled, MessagesDeleted, ReadReceipt, SyncComplete,
                      TokenExpiring, Typing)
@@ -134,6 +135,11 @@ _LINES: dict[type, Any] = {
     MessageEdited: lambda f: (f"edit   #{f.seq} from {f.from_user_id} to {f.to_user_id} "
                               f"[{f.msg_id}] {_content(f.content_type, f.content)}"),
     MessagesDeleted: lambda f: f"deleted for me, with {f.peer_id}: {_some(list(f.msg_ids))}",
+    FriendRequest: lambda f: f"friend request from user {f.from_user_id} ({f.username or '?'})",
+    FriendRequestAnswered: lambda f: (f"friend request {'accepted' if f.accepted else 'declined'}"
+                                      f" by user {f.user_id}"),
+    FriendRequests: lambda f: ("friend requests pending: " + _some(
+        [f"{r.from_user_id} ({r.username or '?'})" for r in f.requests])),
 }
 
 

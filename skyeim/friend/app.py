@@ -5,9 +5,10 @@ from flask import Flask
 
 from skyeim.config import ServiceConfig
 from skyeim.db import Database
-from skyeim.friend import groups_api, store
+from skyeim.friend import groups_api, relations, relations_api, store
 from skyeim.service import make_app, on_shutdown
-from skyeim.web import bad_request, body_user_id, json_body, path_user_id, user_id_list
+from skyeim.protocol import ErrorCode
+from skyeim.web import ApiError, bad_request, body_user_id, json_body, path_user_id, user_id_list
 
 
 MAX_USERS_PER_CALL = 1000     # users in one /v1/friends/lists call
@@ -38,7 +39,10 @@ def create_app(config: ServiceConfig) -> Flask:
         fid = body_user_id(body, "friendId")
         if uid == fid:
             raise bad_request("a user cannot befriend themselves")
-        db.run(store.add_friendship, uid, fid)
+        try:
+            db.run(relations.befriend, uid, fid)      # refused while a block stands
+        except relations.Blocked as e:
+            raise ApiError(409, ErrorCode.CONFLICT, str(e)) from None
         return {"ok": True}
 
     @app.delete("/v1/friends/<user_id>/<friend_id>")
@@ -49,4 +53,5 @@ def create_app(config: ServiceConfig) -> Flask:
         return {"ok": True}
 
     groups_api.add_routes(app, db)
+    relations_api.add_routes(app, db)
     return app

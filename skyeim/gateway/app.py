@@ -18,6 +18,7 @@ from skyeim.gateway.rest.files import files_api
 from skyeim.gateway.rest.caller import GATEWAY_KEY, bearer_token, current_gateway
 from skyeim.gateway.rest.conversations import conversations_api
 from skyeim.gateway.rest.groups import groups_api
+from skyeim.gateway.rest.relations import relations_api
 from skyeim.gateway.rest import server_api
 from skyeim.gateway.transport.echo import serve_echo
 from skyeim.gateway.transport.limits import ConnectionLimits
@@ -88,6 +89,7 @@ def create_app(gateway: Gateway) -> Flask:
     app.add_url_rule("/", "index", index_page)
     app.register_blueprint(api)
     app.register_blueprint(groups_api)
+    app.register_blueprint(relations_api)
     app.register_blueprint(files_api)
     app.register_blueprint(conversations_api)
     server_api.install(app, gateway)      # /server/v1 (PROTOCOL.md 9.2), when ServerApi.Key is set

@@ -28,6 +28,7 @@ from skyeim.gateway.features.groups import Groups
 from skyeim.gateway.features.hooks import BeforeSendHook
 from skyeim.gateway.features.presence import Presence
 from skyeim.gateway.features.receipts import ReadReceipts
+from skyeim.gateway.features.relations import Relations
 from skyeim.gateway.features.revocation import Revocations
 from skyeim.gateway.features.server_push import ServerPush
 from skyeim.gateway.features.sync import Syncer
@@ -87,6 +88,15 @@ class Gateway:
         self.presence = Presence(hub, friend, listeners=presence_listeners)
         self.devices = Devices(ws_cfg, hub)
         self.recorder = DeliveryRecorder(message, hub, metrics)
+        # friendship changes to live connections (9.5), for /api/friends and
+        # /server/v1/friends; friend requests and blocks on top of them
+        friendship_listeners = []
+        if cfg.webhooks.wants("friend.added") or cfg.webhooks.wants("friend.removed"):
+            friendship_listeners.append(self.webhooks)
+        self.friendships = Friendships(friends=friend, auth=backends.auth, hub=hub,
+                                       listeners=friendship_listeners)
+        self.relations = Relations(cfg=cfg.friends, friends=friend, auth=backends.auth, hub=hub,
+                                   friendships=self.friendships)
         self.groups = Groups(cfg=cfg.groups, messages=message, friends=friend, hub=hub,
                              metrics=metrics, max_content_length=chat_cfg.max_content_length)
         # files: a chat screen that grants a conversation the file it carries (1:1 and
@@ -101,23 +111,19 @@ class Gateway:
                                  own_devices=self.devices, metrics=metrics,
                                  require_friendship=chat_cfg.require_friendship,
                                  max_content_length=chat_cfg.max_content_length,
-                                 screens=screens, listeners=chat_listeners)
+                                 screens=screens, listeners=chat_listeners,
+                                 blocks=self.relations)
         receipts = ReadReceipts(messages=message, hub=hub, own_devices=self.devices)
         edits = MessageEdits(messages=message, hub=hub, recall_window_s=chat_cfg.recall_window,
                              edit_window_s=chat_cfg.edit_window,
                              max_content_length=chat_cfg.max_content_length)
         syncer = Syncer(messages=message, membership=self.groups, recorder=self.recorder)
         typing = TypingRelay(hub=hub, friends=friend, groups=self.groups, metrics=metrics,
-                             require_friendship=chat_cfg.require_friendship)
+                             require_friendship=chat_cfg.require_friendship,
+                             blocks=self.relations)
         refresh = TokenRefresh(self.revocations)
-        # the server API's (PROTOCOL.md 9.2); friendship changes to live connections
-        # (9.5), for /api/friends and /server/v1/friends
+        # the server API's (PROTOCOL.md 9.2)
         self.server_push = ServerPush(hub)
-        friendship_listeners = []
-        if cfg.webhooks.wants("friend.added") or cfg.webhooks.wants("friend.removed"):
-            friendship_listeners.append(self.webhooks)
-        self.friendships = Friendships(friends=friend, auth=backends.auth, hub=hub,
-                                       listeners=friendship_listeners)
         self.conversations = Conversations(messages=message, friends=friend, auth=backends.auth,
                                            membership=self.groups, hub=hub)
 
@@ -125,7 +131,8 @@ class Gateway:
         self.frames = FrameRegistry()
         connection.register(self.frames)
         for feature in (self.presence, self.chat, receipts, edits, refresh, syncer, typing,
-                        self.groups, self.server_push, self.friendships, self.conversations):
+                        self.groups, self.server_push, self.friendships, self.conversations,
+                        self.relations):
             feature.register(self.frames)
         self.dispatcher = Dispatcher(self.frames, metrics.frames_in)
 
@@ -135,7 +142,7 @@ class Gateway:
         self.life = ConnectionLife(ws_cfg=ws_cfg, hub=hub, messages=message,
                                    connections=self.connections, presence=self.presence,
                                    tokens=self.revocations, session_context=context,
-                                   metrics=metrics, after_connected=[self.groups])
+                                   metrics=metrics, after_connected=[self.groups, self.relations])
 
     # -- what the handshake and the REST API ask ---------------------------------------
 

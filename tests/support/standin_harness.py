@@ -53,9 +53,10 @@ class StandIn:
                      "--db", str(self.db_path), "--control", str(self.control_path),
                      "--hang-max", str(hang_max)]
         if internal_secret:
-            self.argv += ["--internal-secret", internal_secret]
+            # one argument: a token_urlsafe secret may start with "-" (argparse: an option)
+            self.argv += [f"--internal-secret={internal_secret}"]
         if kind == "auth":
-            self.argv += ["--access-secret", access_secret or "standin-access-secret",
+            self.argv += [f"--access-secret={access_secret or 'standin-access-secret'}",
                           "--access-expire", str(access_expire)]
         for bug in bugs:
             self.argv += ["--bug", bug]

@@ -532,11 +532,15 @@ class FriendService(ServiceClient):
         # beyond section 6 (PROTOCOL.md 9.1): each falls back to section 6 calls
         self._lists_ep = self.optional("POST", "/v1/friends/lists")
         self._group_lists_ep = self.optional("POST", "/v1/groups/lists")
+        self._blocks_check_ep = self.optional("POST", "/v1/blocks/check")   # no blocks without it
         # every connect and disconnect asks for a friend list: coalesced (batching.py)
         wait = max(self.timeout * 2 + 1.0, CONNECT_FLOW_WAIT)
         self._lists = self._batcher("friend lists", self._lists_batch, self.LISTS_BATCH, wait)
         self._group_lists = self._batcher("group lists", self._group_lists_batch,
                                           self.LISTS_BATCH, wait)
+        # the chats' block checks (features/relations.py), from every connection: coalesced
+        self._block_checks = self._batcher("block checks", self._block_check_batch,
+                                           self.LISTS_BATCH, self.timeout * 2 + 1.0)
 
     def friends(self, user_id: int) -> list[int]:
         return _batched(self._lists, user_id)
@@ -560,12 +564,59 @@ class FriendService(ServiceClient):
     def close(self) -> None:
         self._lists.stop()
         self._group_lists.stop()
+        self._block_checks.stop()
 
     def add(self, user_id: int, friend_id: int) -> None:
         self.call("POST", "/v1/friends", json={"userId": user_id, "friendId": friend_id})
 
     def remove(self, user_id: int, friend_id: int) -> None:
         self.call("DELETE", f"/v1/friends/{user_id}/{friend_id}")
+
+    # -- friend requests and blocks (skyeim/friend/relations_api.py; optional, PROTOCOL 9.1)
+
+    def request(self, from_id: int, to_id: int) -> dict:
+        return self.call("POST", "/v1/friends/requests",
+                         json={"fromUserId": from_id, "toUserId": to_id})
+
+    def requests(self, user_id: int) -> dict:
+        return self.call("GET", f"/v1/friends/requests/{user_id}")
+
+    def request_pending(self, from_id: int, to_id: int) -> bool:
+        return bool(self.call("GET", f"/v1/friends/requests/{from_id}/{to_id}").get("pending"))
+
+    def decline(self, user_id: int, from_id: int) -> bool:
+        return bool(self.call("POST", "/v1/friends/requests/decline",
+                              json={"userId": user_id, "fromUserId": from_id}).get("declined"))
+
+    def block(self, user_id: int, blocked_id: int) -> dict:
+        return self.call("POST", "/v1/blocks", json={"userId": user_id, "blockedId": blocked_id})
+
+    def unblock(self, user_id: int, blocked_id: int) -> bool:
+        return bool(self.call("DELETE", f"/v1/blocks/{user_id}/{blocked_id}").get("unblocked"))
+
+    def blocks(self, user_id: int) -> list[dict]:
+        return self.call("GET", f"/v1/blocks/{user_id}").get("blocked", [])
+
+    def blocked_pairs(self, pairs: list[tuple[int, int]]) -> list[bool] | None:
+        """For each pair, whether one blocked the other; None when the service has no
+        blocks (9.1: the optional endpoint answers 404 / 405, probed again later).
+        Concurrent callers share calls (batching.py)."""
+        found = _batched_many(self._block_checks, pairs)
+        if any(b is None for b in found):
+            return None
+        for b in found:
+            if isinstance(b, BackendRejected):
+                raise b
+        return found
+
+    def _block_check_batch(self, pairs: list[tuple[int, int]]) -> list:
+        body = self.call_optional(self._blocks_check_ep, json={"pairs": [list(p) for p in pairs]})
+        if body is None:
+            return [None] * len(pairs)
+        found = body.get("blocked")
+        if not isinstance(found, list) or len(found) != len(pairs):
+            raise BackendUnavailable(f"{self.name} service: a block check answer without blocked")
+        return [bool(b) for b in found]
 
     # -- groups (the relations side: skyeim/friend/groups_api.py)
 

@@ -79,6 +79,22 @@ class TokenTracking(Protocol):
     def track(self, session: Session, gen: int) -> None: ...
 
 
+class FriendshipChanges(Protocol):
+    """features/friendships.py: befriend / unfriend through the Friend service, with
+    ``friend_added`` / ``friend_removed`` to both users (PROTOCOL.md 9.5)."""
+
+    def add(self, user_id: int, friend_id: int) -> None: ...
+
+    def remove(self, user_id: int, friend_id: int) -> None: ...
+
+
+class BlockCheck(Protocol):
+    """features/relations.py: which of ``peers`` stand in a block with ``user_id``
+    (either way); raises BackendUnavailable when that cannot be known."""
+
+    def blocked_peers(self, user_id: int, peers: set[int]) -> set[int]: ...
+
+
 class AfterConnected(Protocol):
     """Something a connection gets right after `connected` (groups: `group_unread`)."""
 

@@ -22,7 +22,8 @@ import gevent.event
 
 from skyeim.gateway.backends.clients import (BackendFailure, BackendUnavailable, FriendService,
                                              MessageService)
-from skyeim.gateway.features.base import ChatListener, ChatScreen, OwnDevices, backend_error
+from skyeim.gateway.features.base import (BlockCheck, ChatListener, ChatScreen, OwnDevices,
+                                          backend_error)
 from skyeim.gateway.frames.codec import (FrameError, bad_request, chat_content, content_type,
                                          data_object, encode_ack, encode_chat, optional_msg_id)
 from skyeim.gateway.frames.registry import Echo, FrameRegistry, FrameType
@@ -63,8 +64,9 @@ class OneToOneChat:
     def __init__(self, *, messages: MessageService, friends: FriendService, hub: Hub,
                  own_devices: OwnDevices, metrics: GatewayMetrics, require_friendship: bool,
                  max_content_length: int, screens: Sequence[ChatScreen] = (),
-                 listeners: Sequence[ChatListener] = ()):
+                 listeners: Sequence[ChatListener] = (), blocks: BlockCheck | None = None):
         self.messages, self.friends, self.hub = messages, friends, hub
+        self.blocks = blocks          # a block between the two refuses the chat (features/relations.py)
         self.own_devices = own_devices
         self.sent_latency = metrics.sent_latency
         self.require_friendship = require_friendship
@@ -90,6 +92,8 @@ class OneToOneChat:
         outcomes: list = [None] * len(chats)
         if self.require_friendship:
             self._check_friendship(session, chats, outcomes)
+        if self.blocks is not None:
+            self._check_blocks(session, chats, outcomes)
         drafts = self._screen(session.user_id, chats, outcomes)
         if drafts:
             self._store(session, chats, drafts, outcomes)
@@ -122,6 +126,29 @@ class OneToOneChat:
             return
         for i, chat in enumerate(chats):
             if chat.to_user_id not in friends:
+                outcomes[i] = FrameError(ErrorCode.NOT_FRIENDS, "you can only chat with friends",
+                                         chat.given_msg_id)
+
+    def _check_blocks(self, session: Session, chats: list[Chat], outcomes: list) -> None:
+        """A chat between two users of whom one blocked the other: `not_friends`, as if
+        they were not friends (the block is not revealed)."""
+        peers = {chat.to_user_id for i, chat in enumerate(chats) if outcomes[i] is None}
+        if not peers:
+            return
+        try:
+            blocked = self.blocks.blocked_peers(session.user_id, peers)
+        except Exception as e:
+            if isinstance(e, BackendFailure):
+                e = BackendUnavailable(str(e))     # cannot be checked: retry later
+            else:
+                log.exception("conn=%s user=%s block check failed", session.conn_id,
+                              session.user_id)
+            for i, chat in enumerate(chats):
+                if outcomes[i] is None:
+                    outcomes[i] = backend_error(e, "friend", chat.given_msg_id)
+            return
+        for i, chat in enumerate(chats):
+            if outcomes[i] is None and chat.to_user_id in blocked:
                 outcomes[i] = FrameError(ErrorCode.NOT_FRIENDS, "you can only chat with friends",
                                          chat.given_msg_id)
 

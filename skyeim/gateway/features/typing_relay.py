@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from skyeim.gateway.backends.clients import FriendService
-from skyeim.gateway.features.base import GroupTyping
+from skyeim.gateway.features.base import BlockCheck, GroupTyping
 from skyeim.gateway.frames.codec import FrameError, bad_request, data_object, encode
 from skyeim.gateway.frames.registry import FrameRegistry, FrameType
 from skyeim.gateway.routing.hub import Hub
@@ -46,8 +46,10 @@ def parse_typing(data, sender_id: int) -> Typing:
 
 class TypingRelay:
     def __init__(self, *, hub: Hub, friends: FriendService, groups: GroupTyping,
-                 metrics: GatewayMetrics, require_friendship: bool):
+                 metrics: GatewayMetrics, require_friendship: bool,
+                 blocks: BlockCheck | None = None):
         self.hub, self.friends, self.groups = hub, friends, groups
+        self.blocks = blocks          # a block between the two drops the signal silently
         self.dropped = metrics.frames_in.labels("typing_dropped")
         self.require_friendship = require_friendship
 
@@ -69,6 +71,13 @@ class TypingRelay:
                 return
             if typing.to_user_id not in friends:
                 raise FrameError(ErrorCode.NOT_FRIENDS, "you can only signal friends")
+        if self.blocks is not None:
+            try:
+                if self.blocks.blocked_peers(session.user_id, {typing.to_user_id}):
+                    self.dropped.inc()
+                    return                          # dropped silently: the block is not revealed
+            except Exception:                       # best effort, as above
+                return
         self.hub.send_to_user(typing.to_user_id, encode("typing", {
             "fromUserId": session.user_id, "state": typing.state,
             "timestamp": time.time_ns() // 1_000_000}))

@@ -83,8 +83,8 @@ def add_friend():
         raise bad_request('send {"friendId": <id>} or {"username": "<name>"}')
     if fid == uid:
         raise bad_request("you cannot befriend yourself")
-    gateway.friendships.add(uid, fid)           # and friend_added to both (PROTOCOL.md 9.5)
-    return jsonify(ok=True)
+    # at once, or a request with Friends.RequireAcceptance (features/relations.py)
+    return jsonify(gateway.relations.befriend(uid, fid))
 
 
 @api.delete("/friends/<friend_id>")

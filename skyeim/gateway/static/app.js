@@ -9,6 +9,7 @@ import { CloseCode, ErrorCode, SkyeClient, State, fileContent, fileContentType, 
   uuid4 } from "./skyeim-client.js";
 import { createFiles } from "./files.js";
 import { createGroups } from "./groups.js";
+import { createRequests } from "./requests.js";
 
 const PAGE_SIZE = 50;            // history page
 const FRIENDS_REFRESH_MS = 30000;
@@ -174,6 +175,7 @@ async function doLogin(register) {
 function signOut(message, forget = false) {
   groups.close();
   groups.reset();
+  requests.reset();
   if (state.client) state.client.close();
   for (const t of Object.values(state.timers)) { clearTimeout(t); clearInterval(t); }
   if (state.session) {
@@ -221,6 +223,7 @@ function startChat() {
   refreshFriends();
   groups.refresh();
   refreshConversations();
+  requests.refresh();
   client.connect();
   state.timers.friends = setInterval(() => { if (visible()) refreshFriends(); }, FRIENDS_REFRESH_MS);
 }
@@ -830,6 +833,7 @@ function listen(client) {
     "Your session expires soon. Sign in again to keep chatting.",
     "Sign in again", () => signOut(""), "expiring"));
   groups.listen(client);
+  requests.listen(client);
 }
 
 function onState(s) {
@@ -1081,7 +1085,25 @@ const groups = createGroups({
   },
 });
 
+// requests.js: friend requests and blocking
+let sayTimer = null;
+const requests = createRequests({
+  api, closeConversation,
+  current: () => state.current,
+  refreshFriends: () => refreshFriends(),
+  name: (id) => friendName(id),
+  say: (text, ok) => {
+    const status = $("add-friend-status");
+    status.textContent = text;
+    status.className = `add-friend-status ${ok ? "ok" : "error"}`;
+    show(status, true);
+    clearTimeout(sayTimer);
+    sayTimer = setTimeout(() => show(status, false), 6000);
+  },
+});
+
 function init() {
+  requests.init();
   $("login-form").addEventListener("submit", (e) => { e.preventDefault(); doLogin(false); });
   $("register-button").addEventListener("click", () => doLogin(true));
   $("logout-button").addEventListener("click", () => signOut("", true));
@@ -1098,8 +1120,13 @@ function init() {
     if (!name) return;
     $("add-friend-button").disabled = true;
     try {
-      await api("POST", "/api/friends", { username: name });
+      const answer = await api("POST", "/api/friends", { username: name });
       if (input.value.trim() === name) input.value = "";    // not what was typed meanwhile
+      if (answer && answer.status === "requested") {         // Friends.RequireAcceptance
+        status.textContent = `Friend request sent to ${name}.`;
+        status.className = "add-friend-status ok";
+        return;
+      }
       await refreshFriends();
       const f = [...state.friends.values()].find(
         (x) => (x.username || "").toLowerCase() === name.toLowerCase());
