@@ -1,6 +1,6 @@
 """Friend requests and blocks in front of a team's own Friend service that has the
 PROTOCOL.md section 6 endpoints only (9.1; the stand-in of tests/support/standins.py):
-the REST calls answer 501 `unsupported`, nobody is blocked, and chats, typing and
+the REST calls answer 501 `not_supported`, nobody is blocked, and chats, typing and
 befriending work as before."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def own_friend_service(tmp_path_factory):
         yield s
 
 
-def test_without_the_endpoints_requests_and_blocks_answer_unsupported(own_friend_service):
+def test_without_the_endpoints_requests_and_blocks_answer_not_supported(own_friend_service):
     system = own_friend_service
     alice, bob = system.users("fro_a", "fro_b")
     for method, path, body in (("GET", "/api/friends/requests", None),
@@ -30,7 +30,7 @@ def test_without_the_endpoints_requests_and_blocks_answer_unsupported(own_friend
                                ("DELETE", f"/api/blocks/{bob.id}", None),
                                ("POST", "/api/friends", {"friendId": bob.id})):
         answer = call(system, method, path, alice, body, status=501)
-        assert answer["code"] == "unsupported" and answer["message"], (method, path, answer)
+        assert answer["code"] == "not_supported" and answer["message"], (method, path, answer)
     # the connect flow and chats do not depend on them: nobody is blocked
     ca, cb = system.connect(alice), system.connect(bob)
     mid = new_msg_id()

@@ -67,7 +67,6 @@ class ErrorCode(enum.StrEnum):
     DB_LOCKED = "db_locked"
     DB_FULL = "db_full"
     TOO_MANY_MEMBERS = "too_many_members"   # a group at its member cap (docs/protocol.md "Groups")
-    UNSUPPORTED = "unsupported"             # the Friend service lacks an optional endpoint (9.1)
     UNSUPPORTED_TYPE = "unsupported_type"   # an upload whose sniffed type Files.AllowedTypes lacks (415)
     NOT_SUPPORTED = "not_supported"         # a service lacks an optional endpoint (PROTOCOL 9.1)
     ERROR = "error"                         # an HTTP error status that has no code of its own

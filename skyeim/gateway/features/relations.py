@@ -17,7 +17,7 @@ pairs, trusted ``Friends.BlockCacheTtlMs``; a block made through this gateway
 updates it at once, one made on another node is seen within the TTL).
 
 A Friend service without these optional endpoints (PROTOCOL.md 9.1): the REST
-calls answer 501 ``unsupported``, and nobody is blocked.
+calls answer 501 ``not_supported``, and nobody is blocked.
 """
 from __future__ import annotations
 

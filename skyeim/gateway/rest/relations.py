@@ -33,7 +33,7 @@ def _refused(e: RelationError):
 
 @relations_api.app_errorhandler(Unsupported)
 def _unsupported(e: Unsupported):
-    return jsonify(code=ErrorCode.UNSUPPORTED, message=str(e)), 501
+    return jsonify(code=ErrorCode.NOT_SUPPORTED, message=str(e)), 501
 
 
 def _other(raw, caller: int, in_path: bool = True) -> int:

@@ -64,7 +64,6 @@ export const ErrorCode = Object.freeze({
   DB_LOCKED: "db_locked",
   DB_FULL: "db_full",
   TOO_MANY_MEMBERS: "too_many_members",
-  UNSUPPORTED: "unsupported",
   UNSUPPORTED_TYPE: "unsupported_type",
   NOT_SUPPORTED: "not_supported",
   ERROR: "error",
