@@ -67,6 +67,7 @@ export const ErrorCode = Object.freeze({
   ERROR: "error",
   TOO_LATE: "too_late",
   RECALLED: "recalled",
+  MUTED: "muted",
 });
 
 // The client's own connection states ("state" events).
