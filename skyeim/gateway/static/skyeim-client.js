@@ -113,6 +113,7 @@ const EVENTS = Object.freeze({
   groupchat: (d) => isId(d.groupId) && isStr(d.msgId) && isId(d.fromUserId),
   group_read: (d) => isId(d.groupId) && isId(d.userId),
   group_unread: (d) => Array.isArray(d.groups),
+  group_changed: (d) => isId(d.groupId) && isStr(d.change) && isId(d.byUserId),
 });
 export const SERVER_FRAME_TYPES = Object.freeze(Object.keys(EVENTS));
 
