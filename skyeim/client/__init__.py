@@ -20,15 +20,15 @@ from .errors import (AckTimeout, ApiError, AuthError, BadRequest, ChatError, Cli
                      TokenRefused, TooManyDevices, Unauthorized)
 from .frames import (Ack, AnyFrame, ChatMessage, Connected, ErrorFrame, Frame, FriendAdded,
                      FriendRemoved, GroupChanged, GroupMessage, GroupRead, GroupUnread,
-                     MessageEdited,
-                     MessageRecalled, MessagesDeleted, Notice, Pong, Presence, ReadReceipt,
-                     SyncComplete, TokenExpiring, Typing, parse_frame)
+                     MessageEdited, MessageRecalled, MessagesDeleted, Notice, Pong, Presence,
+                     ReadReceipt, SyncComplete, TokenExpiring, Typing, parse_frame)
 from .ws import Client, SendResult, ws_url
 
 __all__ = [
     "Api", "Friend", "HistoryPage", "Login", "Backoff", "RateLimiter", "Client", "SendResult",
     "ws_url", "Ack", "AnyFrame", "ChatMessage", "Connected", "ErrorFrame", "Frame", "Pong",
-    "GroupChanged", "GroupMessage", "GroupRead", "GroupUnread", "Notice", "FriendAdded", "FriendRemoved",
+    "GroupChanged", "GroupMessage", "GroupRead", "GroupUnread", "Notice", "FriendAdded",
+    "FriendRemoved",
     "MessageRecalled", "MessageEdited", "MessagesDeleted",
     "Presence", "ReadReceipt", "SyncComplete", "TokenExpiring", "Typing", "parse_frame", "AckTimeout",
     "ApiError",
