@@ -202,6 +202,39 @@ class OptionalEndpointsConfig:
 
 
 @dataclass(frozen=True)
+class FilesConfig:
+    """Files, images and voice (docs/protocol.md "Files, images and voice"): POST /api/files."""
+    max_size: int = 20 * 1024 * 1024    # bytes of one upload; more is 413 while streaming
+    dir: str = "data/files"             # local storage (Storage: local); shared by cluster nodes
+    # MIME types decided by sniffing the content (a trailing /* takes a family);
+    # text/plain: content no signature matches that is UTF-8 without NUL
+    allowed_types: tuple[str, ...] = (
+        "image/jpeg", "image/png", "image/gif", "image/webp",
+        "audio/*", "video/mp4", "video/webm", "application/pdf", "application/zip",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "text/plain")
+    storage: str = "local"              # local (Dir); an s3:// URL is documented, not built
+    link_ttl: int = 3600                # s a signed download URL stays valid
+    link_secret: str = ""               # HMAC key of signed URLs; "" = derived from Auth.AccessSecret
+    thumbnail_size: int = 256           # px, the longer side of an image's thumbnail
+    max_image_pixels: int = 50_000_000  # larger images are stored without thumbnail/width/height
+
+    def validate(self, key: str) -> None:
+        for name in ("max_size", "link_ttl", "thumbnail_size", "max_image_pixels"):
+            _positive(f"{key}.{_camel(name)}", getattr(self, name))
+        if not self.dir:
+            raise ConfigError(f"{key}.Dir: must not be empty")
+        if self.storage != "local":
+            raise ConfigError(f"{key}.Storage: only local is built (an s3:// URL is not yet), "
+                              f"got {self.storage!r}")
+        for t in self.allowed_types:
+            if not re.fullmatch(r"[a-z0-9.+-]+/([a-z0-9.+-]+|\*)", t):
+                raise ConfigError(f"{key}.AllowedTypes: {t!r} is not a MIME type like image/png or audio/*")
+
+
+@dataclass(frozen=True)
 class ServerApiConfig:
     """PROTOCOL.md 9.2: the server API under /server/v1/ for the team's backend.
     An empty Key turns it off (the whole /server/ tree answers 404)."""
@@ -213,8 +246,26 @@ class ServerApiConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """The admin listener (docs/operations.md "The admin listener"): GET /metrics and
+    /healthz for operators and scrapers, never on the public port. Port 0 = none."""
+    host: str = "127.0.0.1"
+    port: int = 0
+
+    def validate(self, key: str) -> None:
+        if self.port:
+            _port(f"{key}.Port", self.port)
+        if not self.host:
+            raise ConfigError(f"{key}.Host: must not be empty")
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
+    # text: "2026-12-06T14:03:07.123Z INFO logger message"; json: one object per line
+    # (ts, level, logger, msg and the event's fields): docs/operations.md "Logs"
+    format: Literal["text", "json"] = "text"
+    access: bool = True          # the access log (one line per request, WebSocket open/close)
 
 
 @dataclass(frozen=True)
@@ -234,12 +285,20 @@ class GatewayConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     log: LogConfig = field(default_factory=LogConfig)
     optional_endpoints: OptionalEndpointsConfig = field(default_factory=OptionalEndpointsConfig)
+    webhooks: WebhooksConfig = field(default_factory=lambda: WebhooksConfig())
+    hooks: HooksConfig = field(default_factory=lambda: HooksConfig())
+    files: FilesConfig = field(default_factory=FilesConfig)
     server_api: ServerApiConfig = field(default_factory=ServerApiConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def validate(self, key: str = "") -> None:
         _port("Port", self.port)
         self.optional_endpoints.validate("OptionalEndpoints")
+        self.files.validate("Files")
+        _admin(self.admin, self.port)
         self.cluster.validate("Cluster")
+        self.webhooks.validate("Webhooks")
+        self.hooks.validate("Hooks")
         self.auth.validate("Auth")
         self.message_rpc.validate("MessageRpc")
         self.friend_rpc.validate("FriendRpc")
@@ -262,11 +321,13 @@ class ServiceConfig:
     internal_secret: str = ""
     pool_size: int = 10          # database connections (PostgreSQL)
     log: LogConfig = field(default_factory=LogConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     def validate(self, key: str = "") -> None:
         if not self.name:
             raise ConfigError("Name: must not be empty")
         _port("Port", self.port)
+        _admin(self.admin, self.port)
         _positive("PoolSize", self.pool_size)
 
     @property
@@ -303,6 +364,65 @@ class AuthServiceConfig(ServiceConfig):
 
 
 # ---------------------------------------------------------------------------
+# PROTOCOL.md 9.3 and 9.4: webhooks and the before-send hook (off while Url is empty)
+
+WEBHOOK_EVENTS = ("user.online", "user.offline", "message.offline", "friend.added",
+                  "friend.removed")
+
+
+@dataclass(frozen=True)
+class WebhooksConfig:
+    url: str = ""                # http(s)://... that receives the events; empty = off
+    secret: str = ""             # HMAC-SHA256 key of X-SkyeIM-Signature (also signs 9.4)
+    events: tuple[str, ...] = ()  # which to send; empty = all
+    timeout: int = 2000          # ms per POST
+    max_attempts: int = 5        # tries per event (retried with growing pauses)
+    queue_size: int = 10000      # events waiting; more are dropped (counted)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    def wants(self, event: str) -> bool:
+        return self.enabled and (not self.events or event in self.events)
+
+    def validate(self, key: str) -> None:
+        if self.url and not re.match(r"https?://[^\s/]+", self.url):
+            raise ConfigError(f"{key}.Url: {self.url!r} is not an http(s):// URL")
+        for i, e in enumerate(self.events):
+            if e not in WEBHOOK_EVENTS:
+                raise ConfigError(f"{key}.Events[{i}]: {e!r} is not one of "
+                                  f"{', '.join(WEBHOOK_EVENTS)}")
+        _positive(f"{key}.Timeout", self.timeout)
+        _positive(f"{key}.MaxAttempts", self.max_attempts)
+        _positive(f"{key}.QueueSize", self.queue_size)
+
+
+@dataclass(frozen=True)
+class BeforeSendConfig:
+    url: str = ""                # http(s)://... asked before each chat is stored; empty = off
+    timeout: int = 500           # ms per call
+    on_error: Literal["allow", "reject"] = "allow"   # a timeout, connection error or non-2xx
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    def validate(self, key: str) -> None:
+        if self.url and not re.match(r"https?://[^\s/]+", self.url):
+            raise ConfigError(f"{key}.Url: {self.url!r} is not an http(s):// URL")
+        _positive(f"{key}.Timeout", self.timeout)
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    before_send: BeforeSendConfig = field(default_factory=BeforeSendConfig)
+
+    def validate(self, key: str) -> None:
+        self.before_send.validate(f"{key}.BeforeSend")
+
+
+# ---------------------------------------------------------------------------
 # Loading
 
 def load(cls: type, path: str | os.PathLike) -> Any:
@@ -313,13 +433,25 @@ def load(cls: type, path: str | os.PathLike) -> Any:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(yaml_error_line(path, e)) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 (byte {e.start})") from None
     try:
         cfg = from_mapping(cls, raw if raw is not None else {})
         cfg.validate()
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return cfg
+
+
+def yaml_error_line(path: str | os.PathLike, e: yaml.YAMLError) -> str:
+    """One line naming the file, line and column (1-based) of a YAML syntax error."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    what = ": ".join(p for p in (getattr(e, "context", None), getattr(e, "problem", None)) if p)
+    what = what or str(e).splitlines()[0]
+    if mark is None:
+        return f"{path}: not valid YAML: {what}"
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {what}"
 
 
 def from_mapping(cls: type, raw: Any, key: str = "") -> Any:
@@ -401,6 +533,13 @@ def _kind(v: Any) -> str:
 def _positive(key: str, v: float) -> None:
     if v <= 0:
         raise ConfigError(f"{key}: must be greater than 0, got {v!r}")
+
+
+def _admin(admin: AdminConfig, public_port: int) -> None:
+    admin.validate("Admin")
+    if admin.port and admin.port == public_port:
+        raise ConfigError(f"Admin.Port: must not be the public Port ({public_port}): "
+                          "/metrics is for operators only")
 
 
 def _port(key: str, v: int) -> None:

@@ -1,13 +1,17 @@
-"""Prometheus metrics, served at /metrics by the gateway and by every service.
+"""Prometheus metrics, served at /metrics by the gateway and by every service,
+on each program's admin listener (``Admin: {Host, Port}``), never on its
+public port: an operator's figures are nobody else's business.
 
 Each app has its own registry, so that in standalone mode (four apps in one
 process) each /metrics shows its own program's figures.
 """
 from __future__ import annotations
 
+import logging
 import time
 
-from flask import Flask, Response, g, request
+import gevent.pywsgi
+from flask import Flask, Response, g, jsonify, request
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                ProcessCollector, disable_created_metrics, generate_latest)
 
@@ -21,6 +25,32 @@ def add_metrics_route(app: Flask, registry: CollectorRegistry) -> None:
     @app.get("/metrics")
     def metrics():
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def admin_app(name: str, registry: CollectorRegistry) -> Flask:
+    """The admin listener's app: GET /metrics (this program's registry) and /healthz."""
+    app = Flask(f"skyeim.{name}.admin")
+    add_metrics_route(app, registry)
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(ok=True)
+
+    return app
+
+
+def serve_admin(admin, name: str, registry: CollectorRegistry) -> gevent.pywsgi.WSGIServer | None:
+    """Start the admin listener of ``admin`` (config.AdminConfig) in the background;
+    None when its Port is 0. Raises OSError when it cannot listen."""
+    if not admin.port:
+        return None
+    wsgi_log = logging.getLogger(f"skyeim.{name}.admin")
+    server = gevent.pywsgi.WSGIServer(
+        (admin.host, admin.port), admin_app(name, registry),
+        log=gevent.pywsgi.LoggingLogAdapter(wsgi_log, logging.DEBUG),
+        error_log=gevent.pywsgi.LoggingLogAdapter(wsgi_log, logging.ERROR))
+    server.start()
+    return server
 
 
 class GatewayMetrics:
@@ -64,11 +94,33 @@ class GatewayMetrics:
                                           ["code"], registry=r)
         # process_resident_memory_bytes, process_open_fds, ...: what a soak test watches
         ProcessCollector(registry=r)
-        Gauge("skyeim_greenlets", "Live greenlets in the process (leak watch; counted at scrape).",
-              registry=r).set_function(_count_greenlets)
+        # counted without walking the heap (no gc.get_objects per scrape): the program
+        # gives the function (count_greenlets); until then, 0
+        self._greenlets = Gauge("skyeim_greenlets",
+                                "Live greenlets of connections: one per open HTTP/WebSocket socket "
+                                "(the server's pool) plus one writer per chat session (leak watch).",
+                                registry=r)
         self.gc_pause = Histogram("skyeim_gc_pause_seconds",
                                   "Garbage collector pauses (the whole process stops), by generation.",
                                   ["generation"], buckets=LATENCY_BUCKETS, registry=r)
+        # PROTOCOL.md 9.3 webhooks and 9.4 the before-send hook (features/webhooks.py, hooks.py)
+        self.webhook_queue = Gauge("skyeim_webhook_queue_depth", "Webhook events waiting to be sent.",
+                                   registry=r)
+        self.webhook_sent = Counter("skyeim_webhook_sent_total",
+                                    "Webhook events the receiver accepted (2xx), by event.",
+                                    ["event"], registry=r)
+        self.webhook_retries = Counter("skyeim_webhook_retries_total",
+                                       "Webhook POSTs tried again after a failure.", registry=r)
+        self.webhook_failed = Counter("skyeim_webhook_failed_total",
+                                      "Webhook events given up after Webhooks.MaxAttempts.",
+                                      registry=r)
+        self.webhook_drops = Counter("skyeim_webhook_dropped_total",
+                                     "Webhook events dropped because the queue was full.",
+                                     registry=r)
+        self.hook_latency = Histogram("skyeim_before_send_hook_seconds",
+                                      "Calls to the before-send hook, by outcome "
+                                      "(allow, rewrite, refuse, error).",
+                                      ["outcome"], buckets=LATENCY_BUCKETS, registry=r)
         # label children looked up once: the hot path must not build label tuples per frame
         self._in = {t: self.frames_in.labels(t) for t in
                     ("ping", "chat", "read", "auth", "sync", "typing", "typing_dropped", "invalid",
@@ -80,6 +132,10 @@ class GatewayMetrics:
                                       buckets=LATENCY_BUCKETS, registry=r)
         self.sent_latency = self.ack_latency.labels("sent")
         self.delivered_latency = self.ack_latency.labels("delivered")
+
+    def count_greenlets(self, fn) -> None:
+        """Have skyeim_greenlets read ``fn()`` at scrape time (it must be cheap)."""
+        self._greenlets.set_function(fn)
 
     def frame_in(self, kind: str) -> None:
         self._in[kind].inc()
@@ -106,14 +162,6 @@ def watch_gc_pauses(metrics: "GatewayMetrics") -> None:
     gc.callbacks.append(callback)
 
 
-def _count_greenlets() -> int:
-    # a full walk of the heap: fine at scrape time (seconds apart), never on a hot path
-    import gc
-
-    import greenlet
-    return sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet))
-
-
 def frame_type(text: str) -> str:
     """The type of a server frame from its JSON text, which always starts {"type":"..."."""
     end = text.find('"', 9)
@@ -123,8 +171,16 @@ def frame_type(text: str) -> str:
 def instrument_service(app: Flask, name: str) -> CollectorRegistry:
     """Request counts and latency by route and status for a backend service."""
     r = CollectorRegistry()
-    latency = Histogram("skyeim_http_request_seconds", f"Requests served by the {name} service.",
-                        ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=r)
+    instrument_routes(app, r, f"Requests served by the {name} service.")
+    return r           # served by the admin listener (serve_admin), not by this app
+
+
+def instrument_routes(app: Flask, registry: CollectorRegistry, doc: str, prefix: str = "/") -> None:
+    """skyeim_http_request_seconds{method, route, status} (its _count is the request
+    count) for the requests whose path starts with ``prefix``; ``route`` is the URL
+    rule (/v1/groups/<group_id>/members), never the path, so the series stay few."""
+    latency = Histogram("skyeim_http_request_seconds", doc,
+                        ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=registry)
 
     @app.before_request
     def _start_timer():
@@ -133,10 +189,7 @@ def instrument_service(app: Flask, name: str) -> CollectorRegistry:
     @app.after_request
     def _observe(resp):
         t0 = g.get("skyeim_t0")
-        if t0 is not None and request.path != "/metrics":
+        if t0 is not None and request.path != "/metrics" and request.path.startswith(prefix):
             route = request.url_rule.rule if request.url_rule else "unmatched"
             latency.labels(request.method, route, str(resp.status_code)).observe(time.perf_counter() - t0)
         return resp
-
-    add_metrics_route(app, r)
-    return r

@@ -5,8 +5,10 @@ Success is 200 with a JSON body; failure is 4xx/5xx with ``{"code", "message"}``
 from __future__ import annotations
 
 import hmac
-import re
+import json
 import logging
+import math
+import re
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -68,15 +70,44 @@ def install_json_errors(app: Flask) -> None:
         return error_response(500, ErrorCode.INTERNAL, "internal error")
 
 
+# an escaped UTF-16 surrogate (\ud800-\udfff) in the raw body: a pair is an emoji, a lone
+# one a string that cannot be encoded again (to a service, a database, a log)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def json_body() -> dict[str, Any]:
-    """The request's JSON object, or 400."""
+    """The request's JSON object, or 400 ``bad_request``: for a body that is not JSON,
+    not an object, nested deeper than the parser goes, or holds what cannot travel on as
+    JSON (NaN, Infinity, 1e400, a lone surrogate)."""
+    if not request.is_json:
+        raise bad_request("the body must be a JSON object (Content-Type: application/json)")
+    raw = request.get_data(cache=True)
     try:
-        data = request.get_json(silent=True)
+        data = json.loads(raw.decode("utf-8"),     # RFC 8259 8.1: UTF-8, nothing else
+                          parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:     # nested deeper than the parser goes: bad input, not a 500
         raise bad_request("the body is JSON nested too deeply") from None
+    except (ValueError, TypeError):  # not JSON, not UTF-8, an integer of 4,300+ digits
+        raise bad_request("the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise bad_request("the body must be a JSON object")
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad_request("the body has a string with a lone UTF-16 surrogate") from None
     return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
 
 
 def positive_int_arg(raw: str | None) -> int | None:

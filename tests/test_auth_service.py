@@ -546,14 +546,21 @@ def test_failed_password_changes_count_too(limited):
 
 
 def test_the_client_address_header_is_trusted_only_with_the_internal_secret(tmp_path_factory):
-    """Without an InternalSecret anyone could send X-Client-Address: every
-    attempt then counts against the caller's own address."""
+    """An empty InternalSecret no longer leaves the service open to a forged
+    X-Client-Address: it uses the generated secret (skyeim.internal_secret),
+    and a caller without it is refused before the login is looked at."""
     with limited_service(tmp_path_factory, "auth-open", "") as svc:
+        assert "using the generated one" in svc.log()
+        generated = svc.secret_file.read_text().strip()
+        assert svc.session.headers["X-Internal-Secret"] == generated
+        for secret in ("", "a wrong secret"):
+            r = requests.post(f"{svc.url}/v1/tokens", json={"username": "x", "password": "y"},
+                              headers={"X-Client-Address": fresh_address(), "X-Internal-Secret": secret})
+            assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+        # with it, the header is believed: each address has its own count
         for _ in range(MAX_ADDRESS_FAILURES):
             r = login_from(svc, fresh_address(), fresh_name("ghost"), "not the password")
             assert r.status_code == 401
-        assert_rate_limited(login_from(svc, fresh_address(), fresh_name("ghost")))
-        assert "X-Client-Address is not trusted" in svc.log()
 
 
 def test_the_memory_of_failures_is_bounded():

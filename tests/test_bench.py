@@ -136,3 +136,19 @@ def test_quick_benchmark_of_a_cluster_spreads_the_pairs_over_the_nodes(tmp_path)
     assert any(k.startswith("postgres (") for k in two["server"]), two["server"]
     assert "2 nodes/1 node" in proc.stdout                  # the table, with the scaling ratio
     assert "| 1 node | 2 nodes | 2 nodes / 1 node |" in (tmp_path / "table.md").read_text()
+
+
+@pytest.mark.timeout(180)
+def test_hook_option_reports_the_extra_latency_of_the_before_send_hook(tmp_path):
+    out = tmp_path / "hook.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "skyeim.bench", "--hook", "--hook-chats", "30", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=160)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    results = json.loads(out.read_text())
+    for label in ("off", "on"):
+        assert results[label]["chats"] == 30
+        assert all(positive(results[label][k]) for k in ("median_ms", "p95_ms", "p99_ms"))
+    assert set(results["extra_ms"]) == {"median_ms", "p95_ms", "p99_ms"}
+    assert positive(results["hook_call_mean_ms"])      # the hook was really called
+    assert "hook on" in proc.stdout and "extra" in proc.stdout

@@ -40,6 +40,7 @@ PROGRAMS = ("message-1", "message-2", "friend", "auth", "gateway-1", "gateway-2"
 PORT_VARIABLES = {"gateway-1": "SKYEIM_GATEWAY_1_PORT", "gateway-2": "SKYEIM_GATEWAY_2_PORT",
                   "message-1": "SKYEIM_MESSAGE_1_PORT", "message-2": "SKYEIM_MESSAGE_2_PORT",
                   "friend": "SKYEIM_FRIEND_PORT", "auth": "SKYEIM_AUTH_PORT"}
+ADMIN_PORT_VARIABLES = {program: var.replace("_PORT", "_ADMIN_PORT") for program, var in PORT_VARIABLES.items()}
 START_TIMEOUT = 60.0           # s until both gateways answer /readyz 200
 STOP_TIMEOUT = 45.0            # s for `supervisorctl shutdown` to stop everything
 
@@ -168,12 +169,17 @@ class Supervisord:
         self.tmp = tmp
         self.env = env
         self.ports = {name: int(env[var]) for name, var in PORT_VARIABLES.items()}
+        self.admin_ports = {name: int(env[var]) for name, var in ADMIN_PORT_VARIABLES.items()}
         self.pidfile = tmp / "supervisord-cluster.pid"
         self.pid: int | None = None
         self.program_pids: dict[str, int] = {}
 
     def url(self, program: str) -> str:
         return f"http://127.0.0.1:{self.ports[program]}"
+
+    def admin_url(self, program: str) -> str:
+        """The program's admin listener (GET /metrics)."""
+        return f"http://127.0.0.1:{self.admin_ports[program]}"
 
     def start(self) -> "Supervisord":
         with open(self.tmp / "supervisord.out", "wb") as out:   # it daemonizes: no pipes
@@ -273,7 +279,8 @@ def supervised_cluster(tmp_path):
     with database_url("postgresql", tmp_path, "supervisord") as db_url:
         redis_server = RedisServer(tmp_path, redis_bin).start()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SKYEIM_")}
-        env.update({var: str(port) for var, port in zip(PORT_VARIABLES.values(), free_ports(6))})
+        variables = [*PORT_VARIABLES.values(), *ADMIN_PORT_VARIABLES.values()]
+        env.update({var: str(port) for var, port in zip(variables, free_ports(len(variables)))})
         env.update({"SKYEIM_RUN_DIR": str(tmp_path), "SKYEIM_REDIS_URL": redis_server.url,
                     "SKYEIM_DB_URL": db_url, "SKYEIM_ACCESS_SECRET": secrets.token_urlsafe(32),
                     "SKYEIM_INTERNAL_SECRET": secrets.token_urlsafe(16)})
@@ -306,11 +313,12 @@ def test_browser_chat_across_two_nodes_under_supervisord(browser, supervised_clu
     class Node:                                   # what Tab needs of a system: the page's URL
         def __init__(self, program: str):
             self.url = sup.url(program)
+            self.metrics_url = sup.admin_url(program)
 
     node1, node2 = Node("gateway-1"), Node("gateway-2")
 
     def connections(node: Node) -> int:
-        text = requests.get(node.url + "/metrics", timeout=5).text
+        text = requests.get(node.metrics_url + "/metrics", timeout=5).text
         return int(float(re.search(r"^skyeim_ws_connections(?:\{[^}]*\})? (\S+)$", text, re.M).group(1)))
 
     a_name, b_name = unique("alice"), unique("bob")

@@ -1,11 +1,17 @@
 """Configuration: the shipped files load, ${VAR} expands, and every mistake is one clear line."""
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
+
+from harness import free_port
 
 from skyeim import config
 from skyeim.config import AuthServiceConfig, ConfigError, GatewayConfig, ServiceConfig
@@ -39,6 +45,16 @@ def test_shipped_gateway_keys_keep_the_original_names_and_defaults():
     assert ws.multi_login == "kick" and ws.allowed_origins == () and ws.max_connections == 0
     assert (ws.rate_limit.rate, ws.rate_limit.burst) == (50, 100)
     assert cfg.chat.require_friendship is False and cfg.chat.max_content_length == 16384
+    assert (cfg.admin.host, cfg.admin.port) == ("127.0.0.1", 10400)      # /metrics, not on 10300
+
+
+@pytest.mark.parametrize("name,cls,port", [("message.yaml", ServiceConfig, 10401),
+                                           ("friend.yaml", ServiceConfig, 10402),
+                                           ("auth.yaml", AuthServiceConfig, 10403)])
+def test_shipped_services_have_their_admin_listener_on_loopback(name, cls, port):
+    cfg = config.load(cls, ROOT / "etc" / name)
+    assert (cfg.admin.host, cfg.admin.port) == ("127.0.0.1", port)
+    assert config.from_mapping(cls, {}).admin.port == 0       # an old file: no admin listener
 
 
 def test_env_expansion_with_default_and_typed_values(tmp_path, monkeypatch):
@@ -70,6 +86,9 @@ def test_env_expansion_with_default_and_typed_values(tmp_path, monkeypatch):
     ("WebSocket: {EchoPath: echo}\n", "WebSocket.EchoPath: 'echo' is not a path like /echo"),
     ("WebSocket: {EchoPath: /ws}\n", "WebSocket.EchoPath: '/ws' is a route of the gateway"),
     ("WebSocket: {EchoPath: /api/echo}\n", "WebSocket.EchoPath: '/api/echo' is a route of the gateway"),
+    ("Port: 10300\nAdmin: {Port: 10300}\n", "Admin.Port: must not be the public Port"),
+    ("Admin: {Port: 70000}\n", "Admin.Port: must be a TCP port"),
+    ("Admin: {Metrics: true}\n", "Admin.Metrics: unknown key"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, needle):
     p = write(tmp_path, "Auth: {AccessSecret: x}\n" + text if "Auth:" not in text else text)
@@ -108,3 +127,112 @@ def test_standalone_names_the_bad_service_file(tmp_path):
                        capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert r.returncode == 2
     assert "friend.yaml: DataSorce: unknown key" in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# issue 12 part 8: ports and data paths from the environment, YAML errors, the file loaded
+
+ENV_PORTS = {"ws.yaml": "SKYEIM_PORT", "message.yaml": "SKYEIM_MESSAGE_PORT",
+             "friend.yaml": "SKYEIM_FRIEND_PORT", "auth.yaml": "SKYEIM_AUTH_PORT"}
+ENV_DATA = {"message.yaml": "SKYEIM_MESSAGE_DB", "friend.yaml": "SKYEIM_FRIEND_DB",
+            "auth.yaml": "SKYEIM_AUTH_DB"}
+CLASSES = {"ws.yaml": GatewayConfig, "message.yaml": ServiceConfig, "friend.yaml": ServiceConfig,
+           "auth.yaml": AuthServiceConfig}
+
+
+def test_every_port_and_data_path_of_the_shipped_files_comes_from_the_environment(tmp_path, monkeypatch):
+    ports = {var: str(20001 + i) for i, var in enumerate(ENV_PORTS.values())}
+    for var, port in ports.items():
+        monkeypatch.setenv(var, port)
+    for var in ENV_DATA.values():
+        monkeypatch.setenv(var, f"sqlite:///{tmp_path}/{var.lower()}.db")
+    for name, cls in CLASSES.items():
+        cfg = config.load(cls, ROOT / "etc" / name)
+        assert cfg.port == int(ports[ENV_PORTS[name]]), name
+        if name in ENV_DATA:
+            assert cfg.database_url == f"sqlite:///{tmp_path}/{ENV_DATA[name].lower()}.db"
+    gw = config.load(GatewayConfig, ROOT / "etc" / "ws.yaml")   # the gateway follows the services
+    assert gw.message_rpc.endpoints == (f"127.0.0.1:{ports['SKYEIM_MESSAGE_PORT']}",)
+    assert gw.friend_rpc.endpoints == (f"127.0.0.1:{ports['SKYEIM_FRIEND_PORT']}",)
+    assert gw.auth_rpc.endpoints == (f"127.0.0.1:{ports['SKYEIM_AUTH_PORT']}",)
+
+
+def test_every_port_key_of_the_shipped_files_has_an_environment_variable():
+    # a new port or data path in etc/*.yaml must get its ${SKYEIM_...} too
+    for path in (ROOT / "etc").glob("*.yaml"):
+        for line in path.read_text().splitlines():
+            if line.lstrip().startswith("#"):
+                continue
+            if re.search(r"\b(Port|DataSource|Endpoints):", line):   # Admin's Port too
+                assert "${SKYEIM_" in line, f"{path.name}: {line}"
+
+
+@pytest.mark.parametrize("program", ["wsserver.py", "skyeim.message", "skyeim.auth"])
+@pytest.mark.parametrize("text,where,what", [
+    ("Name: x\nPort: [1, 2\nHost: a\n", ":3:5:", "expected ',' or ']'"),
+    ("Name: x\n  Port: 3\n", ":2:7:", "mapping values are not allowed here"),
+    ('Name: "x\n', ":2:1:", "found unexpected end of stream"),
+])
+def test_a_yaml_syntax_error_is_one_line_naming_file_line_and_column(tmp_path, program, text, where, what):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    argv = [str(ROOT / program)] if program.endswith(".py") else ["-m", program]
+    r = subprocess.run([sys.executable, *argv, "-f", str(p)],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith(f"error: {p}{where} not valid YAML:") and what in lines[0], lines[0]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 40.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"exited with {proc.returncode}"
+        try:
+            return requests.get(url, timeout=1).status_code
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer in {timeout}s")
+
+
+def test_without_f_the_shipped_files_run_on_ports_and_data_from_the_environment(tmp_path):
+    """The README's layout without -f: etc/ws.yaml and the services' files beside it, every
+    port and database from the environment; each program says which file it loaded."""
+    ports = {var: str(free_port()) for var in ENV_PORTS.values()}
+    env = {**os.environ, **ports, "PYTHONUNBUFFERED": "1",
+           **{var: f"sqlite:///{tmp_path}/{var.lower()}.db" for var in ENV_DATA.values()}}
+    log = tmp_path / "gateway.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "wsserver.py", "--standalone"], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 40
+            while _wait_http(f"http://127.0.0.1:{ports['SKYEIM_PORT']}/readyz", proc) != 200:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            for var in ("SKYEIM_MESSAGE_PORT", "SKYEIM_FRIEND_PORT", "SKYEIM_AUTH_PORT"):
+                assert requests.get(f"http://127.0.0.1:{ports[var]}/healthz", timeout=5).status_code == 200
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    text = log.read_text()
+    assert f"configuration: {ROOT / 'etc' / 'ws.yaml'} (the default; -f to choose)" in text, text
+    for var in ENV_DATA.values():
+        assert (tmp_path / f"{var.lower()}.db").exists(), var
+
+
+def test_a_service_without_f_loads_its_shipped_file_and_says_so(tmp_path):
+    port = free_port()
+    env = {**os.environ, "SKYEIM_FRIEND_PORT": str(port), "PYTHONUNBUFFERED": "1",
+           "SKYEIM_FRIEND_DB": f"sqlite:///{tmp_path}/friend.db"}
+    log = tmp_path / "friend.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "skyeim.friend"], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+        try:
+            assert _wait_http(f"http://127.0.0.1:{port}/healthz", proc) == 200
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    assert f"configuration: {ROOT / 'etc' / 'friend.yaml'} (the default; -f to choose)" in log.read_text()

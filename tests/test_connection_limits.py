@@ -19,7 +19,7 @@ from skyeim.gateway.transport.limits import ConnectionLimits
 
 def idle(s) -> None:
     """The sockets of earlier tests on this module's system are gone (their slots free)."""
-    wait_until(lambda: scrape(s.url)["skyeim_ws_connections"] == 0, timeout=15)
+    wait_until(lambda: scrape(s.metrics_url)["skyeim_ws_connections"] == 0, timeout=15)
 
 
 def assert_too_many(answer) -> None:
@@ -56,9 +56,9 @@ def test_per_ip_limit_refuses_the_next_socket_from_that_address(per_ip):
     idle(s)
     users = [s.minted_user(f"ip{i}") for i in range(4)]
     clients = [s.connect(u) for u in users[:3]]
-    before = scrape(s.url).get('skyeim_handshake_refusals_total{code="too_many_connections"}', 0)
+    before = scrape(s.metrics_url).get('skyeim_handshake_refusals_total{code="too_many_connections"}', 0)
     assert_too_many(s.handshake(users[3].token))
-    after = scrape(s.url)['skyeim_handshake_refusals_total{code="too_many_connections"}']
+    after = scrape(s.metrics_url)['skyeim_handshake_refusals_total{code="too_many_connections"}']
     assert after == before + 1
     for c in clients:
         c.assert_open()

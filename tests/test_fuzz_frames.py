@@ -361,7 +361,7 @@ def assert_bystanders_fine(bystanders: Bystanders) -> None:
 # Fixtures (one gateway for the module; the tests share its connections)
 
 def scrape(system: System) -> dict[str, float]:
-    text = requests.get(system.url + "/metrics", timeout=10).text
+    text = requests.get(system.metrics_url + "/metrics", timeout=10).text
     out = {}
     for name in ("skyeim_greenlets", "process_resident_memory_bytes", "skyeim_ws_connections"):
         m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)

@@ -6,6 +6,7 @@ system (standalone; MultiLogin allow for the devices)."""
 from __future__ import annotations
 
 import pytest
+import requests
 
 from harness import Client, new_msg_id
 
@@ -38,7 +39,10 @@ def read_sync(client: Client, timeout: float = 10.0) -> tuple[list[dict], dict]:
         if frame["type"] in SKIP:
             continue
         if frame["type"] == "sync_complete":
-            return pages, frame["data"]
+            done = frame["data"]
+            # serverTime: the next sync's changedSince (docs/protocol.md "Recall, edit, delete")
+            assert isinstance(done.pop("serverTime"), int), done
+            return pages, done
         assert frame["type"] == "sync_messages", frame
         pages.append(frame["data"])
     raise AssertionError("no sync_complete")
@@ -272,6 +276,6 @@ def test_a_big_group_reaches_each_online_member_exactly_once(system):
 
 
 def fanouts(system) -> float:
-    metrics = system.api("GET", "/metrics").text
+    metrics = requests.get(system.metrics_url + "/metrics", timeout=10).text
     return next(float(line.split()[1]) for line in metrics.splitlines()
                 if line.startswith("skyeim_group_fanout_seconds_count"))

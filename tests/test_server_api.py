@@ -65,16 +65,16 @@ def test_the_client_raises_the_gateways_error_or_status_0_when_unreached(srv):
 
 
 def test_requests_are_counted_by_route_and_status(srv, api):
-    before_ok = metric_value(srv.url, "skyeim_server_api_requests_total",
+    before_ok = metric_value(srv.metrics_url, "skyeim_server_api_requests_total",
                              route="/server/v1/stats", status="200")
-    before_401 = metric_value(srv.url, "skyeim_server_api_requests_total",
+    before_401 = metric_value(srv.metrics_url, "skyeim_server_api_requests_total",
                               route="/server/v1/stats", status="401")
     api.stats()
     api.stats()
     call(srv.url, "GET", "/stats", key="nope")
-    assert metric_value(srv.url, "skyeim_server_api_requests_total",
+    assert metric_value(srv.metrics_url, "skyeim_server_api_requests_total",
                         route="/server/v1/stats", status="200") == before_ok + 2
-    assert metric_value(srv.url, "skyeim_server_api_requests_total",
+    assert metric_value(srv.metrics_url, "skyeim_server_api_requests_total",
                         route="/server/v1/stats", status="401") == before_401 + 1
 
 
@@ -289,10 +289,13 @@ def test_friendship_changes_reach_both_users_and_presence_follows(srv, api):
     wa.assert_no_frame(1.0)
 
 
-def test_a_friendship_with_an_unknown_user_is_404(srv, api):
-    alice = srv.register_user("lonely")
+def test_a_friendship_with_a_user_the_auth_service_does_not_know_is_made(srv, api):
+    """A team that issues its own tokens has users SkyeIM's Auth service never saw."""
+    alice = srv.register_user("own_users")
+    wa = srv.connect(alice)
     r = call(srv.url, "POST", "/friends", json_body={"userId": alice.id, "friendId": 2 ** 62})
-    assert_error(r, 404, "not_found", names="friendId")
+    assert r.status_code == 200 and r.json() == {"ok": True}, r.text
+    assert wa.expect("friend_added", WITHIN) == {"userId": 2 ** 62, "username": None, "online": False}
 
 
 # ---------------------------------------------------------------------------

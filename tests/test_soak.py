@@ -104,9 +104,9 @@ def warm_idle_baseline(s: System, users: list[User]) -> dict:
     for p in warm:
         p.finish()
         p.client.close()
-    wait_until(lambda: scrape(s.url)["skyeim_ws_connections"] == 0, timeout=30)
+    wait_until(lambda: scrape(s.metrics_url)["skyeim_ws_connections"] == 0, timeout=30)
     time.sleep(1)       # the closed sockets' greenlets end just after the count drops
-    return process_figures(s.url)
+    return process_figures(s.metrics_url)
 
 
 def third_max(samples: list[dict], key: str, which: int) -> float:
@@ -132,9 +132,9 @@ def test_soak_churn_and_chat_level_off_and_lose_nothing(system_factory):
     samples: list[dict] = []
     start = time.monotonic()
     while True:                                   # bounded by SOAK_SECONDS
-        figures = process_figures(s.url)
+        figures = process_figures(s.metrics_url)
         figures["t"] = round(time.monotonic() - start, 1)
-        figures["connections"] = scrape(s.url)["skyeim_ws_connections"]
+        figures["connections"] = scrape(s.metrics_url)["skyeim_ws_connections"]
         samples.append(figures)
         if time.monotonic() - start >= SOAK_SECONDS:
             break
@@ -148,12 +148,12 @@ def test_soak_churn_and_chat_level_off_and_lose_nothing(system_factory):
         p.finish(timeout=60)
     for p in peers:
         p.client.close()
-    wait_until(lambda: scrape(s.url)["skyeim_ws_connections"] == 0, timeout=30,
+    wait_until(lambda: scrape(s.metrics_url)["skyeim_ws_connections"] == 0, timeout=30,
                message="connections left after the churn stopped")
     # a closed socket's greenlets end a moment after the count drops: bounded polling
     deadline = time.monotonic() + 15
     while True:
-        final = process_figures(s.url)
+        final = process_figures(s.metrics_url)
         if all(final[k] <= baseline[k] + BASELINE_SLACK[k] for k in BASELINE_SLACK) \
                 or time.monotonic() > deadline:
             break

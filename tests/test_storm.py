@@ -69,8 +69,8 @@ def test_reconnect_storm_beyond_max_connections(system_factory, tmp_path):
     try:
         line = storm.stdout.readline()          # bounded: the client gives up after ~90 s
         result = json.loads(line)
-        held = scrape(s.url)["skyeim_ws_connections"]
-        figures = process_figures(s.url)
+        held = scrape(s.metrics_url)["skyeim_ws_connections"]
+        figures = process_figures(s.metrics_url)
     finally:
         health = probe.finish()
         if storm.poll() is None:
@@ -91,7 +91,7 @@ def test_reconnect_storm_beyond_max_connections(system_factory, tmp_path):
     assert s.procs["gateway"].poll() is None
 
     # the storm is over: every slot comes free, and the gateway serves as before
-    wait_until(lambda: scrape(s.url)["skyeim_ws_connections"] == 0, timeout=60)
+    wait_until(lambda: scrape(s.metrics_url)["skyeim_ws_connections"] == 0, timeout=60)
     alice, bob = s.minted_user("after_a"), s.minted_user("after_b")
     ca, cb = s.connect(alice), s.connect(bob)
     mid = ca.chat(bob, "after the storm")

@@ -26,7 +26,10 @@ def read_sync(client: Client, timeout: float = 10.0) -> tuple[list[dict], dict]:
     for _ in range(10_000):                 # bounded: an answer has at most 1000 pages
         frame = client.recv_frame(timeout)
         if frame["type"] == "sync_complete":
-            return pages, frame["data"]
+            done = frame["data"]
+            # serverTime: the next sync's changedSince (docs/protocol.md "Recall, edit, delete")
+            assert isinstance(done.pop("serverTime"), int), done
+            return pages, done
         assert frame["type"] == "sync_messages", frame
         pages.append(frame["data"])
     raise AssertionError("no sync_complete")

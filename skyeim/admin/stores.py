@@ -13,7 +13,7 @@ from skyeim.db import open_engine
 
 DEFAULT_CONFIG_DIR = "etc"
 # the modules whose tables make up each store's models
-_MODELS = {"message": ("skyeim.message.store", "skyeim.message.groups"),
+_MODELS = {"message": ("skyeim.message.store", "skyeim.message.groups", "skyeim.message.files"),
            "friend": ("skyeim.friend.store", "skyeim.friend.groups"),
            "auth": ("skyeim.auth.store",)}
 

@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "with --target cluster: the PostgreSQL server on which a fresh database is created "
                         "per scenario and dropped after it (default: $SKYEIM_TEST_POSTGRES_URL or "
                         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres)")
+    p.add_argument("--hook", action="store_true",
+                   help="run nothing else: a chat's extra latency with the before-send hook on "
+                        "(PROTOCOL.md 9.4), against a tiny local hook; writes --out "
+                        "(default bench-hook.json)")
+    p.add_argument("--hook-chats", type=int, default=2000,
+                   help="with --hook: chats measured per system, one at a time (default 2000)")
     g = p.add_argument_group("sizes (defaults are the full run; --quick shrinks them)")
     g.add_argument("--idle-conns", type=int, help=f"idle: connections held ({d.idle_conns})")
     g.add_argument("--quiet-window", type=float, help=f"idle: seconds of CPU measurement ({d.quiet_window:g})")
@@ -125,6 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from skyeim.bench import report
     chart = args.chart or os.path.splitext(args.out)[0] + ".png"
+
+    if args.hook:
+        from skyeim.bench import hook
+        if args.hook_chats <= 0:
+            raise SystemExit("error: --hook-chats must be positive")
+        out = args.out if args.out != "bench-results.json" else "bench-hook.json"
+        hook.run(args.hook_chats if not args.quick else min(args.hook_chats, 200), out,
+                 log_level=args.log_level if args.log_level != "info" else "warning")
+        return 0
 
     if args.from_json:
         import json

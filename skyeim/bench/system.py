@@ -78,7 +78,7 @@ def require_loopback(host: str) -> None:
 
 
 def _connections_at(url: str) -> int | None:
-    """Live WebSocket connections of the gateway at ``url``, from its /metrics."""
+    """Live WebSocket connections of the gateway whose admin listener is at ``url``, from its /metrics."""
     try:
         text = requests.get(url + "/metrics", timeout=5).text
     except requests.RequestException:
@@ -151,7 +151,9 @@ class ManagedSystem(Seeder):
         self.secret = secrets.token_urlsafe(32)
         self.internal_secret = secrets.token_urlsafe(16)
         self.ports = {n: free_port() for n in ("ws", "message", "friend", "auth")}
+        self.admin_ports = {n: free_port() for n in ("ws", "message", "friend", "auth")}   # /metrics
         self.host, self.port = "127.0.0.1", self.ports["ws"]
+        self.metrics_url = f"http://127.0.0.1:{self.admin_ports['ws']}"
         self.url = f"http://127.0.0.1:{self.port}"
         self.message_url = f"http://127.0.0.1:{self.ports['message']}"
         self.friend_url = f"http://127.0.0.1:{self.ports['friend']}"
@@ -164,7 +166,8 @@ class ManagedSystem(Seeder):
         def service(name: str) -> dict:
             return {"Name": name, "Host": "127.0.0.1", "Port": self.ports[name],
                     "DataSource": data_source or f"sqlite:///{self.dir / (name + '.db')}",
-                    "InternalSecret": self.internal_secret, "Log": {"Level": log_level}}
+                    "InternalSecret": self.internal_secret, "Log": {"Level": log_level},
+                    "Admin": {"Host": "127.0.0.1", "Port": self.admin_ports[name]}}
         ws = {
             "Name": "ws-server", "Host": "127.0.0.1", "Port": self.port,
             "Auth": {"AccessSecret": self.secret, "AccessExpire": 7200},
@@ -176,6 +179,7 @@ class ManagedSystem(Seeder):
             # raised so that a few pairs can load the gateway fully
             "WebSocket": {"RateLimit": {"Rate": 1_000_000, "Burst": 1_000_000}},
             "Log": {"Level": log_level},
+            "Admin": {"Host": "127.0.0.1", "Port": self.admin_ports["ws"]},
         }
         for k, v in ws_overrides.items():
             if isinstance(v, dict) and isinstance(ws.get(k), dict):
@@ -238,7 +242,7 @@ class ManagedSystem(Seeder):
 
     def connections(self) -> int | None:
         """Live WebSocket connections, from the gateway's /metrics."""
-        return _connections_at(self.url)
+        return _connections_at(self.metrics_url)
 
     def warnings(self, since: dict[str, int] | None = None,
                  until: dict[str, int] | None = None) -> list[str]:
@@ -311,6 +315,9 @@ class ClusterSystem(ManagedSystem):
         self.host, self.port = "127.0.0.1", self.node_ports[0]
         self.url = f"http://127.0.0.1:{self.port}"
         self.node_urls = [f"http://127.0.0.1:{p}" for p in self.node_ports]
+        self.node_admin_ports = free_ports(nodes)          # each node's admin listener (/metrics)
+        self.admin_ports = dict(zip(("ws", "message", "friend", "auth"), free_ports(4)))
+        self.metrics_url = f"http://127.0.0.1:{self.node_admin_ports[0]}"
         self.message_url = f"http://127.0.0.1:{self.ports['message']}"
         self.friend_url = f"http://127.0.0.1:{self.ports['friend']}"
         self.procs = {}
@@ -409,6 +416,7 @@ class ClusterSystem(ManagedSystem):
                 (self.dir / f"{name}.yaml").write_text(yaml.safe_dump(c, sort_keys=False))
             for k, port in enumerate(self.node_ports, 1):
                 node = {**ws, "Port": port,
+                        "Admin": {"Host": "127.0.0.1", "Port": self.node_admin_ports[k - 1]},
                         "Cluster": {"Redis": self.redis_url, "NodeId": f"bench-{k}",
                                     "KeyPrefix": self.key_prefix, "HeartbeatInterval": 5, "NodeTTL": 15}}
                 (self.dir / f"node-{k}.yaml").write_text(yaml.safe_dump(node, sort_keys=False))
@@ -476,7 +484,7 @@ class ClusterSystem(ManagedSystem):
 
     def node_connections(self) -> list[int | None]:
         """Live WebSocket connections of each node (its /metrics)."""
-        return [_connections_at(url) for url in self.node_urls]
+        return [_connections_at(f"http://127.0.0.1:{p}") for p in self.node_admin_ports]
 
     def connections(self) -> int | None:
         """Live WebSocket connections over all nodes."""
@@ -504,6 +512,8 @@ class ExternalSystem(Seeder):
         cfg = config.load(config.GatewayConfig, ws_config)
         self.secret = cfg.auth.access_secret
         self.internal_secret = cfg.internal_secret
+        # its /metrics: on the admin listener of the same YAML (Admin: {Host, Port})
+        self.metrics_url = f"http://{cfg.admin.host}:{cfg.admin.port}"
 
         def base(ep: str) -> str:
             b = ep if ep.startswith("http") else f"http://{ep}"

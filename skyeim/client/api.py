@@ -14,6 +14,7 @@ import requests
 from skyeim.protocol import ErrorCode
 
 from .errors import ApiError, api_error
+from .files import Source, open_source
 from .frames import ChatMessage, GroupMessage
 
 
@@ -63,17 +64,21 @@ class Api:
         return f"<Api {self.base_url}>"
 
     def _call(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
-              auth: bool = True) -> Any:
-        headers = {}
+              auth: bool = True, files: dict | None = None, raw: bool = False,
+              headers: dict | None = None) -> Any:
+        headers = dict(headers or {})
         if auth:
             if not self.token:
                 raise api_error(401, ErrorCode.UNAUTHORIZED, "log in first (no token)")
             headers["Authorization"] = f"Bearer {self.token}"
         try:
             r = self.session.request(method, self.base_url + path, json=json, params=params,
-                                     headers=headers, timeout=self.timeout, verify=self.verify)
+                                     headers=headers, timeout=self.timeout, verify=self.verify,
+                                     files=files)
         except requests.RequestException as e:
             raise api_error(None, "unreachable", f"{self.base_url}: {type(e).__name__}") from None
+        if raw and r.status_code in (200, 206):
+            return r
         try:
             body = r.json()
         except ValueError:
@@ -194,6 +199,30 @@ class Api:
     def dismiss_group(self, group_id: int) -> list[int]:
         """The owner deletes the group; returns who its members were."""
         return self._call("DELETE", f"/api/groups/{int(group_id)}").get("memberIds", [])
+
+    # -- files (extension: docs/protocol.md "Files, images and voice") ------------------------
+    def upload_file(self, source: Source, name: str | None = None) -> dict:
+        """Upload a file (a path, or bytes named ``name``): ``{fileId, name, size, mime,
+        width?, height?, url, thumbnailUrl?, expiresAt}``. Its type is sniffed by the
+        gateway; ``ApiError`` 413 (too large) or 415 (a type it does not take)."""
+        name, body = open_source(source, name)
+        try:
+            return self._call("POST", "/api/files", files={"file": (name, body)})
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+
+    def file_link(self, file_id: str) -> dict:
+        """The file's record with fresh signed URLs (``url``, ``thumbnailUrl``) that work
+        without a token until ``expiresAt``; ``NotFound`` when not mine to read."""
+        return self._call("GET", f"/api/files/{file_id}/link")
+
+    def download_file(self, file_id: str, thumbnail: bool = False,
+                      byte_range: tuple[int, int] | None = None) -> bytes:
+        """The file's bytes (or its thumbnail's; or bytes ``start`` to ``end`` inclusive)."""
+        path = f"/api/files/{file_id}" + ("/thumbnail" if thumbnail else "")
+        headers = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else None
+        return self._call("GET", path, raw=True, headers=headers).content
 
     # -- health --------------------------------------------------------------------------------
     def ready(self) -> bool:

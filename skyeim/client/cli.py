@@ -213,6 +213,29 @@ def cmd_send(args: argparse.Namespace) -> None:
     print(f"{r.status} {r.msg_id}{extra}")
 
 
+def cmd_send_file(args: argparse.Namespace) -> None:
+    """Upload a file and send it as an image (--image), voice (--voice) or file message."""
+    if not Path(args.path).is_file():
+        raise CliError(f"no such file: {args.path}")
+    if args.group and not (args.to.isascii() and args.to.isdigit() and int(args.to) > 0):
+        raise CliError(f"not a group id: {args.to}")
+    to = None if args.group else resolve_peer(args, args.to)[0]
+    ctype = 2 if args.image else 4 if args.voice else 3
+    client = _client(args, reconnect=True)
+    try:
+        client.connect()
+        if args.group:
+            r, upload = client.send_file(None, args.path, group_id=int(args.to), content_type=ctype,
+                                         wait="sent", timeout=args.timeout)
+        else:
+            r, upload = client.send_file(to, args.path, content_type=ctype, timeout=args.timeout)
+    finally:
+        client.close()
+    dims = f" {upload['width']}x{upload['height']}" if "width" in upload else ""
+    print(f"{r.status} {r.msg_id} seq={r.seq} file={upload['fileId']} {upload['mime']} "
+          f"{upload['size']} bytes{dims}")
+
+
 def cmd_read(args: argparse.Namespace) -> None:
     peer, name = resolve_peer(args, args.peer)
     refused: list[ErrorFrame] = []
@@ -475,6 +498,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the ack to wait for (default: sent)")
     s.add_argument("--content-type", type=int, default=1, choices=(1, 2, 3, 4))
     s.add_argument("--msg-id", default=None, help="(default: a new UUID)")
+
+    s = command("send-file", cmd_send_file, True,
+                help="upload a file and send it (docs/protocol.md \"Files, images and voice\")")
+    s.add_argument("to", metavar="TO", help="a user id, a friend's username, or with --group a group id")
+    s.add_argument("path", help="the file to send (its type is sniffed by the gateway)")
+    s.add_argument("--name", action="store_true", help="TO is a username even if all digits")
+    s.add_argument("--group", action="store_true", help="TO is a group id")
+    kind = s.add_mutually_exclusive_group()
+    kind.add_argument("--image", action="store_true", help="an image message (contentType 2)")
+    kind.add_argument("--voice", action="store_true", help="a voice message (contentType 4)")
 
     s = command("read", cmd_read, True, help="mark a user's messages to you read (the peer "
                                              "gets a read receipt)")

@@ -26,11 +26,13 @@ from skyeim.protocol import ContentType, ErrorCode, is_msg_id, is_positive_id, i
 
 from .backoff import Backoff, TypingThrottle
 from .connection import Connection, ws_url
+from .api import Api
 from .dispatcher import Dispatcher
 from .errors import (AckTimeout, ChatError, ClientClosed, ConnectFailed, NotConnected,
                      OutboxFull, SkyeIMError, TokenRefused)
 from .frames import (Ack, AnyFrame, Connected, ErrorFrame, Pong, TokenExpiring, decode,
                      parse_frame)
+from .files import Source, file_content, http_base
 from .inbox import Inbox
 from .outbox import Outbox, Pending, SendResult
 
@@ -273,6 +275,38 @@ class Client:
                                       msg_id, {"mentions": list(dict.fromkeys(mentions))}
                                       if mentions else None)
         return self._enqueue(msg_id, payload, 0, wait, timeout)
+
+    # -- files (extension: docs/protocol.md "Files, images and voice") -------------------
+    def api(self) -> Api:
+        """The REST API of this client's gateway, with its current token."""
+        return Api(http_base(self.url), token=self.token)
+
+    def upload_file(self, source: Source, name: str | None = None) -> dict:
+        """Upload a file (a path, or bytes named ``name``); the gateway's answer
+        ``{fileId, name, size, mime, width?, height?, url, thumbnailUrl?, expiresAt}``."""
+        return self.api().upload_file(source, name)
+
+    def send_file(self, to_user_id: int | None, source: Source, *, group_id: int | None = None,
+                  content_type: int = ContentType.FILE, name: str | None = None,
+                  wait: str | None = "sent", timeout: float | None = 10.0,
+                  **extra: Any) -> tuple[SendResult, dict]:
+        """Upload ``source`` and send it as a file message (contentType 3; 2 image,
+        4 voice) to a user or, with ``group_id``, to a group; ``extra`` joins the
+        content (``durationMs`` for voice). Returns the send's result and the upload."""
+        upload = self.upload_file(source, name)
+        content = file_content(upload, name, **extra)
+        if group_id is not None:
+            return self.send_groupchat(group_id, content, int(content_type), wait=wait,
+                                       timeout=timeout), upload
+        if to_user_id is None:
+            raise ValueError("give to_user_id or group_id")
+        return self.send_chat(to_user_id, content, int(content_type), wait=wait,
+                              timeout=timeout), upload
+
+    def send_image(self, to_user_id: int | None, source: Source, **kw: Any
+                   ) -> tuple[SendResult, dict]:
+        """``send_file`` as an image message (contentType 2, with width and height)."""
+        return self.send_file(to_user_id, source, content_type=ContentType.IMAGE, **kw)
 
     def mark_group_read(self, group_id: int, seq: int) -> None:
         """Move my read cursor of the group up to ``seq`` (extension)."""

@@ -14,14 +14,17 @@ from skyeim import __version__, tokens
 from skyeim.gateway.backends.clients import BackendRejected, BackendUnavailable
 from skyeim.gateway.composition import Gateway
 from skyeim.gateway.rest.api import api
+from skyeim.gateway.rest.files import files_api
 from skyeim.gateway.rest.caller import GATEWAY_KEY, bearer_token, current_gateway
 from skyeim.gateway.rest.groups import groups_api
 from skyeim.gateway.rest import server_api
 from skyeim.gateway.transport.echo import serve_echo
 from skyeim.gateway.transport.limits import ConnectionLimits
-from skyeim.metrics import add_metrics_route
+from skyeim.gateway.transport.websocket import USER_ID_KEY
+from skyeim.metrics import instrument_routes
 from skyeim.protocol import ErrorCode, parse_platform
 from skyeim.web import error_response, install_json_errors
+from skyeim.wsgi import CLIENT_ADDRESS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,10 @@ def create_app(gateway: Gateway) -> Flask:
     app.extensions["skyeim.limits"] = ConnectionLimits(
         ws_cfg.max_connections_per_ip, ws_cfg.max_connections_per_user, ws_cfg.trusted_proxies)
     install_json_errors(app)
+
+    @app.before_request
+    def _client_address():     # for the access log: X-Forwarded-For from TrustedProxies only
+        request.environ[CLIENT_ADDRESS_KEY] = app.extensions["skyeim.limits"].client_ip(request.environ)
 
     @app.errorhandler(405)
     def _method_not_allowed(e):
@@ -80,8 +87,11 @@ def create_app(gateway: Gateway) -> Flask:
     app.add_url_rule("/", "index", index_page)
     app.register_blueprint(api)
     app.register_blueprint(groups_api)
+    app.register_blueprint(files_api)
     server_api.install(app, gateway)      # /server/v1 (PROTOCOL.md 9.2), when ServerApi.Key is set
-    add_metrics_route(app, gateway.metrics.registry)
+    instrument_routes(app, gateway.metrics.registry, "REST API requests served by the gateway (/api).",
+                      prefix="/api/")
+    # /metrics: on the admin listener only (gateway/cli.py, skyeim.metrics.serve_admin)
     return app
 
 
@@ -124,6 +134,7 @@ def ws_handler():
     if refused:
         return _refuse(gateway, 503, ErrorCode.TOO_MANY_CONNECTIONS, refused)
     try:
+        request.environ[USER_ID_KEY] = claims.user_id     # for the access log's open/close lines
         ws.accept()
         gateway.serve(ws, claims, platform)
     finally:

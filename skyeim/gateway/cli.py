@@ -16,6 +16,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402  (monkey-patching must come first)
+import dataclasses  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
@@ -23,8 +24,9 @@ import sys  # noqa: E402
 
 import gevent  # noqa: E402
 import gevent.event  # noqa: E402
+import gevent.pool  # noqa: E402
 
-from skyeim import __version__, config, logs  # noqa: E402
+from skyeim import __version__, config, fds, internal_secret, logs  # noqa: E402
 
 log = logging.getLogger("skyeim.wsserver")   # the name its log lines always had
 
@@ -40,7 +42,8 @@ SERVICES = (  # (config file, config class, app factory module)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skyeim-gateway", description="Run the SkyeIM WebSocket gateway.")
     parser.add_argument("--version", action="version", version=f"skyeim {__version__}")
-    parser.add_argument("-f", "--config", default="etc/ws.yaml", help="the gateway's YAML file")
+    parser.add_argument("-f", "--config", default=None,
+                        help="the gateway's YAML file (default: etc/ws.yaml)")
     parser.add_argument("--standalone", action="store_true",
                         help="also run the Message, Friend and Auth services in this process")
     parser.add_argument("--debug", action="store_true",
@@ -48,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--insecure-dev", action="store_true",
                         help="start even with the shipped default AccessSecret on a public address")
     args = parser.parse_args(argv)
+    implicit = args.config is None
+    if implicit:
+        args.config = "etc/ws.yaml"
 
     try:
         cfg = config.load(config.GatewayConfig, args.config)
@@ -66,11 +72,34 @@ def main(argv: list[str] | None = None) -> int:
     if refusal and not args.insecure_dev:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
-    logs.setup(cfg.log.level, debug=args.debug)
+    secret_note = None
+    if args.standalone and not cfg.internal_secret:
+        # the services run in this process: a random secret that never leaves it
+        secret = internal_secret.generated()
+        cfg = dataclasses.replace(cfg, internal_secret=secret)
+        service_cfgs = [(c if c.internal_secret else dataclasses.replace(c, internal_secret=secret), m)
+                        for c, m in service_cfgs]
+        secret_note = "InternalSecret is empty: using a random one made in this process (standalone)"
+    elif not cfg.internal_secret:
+        # the services' addresses decide: the shared file is safe on one machine only
+        endpoints = [ep for rpc in (cfg.message_rpc, cfg.friend_rpc, cfg.auth_rpc) for ep in rpc.endpoints]
+        hosts = [ep.split("://", 1)[-1].rsplit(":", 1)[0] for ep in endpoints]
+        try:
+            cfg, secret_note = internal_secret.fill_in(
+                cfg, hosts, f"{args.config}: {cfg.name} (its services' addresses)", args.insecure_dev)
+        except internal_secret.SecretError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    logs.setup(cfg.log.level, debug=args.debug, fmt=cfg.log.format, access=cfg.log.access)
+    log.info("configuration: %s%s", os.path.abspath(args.config),
+             " (the default; -f to choose)" if implicit else "")
     if refusal:
         log.warning("--insecure-dev: %s", refusal)
+    if secret_note:
+        log.info("%s", secret_note)
     if (warning := weak_secret_warning(cfg.auth.access_secret)):
         log.warning("Auth.%s", warning)
+    fds.start_up(cfg.name, max_connections=cfg.web_socket.max_connections, logger=log)
 
     # imported after the config is known good, so a bad file fails fast and quietly
     import importlib
@@ -79,12 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     from skyeim.gateway.app import create_app
     from skyeim.gateway.composition import Gateway
     from skyeim.gateway.transport.websocket import make_server
+    from skyeim.metrics import serve_admin
 
     servers = []
+    admins = []          # the admin listeners (/metrics), gateway's and in-process services'
     try:
         for scfg, module in service_cfgs:
             app = importlib.import_module(module).create_app(scfg)
             servers.append((service.serve(app, scfg.host, scfg.port), app))
+            admin = serve_admin(scfg.admin, scfg.name, app.extensions[service.METRICS_KEY])
+            if admin is not None:
+                admins.append(admin)
             log.info("%s service listening on %s:%s", scfg.name, scfg.host, scfg.port)
         gateway = Gateway.from_config(cfg)
         ws_cfg = cfg.web_socket
@@ -98,8 +132,14 @@ def main(argv: list[str] | None = None) -> int:
             # a client that takes nothing for PongTimeout is gone: the heartbeat's bound
             write_timeout=ws_cfg.pong_timeout,
             log=gevent.pywsgi.LoggingLogAdapter(logging.getLogger("skyeim.http"), logging.DEBUG),
+            spawn=gevent.pool.Pool(None),    # counted by skyeim_greenlets (no heap walk per scrape)
             error_log=gevent.pywsgi.LoggingLogAdapter(logging.getLogger("skyeim.http"), logging.ERROR))
         server.start()
+        gateway.metrics.count_greenlets(lambda: len(server.pool) + gateway.connections.count)
+        admin = serve_admin(cfg.admin, cfg.name, gateway.metrics.registry)
+        if admin is not None:
+            admins.append(admin)
+            log.info("%s admin listener (/metrics) on %s:%s", cfg.name, cfg.admin.host, cfg.admin.port)
         gateway.start()
         tune_gc(gateway)
     except OSError as e:
@@ -122,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     server.close()                                   # stop accepting
     gateway.shutdown(ws_cfg.shutdown_timeout)
     server.stop(timeout=1)
+    for admin in admins:
+        admin.stop(timeout=1)
     for srv, app in servers:
         srv.stop(timeout=2)
         service.run_shutdown_hooks(app)

@@ -11,22 +11,27 @@ from __future__ import annotations
 
 from skyeim import tokens
 from skyeim.config import GatewayConfig
+from skyeim.fds import FdBudget
 from skyeim.gateway.backends.clients import Backends
+from skyeim.gateway.backends.files import FileRecords, LocalStorage
 from skyeim.gateway.features import connection
 from skyeim.gateway.features.auth import TokenRefresh
 from skyeim.gateway.features.chat import OneToOneChat
 from skyeim.gateway.features.connection import ConnectionLife
 from skyeim.gateway.features.delivery import DeliveryRecorder
 from skyeim.gateway.features.devices import Devices
+from skyeim.gateway.features.files import Files
 from skyeim.gateway.features.friendships import Friendships
 from skyeim.gateway.features.edits import MessageEdits
 from skyeim.gateway.features.groups import Groups
+from skyeim.gateway.features.hooks import BeforeSendHook
 from skyeim.gateway.features.presence import Presence
 from skyeim.gateway.features.receipts import ReadReceipts
 from skyeim.gateway.features.revocation import Revocations
 from skyeim.gateway.features.server_push import ServerPush
 from skyeim.gateway.features.sync import Syncer
 from skyeim.gateway.features.typing_relay import TypingRelay
+from skyeim.gateway.features.webhooks import Webhooks, WebhookSender
 from skyeim.gateway.frames.dispatch import Dispatcher
 from skyeim.gateway.frames.registry import FrameRegistry
 from skyeim.gateway.routing.hub import Hub
@@ -49,7 +54,8 @@ class Gateway:
         self.cfg, self.backends, self.metrics = cfg, backends, metrics
         ws_cfg, chat_cfg = cfg.web_socket, cfg.chat
         message, friend = backends.message, backends.friend
-        self.connections = Connections(ws_cfg.max_connections, metrics.connections)
+        # out of descriptors (limit minus a reserve for the services, Redis, logs): 503 overloaded
+        self.connections = Connections(ws_cfg.max_connections, metrics.connections, FdBudget())
         if cfg.cluster.enabled:
             from skyeim.gateway.routing.cluster import ClusterHub   # needs the redis package
             self.hub: Hub = ClusterHub(
@@ -60,17 +66,41 @@ class Gateway:
             self.hub = Hub()
         hub = self.hub
 
+        # PROTOCOL.md 9.3 webhooks and 9.4 the before-send hook: off without a Url
+        self.webhook_sender = WebhookSender(cfg.webhooks, metrics)
+        self.webhooks = Webhooks(cfg.webhooks, self.webhook_sender)
+        presence_listeners, chat_listeners, screens = [], [], []
+        if cfg.webhooks.wants("message.offline"):
+            chat_listeners.append(self.webhooks)
+        if cfg.webhooks.wants("user.online") or cfg.webhooks.wants("user.offline"):
+            if cfg.cluster.enabled:     # once per cluster, decided in Redis
+                self.hub.watch_presence(self.webhooks.presence_changed)
+            else:
+                presence_listeners.append(self.webhooks)
+        if cfg.hooks.before_send.enabled:
+            screens.append(BeforeSendHook(cfg.hooks.before_send, cfg.webhooks.secret, hub,
+                                          metrics, chat_cfg.max_content_length))
+
         # the features, each with what it uses
         self.revocations = Revocations(cfg.auth, backends.auth, self.connections)
-        self.presence = Presence(hub, friend)
+        self.presence = Presence(hub, friend, listeners=presence_listeners)
         self.devices = Devices(ws_cfg, hub)
         self.recorder = DeliveryRecorder(message, hub, metrics)
         self.groups = Groups(cfg=cfg.groups, messages=message, friends=friend, hub=hub,
                              metrics=metrics, max_content_length=chat_cfg.max_content_length)
+        # files: a chat screen that grants a conversation the file it carries (1:1 and
+        # groups); it asks the groups for membership, so the groups get it as their
+        # screen once both exist. After the before-send hook: a refused chat grants nothing.
+        self.files = Files(cfg=cfg.files, access_secret=cfg.auth.access_secret,
+                           records=FileRecords(message), storage=LocalStorage(cfg.files.dir),
+                           membership=self.groups)
+        screens = [*screens, self.files]
+        self.groups.screens = tuple(screens)
         self.chat = OneToOneChat(messages=message, friends=friend, hub=hub,
                                  own_devices=self.devices, metrics=metrics,
                                  require_friendship=chat_cfg.require_friendship,
-                                 max_content_length=chat_cfg.max_content_length)
+                                 max_content_length=chat_cfg.max_content_length,
+                                 screens=screens, listeners=chat_listeners)
         receipts = ReadReceipts(messages=message, hub=hub, own_devices=self.devices)
         edits = MessageEdits(messages=message, hub=hub, recall_window_s=chat_cfg.recall_window,
                              edit_window_s=chat_cfg.edit_window,
@@ -82,7 +112,11 @@ class Gateway:
         # the server API's (PROTOCOL.md 9.2); friendship changes to live connections
         # (9.5), for /api/friends and /server/v1/friends
         self.server_push = ServerPush(hub)
-        self.friendships = Friendships(friends=friend, auth=backends.auth, hub=hub)
+        friendship_listeners = []
+        if cfg.webhooks.wants("friend.added") or cfg.webhooks.wants("friend.removed"):
+            friendship_listeners.append(self.webhooks)
+        self.friendships = Friendships(friends=friend, auth=backends.auth, hub=hub,
+                                       listeners=friendship_listeners)
 
         # every client frame type, in one table; then the dispatcher that reads it
         self.frames = FrameRegistry()
@@ -139,7 +173,13 @@ class Gateway:
     def start(self) -> None:
         self.hub.start()
         self.revocations.start()
+        if self.cfg.webhooks.enabled:
+            self.webhook_sender.start()
+        self.files.start()
 
     def shutdown(self, timeout: float) -> None:
-        """Stop reading, finish frames in flight, flush queues, close everyone with 1001."""
+        """Stop reading, finish frames in flight, flush queues, close everyone with 1001;
+        then the webhook events still waiting get a moment (a tenth of the timeout)."""
         graceful_stop(timeout, self.connections, self.recorder, self.presence, self.hub)
+        self.webhook_sender.stop(timeout / 10)
+

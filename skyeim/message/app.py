@@ -9,7 +9,7 @@ from flask import Flask, request
 
 from skyeim.config import ServiceConfig
 from skyeim.db import Database
-from skyeim.message import groups, store
+from skyeim.message import files, groups, store
 from skyeim.protocol import CONTENT_TYPES, MAX_USER_ID, ErrorCode, is_msg_id
 from skyeim.service import make_app, on_shutdown
 from skyeim.web import ApiError, bad_request, body_user_id, json_body, limit_arg, user_id_list
@@ -181,6 +181,7 @@ def create_app(config: ServiceConfig) -> Flask:
                 "hasMore": has_more}
 
     groups.add_routes(app, db, _query_int, _msg_id, _content, _content_type)
+    files.add_routes(app, db)
     return app
 
 

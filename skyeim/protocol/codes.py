@@ -67,6 +67,7 @@ class ErrorCode(enum.StrEnum):
     DB_LOCKED = "db_locked"
     DB_FULL = "db_full"
     TOO_MANY_MEMBERS = "too_many_members"   # a group at its member cap (docs/protocol.md "Groups")
+    UNSUPPORTED_TYPE = "unsupported_type"   # an upload whose sniffed type Files.AllowedTypes lacks (415)
     ERROR = "error"                         # an HTTP error status that has no code of its own
     # recall and edit (docs/protocol.md "Recall, edit, delete")
     TOO_LATE = "too_late"                   # past Chat.RecallWindow / Chat.EditWindow

@@ -110,6 +110,7 @@ class Node:
         self.host = "127.0.0.1"
         self.url = f"http://{self.host}:{port}"
         self.ws_url = f"ws://{self.host}:{port}/ws"
+        self.metrics_url = f"http://{self.host}:{config['Admin']['Port']}"   # its admin listener
         self.config = config
         self.path = system.tmp / f"{self.name}.yaml"
         self.path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -183,7 +184,7 @@ class Node:
 
     def metric(self, name: str) -> float:
         """One unlabelled sample of this node's /metrics."""
-        r = self.session.get(self.url + "/metrics", timeout=5)
+        r = self.session.get(self.metrics_url + "/metrics", timeout=5)
         assert r.status_code == 200, f"{self} /metrics: {r.status_code}"
         m = re.search(rf"^{re.escape(name)} (\S+)$", r.text, re.M)
         assert m, f"{self} /metrics has no {name}"
@@ -247,7 +248,8 @@ class ClusterSystem(System):
                 "HeartbeatInterval": self.heartbeat_interval, "NodeTTL": self.node_ttl,
                 "ReusePort": False}
         base.update(cluster)
-        return deep_merge(self.config["ws"], {"Port": port, "Cluster": base})
+        return deep_merge(self.config["ws"], {"Port": port, "Cluster": base,
+                                              "Admin": {"Host": "127.0.0.1", "Port": free_port()}})
 
     def add_node(self, node_id: str, port: int | None = None, *, members: bool = True,
                  **cluster: Any) -> Node:

@@ -207,7 +207,7 @@ def run(system: System, args, nodes: list) -> None:
     probing[0] = False
     prober.join(timeout=5)
 
-    node_url = getattr(nodes[0], "url", system.url)
+    node_url = getattr(nodes[0], "metrics_url", system.metrics_url)     # the admin listener
     metrics = system.session.get(node_url + "/metrics", timeout=10).text
     fan = dict(re.findall(r"^skyeim_group_fanout_seconds_(sum|count) (\S+)$", metrics, re.M))
     fan_mean = float(fan["sum"]) / float(fan["count"]) if fan.get("count") else float("nan")

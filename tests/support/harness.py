@@ -505,7 +505,8 @@ def close_open_clients() -> None:
 # ---------------------------------------------------------------------------
 # The system under test
 
-def default_configs(tmp: Path, secret: str, internal: str, ports: dict[str, int]) -> dict:
+def default_configs(tmp: Path, secret: str, internal: str, ports: dict[str, int],
+                    admin_ports: dict[str, int] | None = None) -> dict:
     def service(name: str) -> dict:
         return {"Name": name, "Host": "127.0.0.1", "Port": ports[name],
                 "DataSource": f"sqlite:///{tmp / (name + '.db')}",
@@ -530,7 +531,10 @@ def default_configs(tmp: Path, secret: str, internal: str, ports: dict[str, int]
     }
     auth = service("auth")
     auth.update({"AccessSecret": secret, "AccessExpire": 3600})
-    return {"ws": ws, "message": service("message"), "friend": service("friend"), "auth": auth}
+    configs = {"ws": ws, "message": service("message"), "friend": service("friend"), "auth": auth}
+    for name, port in (admin_ports or {}).items():      # /metrics: the admin listeners
+        configs[name]["Admin"] = {"Host": "127.0.0.1", "Port": port}
+    return configs
 
 
 SERVICE_MODULES = {"message": "skyeim.message", "friend": "skyeim.friend", "auth": "skyeim.auth"}
@@ -547,14 +551,17 @@ class System:
     process (``wsserver.py --standalone``); otherwise four processes."""
 
     def __init__(self, tmp: Path, *, ws: dict | None = None, message: dict | None = None,
-                 friend: dict | None = None, auth: dict | None = None, standalone: bool = True):
+                 friend: dict | None = None, auth: dict | None = None, standalone: bool = True,
+                 launcher: list[str] | None = None):
         self.tmp = Path(tmp)
+        self.launcher = list(launcher or [])   # a prefix for every program, e.g. prlimit ... --
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.standalone = standalone
         self.secret = secrets.token_urlsafe(24)
         self.internal_secret = secrets.token_urlsafe(16)
         self.ports = {name: free_port() for name in ("ws", "message", "friend", "auth")}
-        base = default_configs(self.tmp, self.secret, self.internal_secret, self.ports)
+        self.admin_ports = {name: free_port() for name in ("ws", "message", "friend", "auth")}
+        base = default_configs(self.tmp, self.secret, self.internal_secret, self.ports, self.admin_ports)
         self.config = {
             "ws": deep_merge(base["ws"], ws),
             "message": deep_merge(base["message"], message),
@@ -590,12 +597,21 @@ class System:
     def service_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 
+    def admin_url(self, name: str = "ws") -> str:
+        """A program's admin listener (GET /metrics): ws (the gateway), message, friend, auth."""
+        return f"http://127.0.0.1:{self.admin_ports[name]}"
+
+    @property
+    def metrics_url(self) -> str:
+        """The gateway's admin listener: scrape(s.metrics_url) reads its /metrics."""
+        return self.admin_url("ws")
+
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         log_path = self.tmp / f"{name}.{self.starts}.log"
         log_file = open(log_path, "wb")
         self._log_files.append(log_file)
         self.log_paths[name] = log_path
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([*self.launcher, *argv], cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1",
                                      "PYTHONPATH": str(REPO)})
         self.procs[name] = proc

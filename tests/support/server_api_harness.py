@@ -37,7 +37,7 @@ def assert_error(r: requests.Response, status: int, code: str, names: str | None
 
 
 def metric_value(base_url: str, name: str, **labels: str) -> float:
-    """A sample of the gateway's /metrics (0 when absent)."""
+    """A sample of the gateway's /metrics at its admin listener ``base_url`` (0 when absent)."""
     text = requests.get(base_url + "/metrics", timeout=10).text
     want = ",".join(f'{k}="{v}"' for k, v in labels.items())
     line_start = f"{name}{{{want}}} " if labels else f"{name} "

@@ -52,14 +52,18 @@ class ServiceProcess:
         self.config_path.write_text(yaml.safe_dump({**config, "Host": "127.0.0.1", "Port": self.port}))
         self.log_path = workdir / f"{config['Name']}-{self.port}.log"
         self._log = open(self.log_path, "wb")
+        # an empty InternalSecret: the service uses the generated one in this file
+        self.secret_file = workdir / "internal-secret"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, "-f", str(self.config_path)],
             cwd=cwd or REPO, stdout=self._log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO)})
+            env={**os.environ, "PYTHONPATH": str(REPO), "SKYEIM_INTERNAL_SECRET_FILE": str(self.secret_file)})
         self.session = requests.Session()
         self.session.headers["X-Internal-Secret"] = config.get("InternalSecret", "")
         if wait_healthy:
             self._wait_healthy()
+            if not config.get("InternalSecret"):    # the generated one, made by now
+                self.session.headers["X-Internal-Secret"] = self.secret_file.read_text().strip()
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT

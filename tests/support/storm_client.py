@@ -15,6 +15,7 @@ monkey.patch_all()
 import base64  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
@@ -71,6 +72,9 @@ def handshake(host: str, port: int, token: str, held: list, outcomes: Counter, t
 
 
 def main() -> None:
+    # thousands of sockets: this process's soft open-files limit up to the hard one
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     host, port, tokens_file = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     tokens = [t for t in open(tokens_file).read().split() if t]
     held: list = []

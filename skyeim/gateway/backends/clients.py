@@ -159,7 +159,8 @@ class ServiceClient:
 
     def _batch_sent(self, name: str, size: int) -> None:
         if self.metrics:
-            self.metrics.batch_size.labels(name).observe(size)
+            # the batcher's name ("message sends") as a label value without spaces
+            self.metrics.batch_size.labels(name.replace(" ", "_")).observe(size)
 
     def call(self, method: str, path: str, *, json: Any = None,
              params: dict | None = None, headers: dict | None = None,

@@ -109,7 +109,9 @@ def _content(body: dict, max_length: int) -> str:
 
 
 def _content_type(body: dict) -> int:
-    ctype = body.get("contentType", 1)
+    ctype = body.get("contentType")
+    if ctype is None:                     # a JSON null counts as absent (PROTOCOL.md conventions)
+        return 1
     if type(ctype) is not int or ctype not in CONTENT_TYPES:
         raise bad_request("contentType must be 1, 2, 3 or 4")
     return ctype
@@ -123,9 +125,9 @@ def post_notice():
     everyone = body.get("all")
     if everyone is not None and everyone is not True:
         raise bad_request("all must be true (or absent, with userIds)")
-    if everyone and "userIds" in body:
+    if everyone and body.get("userIds") is not None:
         raise bad_request("send either userIds or all: true, not both")
-    if not everyone and "userIds" not in body:
+    if not everyone and body.get("userIds") is None:
         raise bad_request("userIds (a list of user ids) or all: true is required")
     user_ids = [] if everyone else list(dict.fromkeys(user_id_list(body, "userIds", MAX_USER_IDS)))
     event = body.get("event")
@@ -133,7 +135,9 @@ def post_notice():
         raise bad_request("event must be 1 to 64 characters of A-Z a-z 0-9 _ . : -")
     data = body.get("data")
     try:
+        # the whole frame, as it will be sent: its nesting is one level deeper than data's
         size = len(orjson.dumps(data))
+        orjson.dumps({"type": "notice", "data": {"event": event, "data": data, "timestamp": 0}})
     except orjson.JSONEncodeError:
         raise bad_request("data cannot be encoded as JSON (an integer beyond 64 bits, "
                           "or nested too deeply)") from None
@@ -179,10 +183,8 @@ def add_friend():
     fid = body_user_id(body, "friendId")
     if uid == fid:
         raise bad_request("friendId must differ from userId")
-    known = {u["userId"] for u in gateway.backends.auth.users_by_id([uid, fid])}
-    for key, value in (("userId", uid), ("friendId", fid)):
-        if value not in known:
-            raise ApiError(404, ErrorCode.NOT_FOUND, f"{key}: no such user")
+    # No lookup in the Auth service: a team that issues its own tokens has users the
+    # Auth service never saw (PROTOCOL.md 9.2: "as the Friend service's calls").
     gateway.friendships.add(uid, fid)
     return jsonify(ok=True)
 
@@ -193,5 +195,6 @@ def remove_friend(user_id: str, friend_id: str):
     fid = path_user_id(friend_id, "friendId")
     if uid == fid:
         raise bad_request("friendId must differ from userId")
-    current_gateway().friendships.remove(uid, fid)
+    gateway = current_gateway()
+    gateway.friendships.remove(uid, fid)
     return jsonify(ok=True)

@@ -12,6 +12,9 @@ Redis keys (all under ``Cluster.KeyPrefix``, ``P`` below):
   P gen:<uid>    a counter that orders a user's logins across the cluster
   P conns:<id>   a node's live connections, refreshed with its heartbeat (server API stats)
   P forgotten:<id>  set when other nodes gave node <id> up (it stalled past NodeTTL)
+  P online:<uid>  set while the user is online in the cluster, only with webhooks on
+                 (``watch_presence``: user.online/offline once per cluster)
+  P memo:<key>   ``remember`` / ``recall`` (the before-send hook's verdicts), with a TTL
   P chan:<id>    the Pub/Sub channel of node <id>
   P kick         the channel every node hears: "user U logged in anew (login number G)"
   P group        the channel every node hears: a group frame to fan out to its local
@@ -46,6 +49,16 @@ REDIS_TIMEOUT = 2.0          # s per Redis command and connect (and to get a poo
 REDIS_POOL_SIZE = 256        # connections to Redis per node
 RECONNECT_MAX_WAIT = 2.0     # s between attempts while Redis is down
 LISTEN_POLL = 1.0            # s a Pub/Sub read waits before checking for shutdown
+
+
+# KEYS[1] = P user:<uid> (node -> connections), KEYS[2] = P online:<uid> (set while online)
+_TRANSITION_LUA = """
+local n = redis.call('HLEN', KEYS[1])
+local was = redis.call('EXISTS', KEYS[2])
+if n > 0 and was == 0 then redis.call('SET', KEYS[2], '1') return 'online' end
+if n == 0 and was == 1 then redis.call('DEL', KEYS[2]) return 'offline' end
+return ''
+"""
 
 
 class ClusterHub(Hub):
@@ -153,6 +166,8 @@ class ClusterHub(Hub):
             pipe.execute()
         except redis.RedisError as e:
             self._failed("register", e)
+            return first, replaced
+        self._transitions([uid])
         return first, replaced
 
     def unregister(self, session: Sink) -> bool:
@@ -170,10 +185,12 @@ class ClusterHub(Hub):
             pipe.hdel(self._k_user(uid), self.node_id)
             pipe.srem(self._k_users(self.node_id), uid)
             pipe.execute()
-            return not self._remote_nodes(uid)
+            last = not self._remote_nodes(uid)
         except redis.RedisError as e:
             self._failed("unregister", e)
             return left == 0
+        self._transitions([uid])
+        return last
 
     def send_to_user(self, user_id: int, item, wait: float = 0.0) -> int:
         n = super().send_to_user(user_id, item, wait)
@@ -385,7 +402,57 @@ class ClusterHub(Hub):
         pipe.execute()
         if counts:
             log.info("cluster: re-registered %d local users", len(counts))
+        self._transitions(stale + list(counts))
         return gone
+
+    # -- once-per-cluster presence transitions (webhooks, PROTOCOL.md 9.3) ---------------
+
+    def watch_presence(self, callback: Callable[[int, bool], None]) -> None:
+        """Call ``callback(user_id, online)`` once per cluster when a user's first live
+        connection in the cluster comes up (True) or its last one is gone (False).
+
+        After every change of ``P user:<uid>`` the node that made it runs one Lua script
+        that compares the hash with ``P online:<uid>`` and flips the latter: Redis runs
+        scripts one at a time, so each transition is claimed by exactly one node, and
+        the last script after concurrent changes sees their sum. ``callback`` runs in
+        the caller's greenlet and must not block."""
+        self._presence_watch = callback
+        self._transition_script = self.redis.register_script(_TRANSITION_LUA)
+
+    _presence_watch: Callable[[int, bool], None] | None = None
+
+    def _transitions(self, uids: list[int]) -> None:
+        if self._presence_watch is None or not uids:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for uid in uids:
+                self._transition_script(keys=[self._k_user(uid), f"{self.prefix}online:{uid}"],
+                                        client=pipe)
+            results = pipe.execute()
+        except redis.RedisError as e:
+            self._failed("presence transition", e)
+            return
+        for uid, r in zip(uids, results):
+            if r:
+                self._presence_watch(uid, r == "online")
+
+    # -- a small memory shared by the cluster (Hub.remember / recall) -------------------
+
+    def remember(self, key: str, value: str, ttl: float) -> None:
+        try:
+            self.redis.set(f"{self.prefix}memo:{key}", value, ex=max(1, int(ttl)))
+        except redis.RedisError as e:
+            self._failed("remember", e)
+        super().remember(key, value, ttl)      # what this node still knows while Redis is away
+
+    def recall(self, key: str) -> str | None:
+        try:
+            got = self.redis.get(f"{self.prefix}memo:{key}")
+        except redis.RedisError as e:
+            self._failed("recall", e)
+            got = None
+        return got if got is not None else super().recall(key)
 
     # -- liveness ----------------------------------------------------------------------
 
@@ -445,6 +512,7 @@ class ClusterHub(Hub):
                 if not self.local_count(uid)
                 and not self._live([n for n in nodes if n != self.node_id])]
         log.info("cluster: node %s is gone; %d of its users went offline", dead, len(gone))
+        self._transitions(uids)
         if gone:
             self.on_users_gone(gone)
 

@@ -12,6 +12,8 @@ tells every other node something (routing/messages.py).
 from __future__ import annotations
 
 import threading
+import time
+from collections import OrderedDict
 from typing import Iterable, Protocol
 
 from skyeim.gateway.routing.messages import Broadcast
@@ -35,10 +37,14 @@ def replaces(mode: str, old: Sink, new: Sink) -> bool:
     return False            # allow
 
 
+MEMO_MAX = 100_000        # entries a lone gateway remembers (remember/recall); oldest go first
+
+
 class Hub:
     def __init__(self) -> None:
         self._lock = threading.Lock()   # a gevent lock once monkey-patched
         self._sessions: dict[int, list[Sink]] = {}
+        self._memo: OrderedDict[str, tuple[float, str]] = OrderedDict()
 
     def register(self, session: Sink, mode: str = "kick") -> tuple[bool, list[Sink]]:
         """Add ``session``; returns (first connection of its user, sessions it replaced).
@@ -154,6 +160,26 @@ class Hub:
     def local_users(self) -> int:
         """Users with a session in this process (the whole gateway, when alone)."""
         return len(self._sessions)
+
+    # -- a small memory shared by the whole gateway (the cluster's, in a cluster) ----------
+
+    def remember(self, key: str, value: str, ttl: float) -> None:
+        """Keep ``value`` under ``key`` for ``ttl`` s (bounded: the oldest go first)."""
+        with self._lock:
+            self._memo[key] = (time.monotonic() + ttl, value)
+            self._memo.move_to_end(key)
+            while len(self._memo) > MEMO_MAX:
+                self._memo.popitem(last=False)
+
+    def recall(self, key: str) -> str | None:
+        with self._lock:
+            got = self._memo.get(key)
+            if got is None:
+                return None
+            if got[0] < time.monotonic():
+                del self._memo[key]
+                return None
+            return got[1]
 
     # A lone gateway has nothing to start, stop or lose.
     clustered = False

@@ -5,7 +5,9 @@
 // client module a team's own front end uses (reconnect, outbox, sync, acks, typed
 // events); this file is the page: its DOM, its conversations, its banners.
 // Every piece of user content reaches the DOM through textContent, never as HTML.
-import { CloseCode, ErrorCode, SkyeClient, State, uuid4 } from "./skyeim-client.js";
+import { CloseCode, ErrorCode, SkyeClient, State, fileContent, fileContentType, uploadFile,
+  uuid4 } from "./skyeim-client.js";
+import { createFiles } from "./files.js";
 import { createGroups } from "./groups.js";
 
 const PAGE_SIZE = 50;            // history page
@@ -103,6 +105,8 @@ async function api(method, path, body) {
   }
   return data;
 }
+
+const files = createFiles({ api });
 
 // ---------------------------------------------------------------------------
 // Session (sessionStorage: one login per tab; the client keeps its outbox there too)
@@ -459,9 +463,12 @@ function messageNode(conv, m) {
   if (mineMsg) li.dataset.status = m.status;
   const bubble = el("div", "bubble");
   li.classList.toggle("recalled-msg", m.recalled);
+  const file = m.recalled ? null : files.render(m);   // an image inline, a file as a link
   if (m.recalled) {
     bubble.append(el("span", "text recalled-text",
       mineMsg ? "You recalled this message" : `${friendName(m.fromUserId)} recalled this message`));
+  } else if (file) {
+    bubble.append(file);
   } else {
     const label = TYPE_LABEL[m.contentType];
     if (label) bubble.append(el("span", "kind", `${label}: `));
@@ -650,6 +657,45 @@ function sendText(text) {
   renderMessages("bottom");
   renderFriends();
   state.client.send(peerId, text, { msgId: m.msgId });
+}
+
+// Files: each is uploaded (its type sniffed by the gateway), then sent as an image (2),
+// voice (4) or file (3) message whose content names it (docs/protocol.md).
+let uploadStatusTimer = null;
+function uploadStatus(text, isError) {
+  const status = $("upload-status");
+  status.textContent = text;
+  status.classList.toggle("error", Boolean(isError));
+  show(status, Boolean(text));
+  clearTimeout(uploadStatusTimer);
+  if (text && isError) uploadStatusTimer = setTimeout(() => show(status, false), 8000);
+}
+
+async function sendFiles(list) {
+  const peerId = state.current;
+  if (peerId == null || !list || !list.length) return;
+  for (const file of Array.from(list)) {
+    uploadStatus(`Uploading ${file.name || "file"}…`, false);
+    let upload;
+    try {
+      upload = await uploadFile(file, { token: state.session.token });
+    } catch (e) {
+      uploadStatus(`${file.name || "file"}: ${e.message}`, true);
+      if (e.status === 401) signOut("Your session has ended. Please sign in again.");
+      return;
+    }
+    uploadStatus("", false);
+    const content = fileContent(upload);
+    const contentType = fileContentType(upload);
+    const conv = getConv(peerId);
+    const m = mergeMessage(conv, {
+      msgId: uuid4(), fromUserId: state.session.userId, toUserId: peerId,
+      content, contentType, createdAt: Date.now(), status: "pending",
+    });
+    if (state.current === peerId) renderMessages("bottom");
+    renderFriends();
+    state.client.send(peerId, content, { msgId: m.msgId, contentType });
+  }
 }
 
 function retry(m) {
@@ -933,6 +979,7 @@ function onError(d) {
 // groups.js: what it shares with this page
 const groups = createGroups({
   api, uuid4, closeConversation,
+  renderFile: (m) => files.render(m),
   session: () => state.session,
   client: () => state.client,
   name: (id) => friendName(id),
@@ -998,6 +1045,34 @@ function init() {
     input.value = "";
     grow();
     input.focus();
+  });
+
+  // files: the attach button, pasting into the composer, dropping on the conversation
+  $("attach-button").addEventListener("click", () => $("file-input").click());
+  $("file-input").addEventListener("change", (e) => {
+    const picked = Array.from(e.target.files || []);
+    e.target.value = "";
+    sendFiles(picked);
+  });
+  input.addEventListener("paste", (e) => {
+    const pasted = e.clipboardData && e.clipboardData.files;
+    if (pasted && pasted.length) {
+      e.preventDefault();
+      sendFiles(Array.from(pasted));
+    }
+  });
+  const conversation = $("conversation");
+  conversation.addEventListener("dragover", (e) => {
+    if (state.current == null || !e.dataTransfer || !e.dataTransfer.types.includes("Files")) return;
+    e.preventDefault();
+    conversation.classList.add("dropping");
+  });
+  conversation.addEventListener("dragleave", () => conversation.classList.remove("dropping"));
+  conversation.addEventListener("drop", (e) => {
+    conversation.classList.remove("dropping");
+    if (state.current == null || !e.dataTransfer || !e.dataTransfer.files.length) return;
+    e.preventDefault();
+    sendFiles(Array.from(e.dataTransfer.files));
   });
 
   $("messages").addEventListener("scroll", maybeLoadOlder, { passive: true });

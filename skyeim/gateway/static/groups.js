@@ -112,7 +112,9 @@ export function createGroups(app) {
       }
       const body = document.createElement("div");
       body.className = "bubble";
-      body.textContent = m.content;
+      const file = app.renderFile ? app.renderFile(m) : null;   // files.js: images inline
+      if (file) body.append(file);
+      else body.textContent = m.content;
       li.appendChild(body);
       if (m.fromUserId === me) {
         const tick = document.createElement("span");

@@ -64,6 +64,7 @@ export const ErrorCode = Object.freeze({
   DB_LOCKED: "db_locked",
   DB_FULL: "db_full",
   TOO_MANY_MEMBERS: "too_many_members",
+  UNSUPPORTED_TYPE: "unsupported_type",
   ERROR: "error",
   TOO_LATE: "too_late",
   RECALLED: "recalled",
@@ -521,5 +522,61 @@ export class SkyeClient {
         this._sendSync(more.map((c) => ({ peerId: c.peerId, afterSeq: c.lastSeq })));
       }
     }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Files, images and voice (extension: docs/protocol.md "Files, images and voice")
+
+/**
+ * Upload a File or Blob: POST /api/files (multipart/form-data, one part "file").
+ * Resolves to {fileId, name, size, mime, width?, height?, url, thumbnailUrl?, expiresAt};
+ * rejects with an Error carrying {status, code} (413 too_large, 415 unsupported_type, ...).
+ */
+export async function uploadFile(file, { token, baseUrl = "", name } = {}) {
+  const form = new FormData();
+  form.append("file", file, name || file.name || "file");
+  let resp;
+  try {
+    resp = await fetch(`${baseUrl}/api/files`, {
+      method: "POST", body: form, cache: "no-store",
+      headers: token ? { Authorization: `Bearer ${token}` } : {},
+    });
+  } catch (e) {
+    throw Object.assign(new Error("Cannot reach the server."), { status: 0, code: "network" });
+  }
+  let data = null;
+  try { data = await resp.json(); } catch (e) { /* not JSON */ }
+  if (!resp.ok) {
+    throw Object.assign(new Error((data && data.message) || `${resp.status} ${resp.statusText}`),
+      { status: resp.status, code: data && data.code });
+  }
+  return data;
+}
+
+/** The contentType of a file message for an upload's answer: 2 image, 4 voice, 3 file. */
+export function fileContentType(upload) {
+  if (upload.mime && upload.mime.startsWith("image/") && upload.width) return 2;
+  if (upload.mime && upload.mime.startsWith("audio/")) return 4;
+  return 3;
+}
+
+/** The content of a file message: JSON {fileId, name, size, mime, width?, height?}. */
+export function fileContent(upload, extra = {}) {
+  const body = { fileId: upload.fileId, name: upload.name, size: upload.size, mime: upload.mime };
+  if (upload.width) { body.width = upload.width; body.height = upload.height; }
+  return JSON.stringify({ ...body, ...extra });
+}
+
+/** The JSON object of a file message's content (contentType 2, 3, 4), or null. */
+export function parseFileContent(contentType, content) {
+  if (![2, 3, 4].includes(contentType) || typeof content !== "string" || content[0] !== "{") {
+    return null;
+  }
+  try {
+    const v = JSON.parse(content);
+    return v && typeof v === "object" && typeof v.fileId === "string" ? v : null;
+  } catch (e) {
+    return null;
   }
 }

@@ -46,7 +46,10 @@ from geventwebsocket.websocket import WebSocket as _UpstreamWebSocket
 from wsaccel.utf8validator import Utf8Validator
 from wsaccel.xormask import XorMaskerSimple
 
+from skyeim import logs
+from skyeim.fds import QuietAccept
 from skyeim.protocol import CloseCode
+from skyeim.wsgi import HttpHandlerMixin, remote_address
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,9 @@ class WebSocket(_UpstreamWebSocket):
         self.accepted = True
         self._sock.settimeout(None)             # the handshake timeout no longer applies
         self.last_seen = time.monotonic()
+        # the access log (skyeim.logs): the view may have put the user's id in the environ
+        logs.log_ws_open(self.environ.get("PATH_INFO", ""), remote_address(handler),
+                         self.environ.get(USER_ID_KEY))
 
     # -- reading (one greenlet only) ---------------------------------------------
 
@@ -338,8 +344,13 @@ class WebSocket(_UpstreamWebSocket):
 READ_BUFFER = 1024     # bytes of read buffer per connection
 
 
-class WebSocketHandler(_UpstreamHandler):
+USER_ID_KEY = "skyeim.user_id"    # environ key: the WebSocket's user, for the access log
+
+
+class WebSocketHandler(HttpHandlerMixin, _UpstreamHandler):
     """gevent pywsgi handler that lets the WSGI app decide on the upgrade.
+
+    HttpHandlerMixin (skyeim.wsgi): the access log and 431 for oversized headers.
 
     Server attributes read: ``max_message_size``, ``close_timeout``,
     ``handshake_timeout`` (set by :func:`make_server`).
@@ -413,6 +424,10 @@ class WebSocketHandler(_UpstreamHandler):
                 if not ws.closed:
                     ws.close(CloseCode.NORMAL)
                 ws.linger()
+                code = ws.close_code if ws.close_code is not None else CloseCode.ABNORMAL
+                logs.log_ws_close(self.environ.get("PATH_INFO", ""), int(code),
+                                  (time.time() - self.time_start) * 1000, remote_address(self),
+                                  self.environ.get(USER_ID_KEY))
             self.environ["wsgi.websocket"] = None
             self.websocket = None
 
@@ -437,13 +452,6 @@ class WebSocketHandler(_UpstreamHandler):
         return [("Upgrade", "websocket"), ("Connection", "Upgrade"),
                 ("Sec-WebSocket-Accept", accept)]
 
-    def log_request(self):
-        # one line per request at debug level, and never the query string: it may hold a token
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s %s %.1fms", self.command, self.path.split("?", 1)[0],
-                      (self._orig_status or "-").split(" ", 1)[0],
-                      (time.time() - self.time_start) * 1000)
-
     def start_response(self, status, headers, exc_info=None):
         ws = getattr(self, "websocket", None)
         if ws is not None and ws.accepted and not status.startswith("101"):
@@ -458,6 +466,10 @@ class WebSocketHandler(_UpstreamHandler):
         return writer
 
 
+class _Server(QuietAccept, WSGIServer):
+    """Out of descriptors, accept() answers 503 overloaded and goes on (skyeim.fds)."""
+
+
 def make_server(listener, app, *, max_message_size: int, close_timeout: float = 1.0,
                 handshake_timeout: float = 10.0, write_timeout: float = 60.0,
                 backlog: int = 4096, **kwargs) -> WSGIServer:
@@ -467,7 +479,7 @@ def make_server(listener, app, *, max_message_size: int, close_timeout: float = 
     backlog: gevent refuses one for a socket, e.g. the SO_REUSEPORT listener)."""
     if hasattr(listener, "accept"):
         backlog = None
-    server = WSGIServer(listener, app, handler_class=WebSocketHandler, backlog=backlog, **kwargs)
+    server = _Server(listener, app, handler_class=WebSocketHandler, backlog=backlog, **kwargs)
     server.max_message_size = max_message_size
     server.close_timeout = close_timeout
     server.handshake_timeout = handshake_timeout

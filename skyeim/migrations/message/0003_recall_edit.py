@@ -1,7 +1,7 @@
 """Recall, edit and delete-for-me of 1:1 messages (docs/protocol.md, "Recall, edit, delete").
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002 (files; both were written after 0001, files merged first)
 ``messages`` gets ``recalled_at`` and ``edited_at`` (ms), and ``changed_at``
 (ms, the later of the two) with a partial index per conversation, so that a
 sync asks "what changed since T" without reading unchanged rows.
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
