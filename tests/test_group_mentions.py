@@ -74,11 +74,15 @@ def test_group_unread_counts_mentions_since_the_read_cursor(system, people):
     cb.close()
     assert unread_entry(system, bob, gid)["mentions"] == 1
     assert unread_entry(system, cat, gid)["mentions"] == 2
+    listed = {g["groupId"]: g for g in system.api("GET", "/api/groups", cat).json()["groups"]}
+    assert listed[gid]["mentions"] == 2
     cb = system.connect(bob)
     cb.send("group_read", {"groupId": gid, "seq": ack["seq"]})
     cb.assert_no_frame(0.5, skip=SKIP)
     cb.close()
     assert "mentions" not in unread_entry(system, bob, gid)   # none unread: no count
+    listed = {g["groupId"]: g for g in system.api("GET", "/api/groups", bob).json()["groups"]}
+    assert "mentions" not in listed[gid]
 
 
 @pytest.mark.parametrize("mentions", ["all", [0], ["2"], [True], [1.5], list(range(1, 52))])

@@ -2,7 +2,7 @@
 as for /api/friends:
 
   GET  /api/groups                      -> {groups: [{groupId, name, ownerId, createdAt, role,
-                                                       readSeq, lastSeq}]}
+                                                       readSeq, lastSeq, mentions?}]}
   POST /api/groups                      {name, memberIds?} -> {groupId, name, ownerId, createdAt,
                                                                memberCount}
   GET  /api/groups/<id>/members?afterUserId=&limit=  -> {members: [{userId, username, role,
@@ -72,7 +72,11 @@ def list_groups():
     uid, gateway = _caller_and_gateway()
     mine = gateway.backends.friend.groups_of(uid)
     last = gateway.backends.message.group_last([g["groupId"] for g in mine])
-    return jsonify(groups=[{**g, "lastSeq": last.get(g["groupId"], 0)} for g in mine])
+    mentions = gateway.backends.message.group_mentions(uid, {
+        g["groupId"]: g["readSeq"] for g in mine if last.get(g["groupId"], 0) > g["readSeq"]})
+    return jsonify(groups=[{**g, "lastSeq": last.get(g["groupId"], 0),
+                            **({"mentions": mentions[g["groupId"]]}
+                               if mentions.get(g["groupId"]) else {})} for g in mine])
 
 
 @groups_api.post("")

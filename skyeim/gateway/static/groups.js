@@ -55,6 +55,7 @@ export function createGroups(app) {
         g.name = x.name; g.lastSeq = Math.max(g.lastSeq, x.lastSeq || 0);
         g.readSeq = Math.max(g.readSeq, x.readSeq || 0);
         g.unread = Math.max(0, g.lastSeq - g.readSeq);
+        g.mentions = Number.isInteger(x.mentions) ? x.mentions : 0;
       }
       render();
     } catch (e) { console.warn("groups", e); }
