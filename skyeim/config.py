@@ -154,9 +154,11 @@ class GroupsConfig:
     members_cache_size: int = 1024      # groups whose member lists a gateway keeps (LRU)
     members_cache_ttl_ms: int = 5000    # how long a cached list is trusted (other nodes' changes)
     read_receipt_max_members: int = 100  # larger groups relay `group_read` to own devices only
+    max_mentions: int = 50              # user ids in one groupchat's `mentions`
 
     def validate(self, key: str) -> None:
         _positive(f"{key}.MembersCacheSize", self.members_cache_size)
+        _positive(f"{key}.MaxMentions", self.max_mentions)
         if self.members_cache_ttl_ms < 0:
             raise ConfigError(f"{key}.MembersCacheTtlMs: must be 0 (no cache) or more")
         if self.read_receipt_max_members < 0:

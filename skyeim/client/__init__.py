@@ -20,7 +20,7 @@ from .errors import (AckTimeout, ApiError, AuthError, BadRequest, ChatError, Cli
                      TokenRefused, TooManyDevices, Unauthorized)
 from .frames import (Ack, AnyFrame, ChatMessage, Connected, Conversation, ConversationsPage,
                      ConversationUpdated, ErrorFrame, Frame, FriendAdded, FriendRemoved,
-                     FriendRequest, FriendRequestAnswered, FriendRequests,
+                     FriendRequest, FriendRequestAnswered, FriendRequests, GroupChanged,
                      GroupMessage, GroupRead, GroupUnread, MessageEdited, MessageRecalled,
                      MessagesDeleted, Notice, Pong, Presence, ReadReceipt, SyncComplete,
                      TokenExpiring, Typing, parse_frame)
@@ -30,7 +30,7 @@ __all__ = [
     "Api", "Friend", "HistoryPage", "Login", "Backoff", "RateLimiter", "Client", "SendResult",
     "ws_url", "Ack", "AnyFrame", "ChatMessage", "Connected", "Conversation", "ConversationsPage",
     "ConversationUpdated", "ErrorFrame", "Frame", "Pong",
-    "GroupMessage", "GroupRead", "GroupUnread", "Notice", "FriendAdded", "FriendRemoved",
+    "GroupChanged", "GroupMessage", "GroupRead", "GroupUnread", "Notice", "FriendAdded", "FriendRemoved",
     "MessageRecalled", "MessageEdited", "MessagesDeleted",
     "FriendRequest", "FriendRequestAnswered", "FriendRequests", "PendingRequest", "Blocked",
     "Presence", "ReadReceipt", "SyncComplete", "TokenExpiring", "Typing", "parse_frame", "AckTimeout",

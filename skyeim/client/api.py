@@ -229,6 +229,30 @@ class Api:
         return ([GroupMessage.from_data(m) for m in b.get("messages", []) if isinstance(m, dict)],
                 bool(b.get("hasMore")))
 
+    # -- group administration (extension: docs/protocol.md "Group administration") ------------
+    # Each raises ApiError (status 403) when my role may not, NotFound for one not a member.
+    def set_group_role(self, group_id: int, user_id: int, role: str) -> dict:
+        """The owner makes a member an ``admin`` or an admin a ``member``: {userId, role, changed}."""
+        return self._call("PUT", f"/api/groups/{int(group_id)}/members/{int(user_id)}/role",
+                          json={"role": role})
+
+    def kick(self, group_id: int, user_id: int) -> dict:
+        """The owner or an admin removes a member (an admin: not another admin)."""
+        return self._call("DELETE", f"/api/groups/{int(group_id)}/members/{int(user_id)}")
+
+    def mute(self, group_id: int, user_id: int, seconds: int) -> int:
+        """Mute a member for ``seconds`` (0 lifts it); returns mutedUntil (ms, 0: not muted)."""
+        return self._call("POST", f"/api/groups/{int(group_id)}/members/{int(user_id)}/mute",
+                          json={"seconds": seconds})["mutedUntil"]
+
+    def rename_group(self, group_id: int, name: str) -> dict:
+        """The owner or an admin renames the group; returns the group."""
+        return self._call("PATCH", f"/api/groups/{int(group_id)}", json={"name": name})
+
+    def dismiss_group(self, group_id: int) -> list[int]:
+        """The owner deletes the group; returns who its members were."""
+        return self._call("DELETE", f"/api/groups/{int(group_id)}").get("memberIds", [])
+
     # -- files (extension: docs/protocol.md "Files, images and voice") ------------------------
     def upload_file(self, source: Source, name: str | None = None) -> dict:
         """Upload a file (a path, or bytes named ``name``): ``{fileId, name, size, mime,

@@ -12,6 +12,8 @@ terminal and for trying and debugging a gateway.
     python -m skyeim.client chat bob                  # type lines to send them; Ctrl-D ends
     python -m skyeim.client conversations             # newest first, with unread counts
     python -m skyeim.client conversations pin bob     # or mute/unmute/unpin; --group ID
+    python -m skyeim.client groups list               # also: create, members, send (--mention),
+                                                      # role, kick, mute, rename, dismiss
 
 Each login is kept in ``~/.config/skyeim/tokens/<username>.json`` (mode 600;
 ``$XDG_CONFIG_HOME``), the last one is the default user, and ``--user NAME``
@@ -182,6 +184,50 @@ def _resolve_among(args: argparse.Namespace, who: str, entries: list, what: str)
         if e.username is not None and e.username.lower() == who.lower():
             return e.user_id
     raise CliError(f"{who}: no such user {what}; give their user id")
+def cmd_groups(args: argparse.Namespace) -> None:
+    """Groups and their administration (docs/protocol.md "Groups", "Group administration")."""
+    api, gid = _api(args), getattr(args, "group", None)
+    if args.action == "list":
+        for g in api.groups():
+            print(f"{g['groupId']}\t{g['name']}\t{g['role']}\tlast={g['lastSeq']} "
+                  f"read={g['readSeq']}")
+    elif args.action == "create":
+        ids = [resolve_peer(args, m)[0] for m in args.members]
+        print(f"created group {api.create_group(args.group_name, ids)}")
+    elif args.action == "members":
+        members, more = api.group_members(gid, limit=200)
+        for m in members:
+            muted = f"\tmuted until {fmt_ms(m['mutedUntil'])}" if m.get("mutedUntil") else ""
+            print(f"{m['userId']}\t{m.get('username') or '?'}\t{m['role']}{muted}")
+        if more:
+            print("(more members not shown)")
+    elif args.action == "send":
+        mentions = [resolve_peer(args, m)[0] for m in args.mention]
+        client = _client(args, reconnect=True)
+        try:
+            client.connect()
+            r = client.send_groupchat(gid, args.text, mentions=mentions or None,
+                                      timeout=args.timeout)
+        finally:
+            client.close()
+        print(f"{r.status} {r.msg_id} seq={r.seq}")
+    elif args.action == "role":
+        uid, _ = resolve_peer(args, args.member)
+        r = api.set_group_role(gid, uid, args.role)
+        print(f"user {uid} is {r['role']}" + ("" if r["changed"] else " (unchanged)"))
+    elif args.action == "kick":
+        uid, _ = resolve_peer(args, args.member)
+        api.kick(gid, uid)
+        print(f"removed user {uid} from group {gid}")
+    elif args.action == "mute":
+        uid, _ = resolve_peer(args, args.member)
+        until = api.mute(gid, uid, args.seconds)
+        print(f"user {uid} muted until {fmt_ms(until)}" if until else f"user {uid} unmuted")
+    elif args.action == "rename":
+        print(f"group {gid} is now {api.rename_group(gid, args.group_name)['name']!r}")
+    else:
+        gone = api.dismiss_group(gid)
+        print(f"dismissed group {gid} ({len(gone)} members)")
 
 
 def cmd_send(args: argparse.Namespace) -> None:
@@ -495,6 +541,37 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("target", metavar="NAME_OR_ID")
         a.add_argument("--name", action="store_true",
                        help="NAME_OR_ID is a username even if all digits")
+
+    s = command("groups", cmd_groups, True, help="groups: list, create, members, send, and "
+                                                 "administration (role, kick, mute, rename, "
+                                                 "dismiss)")
+    gsub = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    gsub.add_parser("list", parents=common, help="your groups, with your role and seqs")
+    a = gsub.add_parser("create", parents=common, help="a new group that you own")
+    a.add_argument("group_name", metavar="NAME")
+    a.add_argument("members", nargs="*", metavar="MEMBER", help="user ids or friends' names")
+
+    def group_action(action: str, help_: str, member: bool = False) -> argparse.ArgumentParser:
+        a = gsub.add_parser(action, parents=common, help=help_)
+        a.add_argument("group", type=_positive, metavar="GROUP_ID")
+        if member:
+            a.add_argument("member", type=_peer, metavar="MEMBER",
+                           help="a user id, or a friend's username")
+        return a
+
+    group_action("members", "the members, their roles and mutes")
+    a = group_action("send", "send a message to the group")
+    a.add_argument("text")
+    a.add_argument("--mention", action="append", default=[], metavar="MEMBER",
+                   help="mention a member (a user id or a friend's name; repeatable)")
+    a = group_action("role", "(owner) make a member an admin, or an admin a member", True)
+    a.add_argument("role", choices=("admin", "member"))
+    group_action("kick", "(owner, admin) remove a member", True)
+    a = group_action("mute", "(owner, admin) mute a member for SECONDS (0 unmutes)", True)
+    a.add_argument("seconds", type=int)
+    a = group_action("rename", "(owner, admin) rename the group")
+    a.add_argument("group_name", metavar="NAME")
+    group_action("dismiss", "(owner) delete the group")
 
     s = command("send", cmd_send, True, help="send a chat (opens a connection, which replaces "
                                              "any other connection of the same user)")

@@ -103,6 +103,7 @@ class GroupMessage:
     created_at: int | None = None
     seq: int | None = None               # per group
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+    mentions: tuple[int, ...] = ()       # user ids it mentions ("Mentions in groups")
     type: ClassVar[str] = "groupchat"
 
     @classmethod
@@ -110,7 +111,8 @@ class GroupMessage:
         ct = d.get("contentType")
         return cls(_int(d.get("groupId")), _str(d.get("msgId")), _int(d.get("fromUserId")),
                    _str(d.get("content")), ct if type(ct) is int else 1, _int(d.get("createdAt")),
-                   _int(d.get("seq")), raw if raw is not None else {"type": "groupchat", "data": d})
+                   _int(d.get("seq")), raw if raw is not None else {"type": "groupchat", "data": d},
+                   _ints(d.get("mentions")))
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,26 @@ class GroupRead:
 
 
 @dataclass(frozen=True)
+class GroupChanged:
+    """Extension ("Group administration"): ``change`` is role, kick, mute, unmute, rename
+    or dismiss, made by ``by_user_id``; ``user_id`` the member concerned (role, kick,
+    mute), ``role`` its new role, ``until`` the mute's end (ms, 0: none), ``name`` the new
+    name."""
+    group_id: int | None
+    change: str | None
+    by_user_id: int | None
+    user_id: int | None = None
+    role: str | None = None
+    until: int | None = None
+    name: str | None = None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    type: ClassVar[str] = "group_changed"
+
+
+@dataclass(frozen=True)
 class GroupUnread:
-    """Extension, after `connected`: per group ``{groupId, name, lastSeq, readSeq}``."""
+    """Extension, after `connected`: per group ``{groupId, name, lastSeq, readSeq}``, and
+    ``mentions`` (messages since readSeq that mention me) when there are any."""
     groups: tuple[dict, ...] = ()
     raw: dict = field(default_factory=dict, repr=False, compare=False)
     type: ClassVar[str] = "group_unread"
@@ -357,7 +377,11 @@ AnyFrame = Frame | ChatMessage | Ack | ReadReceipt | Presence | Connected | Erro
     | TokenExpiring | Pong | SyncComplete | Typing | GroupMessage | GroupRead | GroupUnread \
     | Notice | FriendAdded | FriendRemoved | MessageRecalled | MessageEdited | MessagesDeleted \
     | ConversationsPage | ConversationUpdated | FriendRequest | FriendRequestAnswered \
-    | FriendRequests
+    | FriendRequests | GroupChanged
+
+
+def _ints(v: Any) -> tuple[int, ...]:
+    return tuple(x for x in v if type(x) is int) if isinstance(v, list) else ()
 
 
 def _dicts(v: Any) -> tuple[dict, ...]:
@@ -394,6 +418,10 @@ _PARSERS: dict[str, Callable[[dict, dict], AnyFrame]] = {
     "group_read": lambda d, raw: GroupRead(_int(d.get("groupId")), _int(d.get("userId")),
                                            _int(d.get("seq")), raw),
     "group_unread": lambda d, raw: GroupUnread(_dicts(d.get("groups")), raw),
+    "group_changed": lambda d, raw: GroupChanged(
+        _int(d.get("groupId")), _str(d.get("change")), _int(d.get("byUserId")),
+        _int(d.get("userId")), _str(d.get("role")), _int(d.get("until")), _str(d.get("name")),
+        raw),
     "online": lambda d, raw: Presence(_int(d.get("userId")), True, _int(d.get("timestamp")), raw),
     "offline": lambda d, raw: Presence(_int(d.get("userId")), False, _int(d.get("timestamp")), raw),
     "connected": _connected,

@@ -10,9 +10,10 @@ from typing import Any
 
 from skyeim.protocol import ContentType
 
-from .frames import (Ack, AnyFrame, ChatMessage, Connected, Conversation, ErrorFrame, Frame, FriendAdded,
-                     FriendRequest, FriendRequestAnswered, FriendRequests,
-                     FriendRemoved, GroupMessage, GroupRead, GroupUnread, Notice, Pong, Presence,
+from .frames import (Ack, AnyFrame, ChatMessage, Connected, Conversation, ErrorFrame, Frame,
+                     FriendAdded, FriendRequest, FriendRequestAnswered, FriendRequests,
+                     FriendRemoved, GroupChanged, GroupMessage, GroupRead, GroupUnread, Notice,
+                     Pong, Presence,
                      MessageEdited, MessageRecalled, MessagesDeleted, ReadReceipt, SyncComplete,
                      TokenExpiring, Typing)
 
@@ -101,8 +102,17 @@ def _describe_group_unread(f: GroupUnread) -> str:
     for g in f.groups:
         last, read = g.get("lastSeq"), g.get("readSeq")
         unread = last - read if type(last) is int and type(read) is int else "?"
-        parts.append(f"{g.get('groupId')} {_json(g.get('name'))} {unread} unread")
+        mentions = f" ({g['mentions']} @me)" if type(g.get("mentions")) is int else ""
+        parts.append(f"{g.get('groupId')} {_json(g.get('name'))} {unread} unread{mentions}")
     return f"groups {len(parts)}: {_some(parts) or '-'}"
+
+
+def _describe_group_changed(f: GroupChanged) -> str:
+    what = {"role": f"user {f.user_id} is now {f.role}", "kick": f"user {f.user_id} removed",
+            "mute": f"user {f.user_id} muted until {fmt_ms(f.until)}" if f.until else "",
+            "unmute": f"user {f.user_id} unmuted", "rename": f"renamed {_json(f.name)}",
+            "dismiss": "dismissed"}.get(f.change or "", f.change or "?")
+    return f"group {f.group_id} changed by user {f.by_user_id}: {what}"
 
 
 def _describe_friend_added(f: FriendAdded) -> str:
@@ -127,6 +137,7 @@ _LINES: dict[type, Any] = {
                              f"[{f.msg_id}] {_content(f.content_type, f.content)}"),
     GroupRead: lambda f: f"group_read user {f.user_id} read group {f.group_id} up to #{f.seq}",
     GroupUnread: _describe_group_unread,
+    GroupChanged: _describe_group_changed,
     Notice: lambda f: f"notice {f.event}: {_json(f.data)}",
     FriendAdded: _describe_friend_added,
     FriendRemoved: lambda f: f"friend removed: user {f.user_id}",

@@ -52,7 +52,7 @@ def _compact(obj: Any) -> str:
 
 
 def _chat_frame(kind: str, target_key: str, target: int, content: str, content_type: int,
-                msg_id: str | None) -> tuple[str, str]:
+                msg_id: str | None, extra: dict | None = None) -> tuple[str, str]:
     """(msgId, the frame's text) of a ``chat`` or ``groupchat``, checked as the gateway would."""
     if not isinstance(content, str) or not content:
         raise ValueError("content must be a non-empty string")
@@ -63,7 +63,7 @@ def _chat_frame(kind: str, target_key: str, target: int, content: str, content_t
         raise ValueError("msg_id must be 1 to 64 characters of [A-Za-z0-9_-]")
     return msg_id, _compact({"type": kind, "data": {
         "msgId": msg_id, target_key: target, "content": content,
-        "contentType": int(content_type)}})
+        "contentType": int(content_type), **(extra or {})}})
 
 
 class _Part:
@@ -258,16 +258,22 @@ class Client:
 
     def send_groupchat(self, group_id: int, content: str, content_type: int = 1,
                        msg_id: str | None = None, wait: str | None = "sent",
-                       timeout: float | None = 10.0) -> SendResult:
+                       timeout: float | None = 10.0,
+                       mentions: list[int] | None = None) -> SendResult:
         """Send a message to a group (extension: docs/protocol.md "Groups") through the
         outbox, as ``send_chat``; ``wait`` is "sent" or None (groups have no delivered
-        acks). Not a member: ``ChatError`` with code ``forbidden``."""
+        acks). Not a member: ``ChatError`` with code ``forbidden``; muted: ``muted``.
+        ``mentions``: member ids the message mentions ("Mentions in groups")."""
         if not is_positive_id(group_id):
             raise ValueError("group_id must be a positive integer group id")
         if wait not in ("sent", None):
             raise ValueError('wait must be "sent" or None for a group message')
+        if mentions is not None and (not isinstance(mentions, (list, tuple))
+                                     or not all(is_user_id(u) for u in mentions)):
+            raise ValueError("mentions must be a list of user ids")
         msg_id, payload = _chat_frame("groupchat", "groupId", group_id, content, content_type,
-                                      msg_id)
+                                      msg_id, {"mentions": list(dict.fromkeys(mentions))}
+                                      if mentions else None)
         return self._enqueue(msg_id, payload, 0, wait, timeout)
 
     # -- files (extension: docs/protocol.md "Files, images and voice") -------------------

@@ -2,9 +2,14 @@
 
 Two tables, in the same database as the friendships:
 * ``groups``: id, name, owner, creation time.
-* ``group_members``: (group_id, user_id) with the member's role (``owner`` or
-  ``member``), when it joined, and ``read_seq``: the member reads the group
-  "up to seq" (one cursor per member, never per message; it only moves up).
+* ``group_members``: (group_id, user_id) with the member's role (``owner``,
+  ``admin`` or ``member``), when it joined, ``read_seq``: the member reads the
+  group "up to seq" (one cursor per member, never per message; it only moves up),
+  and ``muted_until`` (ms; schema 0004): a muted member may not send before then.
+
+Administration (docs/protocol.md "Group administration"): the owner promotes and
+demotes admins and dismisses the group; the owner and admins kick, mute and rename
+(an admin never acts on the owner or on another admin).
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ from skyeim.friend.store import metadata
 
 MAX_MEMBERS = 20_000          # members in one group (the fan-out is measured at 10,000)
 MAX_GROUPS_LISTED = 1000      # groups in one user's list
+MAX_MUTE_SECONDS = 366 * 86400   # the longest mute (a year and a day)
+ROLES = ("owner", "admin", "member")
 
 _ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")    # sqlite: the autoincrementing rowid
 
@@ -36,6 +43,7 @@ group_members = sa.Table(
     sa.Column("role", sa.String(8), nullable=False),
     sa.Column("read_seq", sa.BigInteger, nullable=False, default=0),
     sa.Column("joined_at", sa.BigInteger, nullable=False),
+    sa.Column("muted_until", sa.BigInteger, nullable=True),      # schema 0004
 )
 # "my groups" is a range scan of this index, not of every group's members
 sa.Index("ix_group_members_user", group_members.c.user_id, group_members.c.group_id)
@@ -171,11 +179,19 @@ def members(conn: sa.Connection, group_id: int, after_user: int, limit: int) -> 
     if conn.execute(sa.select(groups.c.id).where(groups.c.id == group_id)).first() is None:
         raise NotFound("no such group")
     rows = conn.execute(
-        sa.select(group_members.c.user_id, group_members.c.role, group_members.c.read_seq)
+        sa.select(group_members.c.user_id, group_members.c.role, group_members.c.read_seq,
+                  group_members.c.muted_until)
         .where(group_members.c.group_id == group_id, group_members.c.user_id > after_user)
         .order_by(group_members.c.user_id).limit(limit + 1)).all()
-    return ([{"userId": r.user_id, "role": r.role, "readSeq": r.read_seq} for r in rows[:limit]],
-            len(rows) > limit)
+    now = now_ms()
+    return ([_member(r, now) for r in rows[:limit]], len(rows) > limit)
+
+
+def _member(row, now: int) -> dict[str, Any]:
+    out = {"userId": row.user_id, "role": row.role, "readSeq": row.read_seq}
+    if row.muted_until is not None and row.muted_until > now:
+        out["mutedUntil"] = row.muted_until         # only while the mute lasts
+    return out
 
 
 def mark_read(conn: sa.Connection, group_id: int, user_id: int, seq: int) -> dict:
@@ -188,3 +204,82 @@ def mark_read(conn: sa.Connection, group_id: int, user_id: int, seq: int) -> dic
     if current is None:
         raise Forbidden("not a member of this group")
     return {"readSeq": current, "moved": bool(moved)}
+
+
+# -- administration ------------------------------------------------------------------
+
+def _actor(conn: sa.Connection, group_id: int, by_user: int, allowed: tuple[str, ...],
+           what: str):
+    """The group (locked) and the acting member's role; Forbidden unless it is allowed
+    (an unknown group too: it looks like someone else's)."""
+    try:
+        group = _lock_group(conn, group_id)
+    except NotFound:
+        raise Forbidden("not a member of this group") from None
+    role = _role(conn, group_id, by_user)
+    if role not in allowed:
+        raise Forbidden(f"only the {' or '.join(allowed)} may {what}" if role else
+                        "not a member of this group")
+    return group, role
+
+
+def _target(conn: sa.Connection, group_id: int, by_role: str, by_user: int, user_id: int,
+            what: str) -> str:
+    """The role of the member acted on: never the actor itself, never the owner, and
+    for an admin never another admin. NotFound if it is not a member."""
+    if user_id == by_user:
+        raise Forbidden(f"you cannot {what} yourself")
+    role = _role(conn, group_id, user_id)
+    if role is None:
+        raise NotFound("no such member")
+    if role == "owner" or (role == "admin" and by_role != "owner"):
+        raise Forbidden(f"you cannot {what} the {role}")
+    return role
+
+
+def set_role(conn: sa.Connection, group_id: int, by_user: int, user_id: int, role: str) -> dict:
+    """The owner makes a member an admin, or an admin a member."""
+    _actor(conn, group_id, by_user, ("owner",), "change roles")
+    old = _target(conn, group_id, "owner", by_user, user_id, "change the role of")
+    if old != role:
+        conn.execute(group_members.update().where(
+            group_members.c.group_id == group_id, group_members.c.user_id == user_id)
+            .values(role=role))
+    return {"userId": user_id, "role": role, "changed": old != role}
+
+
+def kick(conn: sa.Connection, group_id: int, by_user: int, user_id: int) -> dict:
+    """The owner or an admin removes a member (an admin: not another admin)."""
+    _, by_role = _actor(conn, group_id, by_user, ("owner", "admin"), "remove members")
+    _target(conn, group_id, by_role, by_user, user_id, "remove")
+    conn.execute(group_members.delete().where(
+        group_members.c.group_id == group_id, group_members.c.user_id == user_id))
+    return {"userId": user_id, "kicked": True}
+
+
+def mute(conn: sa.Connection, group_id: int, by_user: int, user_id: int, seconds: int) -> dict:
+    """The owner or an admin mutes a member for ``seconds`` (0: lifts the mute)."""
+    _, by_role = _actor(conn, group_id, by_user, ("owner", "admin"), "mute members")
+    _target(conn, group_id, by_role, by_user, user_id, "mute")
+    until = now_ms() + seconds * 1000 if seconds else None
+    conn.execute(group_members.update().where(
+        group_members.c.group_id == group_id, group_members.c.user_id == user_id)
+        .values(muted_until=until))
+    return {"userId": user_id, "mutedUntil": until or 0}
+
+
+def rename(conn: sa.Connection, group_id: int, by_user: int, name: str) -> dict:
+    """The owner or an admin renames the group."""
+    group, _ = _actor(conn, group_id, by_user, ("owner", "admin"), "rename the group")
+    conn.execute(groups.update().where(groups.c.id == group_id).values(name=name))
+    return {**_group_info(group), "name": name}
+
+
+def dismiss(conn: sa.Connection, group_id: int, by_user: int) -> dict:
+    """The owner deletes the group and its members; answers who the members were."""
+    _actor(conn, group_id, by_user, ("owner",), "dismiss the group")
+    ids = list(conn.execute(sa.select(group_members.c.user_id)
+                            .where(group_members.c.group_id == group_id)).scalars())
+    conn.execute(group_members.delete().where(group_members.c.group_id == group_id))
+    conn.execute(groups.delete().where(groups.c.id == group_id))
+    return {"dismissed": True, "memberIds": ids}

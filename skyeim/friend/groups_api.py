@@ -7,6 +7,12 @@
   POST /v1/groups/<id>/members         {byUserId, userIds} -> {added: [ids]}  (any member invites)
   POST /v1/groups/<id>/leave           {userId} -> {left, ownerId}
   POST /v1/groups/<id>/read            {userId, seq} -> {readSeq, moved}
+administration (docs/protocol.md "Group administration"; 403 for a role not allowed):
+  POST /v1/groups/<id>/role            {byUserId, userId, role: admin|member} -> {userId, role, changed}
+  POST /v1/groups/<id>/kick            {byUserId, userId} -> {userId, kicked}
+  POST /v1/groups/<id>/mute            {byUserId, userId, seconds} -> {userId, mutedUntil}
+  POST /v1/groups/<id>/rename          {byUserId, name} -> the group
+  POST /v1/groups/<id>/dismiss         {byUserId} -> {dismissed, memberIds}
 """
 from __future__ import annotations
 
@@ -94,3 +100,41 @@ def add_routes(app: Flask, db: Database) -> None:
         if type(seq) is not int or not 0 <= seq < 2**63:
             raise bad_request("seq must be an integer from 0 to 2^63-1")
         return _run(db, store.mark_read, gid, uid, seq)
+
+    @app.post("/v1/groups/<group_id>/role")
+    def set_role(group_id: str):
+        gid, body = path_user_id(group_id, "groupId"), json_body()
+        by, uid = body_user_id(body, "byUserId"), body_user_id(body, "userId")
+        role = body.get("role")
+        if role not in ("admin", "member"):
+            raise bad_request("role must be admin or member")
+        return _run(db, store.set_role, gid, by, uid, role)
+
+    @app.post("/v1/groups/<group_id>/kick")
+    def kick(group_id: str):
+        gid, body = path_user_id(group_id, "groupId"), json_body()
+        return _run(db, store.kick, gid, body_user_id(body, "byUserId"),
+                    body_user_id(body, "userId"))
+
+    @app.post("/v1/groups/<group_id>/mute")
+    def mute(group_id: str):
+        gid, body = path_user_id(group_id, "groupId"), json_body()
+        by, uid = body_user_id(body, "byUserId"), body_user_id(body, "userId")
+        return _run(db, store.mute, gid, by, uid, mute_seconds(body.get("seconds")))
+
+    @app.post("/v1/groups/<group_id>/rename")
+    def rename(group_id: str):
+        gid, body = path_user_id(group_id, "groupId"), json_body()
+        return _run(db, store.rename, gid, body_user_id(body, "byUserId"), _name(body.get("name")))
+
+    @app.post("/v1/groups/<group_id>/dismiss")
+    def dismiss(group_id: str):
+        gid, body = path_user_id(group_id, "groupId"), json_body()
+        return _run(db, store.dismiss, gid, body_user_id(body, "byUserId"))
+
+
+def mute_seconds(value) -> int:
+    """A mute's length: an integer from 0 (lift the mute) to MAX_MUTE_SECONDS, else 400."""
+    if type(value) is not int or not 0 <= value <= store.MAX_MUTE_SECONDS:
+        raise bad_request(f"seconds must be an integer from 0 to {store.MAX_MUTE_SECONDS}")
+    return value

@@ -7,6 +7,11 @@
   transaction (the row stays locked until commit), so seqs have no gaps, as
   ``conversations.last_seq`` does for 1:1 chats.
 
+* ``group_messages.mentions`` (schema 0005): the user ids a message mentions, as
+  text ("3,7,9"; NULL for none), and ``group_mentions`` (user_id, group_id, seq):
+  one row per mention, so "how many times was I mentioned since my cursor" is a
+  range of the primary key, not a scan of the group.
+
 Membership is the relations service's business: the gateway checks it before
 it calls here.
 
@@ -15,6 +20,8 @@ it calls here.
   GET  /v1/groups/messages?groupId=&afterSeq=&beforeSeq=&limit=  -> {messages, hasMore} oldest first
   GET  /v1/groups/history?groupId=&beforeSeq=&limit=             -> {messages, hasMore} newest first
   GET  /v1/groups/last?groupIds=1,2,...                         -> {groups: [{groupId, lastSeq}]}
+  POST /v1/groups/mentions   {userId, groups: [{groupId, afterSeq}]}
+                             -> {groups: [{groupId, mentions}]}: mentions of userId after afterSeq
 """
 from __future__ import annotations
 
@@ -22,16 +29,17 @@ import uuid
 from typing import Any
 
 from flask import Flask, request
-from sqlalchemy import (BigInteger, Column, SmallInteger, String, Table,
-                        UniqueConstraint, exc, select)
+from sqlalchemy import (BigInteger, Column, SmallInteger, String, Table, Text,
+                        UniqueConstraint, and_, exc, func, or_, select)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
 from skyeim.db import Database, now_ms
 from skyeim.message.store import ROW_ID, Utf8Text, metadata
-from skyeim.web import bad_request, body_user_id, json_body, limit_arg
+from skyeim.web import bad_request, body_user_id, json_body, limit_arg, user_id_list
 
 MAX_GROUPS_PER_CALL = 1000     # groupIds in one /v1/groups/last call
+MAX_MENTIONS = 1000            # user ids one message may mention (the gateway's cap is lower)
 
 group_messages = Table(
     "group_messages", metadata,
@@ -43,8 +51,16 @@ group_messages = Table(
     Column("content", Utf8Text, nullable=False),
     Column("content_type", SmallInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    Column("mentions", Text, nullable=True),                  # schema 0005
     UniqueConstraint("from_user_id", "msg_id", name="uq_group_messages_sender_msg_id"),
     UniqueConstraint("group_id", "seq", name="uq_group_messages_group_seq"),
+)
+
+group_mentions = Table(
+    "group_mentions", metadata,
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("group_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
 )
 
 group_seqs = Table(
@@ -55,14 +71,17 @@ group_seqs = Table(
 
 _COLUMNS = (group_messages.c.group_id, group_messages.c.seq, group_messages.c.from_user_id,
             group_messages.c.msg_id, group_messages.c.content, group_messages.c.content_type,
-            group_messages.c.created_at)
+            group_messages.c.created_at, group_messages.c.mentions)
 
 
 def group_message(row: Row) -> dict[str, Any]:
     """The GroupMessage of a stored row (the `groupchat` frame's data)."""
-    return {"groupId": row.group_id, "msgId": row.msg_id, "fromUserId": row.from_user_id,
-            "content": row.content, "contentType": row.content_type,
-            "createdAt": row.created_at, "seq": row.seq}
+    out = {"groupId": row.group_id, "msgId": row.msg_id, "fromUserId": row.from_user_id,
+           "content": row.content, "contentType": row.content_type,
+           "createdAt": row.created_at, "seq": row.seq}
+    if row.mentions:
+        out["mentions"] = [int(u) for u in row.mentions.split(",")]
+    return out
 
 
 def _find(conn: Connection, from_user: int, msg_id: str) -> Row | None:
@@ -71,7 +90,7 @@ def _find(conn: Connection, from_user: int, msg_id: str) -> Row | None:
 
 
 def send(conn: Connection, group_id: int, from_user: int, msg_id: str, content: str,
-         content_type: int) -> tuple[Row, bool]:
+         content_type: int, mentions: list[int] = ()) -> tuple[Row, bool]:
     """Store the message unless the sender sent its msg_id already (then the original)."""
     original = _find(conn, from_user, msg_id)
     if original is not None:
@@ -85,7 +104,11 @@ def send(conn: Connection, group_id: int, from_user: int, msg_id: str, content: 
                            .returning(group_seqs.c.last_seq)).scalar_one()
         row = conn.execute(group_messages.insert().values(
             group_id=group_id, seq=seq, from_user_id=from_user, msg_id=msg_id, content=content,
-            content_type=content_type, created_at=now_ms()).returning(*_COLUMNS)).one()
+            content_type=content_type, created_at=now_ms(),
+            mentions=",".join(str(u) for u in mentions) or None).returning(*_COLUMNS)).one()
+        if mentions:
+            conn.execute(group_mentions.insert(), [{"user_id": u, "group_id": group_id,
+                                                    "seq": seq} for u in mentions])
         savepoint.commit()
     except exc.IntegrityError:
         savepoint.rollback()
@@ -118,6 +141,20 @@ def last_seqs(conn: Connection, group_ids: list[int]) -> dict[int, int]:
     return {r.group_id: r.last_seq for r in rows}
 
 
+def mention_counts(conn: Connection, user_id: int, after: dict[int, int]) -> dict[int, int]:
+    """Per group, how many messages after seq ``after[group]`` mention ``user_id``: ranges
+    of group_mentions' primary key (user_id, group_id, seq), never a group's messages."""
+    if not after:
+        return {}
+    c = group_mentions.c
+    rows = conn.execute(
+        select(c.group_id, func.count()).where(
+            c.user_id == user_id,
+            or_(*[and_(c.group_id == g, c.seq > s) for g, s in after.items()]))
+        .group_by(c.group_id)).all()
+    return {r[0]: r[1] for r in rows}
+
+
 def add_routes(app: Flask, db: Database, query_int, msg_id, content, content_type) -> None:
     """The endpoints, with the 1:1 chat's validators (skyeim/message/app.py)."""
 
@@ -129,7 +166,9 @@ def add_routes(app: Flask, db: Database, query_int, msg_id, content, content_typ
         mid = body.get("msgId")
         mid = str(uuid.uuid4()) if mid is None else msg_id(mid, "msgId")
         row, duplicate = db.run(send, gid, sender, mid, content(body.get("content")),
-                                content_type(body.get("contentType")))
+                                content_type(body.get("contentType")),
+                                list(dict.fromkeys(user_id_list(body, "mentions", MAX_MENTIONS,
+                                                                required=False))))
         return {**group_message(row), "duplicate": duplicate}
 
     @app.get("/v1/groups/messages")
@@ -160,3 +199,22 @@ def add_routes(app: Flask, db: Database, query_int, msg_id, content, content_typ
         ids = list(dict.fromkeys(int(p) for p in parts))
         found = db.run(last_seqs, ids)
         return {"groups": [{"groupId": g, "lastSeq": found.get(g, 0)} for g in ids]}
+
+    @app.post("/v1/groups/mentions")
+    def group_mention_counts():
+        body = json_body()
+        uid = body_user_id(body, "userId")
+        wanted = body.get("groups")
+        if not isinstance(wanted, list) or len(wanted) > MAX_GROUPS_PER_CALL:
+            raise bad_request(f"groups must be a list of at most {MAX_GROUPS_PER_CALL} "
+                              "{groupId, afterSeq}")
+        after: dict[int, int] = {}
+        for i, g in enumerate(wanted):
+            if not isinstance(g, dict):
+                raise bad_request(f"groups[{i}] must be an object {{groupId, afterSeq}}")
+            seq = g.get("afterSeq", 0)
+            if type(seq) is not int or not 0 <= seq < 2**63:
+                raise bad_request(f"groups[{i}].afterSeq must be an integer from 0")
+            after[body_user_id(g, "groupId", f"groups[{i}].")] = seq
+        found = db.run(mention_counts, uid, after)
+        return {"groups": [{"groupId": g, "mentions": found.get(g, 0)} for g in after]}

@@ -73,3 +73,5 @@ class ErrorCode(enum.StrEnum):
     # recall and edit (docs/protocol.md "Recall, edit, delete")
     TOO_LATE = "too_late"                   # past Chat.RecallWindow / Chat.EditWindow
     RECALLED = "recalled"                   # an edit of a recalled message
+    # group administration (docs/protocol.md "Group administration")
+    MUTED = "muted"                         # a muted member's groupchat

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skyeim.client import (Ack, ChatMessage, Connected, ErrorFrame, Frame, FriendAdded,
-                           FriendRemoved, GroupMessage, GroupRead, GroupUnread, Notice, Pong,
-                           Presence, ReadReceipt, SyncComplete, TokenExpiring, Typing, parse_frame)
+                           FriendRemoved, GroupChanged, GroupMessage, GroupRead, GroupUnread,
+                           Notice, Pong, Presence, ReadReceipt, SyncComplete, TokenExpiring, Typing, parse_frame)
 from skyeim.client.frames import decode
 
 
@@ -90,6 +90,17 @@ def test_group_frames():
     u = frame("group_unread", {"groups": [{"groupId": 7, "name": "t", "lastSeq": 4,
                                            "readSeq": 1}, 5]})
     assert u == GroupUnread(({"groupId": 7, "name": "t", "lastSeq": 4, "readSeq": 1},))
+
+
+def test_group_changed_and_mentions():
+    m = frame("groupchat", {"groupId": 7, "msgId": "g1", "fromUserId": 3, "content": "@x",
+                            "seq": 2, "mentions": [4, "5", 6]})
+    assert m.mentions == (4, 6)
+    c = frame("group_changed", {"groupId": 7, "change": "mute", "byUserId": 3, "userId": 4,
+                                "until": 99})
+    assert c == GroupChanged(7, "mute", 3, 4, None, 99) and c.type == "group_changed"
+    assert frame("group_changed", {"groupId": 7, "change": "rename", "byUserId": 3,
+                                   "name": "n"}).name == "n"
 
 
 def test_v1_1_notice_and_friendship_frames():

@@ -62,6 +62,15 @@ EVERY_FRAME = [
     ({"type": "group_unread", "data": {"groups": [
         {"groupId": 7, "name": "team", "lastSeq": 5, "readSeq": 2}]}},
      'groups 1: 7 "team" 3 unread'),
+    ({"type": "group_unread", "data": {"groups": [
+        {"groupId": 7, "name": "team", "lastSeq": 5, "readSeq": 2, "mentions": 1}]}},
+     'groups 1: 7 "team" 3 unread (1 @me)'),
+    ({"type": "group_changed", "data": {"groupId": 7, "change": "role", "byUserId": 1,
+                                        "userId": 2, "role": "admin"}},
+     "group 7 changed by user 1: user 2 is now admin"),
+    ({"type": "group_changed", "data": {"groupId": 7, "change": "kick", "byUserId": 1,
+                                        "userId": 2}},
+     "group 7 changed by user 1: user 2 removed"),
     ({"type": "notice", "data": {"event": "deploy.done", "data": {"v": 2}, "timestamp": 1}},
      'notice deploy.done: {"v":2}'),
     ({"type": "friend_added", "data": {"userId": 5, "username": "bob", "online": True}},

@@ -18,6 +18,7 @@ from skyeim.gateway.transport.session import Outgoing
     Kick(5, 3, "node-a", "ios"),
     GroupFrame(7, '{"type":"groupchat"}', node="node-a"),
     GroupFrame(7, '{"type":"typing"}', not_user=5, node="node-a"),
+    GroupFrame(7, '{"type":"group_changed"}', node="node-a", also=(3, 9)),
     GroupChanged(7, "node-a"),
 ])
 def test_round_trip(message):
@@ -32,6 +33,8 @@ def test_the_wire_keeps_its_short_keys():
     assert json.loads(GroupFrame(7, "x", 5, "n").encode()) == \
         {"grp": 7, "x": "x", "not": 5, "n": "n"}
     assert json.loads(GroupChanged(7, "n").encode()) == {"grp": 7, "changed": True, "n": "n"}
+    assert json.loads(GroupFrame(7, "x", None, "n", (3,)).encode()) == \
+        {"grp": 7, "x": "x", "also": [3], "n": "n"}
 
 
 def test_a_chat_for_a_user_becomes_an_outgoing_chat_again():

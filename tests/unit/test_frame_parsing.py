@@ -181,6 +181,17 @@ def test_groupchat_has_the_chat_rules_for_content():
         assert (e.code, e.msg_id) == (ErrorCode.BAD_REQUEST, "g1")
 
 
+def test_groupchat_mentions_are_user_ids_deduplicated_and_bounded():
+    g = parse_groupchat({"groupId": 3, "content": "hi", "msgId": "g1", "mentions": [5, 4, 5]},
+                        ME, MAX, 3)
+    assert g.mentions == (5, 4)
+    assert parse_groupchat({"groupId": 3, "content": "hi"}, ME, MAX).mentions == ()
+    for bad in ("5", [0], ["5"], [True], [1.0], [1, 2, 3, 4], {"a": 1}):
+        e = refused(parse_groupchat, {"groupId": 3, "content": "hi", "msgId": "g1",
+                                      "mentions": bad}, ME, MAX, 3)
+        assert (e.code, e.msg_id) == (ErrorCode.BAD_REQUEST, "g1")
+
+
 def test_group_read_needs_a_group_and_a_seq():
     assert parse_group_read({"groupId": 3, "seq": 9}, ME).seq == 9
     for data in ({"groupId": 3}, {"groupId": 3, "seq": 0}, {"seq": 9}, None):

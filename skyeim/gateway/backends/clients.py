@@ -292,6 +292,7 @@ class MessageService(ServiceClient):
         self._first_pages_ep = self.optional("POST", "/v1/messages/unread/batch")
         self._delivered_ep = self.optional("POST", "/v1/messages/delivered/batch")
         self._conversation_ep = self.optional("GET", "/v1/messages/conversation")
+        self._mentions_ep = self.optional("POST", "/v1/groups/mentions")
         bound = self.timeout * 2 + 1.0      # queueing behind a full batch, then the call
         self._sends = self._batcher("message sends", self._send_batch, self.SEND_BATCH, bound,
                                     linger=self.SEND_LINGER)
@@ -473,10 +474,23 @@ class MessageService(ServiceClient):
     # -- groups (docs/protocol.md "Groups"); not batched: one call per group message
 
     def group_send(self, group_id: int, from_user: int, msg_id: str, content: str,
-                   content_type: int) -> dict:
-        return self.call("POST", "/v1/groups/messages", json={
-            "groupId": group_id, "fromUserId": from_user, "msgId": msg_id, "content": content,
-            "contentType": content_type})
+                   content_type: int, mentions: list[int] | None = None) -> dict:
+        body = {"groupId": group_id, "fromUserId": from_user, "msgId": msg_id,
+                "content": content, "contentType": content_type}
+        if mentions:                # only then: a service without mentions sees what it knew
+            body["mentions"] = mentions
+        return self.call("POST", "/v1/groups/messages", json=body)
+
+    def group_mentions(self, user_id: int, after: dict[int, int]) -> dict[int, int]:
+        """Per group, the messages after seq ``after[group]`` that mention ``user_id``;
+        {} when the service has no mentions (docs/protocol.md "Mentions in groups")."""
+        if not after:
+            return {}
+        body = self.call_optional(self._mentions_ep, json={
+            "userId": user_id, "groups": [{"groupId": g, "afterSeq": s} for g, s in after.items()]})
+        if body is None:
+            return {}
+        return {g["groupId"]: g["mentions"] for g in body.get("groups", []) if g.get("mentions")}
 
     def group_page(self, group_id: int, after_seq: int, before_seq: int | None, limit: int) -> dict:
         params: dict[str, Any] = {"groupId": group_id, "afterSeq": after_seq, "limit": limit}
@@ -662,6 +676,12 @@ class FriendService(ServiceClient):
 
     def group_read(self, group_id: int, user_id: int, seq: int) -> dict:
         return self.call("POST", f"/v1/groups/{group_id}/read", json={"userId": user_id, "seq": seq})
+
+    def group_admin(self, group_id: int, action: str, by_user: int, **fields: Any) -> dict:
+        """An administration call (docs/protocol.md "Group administration"): ``action`` is
+        role, kick, mute, rename or dismiss; BackendRejected 403 for a role not allowed."""
+        return self.call("POST", f"/v1/groups/{group_id}/{action}",
+                         json={"byUserId": by_user, **fields})
 
 
 class AuthService(ServiceClient):

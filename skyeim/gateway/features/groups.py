@@ -13,6 +13,14 @@
   {groups: [{groupId, name, lastSeq, readSeq}]}; it fetches what it lacks with
   ``sync`` conversations {groupId, afterSeq} (features/sync.py).
 
+- ``groupchat`` may carry ``mentions`` [userId] (members only, deduplicated, at most
+  ``Groups.MaxMentions``): stored with the message, delivered in the frame; a
+  member's ``group_unread`` entry counts them (``mentions``) since its readSeq.
+- Administration (docs/protocol.md "Group administration"): the REST API's role,
+  kick, mute, rename and dismiss go through here; each is pushed to the members'
+  live connections on every node as ``group_changed`` {groupId, change, byUserId,
+  userId?, role?, until?, name?}. A muted member's ``groupchat`` gets ``muted``.
+
 Member lists are cached (bounded LRU, short TTL, dropped on an invite or a
 leave through any node), so a message to a 10,000-member group fetches no ids.
 In a cluster, a group frame is published once on a channel every node hears;
@@ -40,7 +48,7 @@ from skyeim.gateway.routing.hub import Hub
 from skyeim.gateway.routing.messages import GroupChanged, GroupFrame
 from skyeim.gateway.transport.session import Session
 from skyeim.metrics import GatewayMetrics
-from skyeim.protocol import ErrorCode, is_positive_id
+from skyeim.protocol import ErrorCode, is_positive_id, is_user_id
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,7 @@ class GroupChat:
     content: str
     content_type: int
     given_msg_id: str | None
+    mentions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +73,8 @@ class GroupRead:
     seq: int
 
 
-def parse_groupchat(data, sender_id: int, max_content_length: int) -> GroupChat:
+def parse_groupchat(data, sender_id: int, max_content_length: int,
+                    max_mentions: int = 50) -> GroupChat:
     data = data_object(data, "groupchat")
     msg_id = optional_msg_id(data)
     gid = data.get("groupId")
@@ -73,8 +83,14 @@ def parse_groupchat(data, sender_id: int, max_content_length: int) -> GroupChat:
     # the 1:1 chat's rules for content and contentType
     content = chat_content(data, max_content_length, msg_id)
     ctype = content_type(data, msg_id)
+    mentions = data.get("mentions")
+    if mentions is None:
+        mentions = []
+    if (not isinstance(mentions, list) or len(mentions) > max_mentions
+            or not all(is_user_id(u) for u in mentions)):
+        raise bad_request(f"mentions must be a list of at most {max_mentions} user ids", msg_id)
     return GroupChat(gid, msg_id if msg_id is not None else str(uuid.uuid4()), content, ctype,
-                     msg_id)
+                     msg_id, tuple(dict.fromkeys(mentions)))
 
 
 def parse_group_read(data, sender_id: int) -> GroupRead:
@@ -87,16 +103,26 @@ def parse_group_read(data, sender_id: int) -> GroupRead:
     return GroupRead(gid, seq)
 
 
+@dataclass(frozen=True, slots=True)
+class MemberList:
+    ids: frozenset[int]
+    muted: dict[int, int]           # user id -> muted until (ms), as fetched
+
+
 class MemberCache:
-    """Group id -> frozenset of member ids: bounded LRU, short TTL, one fetch at a time per group."""
+    """Group id -> frozenset of member ids (and who is muted until when): bounded LRU,
+    short TTL, one fetch at a time per group."""
 
     def __init__(self, fetch, size: int, ttl_ms: int):
         self.fetch, self.size, self.ttl = fetch, size, ttl_ms / 1000.0
-        self._lists: OrderedDict[int, tuple[float, frozenset[int]]] = OrderedDict()
+        self._lists: OrderedDict[int, tuple[float, MemberList]] = OrderedDict()
         self._fetching: dict[int, AsyncResult] = {}
 
     def get(self, group_id: int) -> frozenset[int]:
         """Raises BackendUnavailable, or BackendRejected (404: no such group)."""
+        return self.get_list(group_id).ids
+
+    def get_list(self, group_id: int) -> MemberList:
         hit = self._lists.get(group_id)
         if hit is not None and hit[0] > time.monotonic():
             self._lists.move_to_end(group_id)
@@ -106,7 +132,10 @@ class MemberCache:
             return pending.get(timeout=FETCH_WAIT)
         pending = self._fetching[group_id] = AsyncResult()
         try:
-            members = frozenset(m["userId"] for m in self.fetch(group_id))
+            fetched = self.fetch(group_id)
+            members = MemberList(frozenset(m["userId"] for m in fetched),
+                                 {m["userId"]: m["mutedUntil"] for m in fetched
+                                  if m.get("mutedUntil")})
             if self.ttl > 0:
                 self._lists[group_id] = (time.monotonic() + self.ttl, members)
                 self._lists.move_to_end(group_id)
@@ -134,6 +163,7 @@ class Groups:
         self.fanout_latency = metrics.group_fanout
         self.read_receipt_max = cfg.read_receipt_max_members
         self.max_content_length = max_content_length
+        self.max_mentions = cfg.max_mentions
         self.screens = tuple(screens)
         self.members = MemberCache(friends.members, cfg.members_cache_size,
                                    cfg.members_cache_ttl_ms)
@@ -142,23 +172,27 @@ class Groups:
         frames.add(FrameType("groupchat", self.parse_chat, handle=self.handle_chat,
                              echoes=Echo.MSG_ID))
         frames.add(FrameType("group_read", parse_group_read, handle=self.handle_read))
-        frames.add_server_types("group_unread")
+        frames.add_server_types("group_unread", "group_changed")
 
     def parse_chat(self, data, sender_id: int) -> GroupChat:
-        return parse_groupchat(data, sender_id, self.max_content_length)
+        return parse_groupchat(data, sender_id, self.max_content_length, self.max_mentions)
 
     # -- membership ---------------------------------------------------------------------
 
     def member_ids(self, group_id: int, user_id: int, msg_id: str | None = None,
                    request_id: str | None = None) -> frozenset[int]:
         """The group's members, when ``user_id`` is one; else FrameError forbidden."""
+        return self.member_list(group_id, user_id, msg_id, request_id).ids
+
+    def member_list(self, group_id: int, user_id: int, msg_id: str | None = None,
+                    request_id: str | None = None) -> MemberList:
         try:
-            members = self.members.get(group_id)
+            members = self.members.get_list(group_id)
         except BackendFailure as e:
             if not (isinstance(e, BackendRejected) and e.status == 404):
                 raise backend_error(e, "friend", msg_id, request_id) from None
-            members = frozenset()
-        if user_id not in members:
+            members = MemberList(frozenset(), {})
+        if user_id not in members.ids:
             # an unknown group and someone else's group look alike
             raise FrameError(ErrorCode.FORBIDDEN, "you are not a member of this group", msg_id,
                              request_id)
@@ -173,7 +207,14 @@ class Groups:
 
     def handle_chat(self, session: Session, chat: GroupChat) -> None:
         uid, err_id = session.user_id, chat.given_msg_id
-        members = self.member_ids(chat.group_id, uid, err_id)
+        found = self.member_list(chat.group_id, uid, err_id)
+        members = found.ids
+        until = found.muted.get(uid, 0)
+        if until > time.time() * 1000:
+            raise FrameError(ErrorCode.MUTED, f"you are muted in this group until {until} "
+                             "(ms since the epoch)", err_id)
+        if not members.issuperset(chat.mentions):
+            raise bad_request("mentions must name members of the group", err_id)
         draft = {"groupId": chat.group_id, "fromUserId": uid, "msgId": chat.msg_id,
                  "content": chat.content, "contentType": chat.content_type}
         for screen in self.screens:
@@ -182,7 +223,7 @@ class Groups:
                 raise draft
         try:
             stored = self.messages.group_send(chat.group_id, uid, chat.msg_id, draft["content"],
-                                              draft["contentType"])
+                                              draft["contentType"], list(chat.mentions))
         except BackendFailure as e:
             raise backend_error(e, "message", err_id) from None
         ack = {"msgId": chat.msg_id, "status": "sent", "timestamp": stored["createdAt"],
@@ -192,20 +233,23 @@ class Groups:
         session.reply(encode("ack", ack))
         if stored.get("duplicate"):
             return           # members who missed the first fan-out find it by sync
-        text = encode("groupchat", {k: stored[k] for k in (
-            "groupId", "msgId", "fromUserId", "content", "contentType", "createdAt", "seq")})
+        frame = {k: stored[k] for k in (
+            "groupId", "msgId", "fromUserId", "content", "contentType", "createdAt", "seq")}
+        if stored.get("mentions"):
+            frame["mentions"] = stored["mentions"]
+        text = encode("groupchat", frame)
         self.fan_out(chat.group_id, members, text, exclude=session)
 
     def fan_out(self, group_id: int, members: frozenset[int], text: str, exclude=None,
-                not_user: int | None = None) -> int:
+                not_user: int | None = None, also: frozenset[int] = frozenset()) -> int:
         """The one encoded ``text`` to every local connection of a member, and one publish
         for the other nodes; returns the local connections that took it. ``not_user``:
         a member left out on every node (a typing signal skips its sender's devices)."""
         t0 = time.perf_counter()
         if not_user is not None:
             members = members - {not_user}
-        n = self.hub.send_among(members, text, exclude)
-        self.hub.broadcast(GroupFrame(group_id, text, not_user))
+        n = self.hub.send_among(members | also, text, exclude)
+        self.hub.broadcast(GroupFrame(group_id, text, not_user, also=tuple(sorted(also))))
         self.fanout_latency.observe(time.perf_counter() - t0)
         return n
 
@@ -226,11 +270,14 @@ class Groups:
         try:
             members = self.members.get(gid)
         except BackendFailure as e:
-            log.warning("group=%s fan-out from another node skipped (%s): members sync", gid, e)
-            return
+            if not (msg.also and isinstance(e, BackendRejected) and e.status == 404):
+                log.warning("group=%s fan-out from another node skipped (%s): members sync",
+                            gid, e)
+                return
+            members = frozenset()       # a dismissed group: ``also`` lists who it had
         if msg.not_user is not None:
             members = members - {msg.not_user}
-        self.hub.send_among(members, msg.text)
+        self.hub.send_among(members | frozenset(msg.also), msg.text)
 
     def handle_read(self, session: Session, read: GroupRead) -> None:
         uid, gid = session.user_id, read.group_id
@@ -261,9 +308,51 @@ class Groups:
         except BackendFailure as e:
             log.warning("user=%s group_unread skipped: %s", session.user_id, e)
             return
+        try:
+            mentions = self.messages.group_mentions(session.user_id, {
+                g["groupId"]: g["readSeq"] for g in mine
+                if last.get(g["groupId"], 0) > g["readSeq"]})
+        except BackendFailure as e:         # the counts are extra: the frame goes without
+            log.warning("user=%s group_unread without mentions: %s", session.user_id, e)
+            mentions = {}
         except Exception:           # a malformed answer must not cost the live connection
             log.exception("user=%s group_unread failed", session.user_id)
             return
         session.send(encode("group_unread", {"groups": [
             {"groupId": g["groupId"], "name": g["name"], "lastSeq": last.get(g["groupId"], 0),
-             "readSeq": g["readSeq"]} for g in mine]}))
+             "readSeq": g["readSeq"],
+             **({"mentions": mentions[g["groupId"]]} if mentions.get(g["groupId"]) else {})}
+            for g in mine]}))
+
+    # -- administration (the REST API calls these) ----------------------------------------
+
+    def administer(self, group_id: int, by_user: int, change: str, **fields) -> dict:
+        """One administration call to the Friend service, then ``group_changed`` to every
+        member on every node (a kicked member and a dismissed group's members included).
+        Raises BackendRejected (403: a role not allowed) or BackendUnavailable."""
+        action = {"role": "role", "kick": "kick", "mute": "mute", "unmute": "mute",
+                  "rename": "rename", "dismiss": "dismiss"}[change]
+        result = self.friends.group_admin(group_id, action, by_user, **fields)
+        self.changed(group_id)
+        frame = {"groupId": group_id, "change": change, "byUserId": by_user}
+        also: frozenset[int] = frozenset()
+        if change in ("role", "kick", "mute", "unmute"):
+            frame["userId"] = fields["userId"]
+        if change == "role":
+            frame["role"] = result.get("role", fields["role"])
+            if not result.get("changed", True):
+                return result                  # nothing changed: nothing to announce
+        elif change == "kick":
+            also = frozenset([fields["userId"]])
+        elif change in ("mute", "unmute"):
+            frame["until"] = result.get("mutedUntil", 0)
+        elif change == "rename":
+            frame["name"] = fields["name"]
+        elif change == "dismiss":
+            also = frozenset(result.get("memberIds") or ())
+        try:
+            members = self.members.get(group_id)
+        except BackendFailure:
+            members = frozenset()             # dismissed, or unreadable: ``also`` still hears
+        self.fan_out(group_id, members, encode("group_changed", frame), also=also)
+        return result

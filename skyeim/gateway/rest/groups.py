@@ -2,7 +2,7 @@
 as for /api/friends:
 
   GET  /api/groups                      -> {groups: [{groupId, name, ownerId, createdAt, role,
-                                                       readSeq, lastSeq}]}
+                                                       readSeq, lastSeq, mentions?}]}
   POST /api/groups                      {name, memberIds?} -> {groupId, name, ownerId, createdAt,
                                                                memberCount}
   GET  /api/groups/<id>/members?afterUserId=&limit=  -> {members: [{userId, username, role,
@@ -10,6 +10,12 @@ as for /api/friends:
   POST /api/groups/<id>/members         {userIds} -> {added: [ids]}
   POST /api/groups/<id>/leave           -> {left, ownerId}
   GET  /api/groups/<id>/messages?beforeSeq=&limit=   -> {messages, hasMore}, newest first
+administration (docs/protocol.md "Group administration"; 403 for a role not allowed):
+  PUT    /api/groups/<id>/members/<userId>/role  {role: admin|member} -> {userId, role, changed}
+  DELETE /api/groups/<id>/members/<userId>       -> {userId, kicked}
+  POST   /api/groups/<id>/members/<userId>/mute  {seconds} (0 lifts it) -> {userId, mutedUntil}
+  PATCH  /api/groups/<id>                        {name} -> the group
+  DELETE /api/groups/<id>                        -> {dismissed, memberIds}
 """
 from __future__ import annotations
 
@@ -18,7 +24,11 @@ from flask import Blueprint, jsonify, request
 from skyeim.gateway.frames.codec import FrameError
 from skyeim.gateway.rest.caller import caller_id, current_gateway
 from skyeim.protocol import ErrorCode, is_positive_id, is_user_id
-from skyeim.web import ApiError, bad_request, json_body, limit_arg, positive_int_arg
+from skyeim.web import (ApiError, bad_request, json_body, limit_arg, path_user_id,
+                        positive_int_arg)
+
+MAX_MUTE_SECONDS = 366 * 86400   # as the Friend service (skyeim/friend/groups.py)
+MAX_NAME = 64
 
 MEMBERS_PAGE_MAX = 1000       # members (with names) in one /members page
 
@@ -62,7 +72,11 @@ def list_groups():
     uid, gateway = _caller_and_gateway()
     mine = gateway.backends.friend.groups_of(uid)
     last = gateway.backends.message.group_last([g["groupId"] for g in mine])
-    return jsonify(groups=[{**g, "lastSeq": last.get(g["groupId"], 0)} for g in mine])
+    mentions = gateway.backends.message.group_mentions(uid, {
+        g["groupId"]: g["readSeq"] for g in mine if last.get(g["groupId"], 0) > g["readSeq"]})
+    return jsonify(groups=[{**g, "lastSeq": last.get(g["groupId"], 0),
+                            **({"mentions": mentions[g["groupId"]]}
+                               if mentions.get(g["groupId"]) else {})} for g in mine])
 
 
 @groups_api.post("")
@@ -120,3 +134,54 @@ def history(group_id: str):
     body = gateway.backends.message.group_history(
         gid, positive_int_arg(request.args.get("beforeSeq")), limit_arg(request.args.get("limit")))
     return jsonify(messages=body.get("messages", []), hasMore=bool(body.get("hasMore")))
+
+
+# -- administration -----------------------------------------------------------------------
+
+def _target(raw: str) -> int:
+    return path_user_id(raw, "userId")
+
+
+@groups_api.put("/<group_id>/members/<user_id>/role")
+def set_role(group_id: str, user_id: str):
+    uid, gateway = _caller_and_gateway()
+    gid, target = _group_id(group_id), _target(user_id)
+    role = json_body().get("role")
+    if role not in ("admin", "member"):
+        raise bad_request("role must be admin or member")
+    return jsonify(gateway.groups.administer(gid, uid, "role", userId=target, role=role))
+
+
+@groups_api.delete("/<group_id>/members/<user_id>")
+def kick(group_id: str, user_id: str):
+    uid, gateway = _caller_and_gateway()
+    gid, target = _group_id(group_id), _target(user_id)
+    return jsonify(gateway.groups.administer(gid, uid, "kick", userId=target))
+
+
+@groups_api.post("/<group_id>/members/<user_id>/mute")
+def mute(group_id: str, user_id: str):
+    uid, gateway = _caller_and_gateway()
+    gid, target = _group_id(group_id), _target(user_id)
+    seconds = json_body().get("seconds")
+    if type(seconds) is not int or not 0 <= seconds <= MAX_MUTE_SECONDS:
+        raise bad_request(f"seconds must be an integer from 0 (unmute) to {MAX_MUTE_SECONDS}")
+    return jsonify(gateway.groups.administer(gid, uid, "mute" if seconds else "unmute",
+                                             userId=target, seconds=seconds))
+
+
+@groups_api.patch("/<group_id>")
+def rename(group_id: str):
+    uid, gateway = _caller_and_gateway()
+    gid = _group_id(group_id)
+    name = json_body().get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+        raise bad_request(f"name must be a string of 1 to {MAX_NAME} characters")
+    return jsonify(gateway.groups.administer(gid, uid, "rename", name=name))
+
+
+@groups_api.delete("/<group_id>")
+def dismiss(group_id: str):
+    uid, gateway = _caller_and_gateway()
+    gid = _group_id(group_id)
+    return jsonify(gateway.groups.administer(gid, uid, "dismiss"))

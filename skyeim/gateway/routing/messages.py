@@ -4,7 +4,8 @@ JSON objects with short keys, on three kinds of channel (``P`` is Cluster.KeyPre
 
   P chan:<node>  UserFrame     {u, x, k?, s?, q?, w?}   a frame for a user connected on that node
   P kick         Kick          {kick, g, n, p?}     a user logged in anew (login number g on node n)
-  P group        GroupFrame    {grp, x, not?, n}    a group frame for every node's local members
+  P group        GroupFrame    {grp, x, not?, also?, n}  a group frame for every node's local members
+                                                    (and the users in ``also``: a kicked member)
                  GroupChanged  {grp, changed, n}    a group's member list changed
                  Everyone      {all, n}             a frame for every node's connections (a notice)
                  Disconnect    {dis, n}             close a user's connections with 4003
@@ -83,11 +84,14 @@ class GroupFrame:
     text: str
     not_user: int | None = None
     node: str = ""                        # the sender: set by the hub that publishes it
+    also: tuple[int, ...] = ()            # users beside the members (a kick, a dismissal)
 
     def encode(self) -> str:
         msg: dict = {"grp": self.group_id, "x": self.text}
         if self.not_user is not None:
             msg["not"] = self.not_user
+        if self.also:
+            msg["also"] = list(self.also)
         msg["n"] = self.node
         return json.dumps(msg)
 
@@ -147,9 +151,11 @@ def decode(data: str | bytes) -> Message:
             gid, node = _int(msg["grp"]), _str(msg["n"])
             if msg.get("changed"):
                 return GroupChanged(gid, node)
-            not_user = msg.get("not")
+            not_user, also = msg.get("not"), msg.get("also", [])
+            if not isinstance(also, list):
+                raise MalformedMessage("also must be a list of user ids")
             return GroupFrame(gid, _str(msg["x"]), None if not_user is None else _int(not_user),
-                              node)
+                              node, tuple(_int(u) for u in also))
         uid, text = _int(msg["u"]), _str(msg["x"])
         wait = msg.get("w", 0.0)
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:

@@ -1,7 +1,10 @@
 // SkyeIM web page: group chat (docs/protocol.md "Groups"). A module of the page:
 // app.js calls createGroups({...}) with what it shares (the REST helper, the
 // session, its SkyeClient), and listen(client) for every new client; the group
-// frames come as the client's typed events.
+// frames come as the client's typed events. Group administration (roles, kick, mute,
+// rename, dismiss: the Members panel) and mentions (`@username` of a member in a message;
+// messages that mention me are highlighted) follow docs/protocol.md "Group administration"
+// and "Mentions in groups".
 // Every piece of user content reaches the DOM through textContent, never as HTML.
 import { ErrorCode } from "./skyeim-client.js";
 
@@ -23,7 +26,8 @@ export function createGroups(app) {
   function group(gid) {
     let g = groups.get(gid);
     if (!g) {
-      g = { groupId: gid, name: `Group #${gid}`, lastSeq: 0, readSeq: 0, msgs: new Map(), unread: 0 };
+      g = { groupId: gid, name: `Group #${gid}`, lastSeq: 0, readSeq: 0, msgs: new Map(), unread: 0,
+        mentions: 0, members: new Map() };
       groups.set(gid, g);
     }
     return g;
@@ -51,6 +55,7 @@ export function createGroups(app) {
         g.name = x.name; g.lastSeq = Math.max(g.lastSeq, x.lastSeq || 0);
         g.readSeq = Math.max(g.readSeq, x.readSeq || 0);
         g.unread = Math.max(0, g.lastSeq - g.readSeq);
+        g.mentions = Number.isInteger(x.mentions) ? x.mentions : 0;
       }
       render();
     } catch (e) { console.warn("groups", e); }
@@ -73,6 +78,13 @@ export function createGroups(app) {
         badge.textContent = String(g.unread);
         li.appendChild(badge);
       }
+      if (g.mentions > 0 && g.groupId !== current) {
+        const badge = document.createElement("span");
+        badge.className = "badge mention-badge";
+        badge.title = "mentions of you";
+        badge.textContent = `@${g.mentions}`;
+        li.appendChild(badge);
+      }
       li.addEventListener("click", () => open(g.groupId));
       list.appendChild(li);
     }
@@ -91,6 +103,7 @@ export function createGroups(app) {
     for (const m of msgs) {
       const li = document.createElement("li");
       li.className = "msg " + (m.fromUserId === me ? "mine" : "theirs");
+      if (Array.isArray(m.mentions) && m.mentions.includes(me)) li.classList.add("mention");
       li.dataset.msgId = m.msgId;
       if (m.fromUserId !== me) {
         const who = document.createElement("div");
@@ -133,6 +146,128 @@ export function createGroups(app) {
     } catch (e) { console.warn("group history", e); }
     markRead(g);
     render();
+    loadMembers(gid);
+  }
+
+  // -- members and administration ----------------------------------------------------------
+  async function loadMembers(gid) {
+    const g = group(gid);
+    try {
+      const d = await app.api("GET", `/api/groups/${gid}/members?limit=200`);
+      g.members = new Map((d.members || []).map((m) => [m.userId, m]));
+    } catch (e) { console.warn("group members", e); return; }
+    if (current === gid) renderMembers();
+  }
+
+  function myRole(g) {
+    const me = g.members.get(app.session().userId);
+    return me ? me.role : "member";
+  }
+
+  function memberName(g, id) {
+    const m = g.members.get(id);
+    return (m && m.username) || app.name(id);
+  }
+
+  function renderMembers() {
+    if (current == null) return;
+    const g = group(current);
+    const role = myRole(g), me = app.session().userId;
+    const admin = role === "owner" || role === "admin";
+    show($("group-rename-form"), admin);
+    show($("group-dismiss"), role === "owner");
+    show($("group-mute-length"), admin);
+    const ul = $("group-member-list");
+    ul.textContent = "";
+    for (const m of g.members.values()) {
+      const li = document.createElement("li");
+      li.dataset.userId = String(m.userId);
+      const name = document.createElement("span");
+      name.className = "member-name";
+      name.textContent = m.username || `#${m.userId}`;
+      li.appendChild(name);
+      const badge = document.createElement("span");
+      badge.className = `role-badge ${m.role}`;
+      badge.textContent = m.role;
+      li.appendChild(badge);
+      if (m.mutedUntil && m.mutedUntil > Date.now()) {
+        const mb = document.createElement("span");
+        mb.className = "muted-badge";
+        mb.textContent = `muted until ${new Date(m.mutedUntil).toLocaleTimeString()}`;
+        li.appendChild(mb);
+      }
+      // who may act on whom: the owner on anyone else, an admin on plain members
+      const allowed = m.userId !== me && m.role !== "owner" &&
+        (role === "owner" || (role === "admin" && m.role === "member"));
+      if (allowed && role === "owner") {
+        li.appendChild(button(m.role === "admin" ? "Remove admin" : "Make admin", "role",
+          () => administer("PUT", `/members/${m.userId}/role`,
+            { role: m.role === "admin" ? "member" : "admin" })));
+      }
+      if (allowed) {
+        const muted = m.mutedUntil && m.mutedUntil > Date.now();
+        li.appendChild(button(muted ? "Unmute" : "Mute", "mute",
+          () => administer("POST", `/members/${m.userId}/mute`,
+            { seconds: muted ? 0 : Number($("group-mute-seconds").value) })));
+        li.appendChild(button("Remove", "kick", () => administer("DELETE", `/members/${m.userId}`)));
+      }
+      ul.appendChild(li);
+    }
+  }
+
+  function button(label, action, onClick) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "link small";
+    b.dataset.action = action;
+    b.textContent = label;
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  async function administer(method, path, body) {
+    const gid = current;
+    try {
+      await app.api(method, `/api/groups/${gid}${path}`, body);
+    } catch (err) { status(err.message, true); return; }
+    // the group_changed frame updates every member's page, this one included
+  }
+
+  function forget(gid, why) {
+    if (current === gid) close();
+    groups.delete(gid);
+    render();
+    status(why, true);
+  }
+
+  function onChanged(d) {
+    const g = groups.get(d.groupId);
+    if (!g) return;
+    const me = app.session().userId;
+    const by = memberName(g, d.byUserId);
+    if (d.change === "dismiss") { forget(d.groupId, `${g.name} was dismissed by ${by}.`); return; }
+    if (d.change === "kick" && d.userId === me) {
+      forget(d.groupId, `${by} removed you from ${g.name}.`); return;
+    }
+    if (d.change === "rename" && typeof d.name === "string") g.name = d.name;
+    const m = g.members.get(d.userId);
+    if (d.change === "kick") g.members.delete(d.userId);
+    if (m && d.change === "role") m.role = d.role;
+    if (m && (d.change === "mute" || d.change === "unmute")) m.mutedUntil = d.until || 0;
+    if (d.userId === me && d.change === "mute" && current === d.groupId) {
+      status(`${by} muted you until ${new Date(d.until).toLocaleTimeString()}.`, true);
+    }
+    render();
+    if (current === d.groupId) renderMembers();
+  }
+
+  function mentionsIn(g, text) {     // members named as @username in the text
+    const found = [];
+    const lower = text.toLowerCase();
+    for (const m of g.members.values()) {
+      if (m.username && lower.includes(`@${m.username.toLowerCase()}`)) found.push(m.userId);
+    }
+    return found.slice(0, 50);
   }
 
   function close() {
@@ -147,16 +282,20 @@ export function createGroups(app) {
     const seq = Math.max(held(g), g.lastSeq);
     if (seq > g.readSeq && wsSend("group_read", { groupId: g.groupId, seq })) g.readSeq = seq;
     g.unread = 0;
+    g.mentions = 0;
   }
 
   function send(text) {
     const g = group(current);
     const msgId = app.uuid4();
+    const mentions = mentionsIn(g, text);
     const m = { msgId, fromUserId: app.session().userId, groupId: g.groupId, content: text,
-      status: "pending", localAt: Date.now() };
+      status: "pending", localAt: Date.now(), mentions };
     merge(g, m);
     pending.set(msgId, m);
-    if (!wsSend("groupchat", { groupId: g.groupId, msgId, content: text })) {
+    const frame = { groupId: g.groupId, msgId, content: text };
+    if (mentions.length) frame.mentions = mentions;
+    if (!wsSend("groupchat", frame)) {
       failed(msgId, "not connected");
     }
     renderMessages();
@@ -223,7 +362,10 @@ export function createGroups(app) {
       const g = group(d.groupId);
       if (merge(g, d) && d.fromUserId !== me) {
         if (current === d.groupId && document.visibilityState === "visible") markRead(g);
-        else g.unread += 1;
+        else {
+          g.unread += 1;
+          if (Array.isArray(d.mentions) && d.mentions.includes(me)) g.mentions += 1;
+        }
       }
       if (!known || g.name.startsWith("Group #")) refresh();
       render();
@@ -255,6 +397,7 @@ export function createGroups(app) {
         const from = Math.max(held(g), g.readSeq);
         if (g.lastSeq > from) ranges.push({ groupId: g.groupId, afterSeq: from });
         g.unread = Math.max(0, g.lastSeq - g.readSeq);
+        g.mentions = Number.isInteger(x.mentions) ? x.mentions : 0;
       }
       sendSync(ranges);
       render();
@@ -274,8 +417,10 @@ export function createGroups(app) {
     });
     client.on("error", (d) => {
       if (d.msgId == null) return;
-      failed(d.msgId, d.code === ErrorCode.FORBIDDEN ? "you are not in this group" : (d.message || d.code));
+      failed(d.msgId, d.code === ErrorCode.FORBIDDEN ? "you are not in this group"
+        : d.code === ErrorCode.MUTED ? "you are muted in this group" : (d.message || d.code));
     });
+    client.on("group_changed", onChanged);
   }
 
   function init() {
@@ -313,6 +458,20 @@ export function createGroups(app) {
         render();
       } catch (err) { status(err.message, true); }
     });
+    $("group-members-button").addEventListener("click", () => {
+      const panel = $("group-admin");
+      show(panel, panel.hidden);
+      $("group-members-button").setAttribute("aria-expanded", String(!panel.hidden));
+      if (!panel.hidden && current != null) loadMembers(current);
+    });
+    $("group-rename-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const name = $("group-rename-input").value.trim();
+      if (!name) return;
+      $("group-rename-input").value = "";
+      administer("PATCH", "", { name });
+    });
+    $("group-dismiss").addEventListener("click", () => administer("DELETE", ""));
     $("group-back").addEventListener("click", () => { close(); document.body.classList.remove("conv-open"); });
     const input = $("group-input");
     input.addEventListener("input", sendTyping);

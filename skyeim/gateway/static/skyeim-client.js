@@ -69,6 +69,7 @@ export const ErrorCode = Object.freeze({
   ERROR: "error",
   TOO_LATE: "too_late",
   RECALLED: "recalled",
+  MUTED: "muted",
 });
 
 // The client's own connection states ("state" events).
@@ -119,6 +120,7 @@ const EVENTS = Object.freeze({
   group_unread: (d) => Array.isArray(d.groups),
   conversations: (d) => Array.isArray(d.items),
   conversation_updated: (d) => isId(d.peerId) || isId(d.groupId),
+  group_changed: (d) => isId(d.groupId) && isStr(d.change) && isId(d.byUserId),
 });
 export const SERVER_FRAME_TYPES = Object.freeze(Object.keys(EVENTS));
 
