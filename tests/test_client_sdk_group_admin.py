@@ -22,13 +22,13 @@ def test_the_api_administers_a_group_and_clients_hear_each_change(system, client
     with pytest.raises(ApiError) as e:
         Api(system.url, mem.token).kick(gid, adm.id)
     assert e.value.status == 403 and e.value.code == "forbidden"
-    until = Api(system.url, adm.token).mute(gid, mem.id, 120)
+    until = Api(system.url, adm.token).mute_member(gid, mem.id, 120)
     ch = next_of(cm, GroupChanged)
     assert (ch.change, ch.user_id, ch.until) == ("mute", mem.id, until)
     with pytest.raises(ChatError) as e:
         cm.send_groupchat(gid, "let me talk")
     assert e.value.code == "muted"
-    assert api.mute(gid, mem.id, 0) == 0
+    assert api.mute_member(gid, mem.id, 0) == 0
     assert next_of(cm, GroupChanged).change == "unmute"
     r = cm.send_groupchat(gid, "@owner thanks", mentions=[own.id, own.id])
     assert r.status == "sent"

@@ -240,8 +240,9 @@ class Api:
         """The owner or an admin removes a member (an admin: not another admin)."""
         return self._call("DELETE", f"/api/groups/{int(group_id)}/members/{int(user_id)}")
 
-    def mute(self, group_id: int, user_id: int, seconds: int) -> int:
-        """Mute a member for ``seconds`` (0 lifts it); returns mutedUntil (ms, 0: not muted)."""
+    def mute_member(self, group_id: int, user_id: int, seconds: int) -> int:
+        """Mute a group member for ``seconds`` (0 lifts it); returns mutedUntil (ms, 0: not
+        muted). (``mute`` mutes a conversation's notifications: the conversation list.)"""
         return self._call("POST", f"/api/groups/{int(group_id)}/members/{int(user_id)}/mute",
                           json={"seconds": seconds})["mutedUntil"]
 

@@ -221,7 +221,7 @@ def cmd_groups(args: argparse.Namespace) -> None:
         print(f"removed user {uid} from group {gid}")
     elif args.action == "mute":
         uid, _ = resolve_peer(args, args.member)
-        until = api.mute(gid, uid, args.seconds)
+        until = api.mute_member(gid, uid, args.seconds)
         print(f"user {uid} muted until {fmt_ms(until)}" if until else f"user {uid} unmuted")
     elif args.action == "rename":
         print(f"group {gid} is now {api.rename_group(gid, args.group_name)['name']!r}")

@@ -406,7 +406,7 @@ function renderFriends() {
       body.append(el("span", "friend-name", friendName(id)), el("span", "friend-sub", sub));
       const parts = [dot, body];
       if (pinned) parts.push(Object.assign(el("span", "conv-flag", "📌"), { title: "pinned" }));
-      if (muted) parts.push(Object.assign(el("span", "conv-flag", "🔕"), { title: "muted" }));
+      if (muted) parts.push(Object.assign(el("span", "conv-flag", "🔕"), { title: "Muted" }));
       if (n > 0) {
         const badge = el("span", muted ? "badge muted" : "badge", n > 99 ? "99+" : n);
         badge.setAttribute("aria-label", `${n} unread`);
@@ -483,7 +483,9 @@ async function toggleFlag(what) {
   const id = state.current;
   if (id == null) return;
   const meta = state.convList.get(id) || {};
-  const field = what === "pin" ? "pinned" : "muted";
+  // the API's field for each toggle (backquoted: `muted` is a field here, not ErrorCode.MUTED)
+  const FLAG = { pin: `pinned`, mute: `muted` };
+  const field = FLAG[what];
   try {
     const answer = await api("POST", `/api/conversations/${what}`, { peerId: id, [field]: !meta[field] });
     onConversationUpdated(answer);
