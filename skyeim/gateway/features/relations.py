@@ -62,6 +62,7 @@ class Relations:
         self.cache_ttl = cfg.block_cache_ttl_ms / 1000.0
         # (low, high) user ids -> (blocked, trusted until, monotonic)
         self._cache: OrderedDict[tuple[int, int], tuple[bool, float]] = OrderedDict()
+        self._check_failures = 0
 
     def register(self, frames: FrameRegistry) -> None:
         frames.add_server_types("friend_request", "friend_request_answered", "friend_requests")
@@ -189,7 +190,17 @@ class Relations:
                 unknown.append(peer)
         if not unknown:
             return blocked
-        found = self.friends.blocked_pairs([(user_id, p) for p in unknown])
+        try:
+            found = self.friends.blocked_pairs([(user_id, p) for p in unknown])
+        except BackendFailure as e:
+            # The Friend service is down: chats go on as they always have without it
+            # (PROTOCOL.md: only presence and RequireFriendship need it), checked against
+            # the last answers known, stale or not; a pair never checked passes.
+            self._check_failures += 1
+            if self._check_failures % 100 == 1:
+                log.warning("block check unavailable (%s): using the last known blocks "
+                            "(%d times so far)", e, self._check_failures)
+            return blocked | {p for p in unknown if (self._cache.get(_pair(user_id, p)) or (False,))[0]}
         if found is None:               # a Friend service without blocks (9.1)
             return blocked
         for peer, is_blocked in zip(unknown, found):
