@@ -15,6 +15,7 @@ the server put into its close frame. Every wait is a bounded receive.
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import copy
 import http.client
@@ -79,10 +80,23 @@ def reap(proc: subprocess.Popen, timeout: float) -> int:
         return proc.wait(5)
 
 
+_HANDED_OUT: "collections.OrderedDict[int, None]" = collections.OrderedDict()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, and not one this process handed out recently: the OS may give
+    the same ephemeral port to two binds in a row, and a system's ports (its programs'
+    and their admin listeners') are chosen before any of them listens."""
+    for _ in range(100):                       # bounded; a repeat is rare
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            break
+    _HANDED_OUT[port] = None
+    if len(_HANDED_OUT) > 20_000:
+        _HANDED_OUT.popitem(last=False)
+    return port
 
 
 def now_ms() -> int:

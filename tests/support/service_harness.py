@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import requests
 import sqlalchemy as sa
 import yaml
 
-from harness import reap
+from harness import free_port, reap
 
 REPO = Path(__file__).resolve().parents[2]
 POSTGRES_URL = os.environ.get("SKYEIM_TEST_POSTGRES_URL",
@@ -30,12 +29,6 @@ REQUIRE_SERVICES = os.environ.get("SKYEIM_REQUIRE_SERVICES") == "1"
 INTERNAL_SECRET = "test-internal-secret"
 START_TIMEOUT = 60.0   # s for a service to answer /healthz (generous: a loaded machine)
 STOP_TIMEOUT = 10.0    # s for a service to exit after SIGTERM
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServiceProcess:
