@@ -12,7 +12,7 @@ import pytest
 
 from browser_harness import TIMEOUT_MS, VIEWPORT, chromium
 from cluster_harness import running_cluster
-from harness import Client, NoFrame
+from harness import Client
 from sdk_harness import next_of
 from skyeim.client import FriendAdded, FriendRemoved
 
@@ -22,14 +22,7 @@ SLACK = 3.0             # s more, for a loaded machine
 
 def next_of_type(client: Client, kind: str, timeout: float = WITHIN + SLACK) -> dict:
     """The next ``kind`` frame, skipping others (pongs, presence); its data."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            frame = client.recv_frame(max(deadline - time.monotonic(), 0.001))
-        except NoFrame:
-            raise AssertionError(f"{client}: no {kind!r} within {timeout:g}s") from None
-        if frame["type"] == kind:
-            return frame["data"]
+    return client.skip_to(kind, timeout)
 
 
 def add(system_or_node, user, friend, by_name: bool = False) -> None:

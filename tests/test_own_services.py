@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from harness import Client, NoFrame, new_msg_id, wait_until
+from harness import Client, new_msg_id, wait_until
 from own_services_harness import running_standin_cluster, running_standin_system, swap_in_shipped
 
 RPC_TIMEOUT_MS = 2000          # MessageRpc.Timeout etc. of these systems
@@ -50,14 +50,7 @@ def friends(system, a, b) -> None:
 
 def read_until(client: Client, kind: str, timeout: float = 5.0) -> dict:
     """Skip other frames (presence) up to the next ``kind``; its data."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            frame = client.recv_frame(max(deadline - time.monotonic(), 0.001))
-        except NoFrame:
-            raise AssertionError(f"{client}: no {kind!r} within {timeout:g}s") from None
-        if frame["type"] == kind:
-            return frame["data"]
+    return client.skip_to(kind, timeout)
 
 
 def sent(client: Client, mid: str, timeout: float = 5.0) -> dict:

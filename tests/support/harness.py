@@ -391,6 +391,18 @@ class Client:
             assert frame["type"] == type, f"{self}: expected a {type!r} frame, got {frame!r}"
             return frame.get("data")
 
+    def skip_to(self, type: str, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """The next ``type`` frame's data, whatever other frames come first (presence,
+        pongs, acks): for frames whose place among the others is not the point."""
+        deadline = time.monotonic() + timeout
+        while True:                     # bounded by the deadline: recv_frame raises NoFrame
+            try:
+                frame = self.recv_frame(max(deadline - time.monotonic(), 0.001))
+            except NoFrame:
+                raise AssertionError(f"{self}: no {type!r} within {timeout:g}s") from None
+            if frame["type"] == type:
+                return frame.get("data")
+
     def expect_ack(self, msg_id: str | None, status: str, timeout: float = DEFAULT_TIMEOUT,
                    skip: Iterable[str] = ("pong",)) -> dict:
         ack = self.expect("ack", timeout, skip)
