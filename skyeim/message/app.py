@@ -10,6 +10,7 @@ from flask import Flask, request
 from skyeim.config import ServiceConfig
 from skyeim.db import Database
 from skyeim.message import conversations, files, groups, store
+from skyeim.message.writer import MessageWriter
 from skyeim.protocol import CONTENT_TYPES, MAX_USER_ID, ErrorCode, is_msg_id
 from skyeim.service import make_app, on_shutdown
 from skyeim.web import ApiError, bad_request, body_user_id, json_body, limit_arg, user_id_list
@@ -22,12 +23,15 @@ MAX_BATCH = 1000                       # SendMessage bodies (or recipients) in o
 def create_app(config: ServiceConfig) -> Flask:
     app = make_app("message", config)
     db = Database(config.database_url, store.metadata, pool_size=config.pool_size)
+    # chats and delivery records: group commit across requests (writer.py)
+    writer = MessageWriter(db, writers=1 if db.is_sqlite else max(1, min(4, config.pool_size // 2)))
+    on_shutdown(app, writer.close)
     on_shutdown(app, db.close)
 
     @app.post("/v1/messages")
     def send_message():
         msg = _new_message(json_body())
-        row, duplicate = db.run(store.send_message, msg)
+        row, duplicate = writer.send([msg])[0]
         return _sent(row, duplicate)
 
     @app.post("/v1/messages/batch")
@@ -48,7 +52,7 @@ def create_app(config: ServiceConfig) -> Flask:
             except ApiError as e:
                 results[i] = {"error": {"code": e.code, "message": e.message}}
         if valid:
-            stored = db.run(store.send_messages, [msg for _, msg in valid])
+            stored = writer.send([msg for _, msg in valid])
             for (i, _), (row, duplicate) in zip(valid, stored):
                 results[i] = _sent(row, duplicate)
         return {"results": results}
@@ -73,7 +77,7 @@ def create_app(config: ServiceConfig) -> Flask:
     @app.post("/v1/messages/delivered")
     def delivered():
         user_id, keys = _delivery(json_body())
-        marked = db.run(store.mark_delivered, user_id, keys)
+        marked = writer.deliver([(user_id, keys)])[0]
         return _marked(marked)
 
     @app.post("/v1/messages/delivered/batch")
@@ -89,7 +93,7 @@ def create_app(config: ServiceConfig) -> Flask:
             deliveries.append(_delivery(item, f"deliveries[{i}]."))
         if sum(len(keys) for _, keys in deliveries) > MAX_KEYS_PER_CALL:
             raise bad_request(f"at most {MAX_KEYS_PER_CALL} messages in all")
-        marked = db.run(store.mark_delivered_many, deliveries)
+        marked = writer.deliver(deliveries)
         return {"results": [_marked(m) for m in marked]}
 
     @app.post("/v1/messages/read")

@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 
 class DeliveryRecorder:
     QUEUE_SIZE = 10_000
-    WORKERS = 1              # one call in flight (see MessageService.BATCH_CONCURRENCY)
+    WORKERS = 2              # calls in flight at once (see MessageService.BATCH_CONCURRENCY)
     BATCH = 500
-    LINGER = 0.002           # s a record may wait for others to share its call (batching.py)
+    LINGER = 0.0             # s a record may wait for company (none: see MessageService.SEND_LINGER)
     CONCURRENT_CALLS = 64    # senders being sent their `delivered` acks at once
 
     def __init__(self, messages: MessageService, hub: Hub, metrics: GatewayMetrics):
