@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 from typing import Any, Callable, TypeVar
@@ -46,8 +47,17 @@ SQLITE_BUSY_TIMEOUT_MS = 5000      # wait this long for another process's write 
 # and then every batch reads its index pages back through the kernel: 64 MiB
 # (allocated as used) took a write-heavy chat load in the store alone from
 # ~3,500 to ~6,800 msg/s (docs/performance.md).
+# The writer no longer checkpoints the WAL every 1,000 pages (SQLite's default,
+# which made a chat batch's commit ~5x slower: it copies pages back and fsyncs
+# on the writer's time): a checkpointer thread does it beside the writer
+# (_Checkpointer). 20,000 pages (~80 MB of WAL) is the backstop should it fall
+# behind; journal_size_limit trims the WAL file back after one.
+SQLITE_AUTOCHECKPOINT_PAGES = 20_000
 SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "cache_size=-65536",
-                  f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "foreign_keys=ON")
+                  f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "foreign_keys=ON",
+                  f"wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}",
+                  "journal_size_limit=67108864")
+SQLITE_CHECKPOINT_INTERVAL = 0.2   # s between the checkpointer's passes
 SQLITE_CALL_TIMEOUT = 30.0         # s a caller waits for the worker thread (queue + work)
 PG_CONNECT_TIMEOUT = 5             # s to open a connection
 PG_STATEMENT_TIMEOUT_MS = 15000    # server-side cap on any one statement
@@ -78,8 +88,10 @@ class Database:
         self._schema_ready = False
         self._schema_lock = threading.Lock()   # gevent's lock once patched: one checker at a time
         self._worker: gevent.threadpool.ThreadPool | None = None
+        self._checkpointer: _Checkpointer | None = None
         if self.is_sqlite:
             self._worker = gevent.threadpool.ThreadPool(1)
+        self._checkpointer = _Checkpointer.for_url(self._url)
         self._engine = open_engine(self._url, pool_size)
         # Check (or create) the schema now if possible; if the database is
         # down, the service still starts (answering 503) and the next call retries.
@@ -110,6 +122,9 @@ class Database:
         return self._call(self._transaction, fn, *args)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         if self._worker is not None:
             try:
                 self._on_worker(self._engine.dispose)
@@ -188,6 +203,67 @@ class Database:
             raise value
         return value
 
+
+
+class _Checkpointer:
+    """Checkpoints an SQLite database's WAL from a thread of its own, every
+    SQLITE_CHECKPOINT_INTERVAL s, over its own connection. PASSIVE: it copies
+    what it can without waiting for the writer or readers, so the writer's
+    commits only append to the WAL (docs/performance.md, round 3)."""
+
+    @classmethod
+    def for_url(cls, url: URL) -> "_Checkpointer | None":
+        path = url.database
+        if url.get_backend_name() != "sqlite" or not path or path == ":memory:" \
+                or path.startswith("file:"):
+            return None
+        return cls(path)
+
+    def __init__(self, path: str):
+        self.path = path
+        self._conn: sqlite3.Connection | None = None   # used on the thread only
+        self._thread = gevent.threadpool.ThreadPool(1)
+        self._failing = False
+        self._loop = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        while True:                     # until close(); one bounded pass per interval
+            gevent.sleep(SQLITE_CHECKPOINT_INTERVAL)
+            try:
+                error = self._thread.spawn(self._checkpoint).get(timeout=SQLITE_CALL_TIMEOUT)
+            except gevent.Timeout:
+                error = f"no answer within {SQLITE_CALL_TIMEOUT:g}s"
+            if error and not self._failing:     # logged once per spell of failures
+                log.warning("WAL checkpoint of %s failed (the writer checkpoints past %d pages "
+                            "instead): %s", self.path, SQLITE_AUTOCHECKPOINT_PAGES, error)
+            self._failing = bool(error)
+
+    def _checkpoint(self) -> str | None:
+        # Errors come back as text: gevent would print a traceback for one raised here.
+        try:
+            if self._conn is None:
+                if not os.path.exists(self.path):
+                    return None         # not created yet (the schema check makes it)
+                self._conn = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+                                             check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            return None
+        except sqlite3.Error as e:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            return str(e) or type(e).__name__
+
+    def close(self) -> None:
+        self._loop.kill(block=True, timeout=1.0)
+
+        def close_connection():
+            if self._conn is not None:
+                self._conn.close()
+        try:
+            self._thread.spawn(close_connection).get(timeout=SQLITE_CALL_TIMEOUT)
+        finally:
+            self._thread.kill()
 
 
 def open_engine(url: URL, pool_size: int = 10,
