@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 
 from cluster_harness import running_cluster
+from skyeim import config
+from skyeim.gateway.backends.files import S3_PART_SIZE, storage_for
 from files_harness import png_bytes, stored_files, upload
 from harness import free_port, running_system
 from s3_harness import running_moto
@@ -78,6 +80,34 @@ def test_a_range_of_a_file_uploaded_on_one_node_is_read_on_the_other(cluster):
     r = n2.api("GET", f"/api/files/{fid}", ann, headers={"Range": "bytes=100-1099"})
     assert r.status_code == 206 and r.content == data[100:1100]
     assert r.headers["Content-Range"] == f"bytes 100-1099/{len(data)}"
+
+
+def test_a_large_file_goes_as_multipart_and_comes_back_in_ranges(moto, tmp_path):
+    """S3Storage itself against the server: a file above the multipart threshold (three
+    parts), its size, ranges across a part boundary, removal."""
+    bucket = moto.make_bucket("skyeim-multipart")
+    cfg = config.from_mapping(config.FilesConfig, moto.files_config(bucket, "big",
+                                                                    Dir=str(tmp_path)))
+    cfg.validate("Files")
+    storage = storage_for(cfg)
+    storage.start()
+    tmp, out = storage.new_upload()
+    block = bytes(range(256)) * 4096                   # 1 MiB
+    with out:
+        for _ in range(2 * S3_PART_SIZE // len(block) + 1):
+            out.write(block)
+    size = tmp.stat().st_size
+    storage.put(tmp, "m" * 24)
+    assert not tmp.exists() and moto.keys(bucket) == ["big/" + "m" * 24]
+    parts = moto.client.head_object(Bucket=bucket, Key="big/" + "m" * 24)["ETag"]
+    assert parts.endswith('-3"'), parts                # a multipart upload's ETag: 3 parts
+    assert storage.stat("m" * 24).size == size and storage.stat("n" * 24) is None
+    edge = S3_PART_SIZE
+    got = b"".join(storage.read("m" * 24, "", edge - 10, edge + 10))
+    assert got == bytes(block[i % len(block)] for i in range(edge - 10, edge + 10))
+    assert b"".join(storage.read("m" * 24, "", size - 3)) == block[-3:]
+    storage.remove("m" * 24)
+    assert moto.keys(bucket) == []
 
 
 def _one_line_refusal(system, *words: str) -> str:
