@@ -49,7 +49,7 @@ def system(tmp_path_factory, moto):
 def cluster(tmp_path_factory, moto):
     tmp = tmp_path_factory.mktemp("files_s3_cluster")
     bucket = moto.make_bucket("skyeim-cluster")
-    # each node its own scratch directory: with S3 only the bucket is shared
+    # with S3 the nodes share the bucket; Files.Dir holds only uploads in progress
     files = moto.files_config(bucket, Dir=str(tmp / "scratch"))
     with running_cluster(tmp, "files_s3_cluster", nodes=2, ws={"Files": files}) as c:
         c.s3 = (moto, bucket)
