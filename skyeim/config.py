@@ -215,7 +215,17 @@ class FilesConfig:
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         "application/vnd.openxmlformats-officedocument.presentationml.presentation",
         "text/plain")
-    storage: str = "local"              # local (Dir); an s3:// URL is documented, not built
+    # local (Dir) or s3://BUCKET[/PREFIX], an S3-compatible service (Dir then holds only
+    # uploads in progress, each node's own)
+    storage: str = "local"
+    s3_endpoint: str = ""               # http(s)://host[:port] of MinIO, Ceph...; "" = AWS S3
+    s3_region: str = ""                 # "" = boto3's default (AWS_REGION / AWS_DEFAULT_REGION)
+    # both or neither; neither = boto3's own chain (AWS_ACCESS_KEY_ID and
+    # AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role)
+    s3_access_key: str = field(default="", repr=False)
+    s3_secret_key: str = field(default="", repr=False)
+    s3_timeout: float = 10.0            # s, connect and read timeout of every S3 call
+    s3_retries: int = 2                 # retries of a failed S3 call (bounded, with backoff)
     link_ttl: int = 3600                # s a signed download URL stays valid
     link_secret: str = ""               # HMAC key of signed URLs; "" = derived from Auth.AccessSecret
     thumbnail_size: int = 256           # px, the longer side of an image's thumbnail
@@ -227,8 +237,19 @@ class FilesConfig:
         if not self.dir:
             raise ConfigError(f"{key}.Dir: must not be empty")
         if self.storage != "local":
-            raise ConfigError(f"{key}.Storage: only local is built (an s3:// URL is not yet), "
-                              f"got {self.storage!r}")
+            m = re.fullmatch(r"s3://([^/]*)(/[^?#]*)?", self.storage)
+            if not m or not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", m.group(1)):
+                raise ConfigError(f"{key}.Storage: local or s3://BUCKET[/PREFIX] (a bucket name "
+                                  f"of 3 to 63 of a-z 0-9 . -), got {self.storage!r}")
+        if self.s3_endpoint and not re.fullmatch(r"https?://[^\s/]+/?", self.s3_endpoint):
+            raise ConfigError(f"{key}.S3Endpoint: http(s)://host[:port] or empty (AWS S3), "
+                              f"got {self.s3_endpoint!r}")
+        if bool(self.s3_access_key) != bool(self.s3_secret_key):
+            raise ConfigError(f"{key}.S3AccessKey, {key}.S3SecretKey: give both or neither "
+                              f"(neither: the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY environment)")
+        _positive(f"{key}.S3Timeout", self.s3_timeout)
+        if self.s3_retries < 0:
+            raise ConfigError(f"{key}.S3Retries: must be 0 (no retry) or more")
         for t in self.allowed_types:
             if not re.fullmatch(r"[a-z0-9.+-]+/([a-z0-9.+-]+|\*)", t):
                 raise ConfigError(f"{key}.AllowedTypes: {t!r} is not a MIME type like image/png or audio/*")

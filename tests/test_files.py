@@ -3,7 +3,8 @@
 streaming (nothing left on disk), images measured and thumbnailed, downloads
 with Range, signed URLs that expire, and who may read a file: its uploader and
 the members of a conversation that carried it. Against a live system
-(standalone, a small Files.MaxSize and a short LinkTtl)."""
+(standalone, a small Files.MaxSize and a short LinkTtl). tests/test_files_s3.py
+runs these tests again with S3 storage."""
 from __future__ import annotations
 
 import json
@@ -13,19 +14,19 @@ import urllib.parse
 import pytest
 
 from files_harness import (ELF, chunked_upload, file_message, image_size, jpeg_bytes, png_bytes,
-                           stored_files, upload)
+                           stored_files, upload, wav_bytes)
 from harness import new_msg_id, running_system
 
 MAX_SIZE = 300_000
 LINK_TTL = 4
+FILES = {"MaxSize": MAX_SIZE, "LinkTtl": LINK_TTL}   # tests/test_files_s3.py's too
 SKIP = ("pong", "group_unread", "online", "offline")
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("test_files")
-    with running_system(tmp, ws={"Files": {"Dir": str(tmp / "files"), "MaxSize": MAX_SIZE,
-                                           "LinkTtl": LINK_TTL}}) as s:
+    with running_system(tmp, ws={"Files": {"Dir": str(tmp / "files"), **FILES}}) as s:
         s.files_dir = tmp / "files"
         yield s
 
@@ -93,14 +94,26 @@ def test_a_text_file_named_like_an_image_is_text_and_downloads_as_an_attachment(
     assert fetch(system, ann, answer["fileId"], "/thumbnail").status_code == 404
 
 
+def test_a_voice_note_is_audio_and_is_sent_as_contenttype_4(system):
+    ann, bob = system.users("f_vox_a", "f_vox_b")   # its receipts reach no other test's client
+    data = wav_bytes()
+    answer = uploaded(system, ann, data, "note.wav", part_type="application/octet-stream")
+    assert answer["mime"].startswith("audio/") and answer["size"] == len(data)
+    assert "width" not in answer and "thumbnailUrl" not in answer
+    send_file_chat(system, ann, bob, answer, content_type=4)
+    r = fetch(system, bob, answer["fileId"])
+    assert r.status_code == 200 and r.content == data
+    assert r.headers["Content-Type"] == answer["mime"]
+
+
 def test_a_type_not_allowed_is_refused_with_415_and_nothing_kept(system, people):
-    before = stored_files(system.files_dir)
+    before = stored_files(system)
     r = upload(system, people[0], ELF, "harmless.png", part_type="image/png")
     assert r.status_code == 415 and r.json()["code"] == "unsupported_type", r.text
     assert "application/x-executable" in r.json()["message"]
     r = upload(system, people[0], b"\x00\x01\x02" * 100, "blob.txt")    # nothing matches
     assert r.status_code == 415 and r.json()["code"] == "unsupported_type"
-    assert stored_files(system.files_dir) == before
+    assert stored_files(system) == before
 
 
 def test_an_upload_needs_a_token_and_a_multipart_body(system, people):
@@ -113,7 +126,7 @@ def test_an_upload_needs_a_token_and_a_multipart_body(system, people):
 
 def test_an_oversized_upload_stops_at_the_limit_with_nothing_on_disk(system, people):
     ann = people[0]
-    before = stored_files(system.files_dir)
+    before = stored_files(system)
     # a declared length far above the limit: refused before the body is read
     r = upload(system, ann, b"a" * (MAX_SIZE + 100_000), "big.txt")
     assert r.status_code == 413 and r.json()["code"] == "too_large", r.text
@@ -124,7 +137,7 @@ def test_an_oversized_upload_stops_at_the_limit_with_nothing_on_disk(system, peo
     # the rest of the body is not read to its end: the gateway drops the connection
     # (after at most 1 MiB more; the rest here is socket buffers)
     assert dropped_after is not None, "the gateway read 64 MiB more of a refused body"
-    assert stored_files(system.files_dir) == before
+    assert stored_files(system) == before
     # exactly at the limit is fine
     assert uploaded(system, ann, b"b" * MAX_SIZE, "exact.txt")["size"] == MAX_SIZE
     assert system.api("GET", "/healthz").status_code == 200

@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from skyeim import service
     from skyeim.gateway.app import create_app
+    from skyeim.gateway.backends.files import StorageUnavailable
     from skyeim.gateway.composition import Gateway
     from skyeim.gateway.transport.websocket import make_server
     from skyeim.metrics import serve_admin
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s admin listener (/metrics) on %s:%s", cfg.name, cfg.admin.host, cfg.admin.port)
         gateway.start()
         tune_gc(gateway)
+    except StorageUnavailable as e:      # Files.Storage: a bucket missing or unreachable
+        log.error("%s", e)
+        return 1
     except OSError as e:
         log.error("cannot listen: %s", e)
         return 1

@@ -13,7 +13,7 @@ from skyeim import tokens
 from skyeim.config import GatewayConfig
 from skyeim.fds import FdBudget
 from skyeim.gateway.backends.clients import Backends
-from skyeim.gateway.backends.files import FileRecords, LocalStorage
+from skyeim.gateway.backends.files import FileRecords, storage_for
 from skyeim.gateway.features import connection
 from skyeim.gateway.features.auth import TokenRefresh
 from skyeim.gateway.features.chat import OneToOneChat
@@ -103,7 +103,7 @@ class Gateway:
         # groups); it asks the groups for membership, so the groups get it as their
         # screen once both exist. After the before-send hook: a refused chat grants nothing.
         self.files = Files(cfg=cfg.files, access_secret=cfg.auth.access_secret,
-                           records=FileRecords(message), storage=LocalStorage(cfg.files.dir),
+                           records=FileRecords(message), storage=storage_for(cfg.files),
                            membership=self.groups)
         screens = [*screens, self.files]
         self.groups.screens = tuple(screens)

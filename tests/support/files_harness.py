@@ -8,6 +8,7 @@ import json
 import select
 import socket
 import time
+import wave
 from pathlib import Path
 
 from PIL import Image
@@ -29,6 +30,17 @@ def jpeg_bytes(width: int = 800, height: int = 600) -> bytes:
     return out.getvalue()
 
 
+def wav_bytes(seconds: float = 0.5, rate: int = 8000) -> bytes:
+    """A voice note: mono 16-bit PCM WAV of silence (sniffed as audio/x-wav)."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\x00\x00" * int(seconds * rate))
+    return out.getvalue()
+
+
 def image_size(data: bytes) -> tuple[int, int]:
     with Image.open(io.BytesIO(data)) as im:
         return im.size
@@ -45,9 +57,17 @@ def file_message(answer: dict, **extra) -> str:
     return json.dumps(body)
 
 
-def stored_files(root: Path) -> list[Path]:
-    """Every file under the storage directory (finished and temporary)."""
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+def stored_files(system: System) -> list[str]:
+    """Every file the system keeps: under its Files.Dir (``system.files_dir``: finished and
+    temporary files) and, with S3 storage (``system.s3``: the MotoServer and bucket of
+    s3_harness), the bucket's objects."""
+    root: Path = system.files_dir
+    out = sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    s3 = getattr(system, "s3", None)
+    if s3 is not None:
+        server, bucket = s3
+        out += [f"s3://{bucket}/{key}" for key in server.keys(bucket)]
+    return out
 
 
 def chunked_upload(system: System, token: str, total: int, chunk: int = 16384,

@@ -1,15 +1,19 @@
 """Pure logic of files, images and voice (skyeim/gateway/features/files.py,
 skyeim/client/files.py): sniffing, the allowed-type rule, names, signed links,
-the file message's content, and the screen letting other content pass."""
+the file message's content, the screen letting other content pass, and the storage's
+choice (Files.Storage: local or s3://)."""
 from __future__ import annotations
 
 import io
 import json
 import time
 
+import pytest
 from PIL import Image
 
 from skyeim.client.files import file_content, http_base, parse_file_content
+from skyeim.config import ConfigError, FilesConfig
+from skyeim.gateway.backends.files import LocalStorage, S3Storage, parse_s3_url, storage_for
 from skyeim.gateway.features.files import clean_name, image_facts
 from skyeim.gateway.features.files import file_content as server_file_content
 from skyeim.gateway.features.files import sniff, type_allowed
@@ -97,3 +101,45 @@ def test_a_turned_photo_reports_its_shown_size_and_gets_an_upright_thumbnail(tmp
     assert image_facts(tmp_path / "photo.jpg", tmp_path / "t2", 256, 1000) == (100, 400, None)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     assert image_facts(tmp_path / "broken.png", tmp_path / "t3", 256, 10**9) is None
+
+
+def test_files_storage_is_local_or_an_s3_url_with_its_settings():
+    def check(**files):
+        FilesConfig(**files).validate("Files")
+
+    check()
+    check(storage="s3://skyeim-files")
+    check(storage="s3://skyeim-files/chat/uploads", s3_endpoint="http://127.0.0.1:9000",
+          s3_access_key="k", s3_secret_key="s")
+    for bad, key in ((dict(storage="minio://b"), "Files.Storage"),
+                     (dict(storage="s3://"), "Files.Storage"),
+                     (dict(storage="s3://Bad_Bucket"), "Files.Storage"),
+                     (dict(storage="s3://bucket", s3_endpoint="127.0.0.1:9000"), "Files.S3Endpoint"),
+                     (dict(storage="s3://bucket", s3_access_key="k"), "Files.S3AccessKey"),
+                     (dict(storage="s3://bucket", s3_timeout=0), "Files.S3Timeout"),
+                     (dict(storage="s3://bucket", s3_retries=-1), "Files.S3Retries")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            check(**bad)
+    assert "hush-hush" not in repr(FilesConfig(s3_access_key="hush-hush", s3_secret_key="hush-hush"))
+    assert parse_s3_url("s3://b") == ("b", "")
+    assert parse_s3_url("s3://b/chat/uploads/") == ("b", "chat/uploads/")
+
+
+def test_the_storage_is_chosen_from_the_config_and_local_reads_ranges(tmp_path):
+    assert isinstance(storage_for(FilesConfig(dir=str(tmp_path))), LocalStorage)
+    s3 = storage_for(FilesConfig(dir=str(tmp_path), storage="s3://bucket/p",
+                                 s3_endpoint="http://127.0.0.1:1", s3_region="us-east-1",
+                                 s3_access_key="k", s3_secret_key="s", s3_timeout=2))
+    assert isinstance(s3, S3Storage) and (s3.bucket, s3.prefix) == ("bucket", "p/")
+    assert s3.client.meta.config.connect_timeout == 2 and s3.client.meta.config.read_timeout == 2
+    local = LocalStorage(str(tmp_path))
+    local.start()
+    tmp, out = local.new_upload()
+    with out:
+        out.write(bytes(range(200)) * 1000)
+    local.put(tmp, "f" * 24)
+    assert local.stat("f" * 24).size == 200_000 and local.stat("g" * 24) is None
+    assert b"".join(local.read("f" * 24, "", 10, 20)) == bytes(range(10, 20))
+    assert b"".join(local.read("f" * 24)) == bytes(range(200)) * 1000
+    local.remove("f" * 24)
+    assert local.stat("f" * 24) is None

@@ -6,7 +6,8 @@
   text/plain), never taken from the name or the part's Content-Type, and must
   be in Files.AllowedTypes (else 415); an image gets width/height and a
   thumbnail (Pillow, in a worker thread). The record goes to the Message
-  service, the bytes to the storage.
+  service, the bytes to the storage (local or S3: a Storage; this module does
+  not know which), 503 when the storage cannot take them.
 - ``screen``: a ChatScreen. A chat or groupchat of contentType 2, 3 or 4 whose
   content is a JSON object with a ``fileId`` may carry it only when its sender
   may read the file (the uploader, or a member of a conversation it was sent
@@ -38,7 +39,7 @@ from werkzeug.sansio.multipart import NEED_DATA, Data, Epilogue, Field, File, Mu
 
 from skyeim.config import FilesConfig
 from skyeim.gateway.backends.clients import BackendFailure
-from skyeim.gateway.backends.files import THUMBNAIL, FileRecords, LocalStorage
+from skyeim.gateway.backends.files import THUMBNAIL, FileRecords, Storage, StorageUnavailable
 from skyeim.gateway.features.base import GroupMembership, backend_error
 from skyeim.gateway.frames.codec import FrameError
 from skyeim.protocol import ContentType, ErrorCode
@@ -113,7 +114,7 @@ def image_facts(path: Path, thumb_path: Path, size: int, max_pixels: int
 
 class Files:
     def __init__(self, *, cfg: FilesConfig, access_secret: str, records: FileRecords,
-                 storage: LocalStorage, membership: GroupMembership):
+                 storage: Storage, membership: GroupMembership):
         self.cfg, self.records, self.storage = cfg, records, storage
         self.membership = membership
         key = cfg.link_secret.encode() or hmac.new(access_secret.encode(), b"skyeim file links",
@@ -203,6 +204,9 @@ class Files:
             except BaseException:
                 self.storage.remove(file_id)
                 raise
+        except StorageUnavailable as e:
+            log.warning("user=%s upload not stored: %s", uid, e)
+            raise storage_unavailable() from None
         finally:
             thumb_tmp.unlink(missing_ok=True)
         log.info("user=%s uploaded file=%s %s %d bytes", uid, file_id, mime, size)
@@ -297,6 +301,10 @@ class Files:
         if "width" in found:
             content["width"], content["height"] = found["width"], found["height"]
         return {**draft, "content": json.dumps(content, ensure_ascii=False, separators=(",", ":"))}
+
+
+def storage_unavailable() -> ApiError:
+    return ApiError(503, ErrorCode.UNAVAILABLE, "the file storage is unavailable; try again later")
 
 
 def file_content(content: str) -> dict | None:
