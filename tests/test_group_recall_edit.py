@@ -206,3 +206,20 @@ def test_recall_and_edit_reach_members_on_the_other_node(tmp_path_factory):
             assert (frame["msgId"], frame["groupId"], frame["seq"]) == (mid, gid, seq)
         r = n2.api("GET", f"/api/groups/{gid}/messages", bob)
         assert r.json()["messages"][0]["recalled"] is True
+
+
+def test_a_message_service_without_the_routes_gets_not_supported(system_factory, tmp_path):
+    """PROTOCOL.md 9.1: the group recall and edit routes are optional; a section-6-only
+    Message service (the stand-in) answers 404, and the frame gets `not_supported`."""
+    from standin_harness import running_standin
+    with running_standin("message", tmp_path) as standin:
+        s = system_factory(standalone=False, ws={"MessageRpc": {"Endpoints": [standin.endpoint]}})
+        ann, bob = s.users("gns_ann", "gns_bob")
+        gid = create_group(s.api, ann, [bob])
+        c = s.connect(ann)
+        c.send("recall", {"msgId": "m-1", "groupId": gid})
+        assert "cannot recall or edit" in c.expect_error("not_supported", "m-1", skip=SKIP)["message"]
+        c.send("edit", {"msgId": "m-1", "groupId": gid, "content": "x"})
+        c.expect_error("not_supported", "m-1", skip=SKIP)
+        c.assert_open()
+        assert "Traceback" not in s.log_text()
