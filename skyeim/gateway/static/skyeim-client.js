@@ -528,7 +528,10 @@ export class SkyeClient {
       this._pump();
       if (this.options.sync) this.syncNow();
     } else if (type === "sync_complete" && this.options.sync) {
-      if (Number.isSafeInteger(d.serverTime)) this._changedSince = Math.max(this._changedSince || 0, d.serverTime);
+      // only its own syncs' (an application's, e.g. the page's group syncs, cover other ranges)
+      if (Number.isSafeInteger(d.serverTime) && isStr(d.requestId) && d.requestId.startsWith("js-")) {
+        this._changedSince = Math.max(this._changedSince || 0, d.serverTime);
+      }
       const more = d.conversations.filter((c) => isObj(c) && c.hasMore && isId(c.peerId)
         && Number.isSafeInteger(c.lastSeq));
       if (more.length && ++this._syncRounds <= this.options.syncRounds) {
