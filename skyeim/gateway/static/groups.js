@@ -69,8 +69,9 @@ export function createGroups(app) {
   function render() {
     const list = $("group-list");
     list.textContent = "";
-    // pinned groups first (a stable sort: the others keep their order)
-    const ordered = [...groups.values()].sort((a, b) => Number(b.pinned) - Number(a.pinned));
+    // pinned groups first, then by id (the same order whichever list loaded first)
+    const ordered = [...groups.values()].sort((a, b) =>
+      Number(b.pinned) - Number(a.pinned) || a.groupId - b.groupId);
     for (const g of ordered) {
       const li = document.createElement("li");
       li.className = "friend group" + (g.groupId === current ? " active" : "");
