@@ -49,3 +49,22 @@ def test_groups_administration_from_the_command_line(system, home):
                                              token_file=adm))
     assert ok(cli(system, home, "groups", "dismiss", gid, token_file=own)) == \
         f"dismissed group {gid} (2 members)\n"
+
+
+def test_group_messages_are_edited_and_recalled_from_the_command_line(system, home):
+    _, own, _ = account(system, home, "cligr_o")
+    _, mem, mem_id = account(system, home, "cligr_m")
+    gid = ok(cli(system, home, "groups", "create", "g", str(mem_id), token_file=own)).split()[-1]
+    sent = ok(cli(system, home, "groups", "send", gid, "teh typo", token_file=own)).split()
+    mid = sent[1]
+    out = ok(cli(system, home, "edit", mid, "the typo", "--group", gid, token_file=own))
+    assert f"to group {gid}" in out and "the typo" in out
+    history = ok(cli(system, home, "groups", "history", gid, token_file=mem))
+    assert history.rstrip().endswith("the typo (edited)")
+    assert "recalled" in ok(cli(system, home, "recall", mid, "--group", gid, token_file=own))
+    assert ok(cli(system, home, "groups", "history", gid, token_file=mem)).rstrip().endswith(
+        "(recalled)")
+    err = one_line_error(cli(system, home, "edit", mid, "again", "--group", gid, token_file=own))
+    assert "recalled: a recalled message cannot be edited" in err
+    err = one_line_error(cli(system, home, "recall", mid, "--group", gid, token_file=mem))
+    assert "not_found" in err

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from skyeim.client import Api, ApiError, ChatError, GroupChanged, GroupMessage
+from skyeim.client import (Api, ApiError, ChatError, GroupChanged, GroupMessage, MessageEdited,
+                           MessageRecalled)
 from sdk_harness import next_of
 
 
@@ -54,3 +55,45 @@ def test_a_mention_arrives_in_the_group_message(system, clients):
     assert m.mentions == (bob.id,)
     with pytest.raises(ValueError):
         ca.send_groupchat(gid, "x", mentions=["bob"])
+
+
+def test_the_sdk_recalls_and_edits_group_messages_and_hears_joins_and_leaves(system, clients):
+    own, mem, new = system.users("sgr_own", "sgr_mem", "sgr_new")
+    api = Api(system.url, own.token)
+    gid = api.create_group("recalls", [mem.id])
+    co, cm = clients(system.url, own.token), clients(system.url, mem.token)
+    cn = clients(system.url, new.token)
+    # an invite: every member hears who joined, the newcomer too
+    assert api.invite(gid, [new.id]) == [new.id]
+    for c in (co, cm, cn):
+        ch = next_of(c, GroupChanged)
+        assert (ch.change, ch.by_user_id, ch.user_ids) == ("join", own.id, (new.id,))
+    first = co.send_groupchat(gid, "teh plan")
+    second = co.send_groupchat(gid, "wrong group, sorry")
+    next_of(cm, GroupMessage, msg_id=second.msg_id)
+    co.edit(first.msg_id, "the plan", group_id=gid)
+    edited = next_of(cm, MessageEdited, msg_id=first.msg_id)
+    assert (edited.group_id, edited.to_user_id, edited.content, edited.seq) == \
+        (gid, None, "the plan", first.seq)
+    co.recall(second.msg_id, group_id=gid)
+    recalled = next_of(cn, MessageRecalled, msg_id=second.msg_id)
+    assert (recalled.group_id, recalled.from_user_id, recalled.seq) == (gid, own.id, second.seq)
+    history, _ = api.group_history(gid)
+    by_id = {m.msg_id: m for m in history}
+    assert by_id[second.msg_id].recalled and by_id[second.msg_id].content == ""
+    assert by_id[first.msg_id].edited and by_id[first.msg_id].content == "the plan"
+    with pytest.raises(ValueError):
+        co.recall(first.msg_id, group_id=0)
+    # a member that was away: its app held both messages; the next connect tells it
+    cm.close()
+    co.edit(first.msg_id, "the plan, v2", group_id=gid)
+    next_of(co, MessageEdited, content="the plan, v2")
+    back = clients(system.url, mem.token, connect=False)
+    back.track_group(gid, second.seq)
+    back.connect()
+    assert next_of(back, MessageEdited, msg_id=first.msg_id).content == "the plan, v2"
+    # a leave: the others and the leaver hear it
+    Api(system.url, new.token).leave_group(gid)
+    for c in (co, back, cn):
+        ch = next_of(c, GroupChanged, change="leave")
+        assert (ch.user_id, ch.owner_id) == (new.id, own.id)

@@ -162,6 +162,38 @@ def test_rename_by_owner_or_admin_and_dismiss_by_the_owner_only(system, people):
     assert system.api("DELETE", f"/api/groups/{gid}", own).status_code == 403
 
 
+def test_invites_and_leaves_are_announced_to_every_member_and_the_newcomers(system, people):
+    own, adm, mem, oth, out = people
+    gid = create_group(system, own, [mem], name="comings")
+    c_own, c_mem, c_oth, c_out, c_adm = (system.connect(u) for u in (own, mem, oth, out, adm))
+    # any member invites; the members and the new ones hear it, nobody else
+    r = system.api("POST", f"/api/groups/{gid}/members", mem,
+                   json_body={"userIds": [oth.id, adm.id, own.id]})
+    assert r.status_code == 200 and r.json() == {"added": [oth.id, adm.id]}
+    for c in (c_own, c_mem, c_oth, c_adm):
+        assert changed(c) == {"groupId": gid, "change": "join", "byUserId": mem.id,
+                              "userIds": [oth.id, adm.id]}
+    c_out.assert_no_frame(0.3, skip=SKIP)
+    # inviting members again adds nobody and announces nothing
+    r = system.api("POST", f"/api/groups/{gid}/members", own, json_body={"userIds": [oth.id]})
+    assert r.status_code == 200 and r.json() == {"added": []}
+    # a member leaves: the others and the leaver's own connection hear it
+    assert system.api("POST", f"/api/groups/{gid}/leave", oth).json()["left"] is True
+    expected = {"groupId": gid, "change": "leave", "byUserId": oth.id, "userId": oth.id,
+                "ownerId": own.id}
+    for c in (c_own, c_mem, c_adm, c_oth):
+        assert changed(c) == expected
+    # a second leave is no change: nothing announced
+    assert system.api("POST", f"/api/groups/{gid}/leave", oth).json()["left"] is False
+    # the owner leaves: the group passes to the member who joined first, and all hear who
+    assert system.api("POST", f"/api/groups/{gid}/leave", own).json()["ownerId"] == mem.id
+    for c in (c_own, c_mem, c_adm):
+        assert changed(c) == {"groupId": gid, "change": "leave", "byUserId": own.id,
+                              "userId": own.id, "ownerId": mem.id}
+    for c in (c_own, c_mem, c_oth, c_out, c_adm):
+        c.assert_no_frame(0.3, skip=SKIP)
+
+
 @pytest.mark.parametrize("method,path,body", [
     ("PUT", "/members/{m}/role", {"role": "owner"}),
     ("PUT", "/members/{m}/role", {}),

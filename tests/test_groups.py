@@ -155,12 +155,16 @@ def test_an_invited_member_gets_the_next_message_and_one_who_left_does_not(syste
     cb.expect("groupchat", skip=SKIP)
     r = system.api("POST", f"/api/groups/{gid}/members", bob, json_body={"userIds": [cat.id]})
     assert r.status_code == 200 and r.json() == {"added": [cat.id]}
+    for c in (ca, cb, cc):          # every member hears of it, the new one too
+        assert c.expect("group_changed", skip=SKIP)["change"] == "join"
     mid = group_send(ca, gid, "welcome")
     sent_ack(ca, mid)
     assert cc.expect("groupchat", skip=SKIP)["msgId"] == mid
     assert cb.expect("groupchat", skip=SKIP)["msgId"] == mid
     r = system.api("POST", f"/api/groups/{gid}/leave", bob)
     assert r.status_code == 200 and r.json() == {"left": True, "ownerId": ann.id}
+    for c in (ca, cb, cc):
+        assert c.expect("group_changed", skip=SKIP)["change"] == "leave"
     sent_ack(ca, group_send(ca, gid, "bye bob"))
     assert cc.expect("groupchat", skip=SKIP)["content"] == "bye bob"
     cb.assert_no_frame(0.5, skip=SKIP)

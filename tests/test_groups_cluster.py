@@ -51,10 +51,18 @@ def test_a_groupchat_reaches_members_and_other_devices_on_both_nodes(cluster):
     # dan is invited through node 1; node 2, which holds dan, re-reads the list at once
     r = n1.api("POST", f"/api/groups/{gid}/members", ann, json={"userIds": [dan.id]})
     assert r.status_code == 200 and r.json() == {"added": [dan.id]}
+    # every member on both nodes hears of it (group_changed join), dan too
+    for c in (a1, a2, b2, c1, d2):
+        assert c.expect("group_changed", skip=SKIP) == {
+            "groupId": gid, "change": "join", "byUserId": ann.id, "userIds": [dan.id]}
     # bob leaves through node 2; node 1 must stop counting him too (he is on node 2 only,
     # so the check is that node 2's own fan-out of a node-1 message skips him)
     r = n2.api("POST", f"/api/groups/{gid}/leave", bob)
     assert r.status_code == 200 and r.json()["left"] is True
+    for c in (a1, a2, b2, c1, d2):       # bob's own connection hears it as well
+        assert c.expect("group_changed", skip=SKIP) == {
+            "groupId": gid, "change": "leave", "byUserId": bob.id, "userId": bob.id,
+            "ownerId": ann.id}
     mid, _ = send(c1, gid, "welcome dan")
     for c in (a1, a2, d2):
         assert c.expect("groupchat", skip=SKIP)["msgId"] == mid

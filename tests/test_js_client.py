@@ -292,3 +292,32 @@ def test_the_outbox_survives_a_reload_and_goes_out_with_the_same_msg_id(pages, s
     assert a.get("outbox") == []
     assert page.page.evaluate(f"sessionStorage.getItem('outbox.{alice.id}')") == "[]"
     assert [m["msgId"] for m in system.history(alice, bob)["messages"]] == [msg_id]
+
+
+def test_group_recall_edit_and_membership_changes_are_events(pages, system):
+    """recall/edit with a groupId (docs/protocol.md "Recall, edit, delete"): the events
+    carry groupId instead of toUserId; group_changed join and leave are events too."""
+    alice, bob, carol = (system.register_user(n) for n in ("jsg_alice", "jsg_bob", "jsg_carol"))
+    r = system.api("POST", "/api/groups", alice, json_body={"name": "js", "memberIds": [bob.id]})
+    gid = r.json()["groupId"]
+    page = pages(system)
+    a = page.client(alice.token)
+    live(a)
+    bob_ws = system.connect(bob)
+    msg_id = "js-group-1"
+    assert a.call("sendFrame", "groupchat", {"groupId": gid, "msgId": msg_id, "content": "teh"})
+    a.wait_event("ack", lambda d: d["msgId"] == msg_id)
+    bob_ws.expect("groupchat", skip=("pong", "group_unread"))
+    assert a.call("edit", msg_id, "the", gid) is True
+    edited = a.wait_event("message_edited")[0]
+    assert (edited["groupId"], edited["content"], "toUserId" in edited) == (gid, "the", False)
+    assert a.call("recall", msg_id, gid) is True
+    assert a.wait_event("message_recalled")[0]["groupId"] == gid
+    assert bob_ws.expect("message_recalled", skip=("pong", "group_unread", "message_edited"))[
+        "groupId"] == gid
+    system.api("POST", f"/api/groups/{gid}/members", bob, json_body={"userIds": [carol.id]})
+    joined = a.wait_event("group_changed")[0]
+    assert (joined["change"], joined["userIds"]) == ("join", [carol.id])
+    system.api("POST", f"/api/groups/{gid}/leave", carol)
+    left = a.wait_event("group_changed", lambda d: d["change"] == "leave")[0]
+    assert (left["userId"], left["ownerId"]) == (carol.id, alice.id)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from browser_harness import TIMEOUT_MS, VIEWPORT, SocketTap, chromium
+from browser_harness import TIMEOUT_MS, VIEWPORT, SocketTap, chromium, poll
 from harness import PASSWORD, unique, wait_until
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -489,6 +489,9 @@ def test_messages_missed_while_away_arrive_by_sync_once(browser, system):
     expect(a.q("#banner")).to_be_hidden()
     # the conversation was not open: only sync can have brought these
     expect(a.friend(bob.id).locator(".friend-sub")).to_have_text("bob's reply")
+    # the last page shows before sync_complete arrives: wait for the latter
+    poll(a.page, lambda: "sync_complete" in [t for _, t in a.received[received_before:]],
+         message="no sync_complete")
     since = [t for _, t in a.received[received_before:]]
     assert "sync_messages" in since and "sync_complete" in since and "chat" not in since, since
     assert "sync" in [t for _, t in a.sent]

@@ -211,6 +211,13 @@ def cmd_groups(args: argparse.Namespace) -> None:
         finally:
             client.close()
         print(f"{r.status} {r.msg_id} seq={r.seq}")
+    elif args.action == "history":
+        messages, more = api.group_history(gid, limit=args.limit)
+        for m in reversed(messages):            # oldest first, as a conversation reads
+            text = "(recalled)" if m.recalled else m.content + (" (edited)" if m.edited else "")
+            print(f"#{m.seq}\t{fmt_ms(m.created_at)}\t{m.from_user_id}\t[{m.msg_id}]\t{text}")
+        if more:
+            print("(older messages not shown)", file=sys.stderr)
     elif args.action == "role":
         uid, _ = resolve_peer(args, args.member)
         r = api.set_group_role(gid, uid, args.role)
@@ -287,15 +294,16 @@ def cmd_read(args: argparse.Namespace) -> None:
 
 
 def cmd_change(args: argparse.Namespace) -> None:
-    """recall MSGID / edit MSGID TEXT: wait for the gateway's answer frame (or its error)."""
+    """recall MSGID / edit MSGID TEXT (--group G: a group message): wait for the gateway's
+    answer frame (or its error)."""
     want = MessageRecalled if args.command == "recall" else MessageEdited
     client = _client(args, reconnect=False, sync=False)
     try:
         client.connect()
         if args.command == "recall":
-            client.recall(args.msg_id)
+            client.recall(args.msg_id, group_id=args.group)
         else:
-            client.edit(args.msg_id, args.text)
+            client.edit(args.msg_id, args.text, group_id=args.group)
         deadline = time.monotonic() + args.timeout
         while True:                                  # bounded by the deadline
             frame = client.next_frame(max(deadline - time.monotonic(), 0.001))
@@ -542,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--name", action="store_true",
                        help="NAME_OR_ID is a username even if all digits")
 
-    s = command("groups", cmd_groups, True, help="groups: list, create, members, send, and "
+    s = command("groups", cmd_groups, True, help="groups: list, create, members, send, history, and "
                                                  "administration (role, kick, mute, rename, "
                                                  "dismiss)")
     gsub = s.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -564,6 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("text")
     a.add_argument("--mention", action="append", default=[], metavar="MEMBER",
                    help="mention a member (a user id or a friend's name; repeatable)")
+    a = group_action("history", "the group's messages, oldest first ((recalled), (edited))")
+    a.add_argument("--limit", type=_positive, default=None, help="messages (default 50, max 200)")
     a = group_action("role", "(owner) make a member an admin, or an admin a member", True)
     a.add_argument("role", choices=("admin", "member"))
     group_action("kick", "(owner, admin) remove a member", True)
@@ -603,10 +613,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("recall", cmd_change, True, help="take back a chat you sent (within the "
                                                  "gateway's Chat.RecallWindow)")
     s.add_argument("msg_id", type=_msg_id, metavar="MSGID")
+    s.add_argument("--group", type=_positive, default=None, metavar="GROUP_ID",
+                   help="MSGID is a message you sent to this group")
     s = command("edit", cmd_change, True, help="replace the text of a chat you sent (within "
                                                "Chat.EditWindow)")
     s.add_argument("msg_id", type=_msg_id, metavar="MSGID")
     s.add_argument("text")
+    s.add_argument("--group", type=_positive, default=None, metavar="GROUP_ID",
+                   help="MSGID is a message you sent to this group")
 
     s = command("listen", cmd_listen, True, help="print frames as they arrive (one JSON object "
                                                  "per line) until Ctrl-C")

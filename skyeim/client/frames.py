@@ -104,6 +104,9 @@ class GroupMessage:
     seq: int | None = None               # per group
     raw: dict = field(default_factory=dict, repr=False, compare=False)
     mentions: tuple[int, ...] = ()       # user ids it mentions ("Mentions in groups")
+    # in history and sync only ("Recall, edit, delete"): recalled (content ""), edited
+    recalled: bool = False
+    edited: bool = False
     type: ClassVar[str] = "groupchat"
 
     @classmethod
@@ -112,7 +115,7 @@ class GroupMessage:
         return cls(_int(d.get("groupId")), _str(d.get("msgId")), _int(d.get("fromUserId")),
                    _str(d.get("content")), ct if type(ct) is int else 1, _int(d.get("createdAt")),
                    _int(d.get("seq")), raw if raw is not None else {"type": "groupchat", "data": d},
-                   _ints(d.get("mentions")))
+                   _ints(d.get("mentions")), d.get("recalled") is True, d.get("edited") is True)
 
 
 @dataclass(frozen=True)
@@ -127,10 +130,11 @@ class GroupRead:
 
 @dataclass(frozen=True)
 class GroupChanged:
-    """Extension ("Group administration"): ``change`` is role, kick, mute, unmute, rename
-    or dismiss, made by ``by_user_id``; ``user_id`` the member concerned (role, kick,
-    mute), ``role`` its new role, ``until`` the mute's end (ms, 0: none), ``name`` the new
-    name."""
+    """Extension ("Group administration"): ``change`` is role, kick, mute, unmute, rename,
+    dismiss, join or leave, made by ``by_user_id``; ``user_id`` the member concerned (role,
+    kick, mute, leave), ``role`` its new role, ``until`` the mute's end (ms, 0: none),
+    ``name`` the new name, ``user_ids`` who joined (join), ``owner_id`` the owner after a
+    leave."""
     group_id: int | None
     change: str | None
     by_user_id: int | None
@@ -139,6 +143,8 @@ class GroupChanged:
     until: int | None = None
     name: str | None = None
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+    user_ids: tuple[int, ...] = ()
+    owner_id: int | None = None
     type: ClassVar[str] = "group_changed"
 
 
@@ -246,19 +252,21 @@ class FriendRemoved:
 @dataclass(frozen=True)
 class MessageRecalled:
     """Extension (docs/protocol.md "Recall, edit, delete"): the sender took back a
-    message of the conversation of ``from_user_id`` and ``to_user_id``."""
+    message of the conversation of ``from_user_id`` and ``to_user_id``, or of the group
+    ``group_id`` (then ``to_user_id`` is None)."""
     msg_id: str | None
     from_user_id: int | None
     to_user_id: int | None
     seq: int | None = None
     recalled_at: int | None = None       # ms
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+    group_id: int | None = None
     type: ClassVar[str] = "message_recalled"
 
 
 @dataclass(frozen=True)
 class MessageEdited:
-    """Extension: the sender replaced a message's content."""
+    """Extension: the sender replaced a message's content (``group_id``: a group's)."""
     msg_id: str | None
     from_user_id: int | None
     to_user_id: int | None
@@ -267,6 +275,7 @@ class MessageEdited:
     content_type: int = 1
     edited_at: int | None = None         # ms
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+    group_id: int | None = None
     type: ClassVar[str] = "message_edited"
 
 
@@ -421,7 +430,8 @@ _PARSERS: dict[str, Callable[[dict, dict], AnyFrame]] = {
     "group_changed": lambda d, raw: GroupChanged(
         _int(d.get("groupId")), _str(d.get("change")), _int(d.get("byUserId")),
         _int(d.get("userId")), _str(d.get("role")), _int(d.get("until")), _str(d.get("name")),
-        raw),
+        raw, tuple(u for u in d.get("userIds") or () if _int(u) is not None)
+        if isinstance(d.get("userIds"), list) else (), _int(d.get("ownerId"))),
     "online": lambda d, raw: Presence(_int(d.get("userId")), True, _int(d.get("timestamp")), raw),
     "offline": lambda d, raw: Presence(_int(d.get("userId")), False, _int(d.get("timestamp")), raw),
     "connected": _connected,
@@ -433,12 +443,12 @@ _PARSERS: dict[str, Callable[[dict, dict], AnyFrame]] = {
                                                  _int(d.get("serverTime"))),
     "message_recalled": lambda d, raw: MessageRecalled(
         _str(d.get("msgId")), _int(d.get("fromUserId")), _int(d.get("toUserId")),
-        _int(d.get("seq")), _int(d.get("recalledAt")), raw),
+        _int(d.get("seq")), _int(d.get("recalledAt")), raw, _int(d.get("groupId"))),
     "message_edited": lambda d, raw: MessageEdited(
         _str(d.get("msgId")), _int(d.get("fromUserId")), _int(d.get("toUserId")),
         _int(d.get("seq")), _str(d.get("content")),
         d.get("contentType") if type(d.get("contentType")) is int else 1,
-        _int(d.get("editedAt")), raw),
+        _int(d.get("editedAt")), raw, _int(d.get("groupId"))),
     "messages_deleted": lambda d, raw: MessagesDeleted(
         _int(d.get("peerId")), tuple(i for i in d.get("msgIds") or () if isinstance(i, str))
         if isinstance(d.get("msgIds"), list) else (), raw),

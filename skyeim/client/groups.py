@@ -19,7 +19,10 @@ class GroupSeqs:
     def __init__(self) -> None:
         self.held: dict[int, int] = {}
         self._seen: collections.OrderedDict[tuple[int, int], None] = collections.OrderedDict()
-        self._pending: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._pending: collections.OrderedDict[str, list[int]] = collections.OrderedDict()
+        # group -> serverTime of its last sync_complete: the next sync asks what was
+        # recalled or edited since (unknown: 0, every change, a page at most)
+        self._changed_since: dict[int, int] = {}
 
     def track(self, group_id: int, seq: int) -> None:
         if seq > self.held.get(group_id, 0):
@@ -42,22 +45,30 @@ class GroupSeqs:
 
     def on_unread(self, groups) -> list[dict]:
         """`group_unread`: sync frames for every group with messages beyond what is held
-        (from the read cursor when nothing is held)."""
+        (from the read cursor when nothing is held), and for every group of which some
+        messages are held, to hear what was recalled or edited meanwhile."""
         ranges = []
         for g in groups:
             gid, last, read = g.get("groupId"), g.get("lastSeq"), g.get("readSeq")
             if type(gid) is not int or type(last) is not int:
                 continue
             after = self.held.get(gid, read if type(read) is int else 0)
-            if last > after:
+            if last > after or gid in self.held:
                 ranges.append((gid, after))
         return self._frames(ranges)
 
-    def complete(self, request_id: str | None, conversations) -> list[dict]:
-        """`sync_complete` of one of ours: follow-ups for groups cut short."""
+    def complete(self, request_id: str | None, conversations,
+                 server_time: int | None = None) -> list[dict]:
+        """`sync_complete` of one of ours: follow-ups for groups cut short. ``server_time``:
+        the next sync of these groups asks what changed since then (changedSince)."""
         if request_id is None or request_id not in self._pending:
             return []
-        del self._pending[request_id]
+        groups = self._pending.pop(request_id)
+        if server_time is not None:
+            for gid in groups:
+                self._changed_since[gid] = server_time
+                while len(self._changed_since) > MAX_GROUPS:
+                    del self._changed_since[next(iter(self._changed_since))]
         more = [(c["groupId"], c["lastSeq"]) for c in conversations
                 if isinstance(c, dict) and c.get("hasMore") is True
                 and type(c.get("groupId")) is int and type(c.get("lastSeq")) is int]
@@ -76,9 +87,13 @@ class GroupSeqs:
         frames = []
         for i in range(0, len(ranges), MAX_PER_FRAME):
             rid = f"sdk-g{next(_rids)}"
-            self._pending[rid] = None
+            chunk = ranges[i:i + MAX_PER_FRAME]
+            self._pending[rid] = [gid for gid, _ in chunk]
             while len(self._pending) > MAX_PENDING:
                 self._pending.popitem(last=False)
-            frames.append({"type": "sync", "data": {"requestId": rid, "conversations": [
-                {"groupId": gid, "afterSeq": after} for gid, after in ranges[i:i + MAX_PER_FRAME]]}})
+            frames.append({"type": "sync", "data": {
+                "requestId": rid,
+                "conversations": [{"groupId": gid, "afterSeq": after} for gid, after in chunk],
+                # recalls and edits since the last sync of these groups
+                "changedSince": min(self._changed_since.get(gid, 0) for gid, _ in chunk)}})
         return frames

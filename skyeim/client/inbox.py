@@ -67,7 +67,8 @@ class Inbox:
         if isinstance(frame, SyncComplete):
             return (self.conversations.complete(frame.request_id, frame.conversations,
                                                 frame.server_time)
-                    + self.groups.complete(frame.request_id, frame.conversations))
+                    + self.groups.complete(frame.request_id, frame.conversations,
+                                         frame.server_time))
         if isinstance(frame, GroupUnread):
             return self.groups.on_unread(frame.groups)
         if isinstance(frame, ErrorFrame) and frame.request_id:

@@ -111,8 +111,16 @@ def _describe_group_changed(f: GroupChanged) -> str:
     what = {"role": f"user {f.user_id} is now {f.role}", "kick": f"user {f.user_id} removed",
             "mute": f"user {f.user_id} muted until {fmt_ms(f.until)}" if f.until else "",
             "unmute": f"user {f.user_id} unmuted", "rename": f"renamed {_json(f.name)}",
-            "dismiss": "dismissed"}.get(f.change or "", f.change or "?")
+            "dismiss": "dismissed", "join": f"users {list(f.user_ids)} joined",
+            "leave": f"user {f.user_id} left" + (f" (owner now {f.owner_id})"
+                                                  if f.owner_id is not None else "")
+            }.get(f.change or "", f.change or "?")
     return f"group {f.group_id} changed by user {f.by_user_id}: {what}"
+
+
+def _where(f: MessageRecalled | MessageEdited) -> str:
+    """A changed message's conversation: the peer, or ``group N``."""
+    return f"group {f.group_id}" if f.group_id is not None else str(f.to_user_id)
 
 
 def _describe_friend_added(f: FriendAdded) -> str:
@@ -141,9 +149,9 @@ _LINES: dict[type, Any] = {
     Notice: lambda f: f"notice {f.event}: {_json(f.data)}",
     FriendAdded: _describe_friend_added,
     FriendRemoved: lambda f: f"friend removed: user {f.user_id}",
-    MessageRecalled: lambda f: (f"recall #{f.seq} from {f.from_user_id} to {f.to_user_id} "
+    MessageRecalled: lambda f: (f"recall #{f.seq} from {f.from_user_id} to {_where(f)} "
                                 f"[{f.msg_id}] recalled"),
-    MessageEdited: lambda f: (f"edit   #{f.seq} from {f.from_user_id} to {f.to_user_id} "
+    MessageEdited: lambda f: (f"edit   #{f.seq} from {f.from_user_id} to {_where(f)} "
                               f"[{f.msg_id}] {_content(f.content_type, f.content)}"),
     MessagesDeleted: lambda f: f"deleted for me, with {f.peer_id}: {_some(list(f.msg_ids))}",
     FriendRequest: lambda f: f"friend request from user {f.from_user_id} ({f.username or '?'})",

@@ -334,6 +334,15 @@ class Client:
             frames = self._inbox.groups.sync_from(group_id, after_seq)
         self._send_sync(frames)
 
+    def track_group(self, group_id: int, last_seq: int) -> None:
+        """Hold the group's messages as known up to ``last_seq`` (e.g. from an app's
+        storage): the ``group_unread`` after each ``connected`` then syncs the group from
+        there, with what was recalled or edited since the last sync."""
+        if not is_positive_id(group_id) or type(last_seq) is not int or last_seq < 1:
+            raise ValueError("group_id must be a group id and last_seq an integer >= 1")
+        with self._lock:
+            self._inbox.groups.track(group_id, last_seq)
+
     def track(self, peer_id: int, last_seq: int = 0) -> None:
         """Hold ``peer_id``'s conversation as known up to ``last_seq`` (0: nothing yet);
         it is synced after every ``connected`` (now too, if live)."""
@@ -382,20 +391,32 @@ class Client:
         self._send_frame({"type": "read", "data": data})
 
     # -- recall, edit, delete for me (docs/protocol.md "Recall, edit, delete") ----------------
-    def recall(self, msg_id: str) -> None:
-        """Take back a chat this user sent (within the gateway's Chat.RecallWindow). Both
-        users' devices get ``MessageRecalled``; a refusal is an ``ErrorFrame`` with the
-        msgId and code ``too_late`` or ``not_found``."""
-        self._send_frame({"type": "recall", "data": {"msgId": self._own_msg_id(msg_id)}})
+    def recall(self, msg_id: str, group_id: int | None = None) -> None:
+        """Take back a chat this user sent (within the gateway's Chat.RecallWindow), or,
+        with ``group_id``, a message it sent to that group. Both users' devices (every
+        member's) get ``MessageRecalled``; a refusal is an ``ErrorFrame`` with the msgId
+        and code ``too_late``, ``not_found`` (``forbidden``: not a member;
+        ``not_supported``: the server cannot recall group messages)."""
+        self._send_frame({"type": "recall", "data": {"msgId": self._own_msg_id(msg_id),
+                                                     **self._group_field(group_id)}})
 
-    def edit(self, msg_id: str, content: str) -> None:
-        """Replace the content of a chat this user sent (within Chat.EditWindow); both
-        users' devices get ``MessageEdited`` (refusals: ``too_late``, ``recalled``,
-        ``not_found``)."""
+    def edit(self, msg_id: str, content: str, group_id: int | None = None) -> None:
+        """Replace the content of a chat this user sent (within Chat.EditWindow), or of
+        its message to the group ``group_id``; both users' devices (every member's) get
+        ``MessageEdited`` (refusals: ``too_late``, ``recalled``, ``not_found``)."""
         if not isinstance(content, str) or not content:
             raise ValueError("content must be a non-empty string")
         self._send_frame({"type": "edit", "data": {"msgId": self._own_msg_id(msg_id),
-                                                   "content": content}})
+                                                   "content": content,
+                                                   **self._group_field(group_id)}})
+
+    @staticmethod
+    def _group_field(group_id: int | None) -> dict:
+        if group_id is None:
+            return {}
+        if not is_positive_id(group_id):
+            raise ValueError("group_id must be a positive integer group id")
+        return {"groupId": group_id}
 
     def delete_for_me(self, peer_id: int, msg_ids: list[str]) -> None:
         """Hide messages of the conversation with ``peer_id`` (from either side) from this

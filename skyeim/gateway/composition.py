@@ -114,7 +114,8 @@ class Gateway:
                                  screens=screens, listeners=chat_listeners,
                                  blocks=self.relations)
         receipts = ReadReceipts(messages=message, hub=hub, own_devices=self.devices)
-        edits = MessageEdits(messages=message, hub=hub, recall_window_s=chat_cfg.recall_window,
+        edits = MessageEdits(messages=message, hub=hub, groups=self.groups,
+                             recall_window_s=chat_cfg.recall_window,
                              edit_window_s=chat_cfg.edit_window,
                              max_content_length=chat_cfg.max_content_length)
         syncer = Syncer(messages=message, membership=self.groups, recorder=self.recorder)

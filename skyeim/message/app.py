@@ -184,7 +184,7 @@ def create_app(config: ServiceConfig) -> Flask:
         return {"messages": [{**_change(r), "changedAt": r.changed_at} for r in rows],
                 "hasMore": has_more}
 
-    groups.add_routes(app, db, _query_int, _msg_id, _content, _content_type)
+    groups.add_routes(app, db, _query_int, _msg_id, _content, _content_type, _window)
     files.add_routes(app, db)
     conversations.add_routes(app, db)
     return app

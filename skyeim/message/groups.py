@@ -7,6 +7,10 @@
   transaction (the row stays locked until commit), so seqs have no gaps, as
   ``conversations.last_seq`` does for 1:1 chats.
 
+* ``group_messages.recalled_at``, ``edited_at`` and ``changed_at`` (schema 0006):
+  recall and edit by the sender, as for 1:1 messages (store.py), with a partial
+  index (group_id, changed_at) for "what changed in this group since T".
+
 * ``group_messages.mentions`` (schema 0005): the user ids a message mentions, as
   text ("3,7,9"; NULL for none), and ``group_mentions`` (user_id, group_id, seq):
   one row per mention, so "how many times was I mentioned since my cursor" is a
@@ -22,6 +26,11 @@ it calls here.
   GET  /v1/groups/last?groupIds=1,2,...                         -> {groups: [{groupId, lastSeq}]}
   POST /v1/groups/mentions   {userId, groups: [{groupId, afterSeq}]}
                              -> {groups: [{groupId, mentions}]}: mentions of userId after afterSeq
+  POST /v1/groups/messages/recall {groupId, userId, msgId, windowMs} -> GroupMessage + markers
+  POST /v1/groups/messages/edit   {groupId, userId, msgId, content, windowMs} -> the same
+  GET  /v1/groups/changes?groupId=&since=&limit=  -> {messages: [.. + changedAt], hasMore}
+A refused recall or edit is 409 with its code (not_found, too_late, recalled), never
+404: a 404 from these optional routes means "no such route" (PROTOCOL.md 9.1).
 """
 from __future__ import annotations
 
@@ -29,14 +38,15 @@ import uuid
 from typing import Any
 
 from flask import Flask, request
-from sqlalchemy import (BigInteger, Column, SmallInteger, String, Table, Text,
-                        UniqueConstraint, and_, exc, func, or_, select)
+from sqlalchemy import (BigInteger, Column, Index, SmallInteger, String, Table, Text,
+                        UniqueConstraint, and_, delete, exc, func, or_, select, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
 from skyeim.db import Database, now_ms
-from skyeim.message.store import ROW_ID, Utf8Text, metadata
-from skyeim.web import bad_request, body_user_id, json_body, limit_arg, user_id_list
+from skyeim.message.store import ROW_ID, Refused, Utf8Text, metadata
+from skyeim.protocol import ErrorCode
+from skyeim.web import ApiError, bad_request, body_user_id, json_body, limit_arg, user_id_list
 
 MAX_GROUPS_PER_CALL = 1000     # groupIds in one /v1/groups/last call
 MAX_MENTIONS = 1000            # user ids one message may mention (the gateway's cap is lower)
@@ -52,9 +62,17 @@ group_messages = Table(
     Column("content_type", SmallInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("mentions", Text, nullable=True),                  # schema 0005
+    # recall and edit (schema 0006), as messages' columns (store.py)
+    Column("recalled_at", BigInteger, nullable=True),         # ms; the content is then ""
+    Column("edited_at", BigInteger, nullable=True),           # ms, the last edit
+    Column("changed_at", BigInteger, nullable=True),          # ms, the later of the two
     UniqueConstraint("from_user_id", "msg_id", name="uq_group_messages_sender_msg_id"),
     UniqueConstraint("group_id", "seq", name="uq_group_messages_group_seq"),
 )
+_CHANGED = group_messages.c.changed_at.isnot(None)
+# "What changed in this group since T": partial, so it holds only the changed few.
+Index("ix_group_messages_changed", group_messages.c.group_id, group_messages.c.changed_at,
+      postgresql_where=_CHANGED, sqlite_where=_CHANGED)
 
 group_mentions = Table(
     "group_mentions", metadata,
@@ -71,7 +89,8 @@ group_seqs = Table(
 
 _COLUMNS = (group_messages.c.group_id, group_messages.c.seq, group_messages.c.from_user_id,
             group_messages.c.msg_id, group_messages.c.content, group_messages.c.content_type,
-            group_messages.c.created_at, group_messages.c.mentions)
+            group_messages.c.created_at, group_messages.c.mentions,
+            group_messages.c.recalled_at, group_messages.c.edited_at)
 
 
 def group_message(row: Row) -> dict[str, Any]:
@@ -81,6 +100,10 @@ def group_message(row: Row) -> dict[str, Any]:
            "createdAt": row.created_at, "seq": row.seq}
     if row.mentions:
         out["mentions"] = [int(u) for u in row.mentions.split(",")]
+    if row.recalled_at is not None:         # markers a client without recall ignores
+        out["recalled"], out["recalledAt"] = True, row.recalled_at
+    elif row.edited_at is not None:
+        out["edited"], out["editedAt"] = True, row.edited_at
     return out
 
 
@@ -155,7 +178,77 @@ def mention_counts(conn: Connection, user_id: int, after: dict[int, int]) -> dic
     return {r[0]: r[1] for r in rows}
 
 
-def add_routes(app: Flask, db: Database, query_int, msg_id, content, content_type) -> None:
+# -- recall and edit by the sender (docs/protocol.md "Recall, edit, delete") ------------
+
+def _own_message(conn: Connection, group_id: int, user_id: int, msg_id: str) -> Row:
+    row = conn.execute(select(*_COLUMNS).where(
+        group_messages.c.from_user_id == user_id, group_messages.c.msg_id == msg_id)
+        .with_for_update()).first()
+    if row is None or row.group_id != group_id:
+        raise Refused("not_found", f"no message {msg_id} sent by user {user_id} in group {group_id}")
+    return row
+
+
+def _key(user_id: int, msg_id: str):
+    return and_(group_messages.c.from_user_id == user_id, group_messages.c.msg_id == msg_id)
+
+
+def recall(conn: Connection, group_id: int, user_id: int, msg_id: str, window_ms: int) -> Row:
+    """Recall the sender's group message within ``window_ms`` of its createdAt: content
+    "", marked recalled, its mentions no longer counted. Idempotent (whatever the window)."""
+    row = _own_message(conn, group_id, user_id, msg_id)
+    if row.recalled_at is not None:
+        return row
+    now = now_ms()
+    if now - row.created_at > window_ms:
+        raise Refused("too_late", f"a message can be recalled within {window_ms // 1000} s")
+    conn.execute(update(group_messages).where(_key(user_id, msg_id))
+                 .values(content="", mentions=None, recalled_at=now, changed_at=now))
+    if row.mentions:      # a recalled mention is no mention: group_unread's counts drop it
+        conn.execute(delete(group_mentions).where(group_mentions.c.group_id == group_id,
+                                                  group_mentions.c.seq == row.seq))
+    return _find(conn, user_id, msg_id)
+
+
+def edit(conn: Connection, group_id: int, user_id: int, msg_id: str, content: str,
+         window_ms: int) -> Row:
+    """Replace the content of the sender's group message within ``window_ms``; the same
+    content again changes nothing (idempotent). Its mentions stay."""
+    row = _own_message(conn, group_id, user_id, msg_id)
+    if row.recalled_at is not None:
+        raise Refused("recalled", "a recalled message cannot be edited")
+    if row.content == content and row.edited_at is not None:
+        return row
+    now = now_ms()
+    if now - row.created_at > window_ms:
+        raise Refused("too_late", f"a message can be edited within {window_ms // 1000} s")
+    conn.execute(update(group_messages).where(_key(user_id, msg_id))
+                 .values(content=content, edited_at=now, changed_at=now))
+    return _find(conn, user_id, msg_id)
+
+
+def changes_since(conn: Connection, group_id: int, since_ms: int,
+                  limit: int) -> tuple[list[Row], bool]:
+    """The group's messages recalled or edited after ``since_ms``, oldest change first."""
+    rows = conn.execute(
+        select(*_COLUMNS, group_messages.c.changed_at)
+        .where(group_messages.c.group_id == group_id, _CHANGED,
+               group_messages.c.changed_at > since_ms)
+        .order_by(group_messages.c.changed_at, group_messages.c.seq).limit(limit + 1)).all()
+    return rows[:limit], len(rows) > limit
+
+
+def _refusal(run, change, *args) -> Row:
+    """409 with the code for every refusal, not_found included: a 404 from these optional
+    routes would read as "this service has no such route" (PROTOCOL.md 9.1)."""
+    try:
+        return run(change, *args)
+    except Refused as e:
+        raise ApiError(409, ErrorCode(e.code), e.message) from None
+
+
+def add_routes(app: Flask, db: Database, query_int, msg_id, content, content_type,
+               window) -> None:
     """The endpoints, with the 1:1 chat's validators (skyeim/message/app.py)."""
 
     @app.post("/v1/groups/messages")
@@ -218,3 +311,27 @@ def add_routes(app: Flask, db: Database, query_int, msg_id, content, content_typ
             after[body_user_id(g, "groupId", f"groups[{i}].")] = seq
         found = db.run(mention_counts, uid, after)
         return {"groups": [{"groupId": g, "mentions": found.get(g, 0)} for g in after]}
+
+    @app.post("/v1/groups/messages/recall")
+    def recall_group_message():
+        body = json_body()
+        row = _refusal(db.run, recall, body_user_id(body, "groupId"), body_user_id(body, "userId"),
+                       msg_id(body.get("msgId"), "msgId"), window(body))
+        return group_message(row)
+
+    @app.post("/v1/groups/messages/edit")
+    def edit_group_message():
+        body = json_body()
+        row = _refusal(db.run, edit, body_user_id(body, "groupId"), body_user_id(body, "userId"),
+                       msg_id(body.get("msgId"), "msgId"), content(body.get("content")),
+                       window(body))
+        return group_message(row)
+
+    @app.get("/v1/groups/changes")
+    def group_changes():
+        """The group's messages recalled or edited after ``since`` (ms)."""
+        gid = query_int("groupId")
+        since = query_int("since", required=False, minimum=0) or 0
+        rows, more = db.run(changes_since, gid, since, limit_arg(request.args.get("limit")))
+        return {"messages": [{**group_message(r), "changedAt": r.changed_at} for r in rows],
+                "hasMore": more}

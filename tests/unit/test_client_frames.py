@@ -146,3 +146,23 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
 def test_any_data_of_any_type_decodes_without_raising(kind, data):
     f = parse_frame(json.loads(json.dumps({"type": kind, "data": data})))
     assert f.type == kind and f.raw["data"] == data
+
+
+def test_group_recall_edit_join_and_leave():
+    r = frame("message_recalled", {"msgId": "g1", "fromUserId": 3, "groupId": 7, "seq": 2,
+                                   "recalledAt": 5})
+    assert (r.group_id, r.to_user_id, r.seq, r.recalled_at) == (7, None, 2, 5)
+    e = frame("message_edited", {"msgId": "g1", "fromUserId": 3, "groupId": 7, "seq": 2,
+                                 "content": "new", "contentType": 1, "editedAt": 6})
+    assert (e.group_id, e.content) == (7, "new")
+    assert frame("message_edited", {"msgId": "m", "fromUserId": 3, "toUserId": 4,
+                                    "content": "c"}).group_id is None
+    j = frame("group_changed", {"groupId": 7, "change": "join", "byUserId": 3,
+                                "userIds": [4, "x", 5]})
+    assert (j.change, j.user_ids, j.owner_id) == ("join", (4, 5), None)
+    left = frame("group_changed", {"groupId": 7, "change": "leave", "byUserId": 4, "userId": 4,
+                                   "ownerId": 3})
+    assert (left.user_id, left.owner_id, left.user_ids) == (4, 3, ())
+    m = frame("groupchat", {"groupId": 7, "msgId": "g1", "fromUserId": 3, "content": "",
+                            "seq": 2, "recalled": True})
+    assert m.recalled and not m.edited

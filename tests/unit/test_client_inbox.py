@@ -83,3 +83,20 @@ def test_group_messages_once_and_the_sync_after_group_unread():
     [sync] = box.after(unread, live=True)
     assert sync["data"]["conversations"] == [{"groupId": 7, "afterSeq": 2}]
     assert box.groups.sync_from(8)[0]["data"]["conversations"] == [{"groupId": 8, "afterSeq": 0}]
+
+
+def test_group_syncs_ask_for_changes_since_the_last_one():
+    box = Inbox()
+    box.groups.track(7, 4)           # held from an app's storage: synced for its changes
+    unread = parse_frame({"type": "group_unread", "data": {"groups": [
+        {"groupId": 7, "name": "a", "lastSeq": 4, "readSeq": 4},
+        {"groupId": 8, "name": "b", "lastSeq": 3, "readSeq": 3}]}})
+    [sync] = box.after(unread, live=True)
+    assert sync["data"]["conversations"] == [{"groupId": 7, "afterSeq": 4}]
+    assert sync["data"]["changedSince"] == 0
+    done = parse_frame({"type": "sync_complete", "data": {
+        "requestId": sync["data"]["requestId"], "serverTime": 1234,
+        "conversations": [{"groupId": 7, "lastSeq": 4, "hasMore": False}]}})
+    box.after(done, live=True)
+    [again] = box.after(unread, live=True)
+    assert again["data"]["changedSince"] == 1234

@@ -6,6 +6,7 @@ import pytest
 
 from skyeim.gateway.features.auth import Auth, parse_auth
 from skyeim.gateway.features.chat import parse_chat
+from skyeim.gateway.features.edits import make_edit_parser, parse_recall
 from skyeim.gateway.features.groups import parse_group_read, parse_groupchat
 from skyeim.gateway.features.receipts import MAX_READ_IDS, parse_read
 from skyeim.gateway.features.sync import MAX_CONVERSATIONS, MAX_PAGE, parse_sync
@@ -196,3 +197,15 @@ def test_group_read_needs_a_group_and_a_seq():
     assert parse_group_read({"groupId": 3, "seq": 9}, ME).seq == 9
     for data in ({"groupId": 3}, {"groupId": 3, "seq": 0}, {"seq": 9}, None):
         assert refused(parse_group_read, data, ME).code == ErrorCode.BAD_REQUEST
+
+
+def test_recall_and_edit_name_a_group_message_with_an_optional_group_id():
+    assert parse_recall({"msgId": "m1"}, 1).group_id == 0
+    assert parse_recall({"msgId": "m1", "groupId": None}, 1).group_id == 0
+    assert parse_recall({"msgId": "m1", "groupId": 7}, 1).group_id == 7
+    edit = make_edit_parser(10)({"msgId": "m1", "content": "new", "groupId": 7}, 1)
+    assert (edit.group_id, edit.content) == (7, "new")
+    for bad in (0, -1, "7", 1.5, True, 2**63):
+        with pytest.raises(FrameError) as e:
+            parse_recall({"msgId": "m1", "groupId": bad}, 1)
+        assert (e.value.code, e.value.msg_id) == (ErrorCode.BAD_REQUEST, "m1")

@@ -297,6 +297,10 @@ class MessageService(ServiceClient):
         self._delivered_ep = self.optional("POST", "/v1/messages/delivered/batch")
         self._conversation_ep = self.optional("GET", "/v1/messages/conversation")
         self._mentions_ep = self.optional("POST", "/v1/groups/mentions")
+        # recall and edit of group messages (docs/protocol.md "Recall, edit, delete")
+        self._group_recall_ep = self.optional("POST", "/v1/groups/messages/recall")
+        self._group_edit_ep = self.optional("POST", "/v1/groups/messages/edit")
+        self._group_changes_ep = self.optional("GET", "/v1/groups/changes")
         bound = self.timeout * 2 + 1.0      # queueing behind a full batch, then the call
         self._sends = self._batcher("message sends", self._send_batch, self.SEND_BATCH, bound,
                                     linger=self.SEND_LINGER)
@@ -495,6 +499,25 @@ class MessageService(ServiceClient):
         if body is None:
             return {}
         return {g["groupId"]: g["mentions"] for g in body.get("groups", []) if g.get("mentions")}
+
+    def group_recall(self, group_id: int, user_id: int, msg_id: str, window_ms: int) -> dict | None:
+        """The recalled GroupMessage; None when the service has no such route (9.1).
+        Raises BackendRejected 409 (not_found, too_late) as the service refuses."""
+        return self.call_optional(self._group_recall_ep, json={
+            "groupId": group_id, "userId": user_id, "msgId": msg_id, "windowMs": window_ms})
+
+    def group_edit(self, group_id: int, user_id: int, msg_id: str, content: str,
+                   window_ms: int) -> dict | None:
+        """The edited GroupMessage; None when the service has no such route (9.1)."""
+        return self.call_optional(self._group_edit_ep, json={
+            "groupId": group_id, "userId": user_id, "msgId": msg_id, "content": content,
+            "windowMs": window_ms})
+
+    def group_changes(self, group_id: int, since_ms: int, limit: int) -> dict | None:
+        """{messages, hasMore}: the group's messages recalled or edited after ``since_ms``;
+        None when the service has no such route (9.1)."""
+        return self.call_optional(self._group_changes_ep, params={
+            "groupId": group_id, "since": since_ms, "limit": limit})
 
     def group_page(self, group_id: int, after_seq: int, before_seq: int | None, limit: int) -> dict:
         params: dict[str, Any] = {"groupId": group_id, "afterSeq": after_seq, "limit": limit}

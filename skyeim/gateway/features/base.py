@@ -46,6 +46,17 @@ class GroupMembership(Protocol):
                    request_id: str | None = None) -> frozenset[int]: ...
 
 
+class GroupBroadcast(Protocol):
+    """features/groups.py: one encoded frame to every live connection of a group's
+    members, on every node (a member's recall or edit of its message)."""
+
+    def member_ids(self, group_id: int, user_id: int, msg_id: str | None = None,
+                   request_id: str | None = None) -> frozenset[int]: ...
+
+    def fan_out(self, group_id: int, members: frozenset[int], text: str, exclude=None,
+                not_user: int | None = None, also: frozenset[int] = frozenset()) -> int: ...
+
+
 class GroupTyping(Protocol):
     """features/groups.py: a typing signal to a group's other online members."""
 

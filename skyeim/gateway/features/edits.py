@@ -11,6 +11,12 @@
   side) from the user's own history; the user's connections get
   `messages_deleted {peerId, msgIds}`; the peer sees nothing.
 
+- `recall {msgId, groupId}` and `edit {msgId, groupId, content}`: the same for the
+  sender's group message (group messages are a msgId key space of their own, hence
+  the groupId); the frames, with `groupId` instead of `toUserId`, go to every live
+  connection of every member on every node. The Message service's routes for it are
+  optional (PROTOCOL.md 9.1): without them, `not_supported`.
+
 All are idempotent and keyed by (fromUserId, msgId): a repeat answers the same
 frame again. A device that was away learns of changes at its next sync
 (features/sync.py, `changedSince`).
@@ -20,13 +26,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from skyeim.gateway.backends.clients import BackendFailure, BackendRejected, MessageService
-from skyeim.gateway.features.base import backend_error
+from skyeim.gateway.features.base import GroupBroadcast, backend_error
 from skyeim.gateway.frames.codec import (FrameError, bad_request, chat_content, data_object,
                                          edited_frame, encode, recalled_frame)
 from skyeim.gateway.frames.registry import Echo, FrameRegistry, FrameType
 from skyeim.gateway.routing.hub import Hub
 from skyeim.gateway.transport.session import Session
-from skyeim.protocol import ErrorCode, is_msg_id, is_user_id
+from skyeim.protocol import ErrorCode, is_msg_id, is_positive_id, is_user_id
 
 MAX_DELETE_IDS = 200              # msgIds in one delete
 # What the Message service's refusals of a recall or edit become (the same codes).
@@ -37,6 +43,7 @@ _REFUSALS = {ErrorCode.NOT_FOUND, ErrorCode.TOO_LATE, ErrorCode.RECALLED}
 class Recall:
     kind = "recall"
     given_msg_id: str
+    group_id: int = 0             # a group message's (0: a 1:1 message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +51,7 @@ class Edit:
     kind = "edit"
     given_msg_id: str
     content: str
+    group_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +69,28 @@ def _msg_id(data: dict, kind: str) -> str:
     return msg_id
 
 
+def _group_id(data: dict, msg_id: str) -> int:
+    """The optional groupId: absent or null for a 1:1 message."""
+    gid = data.get("groupId")
+    if gid is None:
+        return 0
+    if not is_positive_id(gid):
+        raise bad_request("groupId must be an integer group id", msg_id)
+    return gid
+
+
 def parse_recall(data, sender_id: int) -> Recall:
-    return Recall(_msg_id(data_object(data, "recall"), "recall"))
+    data = data_object(data, "recall")
+    msg_id = _msg_id(data, "recall")
+    return Recall(msg_id, _group_id(data, msg_id))
 
 
 def make_edit_parser(max_content_length: int):
     def parse_edit(data, sender_id: int) -> Edit:
         data = data_object(data, "edit")
         msg_id = _msg_id(data, "edit")
-        return Edit(msg_id, chat_content(data, max_content_length, msg_id))
+        return Edit(msg_id, chat_content(data, max_content_length, msg_id),
+                    _group_id(data, msg_id))
     return parse_edit
 
 
@@ -86,9 +107,9 @@ def parse_delete(data, sender_id: int) -> Delete:
 
 
 class MessageEdits:
-    def __init__(self, *, messages: MessageService, hub: Hub, recall_window_s: int,
-                 edit_window_s: int, max_content_length: int):
-        self.messages, self.hub = messages, hub
+    def __init__(self, *, messages: MessageService, hub: Hub, groups: GroupBroadcast,
+                 recall_window_s: int, edit_window_s: int, max_content_length: int):
+        self.messages, self.hub, self.groups = messages, hub, groups
         self.recall_window_ms = recall_window_s * 1000
         self.edit_window_ms = edit_window_s * 1000
         self.max_content_length = max_content_length
@@ -101,12 +122,21 @@ class MessageEdits:
         frames.add_server_types("message_recalled", "message_edited", "messages_deleted")
 
     def recall(self, session: Session, frame: Recall) -> None:
-        m = self._change(self.messages.recall, session.user_id, frame.given_msg_id,
-                         self.recall_window_ms)
+        if frame.group_id:
+            self._group_change(session, frame.group_id, self.messages.group_recall,
+                               frame.given_msg_id, self.recall_window_ms)
+            return
+        mid = frame.given_msg_id
+        m = self._change(mid, self.messages.recall, session.user_id, mid, self.recall_window_ms)
         self._to_both(m, recalled_frame(m))
 
     def edit(self, session: Session, frame: Edit) -> None:
-        m = self._change(self.messages.edit, session.user_id, frame.given_msg_id, frame.content,
+        if frame.group_id:
+            self._group_change(session, frame.group_id, self.messages.group_edit,
+                               frame.given_msg_id, frame.content, self.edit_window_ms)
+            return
+        mid = frame.given_msg_id
+        m = self._change(mid, self.messages.edit, session.user_id, mid, frame.content,
                          self.edit_window_ms)
         self._to_both(m, edited_frame(m))
 
@@ -122,8 +152,7 @@ class MessageEdits:
             self.hub.send_to_user(uid, encode("messages_deleted",
                                               {"peerId": frame.peer_id, "msgIds": ids}))
 
-    def _change(self, call, *args) -> dict:
-        msg_id = args[1]
+    def _change(self, msg_id: str, call, *args) -> dict | None:
         try:
             return call(*args)
         except BackendRejected as e:
@@ -132,6 +161,17 @@ class MessageEdits:
             raise backend_error(e, "message", msg_id) from None
         except BackendFailure as e:
             raise backend_error(e, "message", msg_id) from None
+
+    def _group_change(self, session: Session, group_id: int, call, msg_id: str, *args) -> None:
+        """A member's recall or edit of its group message, then the frame to every live
+        connection of every member, on every node (the sender's own: the answer)."""
+        members = self.groups.member_ids(group_id, session.user_id, msg_id)
+        m = self._change(msg_id, call, group_id, session.user_id, msg_id, *args)
+        if m is None:
+            raise FrameError(ErrorCode.NOT_SUPPORTED, "this server's Message service cannot "
+                             "recall or edit group messages", msg_id)
+        text = recalled_frame(m) if m.get("recalled") else edited_frame(m)
+        self.groups.fan_out(group_id, members, text)
 
     def _to_both(self, m: dict, text: str) -> None:
         """Every connection of both users, on every node (the sender's own included:

@@ -20,6 +20,8 @@
   kick, mute, rename and dismiss go through here; each is pushed to the members'
   live connections on every node as ``group_changed`` {groupId, change, byUserId,
   userId?, role?, until?, name?}. A muted member's ``groupchat`` gets ``muted``.
+  Invites and leaves are announced the same way (change ``join`` with ``userIds``,
+  ``leave`` with ``userId``).
 
 Member lists are cached (bounded LRU, short TTL, dropped on an invite or a
 leave through any node), so a message to a 10,000-member group fetches no ids.
@@ -324,7 +326,34 @@ class Groups:
              **({"mentions": mentions[g["groupId"]]} if mentions.get(g["groupId"]) else {})}
             for g in mine]}))
 
-    # -- administration (the REST API calls these) ----------------------------------------
+    # -- membership changes and administration (the REST API calls these) -----------------
+
+    def joined(self, group_id: int, by_user: int, added: list[int]) -> None:
+        """An invite added ``added``: ``group_changed`` {change: "join", userIds} to every
+        member on every node, the new ones included."""
+        self.changed(group_id)
+        if added:
+            self._announce(group_id, {"groupId": group_id, "change": "join", "byUserId": by_user,
+                                      "userIds": list(added)}, frozenset(added))
+
+    def left(self, group_id: int, user_id: int, result: dict) -> None:
+        """``user_id`` left: ``group_changed`` {change: "leave", userId, ownerId} to the
+        remaining members and to the leaver's own connections (its other devices)."""
+        self.changed(group_id)
+        if result.get("left"):
+            frame = {"groupId": group_id, "change": "leave", "byUserId": user_id,
+                     "userId": user_id}
+            if result.get("ownerId") is not None:     # an owner's leave hands the group on
+                frame["ownerId"] = result["ownerId"]
+            self._announce(group_id, frame, frozenset([user_id]))
+
+    def _announce(self, group_id: int, frame: dict, also: frozenset[int]) -> None:
+        try:
+            members = self.members.get(group_id)
+        except BackendFailure:
+            members = frozenset()     # emptied (the last member left), or unreadable
+        self.fan_out(group_id, members, encode("group_changed", frame), also=also)
+
 
     def administer(self, group_id: int, by_user: int, change: str, **fields) -> dict:
         """One administration call to the Friend service, then ``group_changed`` to every
@@ -350,9 +379,5 @@ class Groups:
             frame["name"] = fields["name"]
         elif change == "dismiss":
             also = frozenset(result.get("memberIds") or ())
-        try:
-            members = self.members.get(group_id)
-        except BackendFailure:
-            members = frozenset()             # dismissed, or unreadable: ``also`` still hears
-        self.fan_out(group_id, members, encode("group_changed", frame), also=also)
+        self._announce(group_id, frame, also)   # dismissed: ``also`` still hears
         return result

@@ -134,19 +134,25 @@ class Syncer:
                         return                    # the connection is going away
                     if not r.group_id:
                         self._record_delivery(uid, messages)
-            if sync.changed_since is not None and not r.group_id:
-                self._changes(session, uid, r.peer_id, sync.changed_since, r.after_seq, rid)
+            if sync.changed_since is not None:
+                self._changes(session, uid, r, sync.changed_since, rid)
             done.append({**name, "lastSeq": last, "hasMore": has_more})
         session.reply(encode("sync_complete", {"requestId": rid, "conversations": done,
                                                "serverTime": started}))
 
-    def _changes(self, session: Session, uid: int, peer_id: int, since: int, after_seq: int,
+    def _changes(self, session: Session, uid: int, r: Range, since: int,
                  rid: str | None) -> None:
         """message_recalled / message_edited for what changed after ``since`` among the
         messages the client already held (seq <= afterSeq: the pages brought the rest
-        as they are now); bounded to one page of changes per conversation."""
+        as they are now); bounded to one page of changes per conversation or group."""
+        after_seq = r.after_seq
         try:
-            page = self.messages.changes(uid, peer_id, since, MAX_PAGE)
+            if r.group_id:
+                page = self.messages.group_changes(r.group_id, since, MAX_PAGE)
+                if page is None:
+                    return    # a Message service without group recall and edit (9.1)
+            else:
+                page = self.messages.changes(uid, r.peer_id, since, MAX_PAGE)
         except BackendRejected as e:
             if e.status in (404, 405):
                 return        # a Message service without recall and edit (PROTOCOL.md 9.1)

@@ -128,15 +128,22 @@ def chat_data(m: dict) -> dict:
 
 # recall and edit (features/edits.py, and a sync's changes in features/sync.py)
 
+def _where(m: dict) -> dict:
+    """A 1:1 message's {toUserId}, or a group message's {groupId} (no toUserId)."""
+    if "groupId" in m:
+        return {"groupId": m["groupId"]}
+    return {"toUserId": m["toUserId"]}
+
+
 def recalled_frame(m: dict) -> str:
     return encode("message_recalled", {
-        "msgId": m["msgId"], "fromUserId": m["fromUserId"], "toUserId": m["toUserId"],
+        "msgId": m["msgId"], "fromUserId": m["fromUserId"], **_where(m),
         "seq": m["seq"], "recalledAt": m.get("recalledAt")})
 
 
 def edited_frame(m: dict) -> str:
     return encode("message_edited", {
-        "msgId": m["msgId"], "fromUserId": m["fromUserId"], "toUserId": m["toUserId"],
+        "msgId": m["msgId"], "fromUserId": m["fromUserId"], **_where(m),
         "seq": m["seq"], "content": m["content"], "contentType": m["contentType"],
         "editedAt": m.get("editedAt")})
 

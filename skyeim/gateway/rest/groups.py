@@ -113,7 +113,7 @@ def invite(group_id: str):
     if not ids:
         raise bad_request("userIds must name at least one user")
     added = gateway.backends.friend.invite(gid, uid, ids)
-    gateway.groups.changed(gid)
+    gateway.groups.joined(gid, uid, added)
     return jsonify(added=added)
 
 
@@ -122,7 +122,7 @@ def leave(group_id: str):
     uid, gateway = _caller_and_gateway()
     gid = _group_id(group_id)
     result = gateway.backends.friend.leave(gid, uid)
-    gateway.groups.changed(gid)
+    gateway.groups.left(gid, uid, result)
     return jsonify(result)
 
 

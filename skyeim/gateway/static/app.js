@@ -447,6 +447,7 @@ async function refreshConversations() {
   const session = state.session;
   const n = ++convAsked;
   const next = new Map();
+  const groupItems = [];          // their flags are groups.js's
   let cursor = null;
   try {
     for (let i = 0; i < CONV_PAGES; i += 1) {
@@ -455,6 +456,7 @@ async function refreshConversations() {
       const body = await api("GET", `/api/conversations?${q}`);
       for (const item of body.items || []) {
         if (item.kind === "chat" && Number.isInteger(item.peerId)) next.set(item.peerId, item);
+        else if (item.kind === "group") groupItems.push(item);
       }
       cursor = body.nextCursor;
       if (!cursor) break;
@@ -464,11 +466,13 @@ async function refreshConversations() {
   }
   if (session !== state.session || n !== convAsked) return;
   state.convList = next;
+  groups.setFlags(groupItems);
   renderFriends();
   renderConvHead();
 }
 
 function onConversationUpdated(d) {
+  if (Number.isInteger(d.groupId)) { groups.onFlags(d); return; }
   if (!Number.isInteger(d.peerId)) return;
   const meta = state.convList.get(d.peerId)
     || { kind: "chat", peerId: d.peerId, unread: 0, lastAt: 0, lastMessage: null };
@@ -606,6 +610,7 @@ function messageActions(m, mineMsg) {
 }
 
 function changedMessage(d, apply) {
+  if (Number.isInteger(d.groupId)) return;      // a group message's: groups.js's
   const me = state.session.userId;
   const peer = d.fromUserId === me ? d.toUserId : d.fromUserId;
   const conv = getConv(peer);

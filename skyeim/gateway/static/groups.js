@@ -4,7 +4,9 @@
 // frames come as the client's typed events. Group administration (roles, kick, mute,
 // rename, dismiss: the Members panel) and mentions (`@username` of a member in a message;
 // messages that mention me are highlighted) follow docs/protocol.md "Group administration"
-// and "Mentions in groups".
+// and "Mentions in groups". Pin and mute of a group conversation (the flags of
+// docs/protocol.md "Conversation list") and recall/edit of my own group messages
+// ("Recall, edit, delete") work as they do for a 1:1 conversation.
 // Every piece of user content reaches the DOM through textContent, never as HTML.
 import { ErrorCode } from "./skyeim-client.js";
 
@@ -22,12 +24,15 @@ export function createGroups(app) {
   let syncRounds = 0;
   const typers = new Map();        // groupId -> Map(userId -> timer hiding its "is typing")
   let typingSentAt = 0, typingGroup = null;
+  const changing = new Set();      // msgIds of my recalls/edits awaiting their answer
+  let changedSince = 0;            // serverTime of the last group sync: recalls/edits since
+  let syncIds = 0;
 
   function group(gid) {
     let g = groups.get(gid);
     if (!g) {
       g = { groupId: gid, name: `Group #${gid}`, lastSeq: 0, readSeq: 0, msgs: new Map(), unread: 0,
-        mentions: 0, members: new Map() };
+        mentions: 0, members: new Map(), pinned: false, muted: false };
       groups.set(gid, g);
     }
     return g;
@@ -64,17 +69,30 @@ export function createGroups(app) {
   function render() {
     const list = $("group-list");
     list.textContent = "";
-    for (const g of groups.values()) {
+    // pinned groups first, then by id (the same order whichever list loaded first)
+    const ordered = [...groups.values()].sort((a, b) =>
+      Number(b.pinned) - Number(a.pinned) || a.groupId - b.groupId);
+    for (const g of ordered) {
       const li = document.createElement("li");
       li.className = "friend group" + (g.groupId === current ? " active" : "");
       li.dataset.groupId = String(g.groupId);
+      li.dataset.pinned = String(g.pinned);
+      li.dataset.muted = String(g.muted);
       const name = document.createElement("span");
       name.className = "friend-name";
       name.textContent = g.name;
       li.appendChild(name);
+      for (const [on, icon, title] of [[g.pinned, "📌", "pinned"], [g.muted, "🔕", "Muted"]]) {
+        if (!on) continue;
+        const flag = document.createElement("span");
+        flag.className = "conv-flag";
+        flag.textContent = icon;
+        flag.title = title;
+        li.appendChild(flag);
+      }
       if (g.unread > 0 && g.groupId !== current) {
         const badge = document.createElement("span");
-        badge.className = "badge";
+        badge.className = g.muted ? "badge muted" : "badge";
         badge.textContent = String(g.unread);
         li.appendChild(badge);
       }
@@ -89,7 +107,89 @@ export function createGroups(app) {
       list.appendChild(li);
     }
     show($("no-groups"), groups.size === 0);
-    if (current != null) renderMessages();
+    if (current != null) { renderHead(); renderMessages(); }
+  }
+
+  // -- pin and mute (POST /api/conversations/pin|mute with a groupId) ------------------------
+  function renderHead() {
+    const g = group(current);
+    $("group-pin").textContent = g.pinned ? "Unpin" : "Pin";
+    $("group-pin").setAttribute("aria-pressed", String(g.pinned));
+    $("group-mute").textContent = g.muted ? "Unmute" : "Mute";
+    $("group-mute").setAttribute("aria-pressed", String(g.muted));
+  }
+
+  // the flags of the groups in GET /api/conversations (app.js fetches the list)
+  function setFlags(items) {
+    for (const x of items) {
+      if (!Number.isInteger(x.groupId)) continue;     // (the list has only my groups)
+      const g = group(x.groupId);
+      if (typeof x.name === "string" && g.name.startsWith("Group #")) g.name = x.name;
+      g.pinned = Boolean(x.pinned);
+      g.muted = Boolean(x.muted);
+    }
+    render();
+  }
+
+  // conversation_updated {groupId, muted, pinned}, or the answer of a toggle
+  function onFlags(d) {
+    if (!Number.isInteger(d.groupId) || !groups.has(d.groupId)) return;
+    const g = group(d.groupId);
+    g.pinned = Boolean(d.pinned);
+    g.muted = Boolean(d.muted);
+    render();
+  }
+
+  async function toggleFlag(what) {
+    if (current == null) return;
+    const g = group(current);
+    // the API's field for each toggle (backquoted: `muted` is a field here, not ErrorCode.MUTED)
+    const FLAG = { pin: `pinned`, mute: `muted` };
+    const field = FLAG[what];
+    try {
+      onFlags(await app.api("POST", `/api/conversations/${what}`,
+        { groupId: g.groupId, [field]: !g[field] }));
+    } catch (err) { status(err.message || "That did not work.", true); }
+  }
+
+  // -- recall and edit of my own messages -----------------------------------------------------
+  function messageActions(m) {
+    const row = document.createElement("div");
+    row.className = "msg-actions";
+    const action = (name, label, fn) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "msg-action";
+      b.dataset.action = name;
+      b.textContent = label;
+      b.addEventListener("click", fn);
+      row.appendChild(b);
+    };
+    const client = () => app.client();
+    action("edit", "Edit", () => {
+      const text = window.prompt("Edit message", m.content);
+      if (text && text !== m.content && client()) {
+        changing.add(m.msgId);
+        client().edit(m.msgId, text, m.groupId);
+      }
+    });
+    action("recall", "Recall", () => {
+      if (!client()) return;
+      changing.add(m.msgId);
+      client().recall(m.msgId, m.groupId);
+    });
+    return row;
+  }
+
+  // message_recalled / message_edited with a groupId: every member's page follows
+  function onChangedMessage(d, apply) {
+    if (!Number.isInteger(d.groupId)) return;
+    changing.delete(d.msgId);
+    const g = groups.get(d.groupId);
+    const m = g && g.msgs.get(`${d.fromUserId}:${d.msgId}`);
+    if (!m) return;
+    apply(m);
+    if (current === d.groupId) renderMessages();
   }
 
   function renderMessages() {
@@ -102,7 +202,8 @@ export function createGroups(app) {
       (a.seq || Infinity) - (b.seq || Infinity) || (a.localAt || 0) - (b.localAt || 0));
     for (const m of msgs) {
       const li = document.createElement("li");
-      li.className = "msg " + (m.fromUserId === me ? "mine" : "theirs");
+      li.className = "msg " + (m.fromUserId === me ? "mine" : "theirs")
+        + (m.recalled ? " recalled-msg" : "");
       if (Array.isArray(m.mentions) && m.mentions.includes(me)) li.classList.add("mention");
       li.dataset.msgId = m.msgId;
       if (m.fromUserId !== me) {
@@ -113,15 +214,28 @@ export function createGroups(app) {
       }
       const body = document.createElement("div");
       body.className = "bubble";
-      const file = app.renderFile ? app.renderFile(m) : null;   // files.js: images inline
-      if (file) body.append(file);
+      const file = !m.recalled && app.renderFile ? app.renderFile(m) : null;   // files.js: images inline
+      if (m.recalled) {
+        const text = document.createElement("span");
+        text.className = "text recalled-text";
+        text.textContent = m.fromUserId === me ? "You recalled this message"
+          : `${memberName(g, m.fromUserId)} recalled this message`;
+        body.append(text);
+      } else if (file) body.append(file);
       else body.textContent = m.content;
+      if (m.edited && !m.recalled) {
+        const edited = document.createElement("span");
+        edited.className = "edited";
+        edited.textContent = " edited";
+        body.append(edited);
+      }
       li.appendChild(body);
       if (m.fromUserId === me) {
         const tick = document.createElement("span");
         tick.className = "tick";
         tick.textContent = m.status === "failed" ? `failed: ${m.error}` : m.status === "pending" ? "…" : "✓";
         li.appendChild(tick);
+        if (Number.isInteger(m.seq) && !m.recalled) li.appendChild(messageActions(m));
       }
       ol.appendChild(li);
     }
@@ -311,8 +425,12 @@ export function createGroups(app) {
     return true;
   }
 
+  // requestIds "g-…" are the page's group syncs; changedSince: what was recalled or edited
+  // since the last one (0 at first: every change of the messages held)
   function sendSync(ranges) {
-    if (ranges.length) wsSend("sync", { conversations: ranges.slice(0, 100) });
+    if (!ranges.length) return;
+    syncIds += 1;
+    wsSend("sync", { requestId: `g-${syncIds}`, conversations: ranges.slice(0, 100), changedSince });
   }
 
   // Typing in a group: a signal, never stored (docs/protocol.md "Typing")
@@ -395,7 +513,8 @@ export function createGroups(app) {
         g.lastSeq = Math.max(g.lastSeq, x.lastSeq || 0);
         g.readSeq = Math.max(g.readSeq, x.readSeq || 0);
         const from = Math.max(held(g), g.readSeq);
-        if (g.lastSeq > from) ranges.push({ groupId: g.groupId, afterSeq: from });
+        // a group of which messages are shown is synced too: its changes since the last sync
+        if (g.lastSeq > from || held(g) > 0) ranges.push({ groupId: g.groupId, afterSeq: from });
         g.unread = Math.max(0, g.lastSeq - g.readSeq);
         g.mentions = Number.isInteger(x.mentions) ? x.mentions : 0;
       }
@@ -410,6 +529,8 @@ export function createGroups(app) {
       render();
     });
     client.on("sync_complete", (d) => {      // the peers' entries are the client's
+      if (typeof d.requestId === "string" && d.requestId.startsWith("g-")
+          && Number.isInteger(d.serverTime)) changedSince = d.serverTime;
       const more = d.conversations.filter((c) => c && c.hasMore && Number.isInteger(c.groupId));
       if (more.length && ++syncRounds <= SYNC_ROUNDS) {
         sendSync(more.map((c) => ({ groupId: c.groupId, afterSeq: c.lastSeq })));
@@ -417,10 +538,23 @@ export function createGroups(app) {
     });
     client.on("error", (d) => {
       if (d.msgId == null) return;
+      if (changing.delete(d.msgId)) {        // a refused recall or edit of mine
+        status(d.code === ErrorCode.TOO_LATE ? "It is too late to change that message."
+          : d.code === ErrorCode.RECALLED ? "That message was recalled."
+          : d.code === ErrorCode.NOT_SUPPORTED ? "This server cannot change group messages."
+          : (d.message || d.code), true);
+        return;
+      }
       failed(d.msgId, d.code === ErrorCode.FORBIDDEN ? "you are not in this group"
         : d.code === ErrorCode.MUTED ? "you are muted in this group" : (d.message || d.code));
     });
     client.on("group_changed", onChanged);
+    client.on("message_recalled", (d) => onChangedMessage(d, (m) => {
+      m.recalled = true; m.content = ""; m.mentions = [];
+    }));
+    client.on("message_edited", (d) => onChangedMessage(d, (m) => {
+      if (!m.recalled) { m.edited = true; m.content = d.content; }
+    }));
   }
 
   function init() {
@@ -472,6 +606,8 @@ export function createGroups(app) {
       administer("PATCH", "", { name });
     });
     $("group-dismiss").addEventListener("click", () => administer("DELETE", ""));
+    $("group-pin").addEventListener("click", () => toggleFlag("pin"));
+    $("group-mute").addEventListener("click", () => toggleFlag("mute"));
     $("group-back").addEventListener("click", () => { close(); document.body.classList.remove("conv-open"); });
     const input = $("group-input");
     input.addEventListener("input", sendTyping);
@@ -500,5 +636,6 @@ export function createGroups(app) {
   }
 
   init();
-  return { listen, refresh, close, reset: () => { groups.clear(); pending.clear(); current = null; } };
+  return { listen, refresh, close, setFlags, onFlags,
+    reset: () => { groups.clear(); pending.clear(); changing.clear(); current = null; changedSince = 0; } };
 }

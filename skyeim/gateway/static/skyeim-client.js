@@ -110,8 +110,10 @@ const EVENTS = Object.freeze({
   friend_request: (d) => isId(d.fromUserId),
   friend_request_answered: (d) => isId(d.userId) && typeof d.accepted === "boolean",
   friend_requests: (d) => Array.isArray(d.requests),
-  message_recalled: (d) => isStr(d.msgId) && isId(d.fromUserId) && isId(d.toUserId),
-  message_edited: (d) => isStr(d.msgId) && isId(d.fromUserId) && isId(d.toUserId) && isStr(d.content),
+  // a 1:1 message's (toUserId) or a group message's (groupId)
+  message_recalled: (d) => isStr(d.msgId) && isId(d.fromUserId) && (isId(d.toUserId) || isId(d.groupId)),
+  message_edited: (d) => isStr(d.msgId) && isId(d.fromUserId) && (isId(d.toUserId) || isId(d.groupId))
+    && isStr(d.content),
   messages_deleted: (d) => isId(d.peerId) && Array.isArray(d.msgIds),
   sync_messages: (d) => (isId(d.peerId) || isId(d.groupId)) && Array.isArray(d.messages),
   sync_complete: (d) => Array.isArray(d.conversations),
@@ -413,13 +415,18 @@ export class SkyeClient {
 
   // -- recall, edit, delete for me (docs/protocol.md "Recall, edit, delete") ----------
 
-  /** Take back a chat this user sent (within Chat.RecallWindow): both users get
-   *  "message_recalled"; a refusal is an "error" (too_late, not_found) with its msgId. */
-  recall(msgId) { return this.sendFrame("recall", { msgId }); }
+  /** Take back a chat this user sent (within Chat.RecallWindow), or with `groupId` its
+   *  message to that group: both users (every member) get "message_recalled" (with
+   *  `groupId` for a group's); a refusal is an "error" (too_late, not_found) with its msgId. */
+  recall(msgId, groupId) {
+    return this.sendFrame("recall", isId(groupId) ? { msgId, groupId } : { msgId });
+  }
 
-  /** Replace the content of a chat this user sent (within Chat.EditWindow):
-   *  both users get "message_edited". */
-  edit(msgId, content) { return this.sendFrame("edit", { msgId, content }); }
+  /** Replace the content of a chat this user sent (within Chat.EditWindow), or with
+   *  `groupId` of its group message: both users (every member) get "message_edited". */
+  edit(msgId, content, groupId) {
+    return this.sendFrame("edit", isId(groupId) ? { msgId, content, groupId } : { msgId, content });
+  }
 
   /** Hide messages of the conversation with `peerId` from this user's history only:
    *  this user's devices get "messages_deleted". */
@@ -521,7 +528,10 @@ export class SkyeClient {
       this._pump();
       if (this.options.sync) this.syncNow();
     } else if (type === "sync_complete" && this.options.sync) {
-      if (Number.isSafeInteger(d.serverTime)) this._changedSince = Math.max(this._changedSince || 0, d.serverTime);
+      // only its own syncs' (an application's, e.g. the page's group syncs, cover other ranges)
+      if (Number.isSafeInteger(d.serverTime) && isStr(d.requestId) && d.requestId.startsWith("js-")) {
+        this._changedSince = Math.max(this._changedSince || 0, d.serverTime);
+      }
       const more = d.conversations.filter((c) => isObj(c) && c.hasMore && isId(c.peerId)
         && Number.isSafeInteger(c.lastSeq));
       if (more.length && ++this._syncRounds <= this.options.syncRounds) {
