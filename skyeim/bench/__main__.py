@@ -25,6 +25,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--nodes", default="2",
                    help="with --target cluster: gateway nodes, or a comma-separated list of node counts "
                         "each scenario runs with in turn, e.g. 1,2,3 (default 2)")
+    p.add_argument("--message-services", type=int, default=1, metavar="N",
+                   help="with --target cluster: Message service processes on the one database, the "
+                        "nodes' calls spread over them (default 1)")
     p.add_argument("--redis", default=None, metavar="URL",
                    help="with --target cluster: this Redis (keys under a prefix of their own, removed at "
                         "the end) instead of a private redis-server on a free port")
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         def make_system(kind: str):
             return systems.ClusterSystem(current["nodes"], workdir, fd_limit=soft, log_level=args.log_level,
                                          postgres_url=args.data_source or systems.DEFAULT_POSTGRES_URL,
-                                         redis_url=args.redis)
+                                         redis_url=args.redis, message_services=args.message_services)
         target_desc = "cluster of " + ", ".join(map(str, node_counts)) + " gateway node(s)"
     elif args.target in ("standalone", "supervisord-layout"):
         def make_system(kind: str):
@@ -243,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             "data_source": (args.data_source or "sqlite (a fresh file per scenario)") if not node_counts
             else (args.data_source or systems.DEFAULT_POSTGRES_URL) + " (a fresh database per scenario)",
             "columns": columns,
-            **({"nodes": node_counts, "redis": args.redis or "a private redis-server per scenario"}
+            **({"nodes": node_counts, "message_services": args.message_services,
+                "redis": args.redis or "a private redis-server per scenario"}
                if node_counts else {}),
             "config_changes": ["WebSocket.RateLimit raised to {Rate: 1000000, Burst: 1000000} "
                                "(the 50 frames/s per connection limit is not what is measured)"],

@@ -298,25 +298,31 @@ class ClusterSystem(ManagedSystem):
     layout = "cluster"
 
     def __init__(self, nodes: int, workdir: Path, *, fd_limit: int, log_level: str = "info",
-                 postgres_url: str = DEFAULT_POSTGRES_URL, redis_url: str | None = None):
-        if nodes < 1:
-            raise ValueError("a cluster needs at least one node")
+                 postgres_url: str = DEFAULT_POSTGRES_URL, redis_url: str | None = None,
+                 message_services: int = 1):
+        if nodes < 1 or message_services < 1:
+            raise ValueError("a cluster needs at least one node and one Message service")
         self.n_nodes = nodes
+        # Message service processes on the one database; the nodes spread calls over them
+        # ("message", then "message-2", ...: their CPU is reported apart)
+        self.message_names = ["message"] + [f"message-{k}" for k in range(2, message_services + 1)]
         self.kind_label = f"{nodes}-node cluster"
         self.dir = Path(tempfile.mkdtemp(prefix=f"cluster{nodes}-", dir=workdir))
         self.fd_limit = fd_limit
         self.log_level = log_level
         self.secret = secrets.token_urlsafe(32)
         self.internal_secret = secrets.token_urlsafe(16)
-        ports = free_ports(nodes + 3)
-        self.ports = dict(zip(("message", "friend", "auth"), ports))
-        self.node_ports = ports[3:]
+        extra = self.message_names[1:]
+        ports = free_ports(nodes + 3 + len(extra))
+        self.ports = dict(zip(("message", "friend", "auth", *extra), ports))
+        self.node_ports = ports[3 + len(extra):]
         self.ports["ws"] = self.node_ports[0]
         self.host, self.port = "127.0.0.1", self.node_ports[0]
         self.url = f"http://127.0.0.1:{self.port}"
         self.node_urls = [f"http://127.0.0.1:{p}" for p in self.node_ports]
         self.node_admin_ports = free_ports(nodes)          # each node's admin listener (/metrics)
-        self.admin_ports = dict(zip(("ws", "message", "friend", "auth"), free_ports(4)))
+        self.admin_ports = dict(zip(("ws", "message", "friend", "auth", *extra),
+                                    free_ports(4 + len(extra))))
         self.metrics_url = f"http://127.0.0.1:{self.node_admin_ports[0]}"
         self.message_url = f"http://127.0.0.1:{self.ports['message']}"
         self.friend_url = f"http://127.0.0.1:{self.ports['friend']}"
@@ -331,8 +337,10 @@ class ClusterSystem(ManagedSystem):
 
     @property
     def description(self) -> str:
+        services = "3 services" if len(self.message_names) == 1 else \
+            f"{len(self.message_names)} Message services, Friend and Auth"
         return (f"SkyeIM cluster ({self.n_nodes} gateway node{'s' if self.n_nodes > 1 else ''}, "
-                f"Redis, 3 services on PostgreSQL)")
+                f"Redis, {services} on PostgreSQL)")
 
     # -- Redis and PostgreSQL ---------------------------------------------------------------
 
@@ -411,7 +419,12 @@ class ClusterSystem(ManagedSystem):
                     require_loopback(parsed.hostname)
             db_url = self._create_database()
             cfg = self._configs(self.log_level, db_url, {})
+            for name in self.message_names[1:]:
+                cfg[name] = {**cfg["message"], "Port": self.ports[name],
+                             "Admin": {"Host": "127.0.0.1", "Port": self.admin_ports[name]}}
             ws = cfg.pop("ws")
+            ws["MessageRpc"] = {**ws["MessageRpc"], "Endpoints": [
+                f"127.0.0.1:{self.ports[name]}" for name in self.message_names]}
             for name, c in cfg.items():
                 (self.dir / f"{name}.yaml").write_text(yaml.safe_dump(c, sort_keys=False))
             for k, port in enumerate(self.node_ports, 1):
@@ -421,9 +434,11 @@ class ClusterSystem(ManagedSystem):
                                     "KeyPrefix": self.key_prefix, "HeartbeatInterval": 5, "NodeTTL": 15}}
                 (self.dir / f"node-{k}.yaml").write_text(yaml.safe_dump(node, sort_keys=False))
             self.config = {**cfg, "ws": ws}
-            for name in ("message", "friend", "auth"):
-                self._spawn(name, [PYTHON, "-m", f"skyeim.{name}", "-f", str(self.dir / f"{name}.yaml")])
-            for name in ("message", "friend", "auth"):
+            services = [*self.message_names, "friend", "auth"]
+            for name in services:
+                module = "message" if name in self.message_names else name
+                self._spawn(name, [PYTHON, "-m", f"skyeim.{module}", "-f", str(self.dir / f"{name}.yaml")])
+            for name in services:
                 self._wait_http(name, f"http://127.0.0.1:{self.ports[name]}/healthz")
             for k in range(1, self.n_nodes + 1):
                 self._spawn(f"gateway-{k}", [PYTHON, "wsserver.py", "-f", str(self.dir / f"node-{k}.yaml")])
@@ -440,7 +455,7 @@ class ClusterSystem(ManagedSystem):
         self._stopped = True
         try:
             groups = [[f"gateway-{k}" for k in range(1, self.n_nodes + 1)],
-                      ["message", "friend", "auth"], ["redis"]]
+                      [*self.message_names, "friend", "auth"], ["redis"]]
             for group in groups:                 # the nodes say goodbye to Redis before it goes
                 running = [self.procs[n] for n in group if n in self.procs and self.procs[n].poll() is None]
                 for p in running:
