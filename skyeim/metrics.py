@@ -10,12 +10,27 @@ from __future__ import annotations
 import logging
 import time
 
+import gevent.monkey
 import gevent.pywsgi
+import prometheus_client.metrics
+import prometheus_client.values
 from flask import Flask, Response, g, jsonify, request
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                ProcessCollector, disable_created_metrics, generate_latest)
 
 disable_created_metrics()   # no *_created series: they double the output and help no dashboard
+
+# Every counter increment and histogram observation takes its value's lock.
+# prometheus_client binds threading.Lock when it is imported, which in our
+# monkey-patched programs is gevent's lock, written in Python: per frame and per
+# chat that cost ~8% of the gateway's CPU at peak (py-spy, docs/performance.md).
+# Nothing yields while such a lock is held (an add under it), so the OS lock is
+# as correct for greenlets and far cheaper; it also stays correct for the real
+# threads of a standalone process (the SQLite worker). Pinned by
+# tests/unit/test_metrics_scrape.py, which fails should the library stop using these names.
+_NATIVE_LOCK = gevent.monkey.get_original("threading", "Lock")
+prometheus_client.values.Lock = _NATIVE_LOCK
+prometheus_client.metrics.Lock = _NATIVE_LOCK
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
