@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import Iterable, Protocol
+from typing import Any, Iterable, Protocol
 
 from skyeim.gateway.routing.messages import Broadcast
 
@@ -102,6 +102,11 @@ class Hub:
             sessions = self._sessions.get(user_id)
             sessions = list(sessions) if sessions else ()
         return sum(1 for s in sessions if s.send(item, wait))
+
+    def send_to_users(self, items: list[tuple[int, Any]], wait: float = 0.0) -> list[int]:
+        """send_to_user for each ``(user_id, item)``, in order; how many took each. A
+        ClusterHub routes the whole list to other nodes in two Redis round trips."""
+        return [self.send_to_user(uid, item, wait) for uid, item in items]
 
     def send_to_others(self, user_id: int, item, exclude: Sink) -> int:
         """Queue ``item`` on every session of ``user_id`` but ``exclude`` (the user's other
