@@ -113,6 +113,12 @@ class OneToOneChat:
                 session.reply(FrameError(ErrorCode.INTERNAL, "internal error",
                                          chat.given_msg_id).encode())
         if to_deliver:
+            copies = [s for s in to_deliver if not s.get("duplicate")]
+            try:
+                self.own_devices.copy_sent(session, copies)
+            except Exception:      # acked `sent`: the other devices get them at their next sync
+                log.exception("conn=%s user=%s copying chats to own devices failed",
+                              session.conn_id, session.user_id)
             self._deliver_batch(to_deliver, t0)
 
     def _check_friendship(self, session: Session, chats: list[Chat], outcomes: list) -> None:
@@ -195,9 +201,7 @@ class OneToOneChat:
         duplicate = bool(stored.get("duplicate"))
         session.reply(encode_ack(msg_id, "sent", stored["createdAt"], seq, duplicate=duplicate))
         self.sent_latency.observe(time.perf_counter() - t0)
-        if not duplicate:
-            self.own_devices.copy_sent(session, stored)
-        elif stored.get("delivered"):
+        if duplicate and stored.get("delivered"):
             session.reply(encode_ack(msg_id, "delivered", stored["deliveredAt"], seq))
             return False
         return True

@@ -39,10 +39,12 @@ class Devices:
             return False
         return self.hub.device_count(user_id) >= self.max_per_user
 
-    def copy_sent(self, session: Session, stored: dict) -> None:
-        """A chat ``session``'s user sent goes to the user's other devices too."""
-        if self.multi:
-            self.hub.send_to_others(session.user_id, encode_chat(stored), session)
+    def copy_sent(self, session: Session, stored: list[dict]) -> None:
+        """The chats ``session``'s user sent (a burst, in order) go to the user's other
+        devices too: one hub call (in a cluster, two Redis round trips for all)."""
+        if self.multi and stored:
+            uid = session.user_id
+            self.hub.send_to_users([(uid, encode_chat(s)) for s in stored], exclude=session)
 
     def sync_read(self, session: Session, peer_id: int, result: dict) -> None:
         if self.multi and result.get("msgIds"):

@@ -198,15 +198,17 @@ class ClusterHub(Hub):
             return n
         return n + self._publish(user_id, item, wait)
 
-    def send_to_users(self, items: list[tuple[int, Any]], wait: float = 0.0) -> list[int]:
+    def send_to_users(self, items: list[tuple[int, Any]], wait: float = 0.0,
+                      exclude: Sink | None = None) -> list[int]:
         """Local sessions first, then one pipeline that finds the other nodes of every
         user still to be routed and one that publishes every frame: two round trips for
         a whole chat batch, where send_to_user in a loop took two per chat, each behind
         every greenlet ready meanwhile (docs/performance.md, round 3)."""
-        counts = [Hub.send_to_user(self, uid, item, wait) for uid, item in items]
+        counts = super().send_to_users(items, wait, exclude)
         if not self.redis_ok:
             return counts
-        todo = [i for i, n in enumerate(counts) if self.multi_device or not n]
+        todo = [i for i, n in enumerate(counts)
+                if exclude is not None or self.multi_device or not n]
         if not todo:
             return counts
         try:

@@ -103,10 +103,14 @@ class Hub:
             sessions = list(sessions) if sessions else ()
         return sum(1 for s in sessions if s.send(item, wait))
 
-    def send_to_users(self, items: list[tuple[int, Any]], wait: float = 0.0) -> list[int]:
-        """send_to_user for each ``(user_id, item)``, in order; how many took each. A
-        ClusterHub routes the whole list to other nodes in two Redis round trips."""
-        return [self.send_to_user(uid, item, wait) for uid, item in items]
+    def send_to_users(self, items: list[tuple[int, Any]], wait: float = 0.0,
+                      exclude: Sink | None = None) -> list[int]:
+        """send_to_user for each ``(user_id, item)``, in order (send_to_others when
+        ``exclude`` is given); how many took each. A ClusterHub routes the whole list
+        to other nodes in two Redis round trips."""
+        if exclude is not None:
+            return [Hub.send_to_others(self, uid, item, exclude) for uid, item in items]
+        return [Hub.send_to_user(self, uid, item, wait) for uid, item in items]
 
     def send_to_others(self, user_id: int, item, exclude: Sink) -> int:
         """Queue ``item`` on every session of ``user_id`` but ``exclude`` (the user's other
