@@ -49,7 +49,7 @@ from wsaccel.xormask import XorMaskerSimple
 from skyeim import logs
 from skyeim.fds import QuietAccept
 from skyeim.protocol import CloseCode
-from skyeim.wsgi import HttpHandlerMixin, remote_address
+from skyeim.wsgi import CLIENT_ADDRESS_KEY, HttpHandlerMixin, remote_address
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +395,8 @@ class WebSocketHandler(HttpHandlerMixin, _UpstreamHandler):
         try:
             return super().handle_one_request()
         finally:
-            self._request_deadline.close()
+            if self._request_deadline is not None:   # (None once a WebSocket forgot it)
+                self._request_deadline.close()
 
     def read_request(self, raw_requestline):
         try:
@@ -417,6 +418,7 @@ class WebSocketHandler(HttpHandlerMixin, _UpstreamHandler):
                        max_message_size=self.server.max_message_size,
                        close_timeout=self.server.close_timeout,
                        write_timeout=getattr(self.server, "write_timeout", 60.0))
+        del headers                           # (this frame lives as long as the connection)
         self.environ["wsgi.websocket"] = ws
         self.environ["wsgi.websocket_version"] = "13"
         self.websocket = ws
@@ -427,18 +429,14 @@ class WebSocketHandler(HttpHandlerMixin, _UpstreamHandler):
                     for _ in self.result:     # the app's return value is meaningless now
                         pass
                 finally:
-                    close, self.result = getattr(self.result, "close", None), None
-                    if close is not None:
-                        close()
+                    self._close_result()
                     self.close_connection = True
+                    self._forget_request(ws)
                     ws.run_handed_over()      # the view's session, if it handed one over
             else:
                 self.process_result()
         finally:
-            close = getattr(self.result, "close", None)
-            if close is not None:
-                close()
-            self.result = None
+            self._close_result()
             if ws.accepted:
                 if not ws.closed:
                     ws.close(CloseCode.NORMAL)
@@ -449,6 +447,26 @@ class WebSocketHandler(HttpHandlerMixin, _UpstreamHandler):
                                   self.environ.get(USER_ID_KEY))
             self.environ["wsgi.websocket"] = None
             self.websocket = None
+
+    def _close_result(self) -> None:
+        result, self.result = self.result, None
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+
+    # what the access log's close line needs of the request (skyeim.wsgi.remote_address)
+    _KEPT_ENVIRON = ("PATH_INFO", USER_ID_KEY, CLIENT_ADDRESS_KEY, "REMOTE_ADDR")
+
+    def _forget_request(self, ws: WebSocket) -> None:
+        """The upgrade is done: drop what only the HTTP request needed (the full WSGI
+        environ, the parsed headers, the handshake timer), which would otherwise be
+        kept for the connection's life (docs/performance.md, idle memory)."""
+        env = self.environ
+        self.environ = ws.environ = {k: env[k] for k in self._KEPT_ENVIRON if k in env}
+        self.headers = None
+        self.response_headers = None
+        self._request_deadline = None
+        ws._accept_headers = None
 
     def _validate_upgrade(self) -> list[tuple[str, str]] | None:
         """The 101 response headers for a valid RFC 6455 upgrade request, else None."""
