@@ -81,11 +81,25 @@ def _valid_close_code(code: int) -> bool:
         or 3000 <= code <= 4999
 
 
+def _whole_text_frame(data: bytes) -> bool:
+    """True if ``data`` starts with a whole unfragmented, masked text frame."""
+    if len(data) < 2 or data[0] != 0x80 | OP_TEXT or not data[1] & 0x80:
+        return False
+    length, need = data[1] & 0x7F, 2 + 4           # masked: 4 bytes of key
+    if length == 126:
+        if len(data) < 4:
+            return False
+        length, need = struct.unpack_from("!H", data, 2)[0], need + 2
+    elif length == 127:                            # never a small chat
+        return False
+    return len(data) >= need + length
+
+
 class WebSocket(_UpstreamWebSocket):
     """One server-side WebSocket; read from one greenlet, written from any."""
 
     __slots__ = ("max_message_size", "close_timeout", "write_timeout", "accepted", "close_code",
-                 "last_seen", "_write_lock", "_accept_headers", "_sock", "_serve")
+                 "last_seen", "_write_lock", "_accept_headers", "_sock", "_serve", "_buf")
 
     def __init__(self, environ, handler, accept_headers, max_message_size, close_timeout,
                  write_timeout=60.0):
@@ -100,6 +114,7 @@ class WebSocket(_UpstreamWebSocket):
         self._accept_headers = accept_headers
         self._sock = handler.socket
         self._serve = None
+        self._buf = b""           # bytes received and not yet read (b"" between frames)
 
     # -- handshake -------------------------------------------------------------
 
@@ -109,6 +124,7 @@ class WebSocket(_UpstreamWebSocket):
         handler.start_response("101 Switching Protocols", self._accept_headers)
         handler.write(b"")                      # flushes the status line and headers
         self.accepted = True
+        self._read_from_socket()
         self._sock.settimeout(None)             # the handshake timeout no longer applies
         self.last_seen = time.monotonic()
         # the access log (skyeim.logs): the view may have put the user's id in the environ
@@ -128,6 +144,38 @@ class WebSocket(_UpstreamWebSocket):
             serve[0](*serve[1])
 
     # -- reading (one greenlet only) ---------------------------------------------
+
+    def _read_from_socket(self) -> None:
+        """From the upgrade on, frames are read with plain recv calls (``_read``), not
+        through pywsgi's buffered reader: an idle connection then keeps no read buffer,
+        and its read loop waits without the C call level of BufferedReader.read
+        underneath (a smaller saved greenlet stack; docs/performance.md, idle memory).
+        What the reader had buffered past the request's headers is taken over."""
+        rfile, sock = self.handler.rfile, self._sock
+        try:
+            sock.settimeout(0.0)
+            try:
+                self._buf = rfile.read1(READ_BUFFER) or b""   # buffered bytes, or one recv
+            finally:
+                sock.settimeout(None)
+        except (OSError, ValueError):
+            self._buf = b""
+        self.stream.read = self.raw_read = self._read
+
+    def _read(self, n: int) -> bytes:
+        """``n`` bytes (fewer only at EOF)."""
+        buf = self._buf
+        if len(buf) < n:
+            chunks, have, sock = [buf], len(buf), self._sock
+            while have < n:              # bounded: each recv returns >= 1 byte, or b"" at EOF
+                chunk = sock.recv(max(n - have, READ_BUFFER))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                have += len(chunk)
+            buf = b"".join(chunks)
+        self._buf = buf[n:]
+        return buf[:n]
 
     def receive(self) -> str | bytes:
         """The next text (str) or binary (bytes) message; raises ConnectionClosed."""
@@ -154,28 +202,21 @@ class WebSocket(_UpstreamWebSocket):
         """True if a whole unfragmented text frame can be read without waiting: it
         is in this connection's read buffer already, or the kernel has it. Lets the
         read loop take a client's burst of chats at once (Session.read_pump)."""
-        rfile = self.handler.rfile
-        sock = self._sock
-        try:
-            # timeout 0: a buffer that is empty is refilled by one recv that
-            # does not wait; then peek returns what is buffered, perhaps b""
-            sock.settimeout(0.0)
+        data = self._buf
+        if not _whole_text_frame(data):
+            sock = self._sock
             try:
-                data = rfile.peek(1)
-            finally:
-                sock.settimeout(None)
-        except (OSError, ValueError, AttributeError):   # closed, or dropped under us
-            return False
-        if len(data) < 2 or data[0] != 0x80 | OP_TEXT or not data[1] & 0x80:
-            return False
-        length, need = data[1] & 0x7F, 2 + 4           # masked: 4 bytes of key
-        if length == 126:
-            if len(data) < 4:
+                sock.settimeout(0.0)        # one recv that does not wait
+                try:
+                    more = sock.recv(READ_BUFFER)
+                finally:
+                    sock.settimeout(None)
+            except (OSError, ValueError, AttributeError):   # nothing yet, closed, or dropped
                 return False
-            length, need = struct.unpack_from("!H", data, 2)[0], need + 2
-        elif length == 127:                            # never a small chat
-            return False
-        return len(data) >= need + length
+            if not more:                    # EOF: the next receive() meets it too
+                return False
+            data = self._buf = data + more
+        return _whole_text_frame(data)
 
     def read_frame(self, budget: int):
         header = Header.decode_header(self.stream)
@@ -467,6 +508,9 @@ class WebSocketHandler(HttpHandlerMixin, _UpstreamHandler):
         self.response_headers = None
         self._request_deadline = None
         ws._accept_headers = None
+        self.rfile = None                     # the WebSocket reads the socket itself now
+        if self.wsgi_input is not None:
+            self.wsgi_input.rfile = None      # (a GET's input: never read)
 
     def _validate_upgrade(self) -> list[tuple[str, str]] | None:
         """The 101 response headers for a valid RFC 6455 upgrade request, else None."""
