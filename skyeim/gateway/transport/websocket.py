@@ -25,7 +25,10 @@ tests/test_transport.py:
    (see skyeim.gateway.app).
 Plus: unmasking and UTF-8 validation use wsaccel's C code (upstream unmasks in a
 Python loop), TCP_NODELAY is set, and the whole upgrade request must arrive
-within ``handshake_timeout`` seconds (slow-loris).
+within ``handshake_timeout`` seconds (slow-loris). After the upgrade, frames are
+read with plain recv calls, the handler forgets the HTTP request, and the view's
+session runs once the view has returned (``WebSocket.hand_over``): an idle
+connection keeps as little as it can (docs/performance.md, idle memory).
 """
 from __future__ import annotations
 
