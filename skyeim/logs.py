@@ -64,6 +64,9 @@ class JsonFormatter(logging.Formatter):
 
 def setup(level: str = "info", debug: bool = False, fmt: str = "text", access: bool = True) -> None:
     """Configure the root logger: stderr, one line per event, in ``fmt`` (text or json)."""
+    # no thread name in our lines: without this every greenlet that logs gets a gevent
+    # _DummyThread for its life (~1 KB for each idle connection's handler greenlet)
+    logging.logThreads = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

@@ -137,13 +137,24 @@ def ws_handler():
     refused = limits.acquire(ip, claims.user_id)
     if refused:
         return _refuse(gateway, 503, ErrorCode.TOO_MANY_CONNECTIONS, refused)
+    request.environ[USER_ID_KEY] = claims.user_id     # for the access log's open/close lines
     try:
-        request.environ[USER_ID_KEY] = claims.user_id     # for the access log's open/close lines
         ws.accept()
+    except BaseException:
+        limits.release(ip, claims.user_id)
+        raise
+    # the session runs once this view has returned (WebSocket.hand_over): the Flask
+    # request context is not kept for the connection's life
+    ws.hand_over(_serve, gateway, limits, ip, ws, claims, platform)
+    return ""
+
+
+def _serve(gateway: Gateway, limits: ConnectionLimits, ip: str, ws, claims: tokens.Claims,
+           platform: str) -> None:
+    try:
         gateway.serve(ws, claims, platform)
     finally:
         limits.release(ip, claims.user_id)
-    return ""
 
 
 def echo_handler():

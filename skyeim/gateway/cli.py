@@ -15,6 +15,14 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import gevent  # noqa: E402
+
+# No spawn tree: gevent would keep, per greenlet, its spawner, a copy of the
+# spawner's locals and ten frames of the spawning stack (two greenlets per idle
+# connection: ~1 KB each; docs/performance.md, idle memory round 3). Tracebacks
+# of a failing greenlet are its own stack, unchanged.
+gevent.config.track_greenlet_tree = False
+
 import argparse  # noqa: E402  (monkey-patching must come first)
 import dataclasses  # noqa: E402
 import logging  # noqa: E402
@@ -22,7 +30,6 @@ import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 
-import gevent  # noqa: E402
 import gevent.event  # noqa: E402
 import gevent.pool  # noqa: E402
 

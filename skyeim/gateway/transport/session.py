@@ -17,10 +17,10 @@ from typing import Callable
 
 import gevent
 import gevent.event
-from gevent.queue import Empty, Full, Queue
 
 from skyeim.config import GatewayAuthConfig, WebSocketConfig
 from skyeim.gateway.frames.codec import encode
+from skyeim.gateway.transport.sendqueue import Empty, Full, SendQueue
 from skyeim.gateway.transport.websocket import ConnectionClosed, WebSocket
 from skyeim.metrics import GatewayMetrics, frame_type
 from skyeim.protocol import UNKNOWN_PLATFORM, CloseCode, TokenBucket
@@ -85,7 +85,7 @@ class Session:
         self.user_id = user_id
         self.conn_id = next(_conn_ids)
         self.ctx = ctx
-        self.queue: Queue = Queue(maxsize=ws_cfg.send_queue_size)
+        self.queue = SendQueue(ws_cfg.send_queue_size)
         self.held: list | None = []      # frames produced before `connected`; None once live
         self.closing = False
         self.stop_reading = False        # set by a graceful stop: handle no more frames

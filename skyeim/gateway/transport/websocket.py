@@ -25,7 +25,10 @@ tests/test_transport.py:
    (see skyeim.gateway.app).
 Plus: unmasking and UTF-8 validation use wsaccel's C code (upstream unmasks in a
 Python loop), TCP_NODELAY is set, and the whole upgrade request must arrive
-within ``handshake_timeout`` seconds (slow-loris).
+within ``handshake_timeout`` seconds (slow-loris). After the upgrade, frames are
+read with plain recv calls, the handler forgets the HTTP request, and the view's
+session runs once the view has returned (``WebSocket.hand_over``): an idle
+connection keeps as little as it can (docs/performance.md, idle memory).
 """
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ from wsaccel.xormask import XorMaskerSimple
 from skyeim import logs
 from skyeim.fds import QuietAccept
 from skyeim.protocol import CloseCode
-from skyeim.wsgi import HttpHandlerMixin, remote_address
+from skyeim.wsgi import CLIENT_ADDRESS_KEY, HttpHandlerMixin, remote_address
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +84,25 @@ def _valid_close_code(code: int) -> bool:
         or 3000 <= code <= 4999
 
 
+def _whole_text_frame(data: bytes) -> bool:
+    """True if ``data`` starts with a whole unfragmented, masked text frame."""
+    if len(data) < 2 or data[0] != 0x80 | OP_TEXT or not data[1] & 0x80:
+        return False
+    length, need = data[1] & 0x7F, 2 + 4           # masked: 4 bytes of key
+    if length == 126:
+        if len(data) < 4:
+            return False
+        length, need = struct.unpack_from("!H", data, 2)[0], need + 2
+    elif length == 127:                            # never a small chat
+        return False
+    return len(data) >= need + length
+
+
 class WebSocket(_UpstreamWebSocket):
     """One server-side WebSocket; read from one greenlet, written from any."""
 
     __slots__ = ("max_message_size", "close_timeout", "write_timeout", "accepted", "close_code",
-                 "last_seen", "_write_lock", "_accept_headers", "_sock")
+                 "last_seen", "_write_lock", "_accept_headers", "_sock", "_serve", "_buf")
 
     def __init__(self, environ, handler, accept_headers, max_message_size, close_timeout,
                  write_timeout=60.0):
@@ -99,6 +116,8 @@ class WebSocket(_UpstreamWebSocket):
         self._write_lock = Semaphore()
         self._accept_headers = accept_headers
         self._sock = handler.socket
+        self._serve = None
+        self._buf = b""           # bytes received and not yet read (b"" between frames)
 
     # -- handshake -------------------------------------------------------------
 
@@ -108,13 +127,58 @@ class WebSocket(_UpstreamWebSocket):
         handler.start_response("101 Switching Protocols", self._accept_headers)
         handler.write(b"")                      # flushes the status line and headers
         self.accepted = True
+        self._read_from_socket()
         self._sock.settimeout(None)             # the handshake timeout no longer applies
         self.last_seen = time.monotonic()
         # the access log (skyeim.logs): the view may have put the user's id in the environ
         logs.log_ws_open(self.environ.get("PATH_INFO", ""), remote_address(handler),
                          self.environ.get(USER_ID_KEY))
 
+    def hand_over(self, serve, *args) -> None:
+        """Have the handler run ``serve(*args)`` (the connection's read loop) in this
+        greenlet once the WSGI app has returned: outside the Flask request context,
+        which is then gone, and a dozen call frames shallower than the view, so each
+        idle connection's saved stack is smaller (docs/performance.md, idle memory)."""
+        self._serve = (serve, args)
+
+    def run_handed_over(self) -> None:
+        serve, self._serve = self._serve, None
+        if serve is not None:
+            serve[0](*serve[1])
+
     # -- reading (one greenlet only) ---------------------------------------------
+
+    def _read_from_socket(self) -> None:
+        """From the upgrade on, frames are read with plain recv calls (``_read``), not
+        through pywsgi's buffered reader: an idle connection then keeps no read buffer,
+        and its read loop waits without the C call level of BufferedReader.read
+        underneath (a smaller saved greenlet stack; docs/performance.md, idle memory).
+        What the reader had buffered past the request's headers is taken over."""
+        rfile, sock = self.handler.rfile, self._sock
+        try:
+            sock.settimeout(0.0)
+            try:
+                self._buf = rfile.read1(READ_BUFFER) or b""   # buffered bytes, or one recv
+            finally:
+                sock.settimeout(None)
+        except (OSError, ValueError):
+            self._buf = b""
+        self.stream.read = self.raw_read = self._read
+
+    def _read(self, n: int) -> bytes:
+        """``n`` bytes (fewer only at EOF)."""
+        buf = self._buf
+        if len(buf) < n:
+            chunks, have, sock = [buf], len(buf), self._sock
+            while have < n:              # bounded: each recv returns >= 1 byte, or b"" at EOF
+                chunk = sock.recv(max(n - have, READ_BUFFER))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                have += len(chunk)
+            buf = b"".join(chunks)
+        self._buf = buf[n:]
+        return buf[:n]
 
     def receive(self) -> str | bytes:
         """The next text (str) or binary (bytes) message; raises ConnectionClosed."""
@@ -141,28 +205,21 @@ class WebSocket(_UpstreamWebSocket):
         """True if a whole unfragmented text frame can be read without waiting: it
         is in this connection's read buffer already, or the kernel has it. Lets the
         read loop take a client's burst of chats at once (Session.read_pump)."""
-        rfile = self.handler.rfile
-        sock = self._sock
-        try:
-            # timeout 0: a buffer that is empty is refilled by one recv that
-            # does not wait; then peek returns what is buffered, perhaps b""
-            sock.settimeout(0.0)
+        data = self._buf
+        if not _whole_text_frame(data):
+            sock = self._sock
             try:
-                data = rfile.peek(1)
-            finally:
-                sock.settimeout(None)
-        except (OSError, ValueError, AttributeError):   # closed, or dropped under us
-            return False
-        if len(data) < 2 or data[0] != 0x80 | OP_TEXT or not data[1] & 0x80:
-            return False
-        length, need = data[1] & 0x7F, 2 + 4           # masked: 4 bytes of key
-        if length == 126:
-            if len(data) < 4:
+                sock.settimeout(0.0)        # one recv that does not wait
+                try:
+                    more = sock.recv(READ_BUFFER)
+                finally:
+                    sock.settimeout(None)
+            except (OSError, ValueError, AttributeError):   # nothing yet, closed, or dropped
                 return False
-            length, need = struct.unpack_from("!H", data, 2)[0], need + 2
-        elif length == 127:                            # never a small chat
-            return False
-        return len(data) >= need + length
+            if not more:                    # EOF: the next receive() meets it too
+                return False
+            data = self._buf = data + more
+        return _whole_text_frame(data)
 
     def read_frame(self, budget: int):
         header = Header.decode_header(self.stream)
@@ -382,7 +439,8 @@ class WebSocketHandler(HttpHandlerMixin, _UpstreamHandler):
         try:
             return super().handle_one_request()
         finally:
-            self._request_deadline.close()
+            if self._request_deadline is not None:   # (None once a WebSocket forgot it)
+                self._request_deadline.close()
 
     def read_request(self, raw_requestline):
         try:
@@ -404,22 +462,25 @@ class WebSocketHandler(HttpHandlerMixin, _UpstreamHandler):
                        max_message_size=self.server.max_message_size,
                        close_timeout=self.server.close_timeout,
                        write_timeout=getattr(self.server, "write_timeout", 60.0))
+        del headers                           # (this frame lives as long as the connection)
         self.environ["wsgi.websocket"] = ws
         self.environ["wsgi.websocket_version"] = "13"
         self.websocket = ws
         try:
             self.result = self.application(self.environ, self.start_response)
             if ws.accepted:
-                for _ in self.result:         # the app's return value is meaningless now
-                    pass
-                self.close_connection = True
+                try:
+                    for _ in self.result:     # the app's return value is meaningless now
+                        pass
+                finally:
+                    self._close_result()
+                    self.close_connection = True
+                    self._forget_request(ws)
+                    ws.run_handed_over()      # the view's session, if it handed one over
             else:
                 self.process_result()
         finally:
-            close = getattr(self.result, "close", None)
-            if close is not None:
-                close()
-            self.result = None
+            self._close_result()
             if ws.accepted:
                 if not ws.closed:
                     ws.close(CloseCode.NORMAL)
@@ -430,6 +491,29 @@ class WebSocketHandler(HttpHandlerMixin, _UpstreamHandler):
                                   self.environ.get(USER_ID_KEY))
             self.environ["wsgi.websocket"] = None
             self.websocket = None
+
+    def _close_result(self) -> None:
+        result, self.result = self.result, None
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+
+    # what the access log's close line needs of the request (skyeim.wsgi.remote_address)
+    _KEPT_ENVIRON = ("PATH_INFO", USER_ID_KEY, CLIENT_ADDRESS_KEY, "REMOTE_ADDR")
+
+    def _forget_request(self, ws: WebSocket) -> None:
+        """The upgrade is done: drop what only the HTTP request needed (the full WSGI
+        environ, the parsed headers, the handshake timer), which would otherwise be
+        kept for the connection's life (docs/performance.md, idle memory)."""
+        env = self.environ
+        self.environ = ws.environ = {k: env[k] for k in self._KEPT_ENVIRON if k in env}
+        self.headers = None
+        self.response_headers = None
+        self._request_deadline = None
+        ws._accept_headers = None
+        self.rfile = None                     # the WebSocket reads the socket itself now
+        if self.wsgi_input is not None:
+            self.wsgi_input.rfile = None      # (a GET's input: never read)
 
     def _validate_upgrade(self) -> list[tuple[str, str]] | None:
         """The 101 response headers for a valid RFC 6455 upgrade request, else None."""
