@@ -451,6 +451,136 @@ def test_send_refuses_bodies_that_are_not_objects(svc, raw):
     assert r.status_code == 400 and r.json()["code"] == "bad_request"
 
 
+# -- the store's batch path itself (PostgreSQL: one statement per step over arrays) --
+
+@pytest.fixture(scope="module")
+def db(data_source, svc):
+    """The store on the module's database, in this process (after svc made the schema)."""
+    database = Database(data_source, store.metadata, pool_size=4)
+    yield database
+    database.close()
+
+
+def _msg(frm: int, to: int, msg_id: str, content: str = "x") -> store.NewMessage:
+    return store.NewMessage(msg_id, frm, to, content, 1)
+
+
+def _conversation(db: Database, a: int, b: int) -> list[tuple[int, str, int, str]]:
+    lo, hi = sorted((a, b))
+    return [(r.seq, r.msg_id, r.from_user_id, r.content) for r in db.run(lambda conn: conn.execute(
+        sa.select(store.messages).where(store.messages.c.user_lo == lo, store.messages.c.user_hi == hi)
+        .order_by(store.messages.c.seq)).all())]
+
+
+def test_store_batch_of_many_chunks_keeps_order_duplicates_and_gapless_seqs(db):
+    people = users(8)
+    pairs = [(people[i], people[j]) for i in range(8) for j in range(8) if i != j]   # both directions
+    rng = random.Random(15)
+    db.run(store.send_messages, [_msg(f, t, f"old{k}", "old") for k, (f, t) in enumerate(pairs[:30])])
+    msgs = []
+    for k in range(700):                        # more keys than one 256-key chunk
+        f, t = rng.choice(pairs)
+        msgs.append(_msg(f, t, f"n{k}", f"\x00\u00e9\U0001f600 {k}"))
+    msgs[100:100] = [_msg(*pairs[3], "old3", "resent"), msgs[5], msgs[5], _msg(*pairs[7], "old7")]
+    results = db.run(store.send_messages, msgs)
+    assert [(r.from_user_id, r.msg_id) for r, _ in results] == [(m.from_user_id, m.msg_id) for m in msgs]
+    assert [dup for _, dup in results][100:104] == [True, True, True, True]
+    assert sum(dup for _, dup in results) == 4
+    assert results[100][0].content == "old" and results[100][0].seq == 1
+    assert results[101][0] == results[102][0] == results[5][0]
+    assert all(r.content == m.content for (r, dup), m in zip(results, msgs) if not dup)
+    for a, b in {tuple(sorted(p)) for p in pairs}:
+        stored = _conversation(db, a, b)
+        assert [s for s, *_ in stored] == list(range(1, len(stored) + 1))
+        # seqs follow the batch's order within a conversation
+        new = [(r.seq, r.msg_id) for (r, dup) in results if not dup and {r.from_user_id, r.to_user_id} == {a, b}]
+        assert new == sorted(new) and [m for _, m in new] == [m for _, m, *_ in stored if m.startswith("n")]
+        # both users' conversation rows point at the newest message
+        rows = db.run(lambda conn: conn.execute(sa.select(store.user_conversations).where(
+            store.user_conversations.c.user_id.in_([a, b]),
+            store.user_conversations.c.peer_id.in_([a, b]))).all())
+        assert sorted((r.user_id, r.last_seq) for r in rows) == [(a, len(stored)), (b, len(stored))]
+    again = db.run(store.send_messages, msgs)        # a resend of everything: all duplicates
+    assert all(dup for _, dup in again)
+    assert [(r.msg_id, r.seq, r.content) for r, _ in again] == [(r.msg_id, r.seq, r.content) for r, _ in results]
+
+
+def test_store_marks_delivered_only_new_keys_of_their_recipient(db):
+    a, b, c = users(3)
+    sent = [r for r, _ in db.run(store.send_messages,
+                                 [_msg(a, b if k % 2 else c, f"d{k}") for k in range(600)])]
+    to_b = [(a, r.msg_id) for r in sent if r.to_user_id == b]
+    to_c = [(a, r.msg_id) for r in sent if r.to_user_id == c]
+    first = db.run(store.mark_delivered_many, [(b, to_b[:50])])
+    assert [(f, m) for f, m, _ in first[0]] == to_b[:50]
+    asked = [(b, to_b[::-1] + to_b[:10] + to_c[:5] + [(a, "unknown")]), (c, to_c), (b, to_b[60:70])]
+    marked = db.run(store.mark_delivered_many, asked)
+    # b's keys newly marked, in the order asked (not those marked before, not c's keys)
+    assert [(f, m) for f, m, _ in marked[0]] == to_b[:49:-1]
+    assert [(f, m) for f, m, _ in marked[1]] == to_c
+    assert len({at for row in marked for _, _, at in row}) == 1
+    # a key asked twice in one call is newly marked for its first asker only in the
+    # writer; the store reports it for every request that listed it
+    assert [(f, m) for f, m, _ in marked[2]] == to_b[60:70]
+    assert db.run(store.mark_delivered_many, asked) == [[], [], []]
+
+
+def test_postgresql_batch_that_loses_a_race_is_redone_per_message(db, data_source):
+    if not data_source.startswith("postgresql"):
+        pytest.skip("SQLite has one writer: no concurrent transaction to lose to")
+    a, b, c, d = users(4)
+    with db.engine.connect() as first:
+        txn = first.begin()
+        store.send_messages(first, [_msg(a, b, "k1", "first"), _msg(b, a, "k2", "first")])
+        # this batch's lookup misses k1 (not committed yet); its seq upsert waits
+        # for the pair's row, then its INSERT hits the unique key: per-message redo
+        with ThreadPoolExecutor(1) as pool:
+            later = pool.submit(db.run, store.send_messages,
+                                [_msg(c, d, "k3"), _msg(a, b, "k1", "second"), _msg(a, b, "k4")])
+            time.sleep(0.5)
+            assert not later.done()
+            txn.commit()
+            results = later.result(timeout=HTTP_TIMEOUT)
+    assert [(r.msg_id, r.content, r.seq, dup) for r, dup in results] == [
+        ("k3", "x", 1, False), ("k1", "first", 1, True), ("k4", "x", 3, False)]
+    assert [s for s, *_ in _conversation(db, a, b)] == [1, 2, 3]
+
+
+def test_postgresql_concurrent_batches_of_two_processes_store_once_without_gaps(db, data_source):
+    if not data_source.startswith("postgresql"):
+        pytest.skip("SQLite has one writer")
+    other = Database(data_source, store.metadata, pool_size=4)     # as a second process
+    people = users(6)
+    pairs = [(people[i], people[j]) for i in range(6) for j in range(6) if i != j]
+    rounds, shared = 16, [_msg(*pairs[k], f"shared{k}") for k in range(10)]
+
+    def batch(i: int):
+        rng = random.Random(i)
+        msgs = [_msg(*rng.choice(pairs), f"b{i}-{k}") for k in range(150)] + shared
+        rng.shuffle(msgs)
+        results = (db, other)[i % 2].run(store.send_messages, msgs)
+        keys = [(r.to_user_id, r.from_user_id, r.msg_id) for r, _ in results]
+        rng.shuffle(keys)       # delivery records in another order than other batches'
+        marked = (db, other)[i % 2].run(store.mark_delivered_many, [(t, [(f, m)]) for t, f, m in keys])
+        return msgs, results, [k for k, row in zip(keys, marked) if row]
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            done = list(pool.map(batch, range(rounds)))
+    finally:
+        other.close()
+    originals = [r for _, results, _ in done for r, dup in results if not dup]
+    assert len(originals) == rounds * 150 + len(shared)
+    for msgs, results, _ in done:
+        assert [(r.from_user_id, r.msg_id) for r, _ in results] == [(m.from_user_id, m.msg_id) for m in msgs]
+    for a, b in {tuple(sorted(p)) for p in pairs}:
+        seqs = [s for s, *_ in _conversation(db, a, b)]
+        assert seqs == list(range(1, len(seqs) + 1))
+    # every message's delivery was newly marked exactly once, by whichever batch came first
+    marked = [k for _, _, ks in done for k in ks]
+    assert len(marked) == len(set(marked)) == len(originals)
+
+
 # -- unread --------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

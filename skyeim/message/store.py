@@ -23,7 +23,7 @@ from typing import Any, Iterable, NamedTuple
 
 from sqlalchemy import (BigInteger, Column, Index, Integer, LargeBinary, MetaData, SmallInteger,
                         String, Table, TypeDecorator, UniqueConstraint, and_, bindparam, exc, func,
-                        or_, select, tuple_, update)
+                        or_, select, text, tuple_, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
@@ -265,11 +265,14 @@ def _send_many(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row, bool
                          "content": m.content, "content_type": m.content_type,
                          "created_at": now, "seq": next_seq[pair]})
             next_seq[pair] += 1
-        # A plain executemany (no RETURNING): with RETURNING and parameter
-        # order, SQLAlchemy runs one INSERT per row on SQLite. Nothing needs to
-        # be read back: every column of a new row is known here but its storage
-        # id, which only unread paging uses.
-        conn.execute(messages.insert(), rows)
+        # Nothing needs to be read back: every column of a new row is known here
+        # but its storage id, which only unread paging uses.
+        if conn.dialect.name == "postgresql":
+            _pg_insert_messages(conn, rows, now)
+        else:
+            # A plain executemany (no RETURNING): with RETURNING and parameter
+            # order, SQLAlchemy runs one INSERT per row on SQLite.
+            conn.execute(messages.insert(), rows)
         # each pair's conversation row of both users: its newest message, one executemany
         _touch_conversations(conn, [(lo, hi, now, next_seq[(lo, hi)] - 1)
                                     for lo, hi in sorted(counts)])
@@ -306,6 +309,8 @@ def _find_statement(size: int):
 
 
 def _find_many(conn: Connection, keys: list[tuple[int, str]]) -> list[Row]:
+    if conn.dialect.name == "postgresql":
+        return _pg_find_many(conn, list(dict.fromkeys(keys)))
     found: list[Row] = []
     for chunk in _chunks(list(dict.fromkeys(keys))):
         params = {}
@@ -327,6 +332,8 @@ def _next_seqs(conn: Connection, counts: dict[tuple[int, int], int]) -> dict[tup
     read of the pairs' new last_seq, which the upsert has locked until commit.
     (An upsert with RETURNING in parameter order would run row by row on SQLite.)"""
     pairs = sorted(counts)
+    if conn.dialect.name == "postgresql":
+        return _pg_next_seqs(conn, pairs, counts)
     conn.execute(_seq_upsert(conn.dialect.name),
                  [{"user_lo": lo, "user_hi": hi, "last_seq": counts[(lo, hi)]} for lo, hi in pairs])
     last: dict[tuple[int, int], int] = {}
@@ -366,6 +373,9 @@ def _touch_conversations(conn: Connection, pairs: list[tuple[int, int, int, int]
     users' conversation rows: one executemany upsert. The caller holds the pair's
     row in ``conversations`` (locked in global order), so these rows, which only a
     send of that pair or a single-row flag change writes, cannot deadlock."""
+    if conn.dialect.name == "postgresql":
+        _pg_touch_conversations(conn, pairs)
+        return
     rows = []
     for lo, hi, at, seq in pairs:
         rows.append({"user_id": lo, "kind": KIND_CHAT, "peer_id": hi, "last_at": at,
@@ -383,6 +393,102 @@ def _touch_upsert(dialect: str):
     return stmt.on_conflict_do_update(
         index_elements=[c.user_id, c.kind, c.peer_id],
         set_={"last_at": stmt.excluded.last_at, "last_seq": stmt.excluded.last_seq})
+
+
+# -- the PostgreSQL fast path ---------------------------------------------------
+# The same steps as above, each ONE statement over arrays (unnest) instead of an
+# executemany (one Bind/Execute per row in psycopg's pipeline) or a 256-term OR
+# (too long for psycopg's query cache, so converted on every call): the text is
+# constant, so psycopg also prepares it after a few calls. Semantics as above;
+# where a statement takes row locks, its rows come in one sorted order.
+
+_PG_FIND = text(
+    "SELECT messages.id, messages.msg_id, messages.from_user_id, messages.to_user_id,"
+    " messages.content, messages.content_type, messages.created_at, messages.seq,"
+    " messages.delivered_at, messages.read_at, messages.recalled_at, messages.edited_at"
+    " FROM unnest(CAST(:f AS bigint[]), CAST(:m AS varchar[])) AS k(f, m)"
+    " JOIN messages ON messages.from_user_id = k.f AND messages.msg_id = k.m"
+).columns(*_CHAT_COLUMNS)
+
+# INSERT ... SELECT processes (and locks) the rows in the SELECT's order, so the
+# ORDER BY is the one global lock order of send_messages; RETURNING hands back
+# each pair's new last_seq, which stays locked until commit.
+_PG_SEQS = text(
+    "INSERT INTO conversations (user_lo, user_hi, last_seq)"
+    " SELECT lo, hi, n FROM unnest(CAST(:lo AS bigint[]), CAST(:hi AS bigint[]),"
+    " CAST(:n AS bigint[])) AS k(lo, hi, n) ORDER BY lo, hi"
+    " ON CONFLICT (user_lo, user_hi) DO UPDATE"
+    " SET last_seq = conversations.last_seq + excluded.last_seq"
+    " RETURNING user_lo, user_hi, last_seq")
+
+_PG_INSERT = text(
+    "INSERT INTO messages (from_user_id, to_user_id, user_lo, user_hi, msg_id, content,"
+    " content_type, created_at, seq)"
+    " SELECT f, t, lo, hi, m, c, ct, :now, s FROM unnest(CAST(:f AS bigint[]),"
+    " CAST(:t AS bigint[]), CAST(:lo AS bigint[]), CAST(:hi AS bigint[]),"
+    " CAST(:m AS varchar[]), CAST(:c AS bytea[]), CAST(:ct AS smallint[]),"
+    " CAST(:s AS bigint[])) AS k(f, t, lo, hi, m, c, ct, s)")
+
+_PG_TOUCH = text(
+    "INSERT INTO user_conversations (user_id, kind, peer_id, last_at, last_seq, pinned, muted)"
+    " SELECT u, :kind, p, a, s, 0, 0 FROM unnest(CAST(:u AS bigint[]), CAST(:p AS bigint[]),"
+    " CAST(:a AS bigint[]), CAST(:s AS bigint[])) AS k(u, p, a, s) ORDER BY u, p"
+    " ON CONFLICT (user_id, kind, peer_id) DO UPDATE"
+    " SET last_at = excluded.last_at, last_seq = excluded.last_seq")
+
+# Keys sorted by the caller, and the plan walks them in that order (a nested loop
+# over the unique key), so concurrent transactions lock their rows in one order.
+_PG_DELIVERED = text(
+    "UPDATE messages SET delivered_at = :now"
+    " FROM unnest(CAST(:t AS bigint[]), CAST(:f AS bigint[]), CAST(:m AS varchar[])) AS k(t, f, m)"
+    " WHERE messages.from_user_id = k.f AND messages.msg_id = k.m AND messages.to_user_id = k.t"
+    " AND messages.delivered_at IS NULL"
+    " RETURNING messages.to_user_id, messages.from_user_id, messages.msg_id")
+
+
+def _pg_find_many(conn: Connection, keys: list[tuple[int, str]]) -> list[Row]:
+    if not keys:
+        return []
+    return conn.execute(_PG_FIND, {"f": [f for f, _ in keys], "m": [m for _, m in keys]}).all()
+
+
+def _pg_next_seqs(conn: Connection, pairs: list[tuple[int, int]],
+                  counts: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+    last = {(r.user_lo, r.user_hi): r.last_seq for r in conn.execute(_PG_SEQS, {
+        "lo": [lo for lo, _ in pairs], "hi": [hi for _, hi in pairs],
+        "n": [counts[p] for p in pairs]})}
+    return {pair: last[pair] - counts[pair] + 1 for pair in pairs}
+
+
+def _pg_insert_messages(conn: Connection, rows: list[dict[str, Any]], now: int) -> None:
+    conn.execute(_PG_INSERT, {
+        "now": now,
+        "f": [r["from_user_id"] for r in rows], "t": [r["to_user_id"] for r in rows],
+        "lo": [r["user_lo"] for r in rows], "hi": [r["user_hi"] for r in rows],
+        "m": [r["msg_id"] for r in rows],
+        # Utf8Text's encoding, done here: text() does not know the column's type
+        "c": [r["content"].encode("utf-8") for r in rows],
+        "ct": [r["content_type"] for r in rows], "s": [r["seq"] for r in rows]})
+
+
+def _pg_touch_conversations(conn: Connection, pairs: list[tuple[int, int, int, int]]) -> None:
+    users, peers, ats, seqs = [], [], [], []
+    for lo, hi, at, seq in pairs:
+        users += (lo, hi)
+        peers += (hi, lo)
+        ats += (at, at)
+        seqs += (seq, seq)
+    conn.execute(_PG_TOUCH, {"kind": KIND_CHAT, "u": users, "p": peers, "a": ats, "s": seqs})
+
+
+def _pg_mark_delivered(conn: Connection, wanted: list[tuple[int, int, str]],
+                       now: int) -> set[tuple[int, int, str]]:
+    if not wanted:
+        return set()
+    keys = sorted(wanted, key=lambda k: (k[1], k[2]))
+    return {(r.to_user_id, r.from_user_id, r.msg_id) for r in conn.execute(_PG_DELIVERED, {
+        "now": now, "t": [t for t, _, _ in keys], "f": [f for _, f, _ in keys],
+        "m": [m for _, _, m in keys]})}
 
 
 # -- reading -------------------------------------------------------------------
@@ -498,13 +604,16 @@ def mark_delivered_many(conn: Connection, deliveries: list[tuple[int, list[tuple
     """mark_delivered for several recipients, with one UPDATE per chunk of keys."""
     now = now_ms()
     wanted = list(dict.fromkeys((to, f, m) for to, keys in deliveries for f, m in keys))
-    newly: set[tuple[int, int, str]] = set()
-    for chunk in _chunks(wanted):
-        params: dict[str, Any] = {"now": now}
-        for i, (to, f, m) in enumerate(chunk):
-            params[f"t{i}"], params[f"f{i}"], params[f"m{i}"] = to, f, m
-        marked = conn.execute(_delivered_statement(len(chunk)), params).all()
-        newly.update((r.to_user_id, r.from_user_id, r.msg_id) for r in marked)
+    if conn.dialect.name == "postgresql":
+        newly = _pg_mark_delivered(conn, wanted, now)
+    else:
+        newly = set()
+        for chunk in _chunks(wanted):
+            params: dict[str, Any] = {"now": now}
+            for i, (to, f, m) in enumerate(chunk):
+                params[f"t{i}"], params[f"f{i}"], params[f"m{i}"] = to, f, m
+            marked = conn.execute(_delivered_statement(len(chunk)), params).all()
+            newly.update((r.to_user_id, r.from_user_id, r.msg_id) for r in marked)
     return [[(f, m, now) for f, m in dict.fromkeys(keys) if (to, f, m) in newly]
             for to, keys in deliveries]
 
