@@ -454,6 +454,15 @@ def test_send_refuses_bodies_that_are_not_objects(svc, raw):
 # -- the store's batch path itself (PostgreSQL: one statement per step over arrays) --
 
 @pytest.fixture(scope="module")
+def pg_db(postgres_url):
+    """The store on PostgreSQL, in this process, for what only PostgreSQL has:
+    concurrent writers (Database creates the schema of an empty database)."""
+    database = Database(postgres_url, store.metadata, pool_size=4)
+    yield database
+    database.close()
+
+
+@pytest.fixture(scope="module")
 def db(data_source, svc):
     """The store on the module's database, in this process (after svc made the schema)."""
     database = Database(data_source, store.metadata, pool_size=4)
@@ -525,9 +534,9 @@ def test_store_marks_delivered_only_new_keys_of_their_recipient(db):
     assert db.run(store.mark_delivered_many, asked) == [[], [], []]
 
 
-def test_postgresql_batch_that_loses_a_race_is_redone_per_message(db, data_source):
-    if not data_source.startswith("postgresql"):
-        pytest.skip("SQLite has one writer: no concurrent transaction to lose to")
+def test_postgresql_batch_that_loses_a_race_is_redone_per_message(pg_db):
+    """(PostgreSQL only: SQLite has one writer, no concurrent transaction to lose to.)"""
+    db = pg_db
     a, b, c, d = users(4)
     with db.engine.connect() as first:
         txn = first.begin()
@@ -546,10 +555,10 @@ def test_postgresql_batch_that_loses_a_race_is_redone_per_message(db, data_sourc
     assert [s for s, *_ in _conversation(db, a, b)] == [1, 2, 3]
 
 
-def test_postgresql_concurrent_batches_of_two_processes_store_once_without_gaps(db, data_source):
-    if not data_source.startswith("postgresql"):
-        pytest.skip("SQLite has one writer")
-    other = Database(data_source, store.metadata, pool_size=4)     # as a second process
+def test_postgresql_concurrent_batches_of_two_processes_store_once_without_gaps(pg_db, postgres_url):
+    """(PostgreSQL only: SQLite has one writer.)"""
+    db = pg_db
+    other = Database(postgres_url, store.metadata, pool_size=4)     # as a second process
     people = users(6)
     pairs = [(people[i], people[j]) for i in range(6) for j in range(6) if i != j]
     rounds, shared = 16, [_msg(*pairs[k], f"shared{k}") for k in range(10)]

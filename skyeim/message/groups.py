@@ -44,7 +44,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
 from skyeim.db import Database, now_ms
-from skyeim.message.store import ROW_ID, Refused, Utf8Text, metadata
+from skyeim.message.store import ROW_ID, Refused, Utf8Text, edit_changes, metadata
 from skyeim.protocol import ErrorCode
 from skyeim.web import ApiError, bad_request, body_user_id, json_body, limit_arg, user_id_list
 
@@ -215,13 +215,9 @@ def edit(conn: Connection, group_id: int, user_id: int, msg_id: str, content: st
     """Replace the content of the sender's group message within ``window_ms``; the same
     content again changes nothing (idempotent). Its mentions stay."""
     row = _own_message(conn, group_id, user_id, msg_id)
-    if row.recalled_at is not None:
-        raise Refused("recalled", "a recalled message cannot be edited")
-    if row.content == content and row.edited_at is not None:
-        return row
     now = now_ms()
-    if now - row.created_at > window_ms:
-        raise Refused("too_late", f"a message can be edited within {window_ms // 1000} s")
+    if not edit_changes(row, content, window_ms, now):
+        return row
     conn.execute(update(group_messages).where(_key(user_id, msg_id))
                  .values(content=content, edited_at=now, changed_at=now))
     return _find(conn, user_id, msg_id)

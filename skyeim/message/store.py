@@ -675,17 +675,26 @@ def recall(conn: Connection, user_id: int, msg_id: str, window_ms: int) -> Row:
     return find_message(conn, user_id, msg_id)
 
 
+def edit_changes(row, content: str, window_ms: int, now: int) -> bool:
+    """The rules of an edit, 1:1 or group: whether ``row`` (the sender's message)
+    takes ``content`` now; False for the same content again (idempotent). Raises
+    Refused for a recalled message or one past the window."""
+    if row.recalled_at is not None:
+        raise Refused("recalled", "a recalled message cannot be edited")
+    if row.content == content and row.edited_at is not None:
+        return False
+    if now - row.created_at > window_ms:
+        raise Refused("too_late", f"a message can be edited within {window_ms // 1000} s")
+    return True
+
+
 def edit(conn: Connection, user_id: int, msg_id: str, content: str, window_ms: int) -> Row:
     """Replace the content of the sender's message within ``window_ms`` of its
     createdAt. The same content again changes nothing (idempotent)."""
     row = _own_message(conn, user_id, msg_id)
-    if row.recalled_at is not None:
-        raise Refused("recalled", "a recalled message cannot be edited")
-    if row.content == content and row.edited_at is not None:
-        return row
     now = now_ms()
-    if now - row.created_at > window_ms:
-        raise Refused("too_late", f"a message can be edited within {window_ms // 1000} s")
+    if not edit_changes(row, content, window_ms, now):
+        return row
     conn.execute(update(messages).where(messages.c.from_user_id == user_id,
                                         messages.c.msg_id == msg_id)
                  .values(content=content, edited_at=now, changed_at=now))
