@@ -193,8 +193,14 @@ def test_slow_reader_is_closed_4002_and_loses_nothing(system_factory):
     cb2 = s.connect(bob, connected_timeout=60)
     assert [m["msgId"] for m in cb2.backlog] == sent
     assert cb2.connected["unreadPushed"] == len(sent)
-    # ... and recorded as delivered by that push
-    hist = s.history(bob, alice, limit=200)["messages"]
+    # ... and recorded as delivered by that push (the record is written behind the
+    # push, batched with others: poll briefly)
+    deadline = time.monotonic() + 5
+    while True:
+        hist = s.history(bob, alice, limit=200)["messages"]
+        if {m["status"] for m in hist} == {"delivered"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert sorted(m["msgId"] for m in hist) == sorted(sent)
     assert {m["status"] for m in hist} == {"delivered"}
 
