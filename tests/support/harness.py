@@ -720,6 +720,10 @@ class System:
         for name in ("message", "friend", "auth"):
             if name in self.procs:
                 self.stop_process(name, timeout=timeout)
+        # and whatever else a test started through _spawn (e.g. own_services_harness's
+        # shipped service swapped in for a stand-in): no process outlives its system
+        for name in [n for n in self.procs if n not in ("gateway", "message", "friend", "auth")]:
+            self.stop_process(name, timeout=timeout)
         self.stopped_at = time.monotonic()
         for f in self._log_files:
             with contextlib.suppress(Exception):
