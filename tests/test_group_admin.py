@@ -162,6 +162,22 @@ def test_rename_by_owner_or_admin_and_dismiss_by_the_owner_only(system, people):
     assert system.api("DELETE", f"/api/groups/{gid}", own).status_code == 403
 
 
+
+def test_a_group_made_after_a_dismissal_never_shows_the_dismissed_groups_history(system, people):
+    own, adm, mem, _, _ = people
+    old = create_group(system, own, [adm, mem], name="old")
+    c_own = system.connect(own)
+    for text in ("one", "two"):
+        c_own.expect_ack(send(c_own, old, text), "sent", skip=SKIP)
+    assert system.api("DELETE", f"/api/groups/{old}", own).status_code == 200
+    new = create_group(system, own, [adm, mem], name="new")
+    assert new != old
+    for u in (own, adm, mem):
+        r = system.api("GET", f"/api/groups/{new}/messages", u)
+        assert r.status_code == 200 and r.json()["messages"] == []
+    ack = c_own.expect_ack(send(c_own, new, "first"), "sent", skip=SKIP + ("group_changed",))
+    assert ack["seq"] == 1
+
 def test_invites_and_leaves_are_announced_to_every_member_and_the_newcomers(system, people):
     own, adm, mem, oth, out = people
     gid = create_group(system, own, [mem], name="comings")

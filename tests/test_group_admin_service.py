@@ -58,6 +58,17 @@ def test_roles_mutes_and_dismissal_at_the_friend_service(services):
     assert post(friend, f"/v1/groups/{gid}/dismiss", {"byUserId": own}).status_code == 403
 
 
+
+def test_a_dismissed_groups_id_is_never_given_again(services):
+    friend, _ = services
+    own = next(_ids)
+    made = [post(friend, "/v1/groups", {"ownerId": own, "name": f"g{i}", "memberIds": []})
+            .json()["groupId"] for i in range(2)]
+    for gid in reversed(made):          # the newest first: SQLite's rowid would go back to it
+        assert post(friend, f"/v1/groups/{gid}/dismiss", {"byUserId": own}).status_code == 200
+    again = post(friend, "/v1/groups", {"ownerId": own, "name": "again", "memberIds": []})
+    assert again.json()["groupId"] > max(made)
+
 def test_mention_counts_at_the_message_service(services):
     _, message = services
     gid, ann, bob = next(_ids), next(_ids), next(_ids)

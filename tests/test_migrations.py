@@ -318,6 +318,25 @@ def test_an_auth_database_from_before_revocation_gets_its_table_and_is_recorded(
         assert migrations.differences(conn, "auth", models("auth")) == []
 
 
+
+def test_a_friend_store_upgraded_to_0005_never_gives_a_dismissed_groups_id_again(tmp_path):
+    """SQLite without AUTOINCREMENT gave a new group the newest dismissed group's id;
+    0005 rebuilds ``groups`` with it, keeping the groups that are there."""
+    url = f"sqlite:///{tmp_path / 'friend.db'}"
+    add = "INSERT INTO groups (name, owner_id, created_at) VALUES ('g', 1, 0)"
+    with connection(url) as conn:
+        migrations.migrate(conn, "friend", "test", "0004")
+        for _ in range(3):
+            conn.exec_driver_sql(add)
+        conn.exec_driver_sql("DELETE FROM groups WHERE id = 3")
+        conn.exec_driver_sql(add)
+        assert [r[0] for r in conn.exec_driver_sql("SELECT id FROM groups")] == [1, 2, 3]  # the bug
+    with connection(url) as conn:
+        assert migrations.migrate(conn, "friend", "test")[1] == migrations.head("friend")
+        conn.exec_driver_sql("DELETE FROM groups WHERE id = 3")
+        conn.exec_driver_sql(add)
+        assert [r[0] for r in conn.exec_driver_sql("SELECT id FROM groups")] == [1, 2, 4]
+
 def error_lines(done) -> list[str]:
     """A refusing program's stderr without its log lines (each starts with the time):
     the one line a person reads, and nothing else (no traceback)."""

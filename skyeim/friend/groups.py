@@ -34,6 +34,10 @@ groups = sa.Table(
     sa.Column("name", sa.String(64), nullable=False),
     sa.Column("owner_id", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    # A dismissed group's id is never given again: its messages stay in the Message
+    # store under that id, and a new group must not show its members that history.
+    # PostgreSQL's sequence never goes back; SQLite needs AUTOINCREMENT (schema 0005).
+    sqlite_autoincrement=True,
 )
 
 group_members = sa.Table(
