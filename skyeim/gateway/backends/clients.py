@@ -122,12 +122,13 @@ class ServiceClient:
         # (that lookup cost more CPU than the call itself)
         self.session.trust_env = False
         # one pool per endpoint, sized so that concurrent greenlets reuse connections
-        adapter = HTTPAdapter(pool_connections=len(self.bases), pool_maxsize=rpc.pool_size,
-                              pool_block=False, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.adapter = HTTPAdapter(pool_connections=len(self.bases), pool_maxsize=rpc.pool_size,
+                                   pool_block=False, max_retries=0)
+        self.session.mount("http://", self.adapter)
+        self.session.mount("https://", self.adapter)
         if internal_secret:
             self.session.headers["X-Internal-Secret"] = internal_secret
+        self._headers = dict(self.session.headers)
 
     # batch calls (batching.py): how many of one kind may be in flight, and queue
     BATCH_CONCURRENCY = 4
@@ -196,8 +197,7 @@ class ServiceClient:
                 last_error = f"{base}: circuit open"
                 continue
             try:
-                resp = self.session.request(method, base + path, json=json, params=params,
-                                            headers=headers, timeout=self.timeout)
+                resp = self._send(method, base + path, json, params, headers)
             except requests.RequestException as e:
                 self.breakers.failure(base)
                 last_error = f"{base}: {type(e).__name__}"
@@ -217,6 +217,18 @@ class ServiceClient:
             log.log(logging.DEBUG if last_error.endswith("circuit open") else logging.WARNING,
                     "%s service unavailable: %s %s: %s", self.name, method, path, last_error)
         raise BackendUnavailable(f"{self.name} service: {last_error}")
+
+    def _send(self, method: str, url: str, json: Any, params: dict | None,
+              headers: dict | None) -> requests.Response:
+        """One call through the session's adapter, its body read (the connection back in
+        the pool). Not ``Session.request``: for an internal call its cookie jar, hooks,
+        redirects and settings merge were half the gateway's CPU per call at low rates."""
+        prepared = requests.Request(method, url, json=json, params=params,
+                                    headers={**self._headers, **headers} if headers else self._headers,
+                                    ).prepare()
+        resp = self.adapter.send(prepared, timeout=self.timeout)
+        resp.content                    # noqa: B018 - reads the body, releasing the connection
+        return resp
 
     def healthy(self, timeout: float = 1.0) -> bool:
         """True when at least one endpoint answers GET /healthz with 200."""
