@@ -150,8 +150,11 @@ class ManagedSystem(Seeder):
         self.fd_limit = fd_limit
         self.secret = secrets.token_urlsafe(32)
         self.internal_secret = secrets.token_urlsafe(16)
-        self.ports = {n: free_port() for n in ("ws", "message", "friend", "auth")}
-        self.admin_ports = {n: free_port() for n in ("ws", "message", "friend", "auth")}   # /metrics
+        # all eight chosen at once: one at a time, the OS may hand out a port twice
+        names = ("ws", "message", "friend", "auth")
+        ports = free_ports(2 * len(names))
+        self.ports = dict(zip(names, ports))
+        self.admin_ports = dict(zip(names, ports[len(names):]))      # /metrics
         self.host, self.port = "127.0.0.1", self.ports["ws"]
         self.metrics_url = f"http://127.0.0.1:{self.admin_ports['ws']}"
         self.url = f"http://127.0.0.1:{self.port}"
@@ -203,15 +206,20 @@ class ManagedSystem(Seeder):
         log.close()
 
     def start(self) -> "ManagedSystem":
-        if self.layout == "standalone":
-            self._spawn("gateway", [PYTHON, "wsserver.py", "--standalone", "-f", str(self.dir / "ws.yaml")])
-        else:
-            for name in ("message", "friend", "auth"):
-                self._spawn(name, [PYTHON, "-m", f"skyeim.{name}", "-f", str(self.dir / f"{name}.yaml")])
-            for name in ("message", "friend", "auth"):
-                self._wait_http(name, f"http://127.0.0.1:{self.ports[name]}/healthz")
-            self._spawn("gateway", [PYTHON, "wsserver.py", "-f", str(self.dir / "ws.yaml")])
-        self._wait_http("gateway", self.url + "/readyz")
+        try:
+            if self.layout == "standalone":
+                self._spawn("gateway", [PYTHON, "wsserver.py", "--standalone", "-f",
+                                        str(self.dir / "ws.yaml")])
+            else:
+                for name in ("message", "friend", "auth"):
+                    self._spawn(name, [PYTHON, "-m", f"skyeim.{name}", "-f", str(self.dir / f"{name}.yaml")])
+                for name in ("message", "friend", "auth"):
+                    self._wait_http(name, f"http://127.0.0.1:{self.ports[name]}/healthz")
+                self._spawn("gateway", [PYTHON, "wsserver.py", "-f", str(self.dir / "ws.yaml")])
+            self._wait_http("gateway", self.url + "/readyz")
+        except BaseException:
+            self.stop()                 # what did start must not outlive a failed start
+            raise
         return self
 
     def _wait_http(self, name: str, url: str) -> None:
