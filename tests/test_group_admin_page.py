@@ -6,14 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from browser_harness import TIMEOUT_MS, VIEWPORT, chromium
+from browser_harness import TIMEOUT_MS, VIEWPORT
 from harness import PASSWORD, running_system
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

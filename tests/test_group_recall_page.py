@@ -7,14 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from browser_harness import chromium, sign_in_page
+from browser_harness import sign_in_page
 from harness import PASSWORD, running_system
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,8 @@ import re
 
 import pytest
 
-from browser_harness import TIMEOUT_MS, VIEWPORT, chromium
+from browser_harness import TIMEOUT_MS, VIEWPORT
 from harness import PASSWORD, running_system, unique
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")
