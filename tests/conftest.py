@@ -5,6 +5,8 @@
 - ``system_factory(ws=..., message=..., friend=..., auth=..., standalone=...)``:
   a system with config overrides for one test, stopped after it.
 - ``clients``: SDK clients, closed after the test (helpers in sdk_harness.py).
+- ``browser``: one headless chromium per test module (browser_harness.chromium:
+  skips without playwright or chromium).
 - Every client a test opens is closed after the test.
 - When a test fails, the tail of each involved system's log is attached to
   the report.
@@ -28,6 +30,13 @@ def system(tmp_path_factory, request):
     name = request.module.__name__.rsplit(".", 1)[-1]
     with running_system(tmp_path_factory.mktemp(name)) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from browser_harness import chromium
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture

@@ -256,13 +256,6 @@ class Supervisord:
         return "\n".join(parts)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from browser_harness import chromium
-    with chromium() as b:
-        yield b
-
-
 @pytest.fixture
 def supervised_cluster(tmp_path):
     """supervisord.cluster.conf running with free ports, a private Redis, a fresh

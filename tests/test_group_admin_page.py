@@ -4,34 +4,8 @@ allows; promoting, muting, renaming, kicking and dismissing from it reach the ot
 member's open page live; a message that mentions me is highlighted."""
 from __future__ import annotations
 
-import pytest
-
-from browser_harness import TIMEOUT_MS, VIEWPORT, chromium
-from harness import PASSWORD, running_system
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def system(tmp_path_factory):
-    with running_system(tmp_path_factory.mktemp("group_admin_page")) as s:
-        yield s
-
-
-def signed_in(browser, system, username: str):
-    from playwright.sync_api import expect
-    page = browser.new_context(viewport=VIEWPORT).new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(system.url + "/")
-    page.fill("#login-username", username)
-    page.fill("#login-password", PASSWORD)
-    page.click("#login-button")
-    expect(page.locator("#chat-view")).to_be_visible()
-    return page
+from browser_harness import sign_in_page
+from harness import PASSWORD
 
 
 def open_group(page, name: str) -> None:
@@ -53,7 +27,7 @@ def test_administration_and_mentions_from_the_page(browser, system):
                                                          "memberIds": [mem.id, oth.id]})
     assert r.status_code == 200, r.text
     gid = r.json()["groupId"]
-    a, b = signed_in(browser, system, own.username), signed_in(browser, system, mem.username)
+    (a, _), (b, _) = (sign_in_page(browser, system.url, u.username, PASSWORD) for u in (own, mem))
     open_group(a, "Page club")
     open_group(b, "Page club")
     # role badges; the owner sees the controls, a member none

@@ -30,6 +30,14 @@ def create_group(api, owner, members, name="recalls") -> int:
     return r.json()["groupId"]
 
 
+def two_in_a_group(system, prefix: str):
+    """Users ``<prefix>_ann`` and ``<prefix>_bob``, a group of ann's with bob, and a
+    connection of each: (ann, bob, gid, ann's connection, bob's connection)."""
+    ann, bob = system.users(f"{prefix}_ann", f"{prefix}_bob")
+    gid = create_group(system.api, ann, [bob])
+    return ann, bob, gid, system.connect(ann), system.connect(bob)
+
+
 def posted(sender, others, gid, content="hello group", mentions=None) -> tuple[str, int]:
     """``sender`` sends a groupchat; every one of ``others`` gets it. Its msgId and seq."""
     mid = new_msg_id()
@@ -103,9 +111,7 @@ def test_a_recall_reaches_every_member_and_history_and_sync_keep_a_marker(system
 
 
 def test_an_edit_reaches_every_member_and_history_has_the_new_content(system):
-    ann, bob = system.users("ge_ann", "ge_bob")
-    gid = create_group(system.api, ann, [bob])
-    ca, cb = system.connect(ann), system.connect(bob)
+    ann, bob, gid, ca, cb = two_in_a_group(system, "ge")
     mid, seq = posted(ca, (cb,), gid, "teh meeting")
     ca.send("edit", {"msgId": mid, "groupId": gid, "content": "the meeting"})
     for c in (ca, cb):
@@ -145,9 +151,7 @@ def test_only_the_sender_and_only_members_recall_or_edit(system):
 
 
 def test_recall_and_edit_after_their_windows_are_refused_too_late(short):
-    ann, bob = short.users("gw_ann", "gw_bob")
-    gid = create_group(short.api, ann, [bob])
-    ca, cb = short.connect(ann), short.connect(bob)
+    ann, bob, gid, ca, cb = two_in_a_group(short, "gw")
     mid, _ = posted(ca, (cb,), gid)
     time.sleep(2.3)
     ca.send("edit", {"msgId": mid, "groupId": gid, "content": "later"})
@@ -160,9 +164,7 @@ def test_recall_and_edit_after_their_windows_are_refused_too_late(short):
 
 
 def test_a_member_that_was_away_learns_of_changes_at_its_next_group_sync(system):
-    ann, bob = system.users("gs_ann", "gs_bob")
-    gid = create_group(system.api, ann, [bob])
-    ca, cb = system.connect(ann), system.connect(bob)
+    ann, bob, gid, ca, cb = two_in_a_group(system, "gs")
     m1, s1 = posted(ca, (cb,), gid, "first")
     m2, s2 = posted(ca, (cb,), gid, "second")
     cb.send("sync", {"conversations": [{"groupId": gid, "afterSeq": s2}], "changedSince": 0})

@@ -5,22 +5,8 @@ kept after a reload); Edit and Recall under my group message reach the other mem
 open page live, and the other member's message has no such actions."""
 from __future__ import annotations
 
-import pytest
-
-from browser_harness import chromium, sign_in_page
-from harness import PASSWORD, running_system
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def system(tmp_path_factory):
-    with running_system(tmp_path_factory.mktemp("group_recall_page")) as s:
-        yield s
+from browser_harness import sign_in_page
+from harness import PASSWORD
 
 
 def open_group(page, name: str) -> None:

@@ -15,16 +15,10 @@ import time
 
 import pytest
 
-from browser_harness import JsClients, SocketTap, chromium, poll, pump
+from browser_harness import JsClients, SocketTap, poll, pump
 from harness import wait_until
 
 FAST = {"baseMs": 200, "capMs": 1000}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture

@@ -8,14 +8,8 @@ import re
 
 import pytest
 
-from browser_harness import TIMEOUT_MS, VIEWPORT, chromium
+from browser_harness import sign_in_page
 from harness import PASSWORD, running_system, unique
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +20,8 @@ def system(tmp_path_factory):
 
 
 def signed_in(browser, system, username: str):
-    from playwright.sync_api import expect
-    page = browser.new_context(viewport=VIEWPORT).new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(system.url + "/")
-    page.fill("#login-username", username)
-    page.fill("#login-password", PASSWORD)
-    page.click("#register-button")
-    expect(page.locator("#chat-view")).to_be_visible()
-    return page
+    """A page of a new user ``username``, registered from the page."""
+    return sign_in_page(browser, system.url, username, PASSWORD, register=True)[0]
 
 
 def open_chat(page, username: str) -> None:

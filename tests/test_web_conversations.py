@@ -4,16 +4,8 @@ with the server's unread counts as badges, Pin and Mute in the conversation's
 header, and a chat arriving live moving its friend up."""
 from __future__ import annotations
 
-import pytest
-
-from browser_harness import chromium, sign_in_page
+from browser_harness import sign_in_page
 from harness import PASSWORD
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 def order(page) -> list[int]:

@@ -8,7 +8,6 @@ import re
 
 import pytest
 
-from browser_harness import chromium
 from files_harness import ELF, file_message, jpeg_bytes, png_bytes
 from harness import running_system
 from web_files_harness import ChatTab, expect
@@ -21,12 +20,6 @@ def system(tmp_path_factory):
     with running_system(tmp, ws={"Files": {"Dir": str(tmp / "files")},
                                  "AuthRpc": {"Timeout": 10000}}) as s:
         yield s
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 def loaded_image(locator) -> tuple[int, int]:

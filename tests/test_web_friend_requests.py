@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from browser_harness import TIMEOUT_MS, VIEWPORT, chromium
+from browser_harness import TIMEOUT_MS, VIEWPORT
 from harness import running_system
 from relations_harness import blocked_ids, friend_ids, request_friend, web_page
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

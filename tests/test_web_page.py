@@ -14,18 +14,10 @@ import json
 import signal
 import time
 
-import pytest
-
-from browser_harness import TIMEOUT_MS, VIEWPORT, SocketTap, chromium, poll
+from browser_harness import TIMEOUT_MS, VIEWPORT, SocketTap, poll
 from harness import PASSWORD, unique, wait_until
 
 XSS = "<img src=x onerror=alert(1)>"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 def expect(locator_or_page):

@@ -216,8 +216,9 @@ class JsClient:
                 if f.get("type") == "chat" and f.get("data", {}).get("msgId") == msg_id]
 
 
-def sign_in_page(browser, url: str, username: str, password: str):
-    """A new context's page of the chat app at ``url``, signed in as ``username``;
+def sign_in_page(browser, url: str, username: str, password: str, register: bool = False):
+    """A new context's page of the chat app at ``url``, signed in as ``username``
+    (registered by the page's Register button with ``register``);
     (page, JavaScript errors seen so far: a list that keeps filling)."""
     from playwright.sync_api import expect
     page = browser.new_context(viewport=VIEWPORT).new_page()
@@ -227,6 +228,6 @@ def sign_in_page(browser, url: str, username: str, password: str):
     page.goto(url + "/")
     page.locator("#login-username").fill(username)
     page.locator("#login-password").fill(password)
-    page.locator("#login-button").click()
+    page.locator("#register-button" if register else "#login-button").click()
     expect(page.locator("#chat-view")).to_be_visible()
     return page, errors

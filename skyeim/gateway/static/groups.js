@@ -156,15 +156,7 @@ export function createGroups(app) {
   function messageActions(m) {
     const row = document.createElement("div");
     row.className = "msg-actions";
-    const action = (name, label, fn) => {
-      const b = document.createElement("button");
-      b.type = "button";
-      b.className = "msg-action";
-      b.dataset.action = name;
-      b.textContent = label;
-      b.addEventListener("click", fn);
-      row.appendChild(b);
-    };
+    const action = (name, label, fn) => row.appendChild(button(label, name, fn, "msg-action"));
     const client = () => app.client();
     action("edit", "Edit", () => {
       const text = window.prompt("Edit message", m.content);
@@ -329,10 +321,11 @@ export function createGroups(app) {
     }
   }
 
-  function button(label, action, onClick) {
+  // a button of the page's: its label, data-action and click handler (a link by default)
+  function button(label, action, onClick, className = "link small") {
     const b = document.createElement("button");
     b.type = "button";
-    b.className = "link small";
+    b.className = className;
     b.dataset.action = action;
     b.textContent = label;
     b.addEventListener("click", onClick);
