@@ -12,7 +12,6 @@ import requests
 
 from skyeim.protocol.signatures import sign
 
-import browser_harness
 from example_harness import ExampleApp, example_system
 from harness import new_msg_id, unique
 
@@ -101,31 +100,30 @@ def test_the_app_refuses_a_webhook_with_a_wrong_signature(app):
     assert r.status_code == 401
 
 
-def test_the_apps_page_chats_through_the_javascript_client(app):
+def test_the_apps_page_chats_through_the_javascript_client(app, browser):
     alice, bob = unique("alice"), unique("bob")
-    with browser_harness.chromium() as browser:
-        pages = {}
-        for name in (alice, bob):
-            page = browser.new_page()
-            page.goto(app.url + "/")
-            page.fill("#username", name)
-            page.fill("#password", "a good password")
-            page.click("#signup")
-            page.wait_for_selector("#state:text('live')")
-            # the welcome from the system account, pushed as backlog at connect
-            page.wait_for_selector("#log p:text('System: Welcome, ')")
-            pages[name] = page
-        pages[alice].fill("#friend", bob)
-        pages[alice].press("#friend", "Enter")
-        # bob's page learns of the friendship live (friend_added), without a reload
-        pages[bob].wait_for_selector(f"#log p:text('{alice} is now your friend')")
-        pages[alice].wait_for_function(
-            f"[...document.querySelectorAll('#peer option')].some(o => o.text === '{bob}')")
-        pages[alice].select_option("#peer", label=bob)
-        pages[alice].fill("#text", "hi from the page")
-        pages[alice].press("#text", "Enter")
-        pages[bob].wait_for_selector(f"#log p:text('{alice}: hi from the page')")
-        pages[alice].wait_for_selector("#log p.me[data-status='delivered']")
+    pages = {}
+    for name in (alice, bob):
+        page = browser.new_page()
+        page.goto(app.url + "/")
+        page.fill("#username", name)
+        page.fill("#password", "a good password")
+        page.click("#signup")
+        page.wait_for_selector("#state:text('live')")
+        # the welcome from the system account, pushed as backlog at connect
+        page.wait_for_selector("#log p:text('System: Welcome, ')")
+        pages[name] = page
+    pages[alice].fill("#friend", bob)
+    pages[alice].press("#friend", "Enter")
+    # bob's page learns of the friendship live (friend_added), without a reload
+    pages[bob].wait_for_selector(f"#log p:text('{alice} is now your friend')")
+    pages[alice].wait_for_function(
+        f"[...document.querySelectorAll('#peer option')].some(o => o.text === '{bob}')")
+    pages[alice].select_option("#peer", label=bob)
+    pages[alice].fill("#text", "hi from the page")
+    pages[alice].press("#text", "Enter")
+    pages[bob].wait_for_selector(f"#log p:text('{alice}: hi from the page')")
+    pages[alice].wait_for_selector("#log p.me[data-status='delivered']")
 
 
 def app_username(app: ExampleApp, login: dict) -> str:

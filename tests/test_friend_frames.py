@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from browser_harness import TIMEOUT_MS, VIEWPORT, chromium
+from browser_harness import TIMEOUT_MS, VIEWPORT
 from cluster_harness import running_cluster
 from harness import Client
 from sdk_harness import next_of
@@ -143,37 +143,36 @@ def test_cluster_both_nodes_hear_of_changes(cluster):
 # ---------------------------------------------------------------------------
 # the web page
 
-def test_bobs_open_page_shows_alice_when_she_adds_him(system):
+def test_bobs_open_page_shows_alice_when_she_adds_him(system, browser):
     from playwright.sync_api import expect
     alice, bob = system.users("alice", "bob")
-    with chromium() as browser:
-        context = browser.new_context(viewport=VIEWPORT)
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        errors: list[str] = []
-        received: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("websocket", lambda ws: ws.on(
-            "framereceived", lambda p: received.append(str(p)[:40])))
-        page.goto(system.url + "/")
-        page.locator("#login-username").fill(bob.username)
-        page.locator("#login-password").fill(bob.password)
-        page.locator("#login-button").click()
-        expect(page.locator("#chat-view")).to_be_visible()
-        expect(page.locator("#no-friends")).to_be_visible()
-        deadline = time.monotonic() + TIMEOUT_MS / 1000
-        while not any('"connected"' in f for f in received):   # bob's page is live
-            assert time.monotonic() < deadline, "bob's page got no connected frame"
-            page.wait_for_timeout(50)
-        a = system.connect(alice)
-        add(system, alice, bob)
-        friend = page.locator(f'.friend[data-user-id="{alice.id}"]')
-        expect(friend).to_have_attribute("data-online", "true", timeout=(WITHIN + SLACK) * 1000)
-        expect(friend.locator(".friend-name")).to_have_text(alice.username)
-        expect(page.locator("#no-friends")).to_be_hidden()
-        a.close()                                # presence follows
-        expect(friend).to_have_attribute("data-online", "false")
-        remove(system, alice, bob)
-        expect(friend).to_have_count(0)
-        assert not errors, errors
-        context.close()
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    received: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("websocket", lambda ws: ws.on(
+        "framereceived", lambda p: received.append(str(p)[:40])))
+    page.goto(system.url + "/")
+    page.locator("#login-username").fill(bob.username)
+    page.locator("#login-password").fill(bob.password)
+    page.locator("#login-button").click()
+    expect(page.locator("#chat-view")).to_be_visible()
+    expect(page.locator("#no-friends")).to_be_visible()
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while not any('"connected"' in f for f in received):   # bob's page is live
+        assert time.monotonic() < deadline, "bob's page got no connected frame"
+        page.wait_for_timeout(50)
+    a = system.connect(alice)
+    add(system, alice, bob)
+    friend = page.locator(f'.friend[data-user-id="{alice.id}"]')
+    expect(friend).to_have_attribute("data-online", "true", timeout=(WITHIN + SLACK) * 1000)
+    expect(friend.locator(".friend-name")).to_have_text(alice.username)
+    expect(page.locator("#no-friends")).to_be_hidden()
+    a.close()                                # presence follows
+    expect(friend).to_have_attribute("data-online", "false")
+    remove(system, alice, bob)
+    expect(friend).to_have_count(0)
+    assert not errors, errors
+    context.close()

@@ -11,7 +11,7 @@ import re
 import pytest
 import requests
 
-from browser_harness import TIMEOUT_MS, VIEWPORT, chromium
+from browser_harness import TIMEOUT_MS, VIEWPORT
 from harness import PASSWORD, System, close_open_clients, unique, wait_until
 from nginx_harness import SITE, Nginx, make_certificates, require_nginx, session_from
 from sdk_harness import cli, next_of, ok, one_line_error
@@ -121,7 +121,7 @@ def test_cli_chats_through_nginx_with_ca_file(tls, certs, tmp_path):
     assert "unreachable" in line or "SSL" in line, line
 
 
-def test_web_page_over_https_chats_over_wss(tls, certs):
+def test_web_page_over_https_chats_over_wss(tls, certs, browser):
     system, nginx = tls
     carol_name, carol = _user(nginx.url, certs.ca, "carol")
     _, bob = _user(nginx.url, certs.ca, "bob")
@@ -133,31 +133,30 @@ def test_web_page_over_https_chats_over_wss(tls, certs):
     sockets: list[str] = []
     try:
         b.connect()
-        with chromium() as browser:
-            context = browser.new_context(viewport=VIEWPORT, ignore_https_errors=True)
-            page = context.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("websocket", lambda ws: sockets.append(ws.url))
-            page.goto(nginx.url + "/")
-            page.locator("#login-username").fill(carol_name)
-            page.locator("#login-password").fill(PASSWORD)
-            page.locator("#login-button").click()
-            page.locator("#chat-view").wait_for(state="visible")
-            friend = page.locator(f'.friend[data-user-id="{bob.user_id}"]')
-            friend.click()
-            page.locator("#composer-input").fill("hello from https")
-            page.locator("#composer-input").press("Enter")
-            got = next_of(b, ChatMessage, from_user_id=carol.user_id)
-            assert got.content == "hello from https"
-            sent = b.send_chat(carol.user_id, "seen in the page", wait="sent")
-            page.locator("#message-list .msg", has_text="seen in the page").wait_for()
-            # written to the page's socket through nginx: delivered (a generous bound: the
-            # machine running the tests may be loaded)
-            assert b.wait_ack(sent.msg_id, "delivered", timeout=30).status == "delivered"
-            assert not errors, errors
-            context.close()
+        context = browser.new_context(viewport=VIEWPORT, ignore_https_errors=True)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        page.goto(nginx.url + "/")
+        page.locator("#login-username").fill(carol_name)
+        page.locator("#login-password").fill(PASSWORD)
+        page.locator("#login-button").click()
+        page.locator("#chat-view").wait_for(state="visible")
+        friend = page.locator(f'.friend[data-user-id="{bob.user_id}"]')
+        friend.click()
+        page.locator("#composer-input").fill("hello from https")
+        page.locator("#composer-input").press("Enter")
+        got = next_of(b, ChatMessage, from_user_id=carol.user_id)
+        assert got.content == "hello from https"
+        sent = b.send_chat(carol.user_id, "seen in the page", wait="sent")
+        page.locator("#message-list .msg", has_text="seen in the page").wait_for()
+        # written to the page's socket through nginx: delivered (a generous bound: the
+        # machine running the tests may be loaded)
+        assert b.wait_ack(sent.msg_id, "delivered", timeout=30).status == "delivered"
+        assert not errors, errors
+        context.close()
     finally:
         b.close()
     assert sockets and all(url.startswith(f"wss://127.0.0.1:{nginx.https_port}/ws")
