@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from browser_harness import TIMEOUT_MS, VIEWPORT
-from harness import running_system
-from relations_harness import blocked_ids, friend_ids, request_friend, web_page
+from browser_harness import sign_in_page
+from harness import PASSWORD, running_system
+from relations_harness import blocked_ids, friend_ids, request_friend
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def test_requests_are_accepted_or_declined_and_a_friend_blocked_on_the_page(brow
     from playwright.sync_api import expect
     alice, bob, carol = accepting.users("wfr_a", "wfr_b", "wfr_c")
     request_friend(accepting, carol, bob)                  # pending before bob signs in
-    context, page, errors = web_page(browser, accepting, bob.username, TIMEOUT_MS, VIEWPORT)
+    page, errors = sign_in_page(browser, accepting.url, bob.username, PASSWORD)
     try:
         requests = page.locator("#request-list .request")
         expect(requests).to_have_count(1)
@@ -51,4 +51,4 @@ def test_requests_are_accepted_or_declined_and_a_friend_blocked_on_the_page(brow
         assert blocked_ids(accepting, bob) == [alice.id]
         assert not errors, errors
     finally:
-        context.close()
+        page.context.close()

@@ -50,21 +50,3 @@ def blocked_ids(at: Any, user) -> list[int]:
 
 def friend_ids(at: Any, user) -> list[int]:
     return [f["userId"] for f in call(at, "GET", "/api/friends", user)["friends"]]
-
-
-def web_page(browser, system, username: str, timeout_ms: int, viewport: dict):
-    """A new browser context with the chat page signed in as ``username`` (registered
-    through the API): (context, page, JavaScript errors seen)."""
-    from playwright.sync_api import expect
-    from harness import PASSWORD
-    context = browser.new_context(viewport=viewport)
-    page = context.new_page()
-    page.set_default_timeout(timeout_ms)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(system.url + "/")
-    page.locator("#login-username").fill(username)
-    page.locator("#login-password").fill(PASSWORD)
-    page.locator("#login-button").click()
-    expect(page.locator("#chat-view")).to_be_visible()
-    return context, page, errors
