@@ -32,6 +32,7 @@ from load_harness import (ChatPeer, assert_all_stored, fill_disk, process_figure
 
 RPC_TIMEOUT = 1.0           # s, MessageRpc/FriendRpc Timeout in these tests
 BREAKER_FAILURES = 3
+SMALL_DISK_BYTES = 4 * 2**20  # the tmpfs the disk-full test fills
 MAX_COOLDOWN = 4.0          # s, BreakerMaxCooldownMs
 FAST = 0.25                 # s: an answer this quick did not wait for the backend
 
@@ -319,7 +320,7 @@ def test_database_locked_by_another_process_503_db_locked_then_writes_again(spli
 def test_disk_full_503_db_full_then_writes_again_once_space_is_freed(system_factory):
     """A real full file system (a small tmpfs, filled with a file until ENOSPC):
     SQLite says SQLITE_FULL, the service 503 db_full, the gateway `unavailable`."""
-    with small_disk("4m") as disk:
+    with small_disk(f"{SMALL_DISK_BYTES // 2**20}m") as disk:
         s = system_factory(standalone=False, ws=FAULT_WS,
                            message={"DataSource": f"sqlite:///{disk / 'message.db'}"})
         alice, bob = s.minted_user("full_a"), s.minted_user("full_b")
@@ -328,24 +329,27 @@ def test_disk_full_503_db_full_then_writes_again_once_space_is_freed(system_fact
 
         filler = fill_disk(disk)
         try:
-            # SQLite can still commit a small transaction into WAL space the file already
-            # has (a failed transaction's frames are reused), so a write may succeed now
-            # and then; what was stored must stay stored (checked below)
-            for _ in range(10):                         # bounded: most fail
+            # SQLite still commits into WAL space its file already has (the checkpointer
+            # restarts the WAL; a failed transaction's frames are reused), so writes may
+            # succeed until that slack is used up; the slack is at most the disk, which
+            # bounds both loops below. What was stored must stay stored (checked below).
+            content = "no room " * 2000
+            for _ in range(SMALL_DISK_BYTES // len(content) + 10):
                 mid = new_msg_id()
                 r = s.service("message", "POST", "/v1/messages", {
                     "msgId": mid, "fromUserId": alice.id, "toUserId": bob.id,
-                    "content": "no room " * 2000})
+                    "content": content})
                 if r.status_code != 200:
                     break
                 acked.append(mid)
-            print(f"\nMessage service on a full disk: {r.status_code} {r.text.strip()[:200]}")
+            print(f"\nMessage service on a full disk: {r.status_code} {r.text.strip()[:200]} "
+                  f"({len(acked) - 20} writes still fitted)")
             assert r.status_code == 503 and r.json()["code"] == "db_full", r.text[:200]
             assert set(acked) <= stored_ids(s, alice, bob)     # reads need no room
             # the same through the gateway: each send is answered `unavailable` or, now
             # and then, `sent`
             failed = []
-            for i in range(10 * BREAKER_FAILURES):      # bounded: most fail
+            for i in range(SMALL_DISK_BYTES // 4000 + 10 * BREAKER_FAILURES):
                 mid, status = send_answered(ca, bob, f"disk full {i} " + "x" * 4000)
                 (failed if status == "unavailable" else acked).append(mid)
                 if len(failed) == BREAKER_FAILURES + 2:
