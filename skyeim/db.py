@@ -76,6 +76,16 @@ class DatabaseUnavailable(Exception):
         self.reason = reason
 
 
+class TransactionRace(Exception):
+    """Raised inside a transaction that lost a race it cannot repair in place
+    (on PostgreSQL, a concurrent transaction stored one of its keys after its
+    lookup). Database.run rolls the transaction back and runs it again: the
+    lookup then sees the winner's rows. At most RACE_ATTEMPTS runs in all."""
+
+
+RACE_ATTEMPTS = 3
+
+
 def now_ms() -> int:
     """Milliseconds since the Unix epoch: the unit of every timestamp in the protocol."""
     return time.time_ns() // 1_000_000
@@ -137,8 +147,15 @@ class Database:
     # -- internals ---------------------------------------------------------
 
     def _transaction(self, fn: Callable[..., T], *args: Any) -> T:
-        with self._engine.begin() as conn:
-            return fn(conn, *args)
+        for attempt in range(1, RACE_ATTEMPTS + 1):
+            try:
+                with self._engine.begin() as conn:
+                    return fn(conn, *args)
+            except TransactionRace as e:
+                if attempt == RACE_ATTEMPTS:
+                    raise DatabaseUnavailable(f"lost a race {RACE_ATTEMPTS} times in a row: {e}") from None
+                log.info("a transaction lost a race (%s); running it again", e)
+        raise AssertionError("unreachable")
 
     def _ensure_schema(self) -> None:
         if self._schema_ready:

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 
 from sqlalchemy import (BigInteger, Column, Index, Integer, LargeBinary, MetaData, SmallInteger,
-                        String, Table, TypeDecorator, UniqueConstraint, and_, bindparam, exc, func,
-                        or_, select, text, tuple_, update)
+                        String, Table, TypeDecorator, UniqueConstraint, and_, bindparam, func,
+                        or_, select, text, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
-from skyeim.db import now_ms
+from skyeim.db import TransactionRace, now_ms
 
 
 class Utf8Text(TypeDecorator):
@@ -173,66 +173,24 @@ def status(row: Row) -> str:
 
 # -- sending -------------------------------------------------------------------
 
-def send_message(conn: Connection, msg: NewMessage) -> tuple[Row, bool]:
-    """Store ``msg`` unless the sender already sent its msg_id; return the
-    stored row and whether it was a duplicate (then the ORIGINAL row)."""
-    original = find_message(conn, msg.from_user_id, msg.msg_id)
-    if original is not None:
-        return original, True
-    lo, hi = sorted((msg.from_user_id, msg.to_user_id))
-    # A savepoint, so that losing a race to a concurrent duplicate (the unique
-    # key fires) also undoes our seq increment: no gap, and the winner's row
-    # can be returned from this same transaction.
-    savepoint = conn.begin_nested()
-    try:
-        seq = _next_seq(conn, lo, hi)
-        stored = conn.execute(messages.insert().values(
-            from_user_id=msg.from_user_id, to_user_id=msg.to_user_id, user_lo=lo, user_hi=hi,
-            msg_id=msg.msg_id, content=msg.content, content_type=msg.content_type,
-            created_at=now_ms(), seq=seq).returning(*_CHAT_COLUMNS)).one()
-        _touch_conversations(conn, [(lo, hi, stored.created_at, seq)])
-        savepoint.commit()
-    except exc.IntegrityError:
-        savepoint.rollback()
-        original = find_message(conn, msg.from_user_id, msg.msg_id)
-        if original is None:
-            raise
-        return original, True
-    return stored, False
-
-
 def send_messages(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row | NewRow, bool]]:
-    """send_message for each of ``msgs`` in one transaction; results in the order of ``msgs``.
+    """Store each of ``msgs`` unless its sender already sent its msg_id, in this
+    transaction; results in the order of ``msgs``: (the stored row, False), or
+    (the ORIGINAL row, True) for a duplicate.
 
-    The common case costs a few statements for the whole batch: one lookup of
-    the batch's keys, one seq allocation per conversation, one multi-row
-    INSERT. If a concurrent transaction stores one of the same keys first (the
-    unique key fires), the batch's work is rolled back and redone one message
-    at a time, which handles that race per message. A single chat takes the same
-    path: its statements are built once and cached, where send_message builds
-    its own on every call (0.49 -> 0.32 ms of CPU per one-chat transaction).
+    A few statements for the whole batch: one lookup of the batch's keys, one
+    seq allocation per conversation, one multi-row INSERT, one conversation
+    upsert. A single chat takes the same path (its statements are built once
+    and cached). No savepoint: on SQLite the transaction began IMMEDIATE
+    (skyeim/db.py), so no other writer can store one of these keys between the
+    lookup and the INSERT; on PostgreSQL one can, the INSERT then skips that row
+    (ON CONFLICT DO NOTHING), and this raises TransactionRace so that
+    Database.run runs the transaction again, whose lookup finds the winner's row
+    (no seq is lost: the first run's allocations roll back with it). A savepoint
+    around each batch cost a sixth of a one-chat transaction's CPU on SQLite and
+    two more round trips on PostgreSQL, for a race that is rare.
     """
-    if msgs and conn.dialect.name == "sqlite":
-        # No savepoint: the transaction began IMMEDIATE (skyeim/db.py), so no
-        # other writer can store one of these keys between the lookup and the
-        # insert. The savepoint cost about a fifth of a one-chat transaction.
-        return _send_many(conn, msgs)
-    if msgs:
-        savepoint = conn.begin_nested()
-        try:
-            results = _send_many(conn, msgs)
-            savepoint.commit()
-            return results
-        except exc.IntegrityError:
-            savepoint.rollback()
-    # Conversation by conversation (arrival order within one): every transaction
-    # takes the conversations' row locks in one global order, so two service
-    # processes storing batches side by side cannot deadlock.
-    order = sorted(range(len(msgs)), key=lambda i: _pair(msgs[i]))
-    out: list[tuple[Row, bool] | None] = [None] * len(msgs)
-    for i in order:
-        out[i] = send_message(conn, msgs[i])
-    return out  # type: ignore[return-value]
+    return _send_many(conn, msgs) if msgs else []
 
 
 def _pair(msg: NewMessage) -> tuple[int, int]:
@@ -275,7 +233,10 @@ def _send_many(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row, bool
         # Nothing needs to be read back: every column of a new row is known here
         # but its storage id, which only unread paging uses.
         if conn.dialect.name == "postgresql":
-            _pg_insert_messages(conn, rows, now)
+            stored = _pg_insert_messages(conn, rows, now)
+            if stored < len(rows):
+                raise TransactionRace(f"{len(rows) - stored} of {len(rows)} chats were stored by "
+                                      "a concurrent transaction after this one looked")
         else:
             # A plain executemany (no RETURNING): with RETURNING and parameter
             # order, SQLAlchemy runs one INSERT per row on SQLite.
@@ -369,12 +330,6 @@ def _seq_statement(size: int):
         for i in range(size)]))
 
 
-def _next_seq(conn: Connection, lo: int, hi: int) -> int:
-    """Allocate the pair's next seq and return it; the row stays locked until commit."""
-    stmt = _seq_upsert(conn.dialect.name).returning(conversations.c.last_seq)
-    return conn.execute(stmt, {"user_lo": lo, "user_hi": hi, "last_seq": 1}).scalar_one()
-
-
 def _touch_conversations(conn: Connection, pairs: list[tuple[int, int, int, int]]) -> None:
     """Record (lo, hi, last_at, last_seq) as the newest message of the pair in both
     users' conversation rows: one executemany upsert. The caller holds the pair's
@@ -434,7 +389,8 @@ _PG_INSERT = text(
     " SELECT f, t, lo, hi, m, c, ct, :now, s FROM unnest(CAST(:f AS bigint[]),"
     " CAST(:t AS bigint[]), CAST(:lo AS bigint[]), CAST(:hi AS bigint[]),"
     " CAST(:m AS varchar[]), CAST(:c AS bytea[]), CAST(:ct AS smallint[]),"
-    " CAST(:s AS bigint[])) AS k(f, t, lo, hi, m, c, ct, s)")
+    " CAST(:s AS bigint[])) AS k(f, t, lo, hi, m, c, ct, s)"
+    " ON CONFLICT (from_user_id, msg_id) DO NOTHING RETURNING 1")
 
 _PG_TOUCH = text(
     "INSERT INTO user_conversations (user_id, kind, peer_id, last_at, last_seq, pinned, muted)"
@@ -467,15 +423,16 @@ def _pg_next_seqs(conn: Connection, pairs: list[tuple[int, int]],
     return {pair: last[pair] - counts[pair] + 1 for pair in pairs}
 
 
-def _pg_insert_messages(conn: Connection, rows: list[dict[str, Any]], now: int) -> None:
-    conn.execute(_PG_INSERT, {
+def _pg_insert_messages(conn: Connection, rows: list[dict[str, Any]], now: int) -> int:
+    """INSERT ``rows``; how many were stored (the others' keys were already there)."""
+    return len(conn.execute(_PG_INSERT, {
         "now": now,
         "f": [r["from_user_id"] for r in rows], "t": [r["to_user_id"] for r in rows],
         "lo": [r["user_lo"] for r in rows], "hi": [r["user_hi"] for r in rows],
         "m": [r["msg_id"] for r in rows],
         # Utf8Text's encoding, done here: text() does not know the column's type
         "c": [r["content"].encode("utf-8") for r in rows],
-        "ct": [r["content_type"] for r in rows], "s": [r["seq"] for r in rows]})
+        "ct": [r["content_type"] for r in rows], "s": [r["seq"] for r in rows]}).all())
 
 
 def _pg_touch_conversations(conn: Connection, pairs: list[tuple[int, int, int, int]]) -> None:

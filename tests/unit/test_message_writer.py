@@ -9,7 +9,7 @@ import os
 import gevent
 import pytest
 
-from skyeim.db import Database
+from skyeim.db import RACE_ATTEMPTS, Database, DatabaseUnavailable, TransactionRace
 from skyeim.message import store, writer
 from skyeim.message.writer import MessageWriter
 
@@ -100,3 +100,21 @@ def test_the_checkpointer_copies_the_wal_back_beside_the_writer(db):
         deadline -= 1
     assert os.path.getsize(path) >= before + 500_000
     w.close()
+
+
+def test_a_transaction_that_loses_a_race_is_rolled_back_and_run_again_a_bounded_number_of_times(db):
+    runs = []
+
+    def store_then_lose(conn, losses: int):
+        runs.append(store.send_messages(conn, [chat(1, 2, len(runs))])[0][0].seq)
+        if len(runs) <= losses:
+            raise TransactionRace("a concurrent transaction stored one of the keys")
+        return runs[-1]
+
+    assert db.run(store_then_lose, 1) == 1 and runs == [1, 1]   # the first run's seq rolled back
+    runs.clear()
+    with pytest.raises(DatabaseUnavailable, match=f"lost a race {RACE_ATTEMPTS} times"):
+        db.run(store_then_lose, RACE_ATTEMPTS)
+    assert len(runs) == RACE_ATTEMPTS
+    stored = db.run(lambda conn: [r.msg_id for r in store.history_page(conn, 1, 2, None, 50)[0]])
+    assert stored == ["m1-1"]                                  # only the run that committed
