@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 
 from sqlalchemy import (BigInteger, Column, Index, Integer, LargeBinary, MetaData, SmallInteger,
-                        String, Table, TypeDecorator, UniqueConstraint, and_, bindparam, func,
+                        String, Table, TypeDecorator, UniqueConstraint, and_, bindparam, exc, func,
                         or_, select, text, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
@@ -183,10 +183,10 @@ def send_messages(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row | 
     upsert. A single chat takes the same path (its statements are built once
     and cached). No savepoint: on SQLite the transaction began IMMEDIATE
     (skyeim/db.py), so no other writer can store one of these keys between the
-    lookup and the INSERT; on PostgreSQL one can, the INSERT then skips that row
-    (ON CONFLICT DO NOTHING), and this raises TransactionRace so that
-    Database.run runs the transaction again, whose lookup finds the winner's row
-    (no seq is lost: the first run's allocations roll back with it). A savepoint
+    lookup and the INSERT; on PostgreSQL one can, the INSERT then fails on the
+    unique key, and this raises TransactionRace so that Database.run runs the
+    transaction again, whose lookup finds the winner's row (no seq is lost: the
+    first run's allocations roll back with it). A savepoint
     around each batch cost a sixth of a one-chat transaction's CPU on SQLite and
     two more round trips on PostgreSQL, for a race that is rare.
     """
@@ -233,10 +233,11 @@ def _send_many(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row, bool
         # Nothing needs to be read back: every column of a new row is known here
         # but its storage id, which only unread paging uses.
         if conn.dialect.name == "postgresql":
-            stored = _pg_insert_messages(conn, rows, now)
-            if stored < len(rows):
-                raise TransactionRace(f"{len(rows) - stored} of {len(rows)} chats were stored by "
-                                      "a concurrent transaction after this one looked")
+            try:
+                _pg_insert_messages(conn, rows, now)
+            except exc.IntegrityError as e:     # only the sender's key can clash: seqs are locked
+                raise TransactionRace("a concurrent transaction stored one of the batch's "
+                                      "chats after this one looked") from e
         else:
             # A plain executemany (no RETURNING): with RETURNING and parameter
             # order, SQLAlchemy runs one INSERT per row on SQLite.
@@ -389,8 +390,7 @@ _PG_INSERT = text(
     " SELECT f, t, lo, hi, m, c, ct, :now, s FROM unnest(CAST(:f AS bigint[]),"
     " CAST(:t AS bigint[]), CAST(:lo AS bigint[]), CAST(:hi AS bigint[]),"
     " CAST(:m AS varchar[]), CAST(:c AS bytea[]), CAST(:ct AS smallint[]),"
-    " CAST(:s AS bigint[])) AS k(f, t, lo, hi, m, c, ct, s)"
-    " ON CONFLICT (from_user_id, msg_id) DO NOTHING RETURNING 1")
+    " CAST(:s AS bigint[])) AS k(f, t, lo, hi, m, c, ct, s)")
 
 _PG_TOUCH = text(
     "INSERT INTO user_conversations (user_id, kind, peer_id, last_at, last_seq, pinned, muted)"
@@ -423,16 +423,15 @@ def _pg_next_seqs(conn: Connection, pairs: list[tuple[int, int]],
     return {pair: last[pair] - counts[pair] + 1 for pair in pairs}
 
 
-def _pg_insert_messages(conn: Connection, rows: list[dict[str, Any]], now: int) -> int:
-    """INSERT ``rows``; how many were stored (the others' keys were already there)."""
-    return len(conn.execute(_PG_INSERT, {
+def _pg_insert_messages(conn: Connection, rows: list[dict[str, Any]], now: int) -> None:
+    conn.execute(_PG_INSERT, {
         "now": now,
         "f": [r["from_user_id"] for r in rows], "t": [r["to_user_id"] for r in rows],
         "lo": [r["user_lo"] for r in rows], "hi": [r["user_hi"] for r in rows],
         "m": [r["msg_id"] for r in rows],
         # Utf8Text's encoding, done here: text() does not know the column's type
         "c": [r["content"].encode("utf-8") for r in rows],
-        "ct": [r["content_type"] for r in rows], "s": [r["seq"] for r in rows]}).all())
+        "ct": [r["content_type"] for r in rows], "s": [r["seq"] for r in rows]})
 
 
 def _pg_touch_conversations(conn: Connection, pairs: list[tuple[int, int, int, int]]) -> None:
