@@ -186,9 +186,9 @@ def send_messages(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row | 
     lookup and the INSERT; on PostgreSQL one can, the INSERT then fails on the
     unique key, and this raises TransactionRace so that Database.run runs the
     transaction again, whose lookup finds the winner's row (no seq is lost: the
-    first run's allocations roll back with it). A savepoint
-    around each batch cost a sixth of a one-chat transaction's CPU on SQLite and
-    two more round trips on PostgreSQL, for a race that is rare.
+    first run's allocations roll back with it). A savepoint around each batch
+    cost a sixth of a one-chat transaction's CPU on SQLite and two more round
+    trips on PostgreSQL, for a race that is rare.
     """
     return _send_many(conn, msgs) if msgs else []
 
