@@ -173,6 +173,11 @@ def status(row: Row) -> str:
 
 # -- sending -------------------------------------------------------------------
 
+def _pair(msg: NewMessage) -> tuple[int, int]:
+    a, b = msg.from_user_id, msg.to_user_id
+    return (a, b) if a < b else (b, a)
+
+
 def send_messages(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row | NewRow, bool]]:
     """Store each of ``msgs`` unless its sender already sent its msg_id, in this
     transaction; results in the order of ``msgs``: (the stored row, False), or
@@ -190,15 +195,6 @@ def send_messages(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row | 
     cost a sixth of a one-chat transaction's CPU on SQLite and two more round
     trips on PostgreSQL, for a race that is rare.
     """
-    return _send_many(conn, msgs) if msgs else []
-
-
-def _pair(msg: NewMessage) -> tuple[int, int]:
-    a, b = msg.from_user_id, msg.to_user_id
-    return (a, b) if a < b else (b, a)
-
-
-def _send_many(conn: Connection, msgs: list[NewMessage]) -> list[tuple[Row, bool]]:
     existing = {(r.from_user_id, r.msg_id): r
                 for r in _find_many(conn, [(m.from_user_id, m.msg_id) for m in msgs])}
     results: list[tuple[Row, bool] | None] = [None] * len(msgs)
