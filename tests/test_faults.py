@@ -326,6 +326,7 @@ def test_disk_full_503_db_full_then_writes_again_once_space_is_freed(system_fact
         alice, bob = s.minted_user("full_a"), s.minted_user("full_b")
         ca = s.connect(alice)
         acked = [send_until_sent(ca, bob, f"before {i}")["msgId"] for i in range(20)]
+        stored_before = len(acked)
 
         filler = fill_disk(disk)
         try:
@@ -343,14 +344,15 @@ def test_disk_full_503_db_full_then_writes_again_once_space_is_freed(system_fact
                     break
                 acked.append(mid)
             print(f"\nMessage service on a full disk: {r.status_code} {r.text.strip()[:200]} "
-                  f"({len(acked) - 20} writes still fitted)")
+                  f"({len(acked) - stored_before} writes still fitted)")
             assert r.status_code == 503 and r.json()["code"] == "db_full", r.text[:200]
             assert set(acked) <= stored_ids(s, alice, bob)     # reads need no room
             # the same through the gateway: each send is answered `unavailable` or, now
             # and then, `sent`
             failed = []
-            for i in range(SMALL_DISK_BYTES // 4000 + 10 * BREAKER_FAILURES):
-                mid, status = send_answered(ca, bob, f"disk full {i} " + "x" * 4000)
+            padding = "x" * 4000
+            for i in range(SMALL_DISK_BYTES // len(padding) + 10 * BREAKER_FAILURES):
+                mid, status = send_answered(ca, bob, f"disk full {i} {padding}")
                 (failed if status == "unavailable" else acked).append(mid)
                 if len(failed) == BREAKER_FAILURES + 2:
                     break

@@ -544,8 +544,8 @@ def test_postgresql_batch_that_loses_a_race_runs_again_and_answers_the_duplicate
         txn = first.begin()
         store.send_messages(first, [_msg(a, b, "k1", "first"), _msg(b, a, "k2", "first")])
         # this batch's lookup misses k1 (not committed yet); its seq upsert waits
-        # for the pair's row, then its INSERT skips k1 (stored meanwhile): the
-        # transaction is rolled back and run again, and its lookup finds k1
+        # for the pair's row, then its INSERT fails on k1's unique key (stored
+        # meanwhile): the transaction is rolled back and run again, and its lookup finds k1
         with ThreadPoolExecutor(1) as pool:
             later = pool.submit(db.run, store.send_messages,
                                 [_msg(c, d, "k3"), _msg(a, b, "k1", "second"), _msg(a, b, "k4")])
